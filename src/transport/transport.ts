@@ -1,0 +1,54 @@
+/**
+ * The transport boundary: a reliable, ordered byte stream, nothing more. Transports know nothing
+ * of frames; the session layer above turns bytes into a conversation. Kept as small as
+ * capnweb's RpcTransport and nats.js's Transport: send, an async iterator of chunks, close.
+ */
+
+/** One end of a connected byte stream. */
+export interface Transport {
+  /** The address this end is connected to, for logs and errors (e.g. `unix:/run/g.sock`). */
+  readonly description: string;
+
+  /**
+   * Queues bytes to send, in order. Returns false when the transport's send buffer is above its
+   * high-water mark: the caller should await `drain()` before sending more. The chunks must not be
+   * modified afterwards. Throws `TRANSPORT_CLOSED` once the transport is closed or aborted.
+   */
+  send(chunks: readonly Uint8Array[]): boolean;
+
+  /**
+   * Resolves when the send buffer is below its high-water mark (at once if it already is).
+   * Rejects with `TRANSPORT_CLOSED` if the transport closes before that.
+   */
+  drain(): Promise<void>;
+
+  /**
+   * The bytes the peer sends, in order; one consumer only. The iteration ends when the peer closes
+   * its side and throws a `TRANSPORT_FAILED` error when the connection breaks. Not pulling applies
+   * backpressure to the peer.
+   */
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array>;
+
+  /** Sends what is queued, closes our side, and resolves once the transport is fully closed. */
+  close(): Promise<void>;
+
+  /** Closes at once, dropping anything queued. Idempotent. */
+  abort(reason?: Error): void;
+}
+
+/** Accepts connections on an address until closed. */
+export interface Listener {
+  /** The address it listens on, in the address syntax (`tcp:127.0.0.1:7070` with the real port). */
+  readonly address: string;
+  /** Each accepted connection. Ends when the listener is closed. */
+  [Symbol.asyncIterator](): AsyncIterator<Transport>;
+  /** Stops accepting and releases the address (a Unix socket file is removed). */
+  close(): Promise<void>;
+}
+
+/** The last argument of every async API. */
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Absolute deadline in milliseconds on the caller's monotonic clock (`performance.now()`). */
+  deadline?: number;
+}
