@@ -1,9 +1,10 @@
 /**
  * Control payloads (HELLO, CALL, RESULT, ERROR, …) are msgpack maps. Decoding is defensive: the
- * peer is untrusted, so after msgpack has parsed the bytes the value must be plain data — null,
+ * peer is untrusted, so after msgpack has parsed the bytes the value must be a map of plain data — null,
  * booleans, numbers, strings, byte arrays, arrays and string-keyed maps — no deeper than
- * `MAX_CONTROL_DEPTH`. msgpackr's extensions (records, structured clones, Error, RegExp, Set…)
- * are never sent by guestlink and are refused when received.
+ * `MAX_CONTROL_DEPTH`. Extensions that decode to anything else (timestamps, structured clones,
+ * Error, RegExp, Set…) are refused. msgpackr always decodes its record extension (fixext 0x72) to
+ * plain maps, whatever its options; guestlink never sends it, and what it yields is plain data.
  */
 import { Packr } from "msgpackr";
 import { BadControlPayloadError } from "../errors.ts";
@@ -24,8 +25,8 @@ export function encodeControl(value: unknown): Uint8Array {
   return packr.pack(value);
 }
 
-/** Decodes and checks a control payload; throws `BAD_CONTROL_PAYLOAD` on anything else. */
-export function decodeControl(bytes: Uint8Array): unknown {
+/** Decodes and checks a control payload (one msgpack map); throws `BAD_CONTROL_PAYLOAD` otherwise. */
+export function decodeControl(bytes: Uint8Array): Record<string, unknown> {
   let value: unknown;
   try {
     value = packr.unpack(bytes);
@@ -37,11 +38,19 @@ export function decodeControl(bytes: Uint8Array): unknown {
       },
     );
   }
+  if (
+    typeof value !== "object" ||
+    value === null ||
+    Array.isArray(value) ||
+    value instanceof Uint8Array
+  ) {
+    throw new BadControlPayloadError("control payload must be a msgpack map");
+  }
   const problem = findNonPlainData(value, 0);
   if (problem !== undefined) {
     throw new BadControlPayloadError(`control payload holds ${problem}`);
   }
-  return value;
+  return value as Record<string, unknown>;
 }
 
 function findNonPlainData(value: unknown, depth: number): string | undefined {

@@ -75,6 +75,8 @@ export function readHeader(
     return HeaderVerdict.BAD_FIELD;
   }
   const length = readU32(header, 20);
+  // An empty payload never carries a checksum (the encoder never sets the flag for one).
+  if (length === 0 && (flags & FrameFlag.PAYLOAD_CHECKSUM) !== 0) return HeaderVerdict.BAD_FIELD;
   if (length > maxFrameBytes) return HeaderVerdict.OVERSIZE;
   out.type = header[5] as number;
   out.flags = flags;
