@@ -46,9 +46,4 @@ export interface Listener {
   close(): Promise<void>;
 }
 
-/** The last argument of every async API. */
-export interface CallOptions {
-  signal?: AbortSignal;
-  /** Absolute deadline in milliseconds on the caller's monotonic clock (`performance.now()`). */
-  deadline?: number;
-}
+export type { CallOptions } from "../abort.ts";

@@ -16,8 +16,11 @@ const packr = new Packr({
   useRecords: false,
   mapsAsObjects: true,
   int64AsType: "number",
-  // The spec says maps; msgpackr's default compact map sizing is standard msgpack as well.
   variableMapSize: true,
+  // An absent value is absent on the wire: undefined properties are left out, and undefined in
+  // an array becomes nil (msgpackr would otherwise use an extension no other decoder knows).
+  skipValues: [undefined],
+  encodeUndefinedAsNil: true,
 });
 
 /** Encodes a control value as msgpack. */

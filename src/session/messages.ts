@@ -1,0 +1,91 @@
+/**
+ * The control payloads of the session protocol (docs/protocol.md, "Session layer"), validated
+ * with valibot: a peer is untrusted input, so every field is checked before it is used.
+ */
+import * as v from "valibot";
+
+/** Protocol versions this implementation speaks: [lowest, highest]. */
+export const PROTOCOL_VERSIONS = [1, 1] as const;
+
+const u32 = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff));
+const positiveInt = (max: number) =>
+  v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(max));
+const shortText = (max: number) => v.pipe(v.string(), v.maxLength(max));
+
+export const HelloSchema = v.object({
+  /** Lowest and highest protocol version the sender speaks. */
+  protocol: v.tuple([u32, u32]),
+  /** Who the sender is. */
+  peer: v.object({
+    id: shortText(256),
+    hostname: shortText(256),
+    version: shortText(64),
+  }),
+  /** Names of the services (call methods) the sender offers. */
+  services: v.pipe(v.array(shortText(128)), v.maxLength(1024)),
+  /** The sender's receive limits: frames and windows it accepts. */
+  limits: v.object({
+    maxFrameBytes: positiveInt(64 * 1024 * 1024),
+    streamWindowBytes: positiveInt(2 ** 31 - 1),
+    sessionWindowBytes: positiveInt(2 ** 31 - 1),
+  }),
+  /** Identifies the session across reconnects (resume). */
+  sessionId: shortText(128),
+  /** Secret the peer must present to resume this session. */
+  resumeToken: shortText(128),
+  /** Changes each time the sender's process starts: tells a restart from a reconnect. */
+  incarnation: shortText(128),
+  /** The sender's wall clock when it sent this frame (ms since the epoch). */
+  wallTime: v.number(),
+});
+export type Hello = v.InferOutput<typeof HelloSchema>;
+
+export const CallSchema = v.object({
+  method: v.pipe(v.string(), v.minLength(1), v.maxLength(256)),
+  params: v.optional(v.unknown()),
+  /** Time left until the caller's deadline, in ms, when the frame was sent. */
+  timeoutMs: v.optional(v.pipe(v.number(), v.minValue(0))),
+  /** A notification: the sender expects no reply. */
+  notify: v.optional(v.boolean()),
+  /** Streams opened with the call: name -> stream id (allocated by the caller). */
+  streams: v.optional(v.record(shortText(64), v.pipe(u32, v.minValue(1)))),
+});
+export type CallMessage = v.InferOutput<typeof CallSchema>;
+
+export const ResultSchema = v.object({ value: v.optional(v.unknown()) });
+
+export const ErrorSchema = v.object({
+  code: v.pipe(v.string(), v.minLength(1), v.maxLength(64)),
+  message: shortText(4096),
+  details: v.optional(v.record(v.string(), v.unknown())),
+});
+export type ErrorMessage = v.InferOutput<typeof ErrorSchema>;
+
+export const CancelSchema = v.object({ reason: v.optional(shortText(256)) });
+
+export const WindowSchema = v.object({ credit: positiveInt(2 ** 31 - 1) });
+
+export const ResetSchema = ErrorSchema;
+
+export const PingSchema = v.object({ sentAt: v.number() });
+
+export const PongSchema = v.object({
+  /** The `sentAt` of the PING answered. */
+  sentAt: v.number(),
+  /** The answerer's wall clock when it answered (ms since the epoch). */
+  wallTime: v.number(),
+});
+
+export const GoawaySchema = v.object({ reason: v.optional(shortText(256)) });
+
+/** Parses with a schema; returns the problem as text instead of throwing. */
+export function parseMessage<S extends v.GenericSchema>(
+  schema: S,
+  value: unknown,
+): { ok: true; value: v.InferOutput<S> } | { ok: false; problem: string } {
+  const result = v.safeParse(schema, value);
+  if (result.success) return { ok: true, value: result.output };
+  const issue = result.issues[0];
+  const path = issue.path?.map((p: { key: unknown }) => String(p.key)).join(".") ?? "";
+  return { ok: false, problem: `${path ? `${path}: ` : ""}${issue.message}` };
+}

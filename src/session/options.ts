@@ -1,0 +1,146 @@
+/** Session options and their defaults, filled in one place. */
+import { InvalidOptionError } from "../errors.ts";
+import type { Crc32 } from "../wire/crc32.ts";
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  LIMIT_MAX_FRAME_BYTES,
+  MIN_MAX_FRAME_BYTES,
+} from "../wire/frame.ts";
+import type { Runtime } from "./runtime.ts";
+
+/** Stream window: bytes a peer may send on one stream before we grant more (see bench/session). */
+export const DEFAULT_STREAM_WINDOW_BYTES = 1024 * 1024;
+/** Session window: bytes a peer may have in flight across all streams. */
+export const DEFAULT_SESSION_WINDOW_BYTES = 4 * 1024 * 1024;
+/** Largest DATA frame we send (smaller than the frame limit keeps streams interleaved fairly). */
+export const DEFAULT_MAX_DATA_FRAME_BYTES = 256 * 1024;
+export const KEEPALIVE_INTERVAL_MS = 5_000;
+export const KEEPALIVE_DEAD_AFTER_MS = 15_000;
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Deadline of a call that gives none; `Infinity` per call means none. */
+export const DEFAULT_CALL_TIMEOUT_MS = 120_000;
+
+export interface SessionOptions {
+  /**
+   * Which half of the id space this side allocates call and stream ids from: the client odd,
+   * the server even. Conventionally the side that connected is the client.
+   */
+  role: "client" | "server";
+  runtime: Runtime;
+  /** Who we are, sent in the handshake. */
+  peer?: { id?: string; hostname?: string; version?: string };
+  /** Service names offered (sent in the handshake). Default: the methods with a handler. */
+  services?: string[];
+  /** Largest payload we accept (and the peer's limit bounds what we send). Default 1 MiB. */
+  maxFrameBytes?: number;
+  streamWindowBytes?: number;
+  sessionWindowBytes?: number;
+  /** Add payload checksums to what we send: on for lossy pipes (serial, stdio, shared folders). */
+  payloadChecksum?: boolean;
+  /** `false` turns keepalive off (tests of other things; never in production). */
+  keepalive?: { intervalMs?: number; deadAfterMs?: number } | false;
+  handshakeTimeoutMs?: number;
+  defaultCallTimeoutMs?: number;
+}
+
+export interface ResolvedSessionOptions {
+  role: "client" | "server";
+  runtime: Runtime;
+  checksum: Crc32 | undefined;
+  peer: { id: string; hostname: string; version: string };
+  services: string[] | undefined;
+  maxFrameBytes: number;
+  streamWindowBytes: number;
+  sessionWindowBytes: number;
+  payloadChecksum: boolean;
+  keepalive: { intervalMs: number; deadAfterMs: number } | false;
+  handshakeTimeoutMs: number;
+  defaultCallTimeoutMs: number;
+}
+
+function positive(name: string, value: number | undefined, fallback: number, max = 2 ** 31 - 1) {
+  const v = value ?? fallback;
+  if (!(typeof v === "number" && v > 0 && v <= max && (Number.isInteger(v) || v === Infinity))) {
+    throw new InvalidOptionError(
+      `${name} must be a positive integer no larger than ${max}, got ${v}`,
+      {
+        details: { option: name, value: v },
+      },
+    );
+  }
+  return v;
+}
+
+export function resolveSessionOptions(options: SessionOptions): ResolvedSessionOptions {
+  if (options.role !== "client" && options.role !== "server") {
+    throw new InvalidOptionError(`role must be "client" or "server", got ${String(options.role)}`);
+  }
+  if (!options.runtime?.clock) {
+    throw new InvalidOptionError("runtime with a clock is required (nodeRuntime() on Node)");
+  }
+  const maxFrameBytes = positive(
+    "maxFrameBytes",
+    options.maxFrameBytes,
+    DEFAULT_MAX_FRAME_BYTES,
+    LIMIT_MAX_FRAME_BYTES,
+  );
+  if (maxFrameBytes < MIN_MAX_FRAME_BYTES) {
+    throw new InvalidOptionError(
+      `maxFrameBytes must be at least ${MIN_MAX_FRAME_BYTES}, got ${maxFrameBytes}`,
+    );
+  }
+  let keepalive: ResolvedSessionOptions["keepalive"] = false;
+  if (options.keepalive !== false) {
+    const intervalMs = positive(
+      "keepalive.intervalMs",
+      options.keepalive?.intervalMs,
+      KEEPALIVE_INTERVAL_MS,
+    );
+    const deadAfterMs = positive(
+      "keepalive.deadAfterMs",
+      options.keepalive?.deadAfterMs,
+      KEEPALIVE_DEAD_AFTER_MS,
+    );
+    if (deadAfterMs <= intervalMs) {
+      throw new InvalidOptionError(
+        `keepalive.deadAfterMs (${deadAfterMs}) must be longer than keepalive.intervalMs (${intervalMs})`,
+      );
+    }
+    keepalive = { intervalMs, deadAfterMs };
+  }
+  return {
+    role: options.role,
+    runtime: options.runtime,
+    checksum: options.runtime.crc32,
+    peer: {
+      id: options.peer?.id ?? "",
+      hostname: options.peer?.hostname ?? "",
+      version: options.peer?.version ?? "",
+    },
+    services: options.services,
+    maxFrameBytes,
+    streamWindowBytes: positive(
+      "streamWindowBytes",
+      options.streamWindowBytes,
+      DEFAULT_STREAM_WINDOW_BYTES,
+    ),
+    sessionWindowBytes: positive(
+      "sessionWindowBytes",
+      options.sessionWindowBytes,
+      DEFAULT_SESSION_WINDOW_BYTES,
+    ),
+    payloadChecksum: options.payloadChecksum ?? false,
+    keepalive,
+    handshakeTimeoutMs: positive(
+      "handshakeTimeoutMs",
+      options.handshakeTimeoutMs,
+      HANDSHAKE_TIMEOUT_MS,
+    ),
+    defaultCallTimeoutMs: positive(
+      "defaultCallTimeoutMs",
+      options.defaultCallTimeoutMs,
+      DEFAULT_CALL_TIMEOUT_MS,
+      Infinity,
+    ),
+  };
+}

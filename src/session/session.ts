@@ -1,0 +1,1240 @@
+/**
+ * A session turns a byte stream into a conversation: a handshake on connect, calls with
+ * deadlines and cancellation, byte streams with credit-based flow control, keepalive, graceful
+ * close and abort. docs/protocol.md ("Session layer") is the wire contract this implements.
+ *
+ * Everything time-related goes through the injected clock, and nothing here touches Node, so the
+ * whole protocol runs deterministically on an in-memory transport pair with a fake clock.
+ */
+import { type AbortSignalLike, type CallOptions, newAbortController } from "../abort.ts";
+import { ERROR_CODES, type ErrorCode, GuestlinkError, isGuestlinkError } from "../errors.ts";
+import type { Transport } from "../transport/transport.ts";
+import { decodeControl, encodeControl } from "../wire/control.ts";
+import { FrameDecoder } from "../wire/decode.ts";
+import { FrameEncoder } from "../wire/encode.ts";
+import { type Frame, FrameType, frameTypeName, isFrameType } from "../wire/frame.ts";
+import { Keepalive } from "./keepalive.ts";
+import {
+  CallSchema,
+  CancelSchema,
+  ErrorSchema,
+  GoawaySchema,
+  type Hello,
+  HelloSchema,
+  PingSchema,
+  PongSchema,
+  PROTOCOL_VERSIONS,
+  parseMessage,
+  ResultSchema,
+  WindowSchema,
+} from "./messages.ts";
+import {
+  DEFAULT_MAX_DATA_FRAME_BYTES,
+  type ResolvedSessionOptions,
+  resolveSessionOptions,
+  type SessionOptions,
+} from "./options.ts";
+import type { Timer } from "./runtime.ts";
+import { SessionStream, type StreamOwner } from "./stream.ts";
+
+/** Outgoing bytes are written to the transport in batches of about this size (one writev). */
+const FLUSH_THRESHOLD_BYTES = 256 * 1024;
+/** After a protocol error, how long the peer gets to read our ERROR before the transport is cut. */
+const ERROR_LINGER_MS = 1_000;
+const MAX_CREDIT = 2 ** 31 - 1;
+
+export type SessionState = "handshaking" | "open" | "closing" | "closed";
+
+/** What the peer told us about itself in its handshake. */
+export interface PeerInfo {
+  id: string;
+  hostname: string;
+  version: string;
+  services: string[];
+  /** The protocol version both sides agreed on. */
+  protocol: number;
+  sessionId: string;
+  resumeToken: string;
+  incarnation: string;
+  limits: Hello["limits"];
+}
+
+export interface CallContext {
+  method: string;
+  /** Aborted when the caller cancels, the deadline passes or the session ends. */
+  signal: AbortSignalLike;
+  /** Absolute deadline on this side's clock (`Infinity` when none). */
+  deadline: number;
+  /** The streams the caller opened with the call, by name. */
+  streams: Record<string, SessionStream>;
+  session: Session;
+}
+
+export type Handler = (params: unknown, ctx: CallContext) => unknown;
+
+export interface OpenOptions extends CallOptions {
+  /** Names of byte streams to open with the call (e.g. `["stdin", "stdout", "stderr"]`). */
+  streams?: readonly string[];
+}
+
+/** A call in flight with its streams; `result` settles with the peer's RESULT or ERROR. */
+export interface OpenCall {
+  readonly id: number;
+  readonly streams: Record<string, SessionStream>;
+  readonly result: Promise<unknown>;
+  /** Cancels the call: the peer's handler is aborted and the call rejects with CANCELLED. */
+  cancel(reason?: string): void;
+}
+
+/** A failure reported by the peer. `code` is the peer's code when it is one of ours. */
+export class RemoteError extends GuestlinkError {
+  /** The code exactly as the peer sent it. */
+  readonly remoteCode: string;
+
+  constructor(remoteCode: string, message: string, details?: Record<string, unknown>) {
+    const code: ErrorCode = remoteCode in ERROR_CODES ? (remoteCode as ErrorCode) : "REMOTE_ERROR";
+    super(code, message, { details: { ...details, remoteCode } });
+    this.remoteCode = remoteCode;
+  }
+}
+
+export interface SessionStats {
+  framesSent: number;
+  framesReceived: number;
+  dataBytesSent: number;
+  dataBytesReceived: number;
+  notificationErrors: number;
+}
+
+interface OutgoingCall {
+  resolve(value: unknown): void;
+  reject(err: GuestlinkError): void;
+  streams: SessionStream[];
+  timer: Timer | undefined;
+  /** Settled locally (cancelled or timed out); still waiting for the peer to confirm. */
+  settled: boolean;
+  cleanup(): void;
+}
+
+interface IncomingCall {
+  abort(reason: GuestlinkError): void;
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(err: unknown): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {}); // callers may never look; a rejection here is not "unhandled"
+  return { promise, resolve, reject };
+}
+
+/**
+ * Frames numbered for loss detection and resume. The rest belong to one connection: HELLO,
+ * keepalive, acknowledgements, and the ERROR on stream 0 that ends a session.
+ */
+function isSequenced(type: number, streamId: number): boolean {
+  return (
+    type !== FrameType.HELLO &&
+    type !== FrameType.PING &&
+    type !== FrameType.PONG &&
+    type !== FrameType.ACK &&
+    !(type === FrameType.ERROR && streamId === 0)
+  );
+}
+
+export class Session implements StreamOwner {
+  readonly options: ResolvedSessionOptions;
+  readonly stats: SessionStats = {
+    framesSent: 0,
+    framesReceived: 0,
+    dataBytesSent: 0,
+    dataBytesReceived: 0,
+    notificationErrors: 0,
+  };
+
+  readonly #transport: Transport;
+  readonly #decoder: FrameDecoder;
+  #encoder: FrameEncoder;
+  #state: SessionState = "handshaking";
+  #peer: PeerInfo | undefined;
+  readonly #readyDeferred = deferred<PeerInfo>();
+  readonly #closedDeferred = deferred<GuestlinkError | undefined>();
+  readonly #sessionId: string;
+  readonly #resumeToken: string;
+
+  readonly #handlers = new Map<string, Handler>();
+  readonly #outgoing = new Map<number, OutgoingCall>();
+  readonly #incoming = new Map<number, IncomingCall>();
+  readonly #streams = new Map<number, SessionStream>();
+  /** Work queued until the handshake completes. */
+  #afterHandshake: (() => void)[] = [];
+  #nextId: number;
+  /** The highest call or stream id the peer has allocated; lower unknown ids are closed ones. */
+  #highestPeerId = 0;
+  #nextSeq = 1;
+  #expectedSeq = 1;
+
+  #sessionSendCredit = 0;
+  #sessionReceiveWindow: number;
+  #sessionUngranted = 0;
+  #maxDataFrame = DEFAULT_MAX_DATA_FRAME_BYTES;
+  readonly #withOutput = new Set<SessionStream>();
+  #pumping = false;
+
+  #outbox: Uint8Array[] = [];
+  #outboxBytes = 0;
+  #flushQueued = false;
+  #congested = false;
+
+  #keepalive: Keepalive | undefined;
+  #handshakeTimer: Timer | undefined;
+  #framesAtLastTick = 0;
+  #goawaySent = false;
+  #goawayReceived = false;
+  #closeRequested: Deferred<void> | undefined;
+
+  constructor(transport: Transport, options: SessionOptions) {
+    this.options = resolveSessionOptions(options);
+    const o = this.options;
+    this.#transport = transport;
+    this.#nextId = o.role === "client" ? 1 : 2;
+    this.#sessionReceiveWindow = o.sessionWindowBytes;
+    this.#decoder = new FrameDecoder({ maxFrameBytes: o.maxFrameBytes, checksum: o.checksum });
+    this.#encoder = new FrameEncoder({ payloadChecksum: o.payloadChecksum, checksum: o.checksum });
+    this.#sessionId = o.runtime.randomId();
+    this.#resumeToken = o.runtime.randomId();
+    // Defer the HELLO so handlers registered right after construction are advertised.
+    Promise.resolve().then(() => this.#start());
+  }
+
+  // ---- public API ----------------------------------------------------------------------------
+
+  /** Resolves with the peer's identity once the handshake is done; rejects if it fails. */
+  get ready(): Promise<PeerInfo> {
+    return this.#readyDeferred.promise;
+  }
+
+  /** Resolves when the session has ended: with undefined after a clean close, else the error. */
+  get closed(): Promise<GuestlinkError | undefined> {
+    return this.#closedDeferred.promise;
+  }
+
+  get state(): SessionState {
+    return this.#state;
+  }
+
+  get peer(): PeerInfo | undefined {
+    return this.#peer;
+  }
+
+  /** Last measured round-trip time in ms, from keepalive. */
+  get rttMs(): number | undefined {
+    return this.#keepalive?.rttMs;
+  }
+
+  /** The peer's wall clock minus ours, corrected for half the round trip. */
+  get clockOffsetMs(): number | undefined {
+    return this.#keepalive?.clockOffsetMs;
+  }
+
+  /** The decoder's counters: garbage skipped, bad headers and payloads, oversize claims. */
+  get wireStats(): FrameDecoder["stats"] {
+    return this.#decoder.stats;
+  }
+
+  /** Serves `method`. The handler's return value (or thrown error) is the call's outcome. */
+  handle(method: string, handler: Handler): this {
+    this.#handlers.set(method, handler);
+    return this;
+  }
+
+  /** Calls `method` on the peer and resolves with its result. */
+  call(method: string, params?: unknown, options: CallOptions = {}): Promise<unknown> {
+    return this.open(method, params, options).result;
+  }
+
+  /** Sends a one-way notification; the peer runs its handler and sends nothing back. */
+  notify(method: string, params?: unknown): void {
+    this.#assertCanStartCall();
+    const payload = encodeControl({ method, params, notify: true });
+    this.#whenOpen(() => this.#send(FrameType.CALL, 0, payload));
+  }
+
+  /** Starts a call with streams; see `OpenCall`. */
+  open(method: string, params?: unknown, options: OpenOptions = {}): OpenCall {
+    const { signal } = options;
+    const done = deferred<unknown>();
+    const id = this.#allocateId();
+    const streamNames = options.streams ?? [];
+    const streams: Record<string, SessionStream> = {};
+    const streamIds: Record<string, number> = {};
+    for (const name of streamNames) {
+      const stream = this.#newStream(this.#allocateId(), name);
+      streams[name] = stream;
+      streamIds[name] = stream.id;
+    }
+    const handle: OpenCall = {
+      id,
+      streams,
+      result: done.promise,
+      cancel: (reason = "cancelled by caller") =>
+        cancel(new GuestlinkError("CANCELLED", `call ${method} cancelled: ${reason}`), reason),
+    };
+
+    let failure: GuestlinkError | undefined;
+    try {
+      this.#assertCanStartCall();
+      if (signal?.aborted) throw signal.reason;
+    } catch (err) {
+      failure = toGuestlinkError(err);
+    }
+    const deadline =
+      options.deadline ?? this.options.runtime.clock.now() + this.options.defaultCallTimeoutMs;
+    const remaining = deadline - this.options.runtime.clock.now();
+    if (!failure && remaining <= 0) {
+      failure = new GuestlinkError("DEADLINE_EXCEEDED", `call ${method}: deadline already passed`);
+    }
+    if (failure) {
+      for (const s of Object.values(streams)) s.fail(failure);
+      done.reject(failure);
+      return handle;
+    }
+
+    const onAbort = () => cancel(toGuestlinkError(signal?.reason), "aborted by caller");
+    const call: OutgoingCall = {
+      resolve: done.resolve,
+      reject: done.reject,
+      streams: Object.values(streams),
+      timer: undefined,
+      settled: false,
+      cleanup: () => {
+        call.timer?.cancel();
+        signal?.removeEventListener("abort", onAbort);
+      },
+    };
+    const cancel = (err: GuestlinkError, reason: string) => {
+      if (call.settled || !this.#outgoing.has(id)) return;
+      call.settled = true;
+      call.cleanup();
+      if (this.#state !== "closed") {
+        this.#whenOpen(() => this.#sendControl(FrameType.CANCEL, id, { reason }));
+        for (const s of call.streams) s.reset("CANCELLED", reason);
+      }
+      done.reject(err);
+    };
+    this.#outgoing.set(id, call);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    if (Number.isFinite(remaining)) {
+      call.timer = this.options.runtime.clock.setTimer(remaining, () =>
+        cancel(
+          new GuestlinkError(
+            "DEADLINE_EXCEEDED",
+            `call ${method} did not complete within its deadline`,
+            {
+              details: { timeoutMs: remaining },
+            },
+          ),
+          "deadline exceeded",
+        ),
+      );
+    }
+    let payload: Uint8Array;
+    try {
+      payload = encodeControl({
+        method,
+        params,
+        ...(Number.isFinite(remaining) ? { timeoutMs: Math.ceil(remaining) } : {}),
+        ...(streamNames.length > 0 ? { streams: streamIds } : {}),
+      });
+    } catch (err) {
+      this.#settleOutgoing(id, undefined, toGuestlinkError(err));
+      return handle;
+    }
+    this.#whenOpen(() => {
+      // The call may have been cancelled while the handshake was still going on.
+      if (this.#outgoing.get(id)?.settled === false) this.#send(FrameType.CALL, id, payload);
+    });
+    return handle;
+  }
+
+  /**
+   * Closes gracefully: tells the peer (GOAWAY), starts no new calls, lets calls and streams in
+   * flight in both directions finish, then closes the transport.
+   */
+  close(): Promise<void> {
+    if (this.#state === "closed") return Promise.resolve();
+    if (!this.#closeRequested) {
+      this.#closeRequested = deferred<void>();
+      this.#whenOpen(() => {
+        if (!this.#goawaySent) {
+          this.#goawaySent = true;
+          this.#sendControl(FrameType.GOAWAY, 0, { reason: "closing" });
+        }
+        if (this.#state === "open") this.#state = "closing";
+        this.#maybeFinishClosing();
+      });
+    }
+    return this.#closeRequested.promise;
+  }
+
+  /** Ends the session at once: everything pending fails with `reason` (default SESSION_CLOSED). */
+  abort(reason?: unknown): void {
+    this.#end(
+      reason === undefined
+        ? new GuestlinkError("SESSION_CLOSED", "session aborted")
+        : toGuestlinkError(reason),
+    );
+  }
+
+  // ---- StreamOwner ---------------------------------------------------------------------------
+
+  streamHasOutput(stream: SessionStream): void {
+    this.#withOutput.add(stream);
+    this.#pump();
+  }
+
+  streamConsumed(stream: SessionStream, bytes: number): void {
+    if (this.#state === "closed") return;
+    const o = this.options;
+    if (!stream.closed && !stream.remoteEnded) {
+      stream.ungranted += bytes;
+      if (stream.ungranted >= o.streamWindowBytes / 2) {
+        stream.receiveWindow += stream.ungranted;
+        this.#sendControl(FrameType.WINDOW, stream.id, { credit: stream.ungranted });
+        stream.ungranted = 0;
+      }
+    }
+    this.#grantSession(bytes);
+  }
+
+  streamReset(stream: SessionStream, code: string, message: string): void {
+    this.#withOutput.delete(stream);
+    this.#streams.delete(stream.id);
+    if (this.#state !== "closed") this.#sendControl(FrameType.RESET, stream.id, { code, message });
+    this.#maybeFinishClosing();
+  }
+
+  // ---- starting ------------------------------------------------------------------------------
+
+  #start(): void {
+    if (this.#state === "closed") return;
+    const o = this.options;
+    const hello: Hello = {
+      protocol: [PROTOCOL_VERSIONS[0], PROTOCOL_VERSIONS[1]],
+      peer: o.peer,
+      services: o.services ?? [...this.#handlers.keys()],
+      limits: {
+        maxFrameBytes: o.maxFrameBytes,
+        streamWindowBytes: o.streamWindowBytes,
+        sessionWindowBytes: o.sessionWindowBytes,
+      },
+      sessionId: this.#sessionId,
+      resumeToken: this.#resumeToken,
+      incarnation: o.runtime.incarnation,
+      wallTime: o.runtime.clock.wallNow(),
+    };
+    this.#sendControl(FrameType.HELLO, 0, hello, false);
+    this.#handshakeTimer = o.runtime.clock.setTimer(o.handshakeTimeoutMs, () =>
+      this.#handshakeTimedOut(),
+    );
+    void this.#readLoop();
+  }
+
+  #handshakeTimedOut(): void {
+    if (this.#state !== "handshaking") return;
+    // The peer's HELLO may sit inside a stale frame left in the pipe: give up on that frame once.
+    for (const frame of this.#decoder.resync()) this.#onFrame(frame);
+    if (this.#isClosed() || this.#state !== "handshaking") return;
+    this.#end(
+      new GuestlinkError(
+        "HANDSHAKE_TIMEOUT",
+        `no handshake from ${this.#transport.description} within ${this.options.handshakeTimeoutMs} ms: is a guestlink peer on the other end?`,
+        { details: { skippedBytes: this.#decoder.stats.skippedBytes } },
+      ),
+    );
+  }
+
+  async #readLoop(): Promise<void> {
+    try {
+      for await (const chunk of this.#transport) {
+        if (this.#state === "closed") return;
+        for (const frame of this.#decoder.push(chunk)) {
+          this.#onFrame(frame);
+          if (this.#isClosed()) return;
+        }
+      }
+      this.#onTransportEnd();
+    } catch (err) {
+      this.#end(
+        isGuestlinkError(err)
+          ? err
+          : new GuestlinkError(
+              "SESSION_CLOSED",
+              `connection to ${this.#transport.description} failed`,
+              {
+                cause: err,
+              },
+            ),
+      );
+    }
+  }
+
+  #onTransportEnd(): void {
+    if (this.#state === "closed") return;
+    const busy = this.#outgoing.size + this.#incoming.size + this.#streams.size;
+    if (busy === 0 && this.#state !== "handshaking") {
+      this.#end(undefined);
+      return;
+    }
+    this.#end(
+      new GuestlinkError(
+        "SESSION_CLOSED",
+        `${this.#transport.description} closed the connection${this.#state === "handshaking" ? " during the handshake" : ` with ${busy} calls and streams in flight`}`,
+      ),
+    );
+  }
+
+  // ---- receiving -----------------------------------------------------------------------------
+
+  #onFrame(frame: Frame): void {
+    this.stats.framesReceived++;
+    this.#keepalive?.heard();
+    if (this.#state === "handshaking") {
+      if (frame.type === FrameType.ERROR && frame.streamId === 0)
+        return this.#onSessionError(frame);
+      if (frame.type !== FrameType.HELLO) {
+        return this.#protocolError(
+          "FRAME_BEFORE_HELLO",
+          `${frameTypeName(frame.type)} frame before the handshake`,
+        );
+      }
+      return this.#onHello(frame);
+    }
+    if (!isFrameType(frame.type)) {
+      return this.#protocolError("UNKNOWN_FRAME_TYPE", `unknown frame type ${frame.type}`);
+    }
+    if (isSequenced(frame.type, frame.streamId)) {
+      if (frame.seq < this.#expectedSeq) return; // a duplicate (replayed); already handled
+      if (frame.seq > this.#expectedSeq) {
+        return this.#end(
+          new GuestlinkError(
+            "FRAMES_LOST",
+            `frames ${this.#expectedSeq}..${frame.seq - 1} from ${this.#transport.description} were lost (damaged in transit and dropped)`,
+            {
+              details: {
+                expected: this.#expectedSeq,
+                received: frame.seq,
+                wire: { ...this.#decoder.stats },
+              },
+            },
+          ),
+        );
+      }
+      this.#expectedSeq++;
+    }
+    switch (frame.type) {
+      case FrameType.HELLO:
+        return this.#protocolError("DUPLICATE_HELLO", "a second HELLO on the same connection");
+      case FrameType.CALL:
+        return this.#onCall(frame);
+      case FrameType.RESULT:
+      case FrameType.ERROR:
+        return this.#onReply(frame);
+      case FrameType.CANCEL:
+        return this.#onCancel(frame);
+      case FrameType.DATA:
+        return this.#onData(frame);
+      case FrameType.WINDOW:
+        return this.#onWindow(frame);
+      case FrameType.END:
+        return this.#onEnd(frame);
+      case FrameType.RESET:
+        return this.#onReset(frame);
+      case FrameType.PING: {
+        const ping = this.#parse<{ sentAt: number }>(PingSchema, frame);
+        if (ping) {
+          const wallTime = this.options.runtime.clock.wallNow();
+          this.#sendControl(FrameType.PONG, 0, { sentAt: ping.sentAt, wallTime }, false);
+        }
+        return;
+      }
+      case FrameType.PONG: {
+        const pong = this.#parse<{ sentAt: number; wallTime: number }>(PongSchema, frame);
+        if (pong) this.#keepalive?.pong(pong.sentAt, pong.wallTime);
+        return;
+      }
+      case FrameType.ACK:
+        return; // acknowledgements drive resume (not negotiated in this protocol version)
+      case FrameType.GOAWAY:
+        if (!this.#parse(GoawaySchema, frame)) return;
+        this.#goawayReceived = true;
+        if (this.#state === "open") this.#state = "closing";
+        return this.#maybeFinishClosing();
+    }
+  }
+
+  /** Decodes and validates a control payload; on failure ends the session and returns undefined. */
+  #parse<T>(schema: Parameters<typeof parseMessage>[0], frame: Frame): T | undefined {
+    let value: unknown;
+    try {
+      value = decodeControl(frame.payload);
+    } catch (err) {
+      this.#protocolError(
+        "BAD_CONTROL_PAYLOAD",
+        `${frameTypeName(frame.type)}: ${(err as Error).message}`,
+      );
+      return undefined;
+    }
+    const parsed = parseMessage(schema, value);
+    if (!parsed.ok) {
+      this.#protocolError("BAD_MESSAGE", `${frameTypeName(frame.type)}: ${parsed.problem}`);
+      return undefined;
+    }
+    return parsed.value as T;
+  }
+
+  #onHello(frame: Frame): void {
+    const hello = this.#parse<Hello>(HelloSchema, frame);
+    if (!hello) return;
+    this.#handshakeTimer?.cancel();
+    const [ourLow, ourHigh] = PROTOCOL_VERSIONS;
+    const [theirLow, theirHigh] = hello.protocol;
+    const version = Math.min(ourHigh, theirHigh);
+    if (version < Math.max(ourLow, theirLow)) {
+      const message = `incompatible protocol versions: this side speaks ${ourLow}..${ourHigh}, the peer ${theirLow}..${theirHigh}; upgrade the older side`;
+      this.#sendControl(FrameType.ERROR, 0, { code: "VERSION_MISMATCH", message }, false);
+      this.#flush();
+      return this.#end(
+        new GuestlinkError("VERSION_MISMATCH", message, {
+          details: { ours: PROTOCOL_VERSIONS, theirs: hello.protocol },
+        }),
+        true,
+      );
+    }
+    const o = this.options;
+    this.#peer = {
+      id: hello.peer.id,
+      hostname: hello.peer.hostname,
+      version: hello.peer.version,
+      services: hello.services,
+      protocol: version,
+      sessionId: hello.sessionId,
+      resumeToken: hello.resumeToken,
+      incarnation: hello.incarnation,
+      limits: hello.limits,
+    };
+    // Send what the peer can take: frames up to its limit, bytes up to its windows.
+    this.#encoder = new FrameEncoder({
+      payloadChecksum: o.payloadChecksum,
+      checksum: o.checksum,
+      maxFrameBytes: Math.max(1024, Math.min(hello.limits.maxFrameBytes, 64 * 1024 * 1024)),
+    });
+    this.#maxDataFrame = Math.min(DEFAULT_MAX_DATA_FRAME_BYTES, hello.limits.maxFrameBytes);
+    this.#sessionSendCredit = hello.limits.sessionWindowBytes;
+    for (const stream of this.#streams.values()) stream.sendCredit = hello.limits.streamWindowBytes;
+    this.#state = "open";
+    if (o.keepalive) {
+      this.#keepalive = new Keepalive(o.runtime.clock, o.keepalive, {
+        sendPing: (sentAt) => this.#sendControl(FrameType.PING, 0, { sentAt }, false),
+        tick: () => this.#checkStuckFrame(),
+        peerDead: (silentForMs) =>
+          this.#end(
+            new GuestlinkError(
+              "PEER_UNRESPONSIVE",
+              `${this.#transport.description} has not answered for ${Math.round(silentForMs)} ms; it is presumed dead`,
+              {
+                details: {
+                  silentForMs,
+                  deadAfterMs: o.keepalive ? o.keepalive.deadAfterMs : undefined,
+                },
+              },
+            ),
+          ),
+      });
+      this.#keepalive.start();
+    }
+    const queued = this.#afterHandshake;
+    this.#afterHandshake = [];
+    for (const fn of queued) fn();
+    this.#readyDeferred.resolve(this.#peer);
+    this.#pump();
+  }
+
+  /** A frame that stopped arriving mid-way for a whole keepalive interval was stale: rescan it. */
+  #checkStuckFrame(): void {
+    const received = this.stats.framesReceived;
+    if (received === this.#framesAtLastTick && this.#decoder.bufferedBytes > 0) {
+      for (const frame of this.#decoder.resync()) {
+        this.#onFrame(frame);
+        if (this.#isClosed()) return;
+      }
+    }
+    this.#framesAtLastTick = this.stats.framesReceived;
+  }
+
+  #onCall(frame: Frame): void {
+    const msg = this.#parse<{
+      method: string;
+      params?: unknown;
+      timeoutMs?: number;
+      notify?: boolean;
+      streams?: Record<string, number>;
+    }>(CallSchema, frame);
+    if (!msg) return;
+    const id = frame.streamId;
+    if (id === 0) {
+      if (!msg.notify)
+        return this.#protocolError("BAD_MESSAGE", "CALL on stream 0 must be a notification");
+      const handler = this.#handlers.get(msg.method);
+      if (!handler) {
+        this.stats.notificationErrors++;
+        return;
+      }
+      const controller = newAbortController();
+      const ctx: CallContext = {
+        method: msg.method,
+        signal: controller.signal,
+        deadline: Infinity,
+        streams: {},
+        session: this,
+      };
+      Promise.resolve()
+        .then(() => handler(msg.params, ctx))
+        .catch(() => {
+          this.stats.notificationErrors++;
+        });
+      return;
+    }
+    if (!this.#claimPeerId(id, "call")) return;
+    const streams: Record<string, SessionStream> = {};
+    for (const [name, streamId] of Object.entries(msg.streams ?? {})) {
+      if (!this.#claimPeerId(streamId, "stream")) return;
+      const stream = this.#newStream(streamId, name);
+      stream.sendCredit = this.#peer?.limits.streamWindowBytes ?? 0;
+      streams[name] = stream;
+    }
+    const reply = (err: unknown) => {
+      const payload = errorPayload(err);
+      for (const s of Object.values(streams)) s.reset(payload.code, payload.message);
+      this.#sendControl(FrameType.ERROR, id, payload);
+    };
+    if (this.#goawaySent || this.#goawayReceived) {
+      return reply(
+        new GuestlinkError("SESSION_CLOSING", "the session is closing and accepts no new calls"),
+      );
+    }
+    const handler = this.#handlers.get(msg.method);
+    if (!handler) {
+      return reply(
+        new GuestlinkError("METHOD_NOT_FOUND", `no such method: ${msg.method}`, {
+          details: { method: msg.method, available: [...this.#handlers.keys()] },
+        }),
+      );
+    }
+    const clock = this.options.runtime.clock;
+    const controller = newAbortController();
+    const deadline = msg.timeoutMs === undefined ? Infinity : clock.now() + msg.timeoutMs;
+    const timer =
+      msg.timeoutMs === undefined
+        ? undefined
+        : clock.setTimer(msg.timeoutMs, () =>
+            controller.abort(
+              new GuestlinkError("DEADLINE_EXCEEDED", `call ${msg.method} ran past its deadline`),
+            ),
+          );
+    this.#incoming.set(id, { abort: (reason) => controller.abort(reason) });
+    const ctx: CallContext = {
+      method: msg.method,
+      signal: controller.signal,
+      deadline,
+      streams,
+      session: this,
+    };
+    const finish = () => {
+      timer?.cancel();
+      this.#incoming.delete(id);
+      this.#maybeFinishClosing();
+    };
+    Promise.resolve()
+      .then(() => handler(msg.params, ctx))
+      .then(
+        async (value) => {
+          // All stream output reaches the caller before the result does.
+          for (const s of Object.values(streams)) s.end();
+          await Promise.all(Object.values(streams).map((s) => this.#outputDone(s)));
+          if (this.#state === "closed") return;
+          let payload: Uint8Array;
+          try {
+            payload = encodeControl({ value });
+          } catch (err) {
+            return reply(
+              new GuestlinkError(
+                "HANDLER_FAILED",
+                `the result of ${msg.method} cannot be encoded: ${(err as Error).message}`,
+              ),
+            );
+          }
+          this.#send(FrameType.RESULT, id, payload);
+        },
+        (err: unknown) => {
+          if (this.#state !== "closed") reply(err);
+        },
+      )
+      .finally(finish);
+  }
+
+  #onReply(frame: Frame): void {
+    const id = frame.streamId;
+    if (id === 0 && frame.type === FrameType.ERROR) return this.#onSessionError(frame);
+    if (!this.#outgoing.has(id)) {
+      return this.#protocolError(
+        "UNEXPECTED_REPLY",
+        `${frameTypeName(frame.type)} for call ${id}, which is not in flight`,
+      );
+    }
+    if (frame.type === FrameType.RESULT) {
+      const msg = this.#parse<{ value?: unknown }>(ResultSchema, frame);
+      if (msg) this.#settleOutgoing(id, msg.value, undefined);
+    } else {
+      const msg = this.#parse<{ code: string; message: string; details?: Record<string, unknown> }>(
+        ErrorSchema,
+        frame,
+      );
+      if (msg)
+        this.#settleOutgoing(id, undefined, new RemoteError(msg.code, msg.message, msg.details));
+    }
+  }
+
+  #settleOutgoing(id: number, value: unknown, err: GuestlinkError | undefined): void {
+    const call = this.#outgoing.get(id);
+    if (!call) return;
+    this.#outgoing.delete(id);
+    if (!call.settled) {
+      call.settled = true;
+      call.cleanup();
+      if (err) {
+        for (const s of call.streams) if (!s.closed) s.reset(err.code, err.message);
+        call.reject(err);
+      } else {
+        call.resolve(value);
+      }
+    }
+    this.#maybeFinishClosing();
+  }
+
+  #onSessionError(frame: Frame): void {
+    let msg: { code?: unknown; message?: unknown } = {};
+    try {
+      msg = decodeControl(frame.payload);
+    } catch {
+      // A peer that cannot even say why is still ending the session.
+    }
+    const code = typeof msg.code === "string" ? msg.code : "PROTOCOL_ERROR";
+    const text = typeof msg.message === "string" ? msg.message : "no reason given";
+    this.#end(new RemoteError(code, `${this.#transport.description} ended the session: ${text}`));
+  }
+
+  #onCancel(frame: Frame): void {
+    const msg = this.#parse<{ reason?: string }>(CancelSchema, frame);
+    if (!msg) return;
+    // A CANCEL for a call already finished crossed our reply on the wire: nothing to do.
+    this.#incoming
+      .get(frame.streamId)
+      ?.abort(
+        new GuestlinkError(
+          "CANCELLED",
+          `cancelled by the caller: ${msg.reason ?? "no reason given"}`,
+        ),
+      );
+  }
+
+  #onData(frame: Frame): void {
+    const length = frame.payload.length;
+    this.stats.dataBytesReceived += length;
+    const stream = this.#streams.get(frame.streamId);
+    if (!stream) {
+      if (!this.#isClosedStream(frame.streamId)) {
+        return this.#protocolError(
+          "UNKNOWN_STREAM",
+          `DATA for stream ${frame.streamId}, which was never opened`,
+        );
+      }
+      // Data that crossed our RESET on the wire: drop it, but give the session credit back.
+      if (length > this.#sessionReceiveWindow) {
+        return this.#protocolError("FLOW_CONTROL", "DATA beyond the session window");
+      }
+      this.#sessionReceiveWindow -= length;
+      this.#grantSession(length);
+      return;
+    }
+    if (stream.remoteEnded) {
+      return this.#protocolError("DATA_AFTER_END", `DATA on stream ${stream.id} after its END`);
+    }
+    if (length > stream.receiveWindow || length > this.#sessionReceiveWindow) {
+      return this.#protocolError(
+        "FLOW_CONTROL",
+        `DATA of ${length} bytes on stream ${stream.id} beyond the window granted (${Math.min(stream.receiveWindow, this.#sessionReceiveWindow)} bytes)`,
+      );
+    }
+    stream.receiveWindow -= length;
+    this.#sessionReceiveWindow -= length;
+    stream.deliver(frame.payload);
+  }
+
+  #onWindow(frame: Frame): void {
+    const msg = this.#parse<{ credit: number }>(WindowSchema, frame);
+    if (!msg) return;
+    if (frame.streamId === 0) {
+      this.#sessionSendCredit += msg.credit;
+      if (this.#sessionSendCredit > MAX_CREDIT) {
+        return this.#protocolError("FLOW_CONTROL", "session window grown beyond 2^31-1 bytes");
+      }
+    } else {
+      const stream = this.#streams.get(frame.streamId);
+      if (!stream) {
+        if (this.#isClosedStream(frame.streamId)) return;
+        return this.#protocolError(
+          "UNKNOWN_STREAM",
+          `WINDOW for stream ${frame.streamId}, which was never opened`,
+        );
+      }
+      stream.sendCredit += msg.credit;
+      if (stream.sendCredit > MAX_CREDIT) {
+        return this.#protocolError(
+          "FLOW_CONTROL",
+          `stream ${stream.id} window grown beyond 2^31-1 bytes`,
+        );
+      }
+    }
+    this.#pump();
+  }
+
+  #onEnd(frame: Frame): void {
+    const stream = this.#streams.get(frame.streamId);
+    if (!stream) {
+      if (this.#isClosedStream(frame.streamId)) return;
+      return this.#protocolError(
+        "UNKNOWN_STREAM",
+        `END for stream ${frame.streamId}, which was never opened`,
+      );
+    }
+    stream.remoteEnd();
+    this.#forgetIfClosed(stream);
+  }
+
+  #onReset(frame: Frame): void {
+    const msg = this.#parse<{ code: string; message: string }>(ErrorSchema, frame);
+    if (!msg) return;
+    const stream = this.#streams.get(frame.streamId);
+    if (!stream) {
+      if (this.#isClosedStream(frame.streamId)) return;
+      return this.#protocolError(
+        "UNKNOWN_STREAM",
+        `RESET for stream ${frame.streamId}, which was never opened`,
+      );
+    }
+    this.#streams.delete(stream.id);
+    this.#withOutput.delete(stream);
+    stream.fail(
+      new GuestlinkError(
+        "STREAM_RESET",
+        `stream "${stream.name}" reset by the peer: ${msg.message}`,
+        {
+          details: { code: msg.code, by: "peer" },
+        },
+      ),
+    );
+    this.#maybeFinishClosing();
+  }
+
+  // ---- ids and streams -----------------------------------------------------------------------
+
+  #allocateId(): number {
+    const id = this.#nextId;
+    this.#nextId += 2;
+    return id;
+  }
+
+  #isPeerParity(id: number): boolean {
+    return id % 2 === (this.options.role === "client" ? 0 : 1);
+  }
+
+  /** Checks a new id from the peer: its parity, and higher than any it used before. */
+  #claimPeerId(id: number, what: string): boolean {
+    if (!this.#isPeerParity(id)) {
+      this.#protocolError("BAD_ID", `${what} id ${id} is from this side's half of the id space`);
+      return false;
+    }
+    if (id <= this.#highestPeerId) {
+      this.#protocolError("DUPLICATE_ID", `${what} id ${id} was already used`);
+      return false;
+    }
+    this.#highestPeerId = id;
+    return true;
+  }
+
+  /** An id that was opened once (by either side) and is gone now. */
+  #isClosedStream(id: number): boolean {
+    return this.#isPeerParity(id) ? id <= this.#highestPeerId : id < this.#nextId;
+  }
+
+  #newStream(id: number, name: string): SessionStream {
+    const stream = new SessionStream(
+      this,
+      id,
+      name,
+      this.#peer?.limits.streamWindowBytes ?? 0,
+      this.options.streamWindowBytes,
+      this.options.streamWindowBytes,
+    );
+    this.#streams.set(id, stream);
+    return stream;
+  }
+
+  #forgetIfClosed(stream: SessionStream): void {
+    if (stream.closed) {
+      this.#streams.delete(stream.id);
+      this.#withOutput.delete(stream);
+      this.#maybeFinishClosing();
+    }
+  }
+
+  #outputDone(stream: SessionStream): Promise<void> {
+    return stream.outputDone
+      ? Promise.resolve()
+      : new Promise((resolve) => stream.whenOutputDone(resolve));
+  }
+
+  #grantSession(bytes: number): void {
+    this.#sessionUngranted += bytes;
+    if (this.#sessionUngranted >= this.options.sessionWindowBytes / 2) {
+      this.#sessionReceiveWindow += this.#sessionUngranted;
+      this.#sendControl(FrameType.WINDOW, 0, { credit: this.#sessionUngranted });
+      this.#sessionUngranted = 0;
+    }
+  }
+
+  // ---- sending -------------------------------------------------------------------------------
+
+  #whenOpen(fn: () => void): void {
+    if (this.#state === "handshaking") this.#afterHandshake.push(fn);
+    else if (this.#state !== "closed") fn();
+  }
+
+  #assertCanStartCall(): void {
+    if (this.#state === "closed")
+      throw new GuestlinkError("SESSION_CLOSED", "the session is closed");
+    if (this.#goawaySent || this.#goawayReceived || this.#closeRequested) {
+      throw new GuestlinkError("SESSION_CLOSING", "the session is closing and starts no new calls");
+    }
+  }
+
+  #sendControl(type: FrameType, streamId: number, value: unknown, sequenced = true): void {
+    this.#send(type, streamId, encodeControl(value), sequenced);
+  }
+
+  #send(
+    type: FrameType,
+    streamId: number,
+    payload: Uint8Array | undefined,
+    sequenced = true,
+  ): void {
+    if (this.#state === "closed") return;
+    const seq = sequenced ? this.#nextSeq++ : 0;
+    for (const part of this.#encoder.encodeParts({ type, streamId, seq, payload })) {
+      this.#outbox.push(part);
+      this.#outboxBytes += part.length;
+    }
+    this.stats.framesSent++;
+    if (this.#outboxBytes >= FLUSH_THRESHOLD_BYTES) this.#flush();
+    else if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      Promise.resolve().then(() => this.#flush());
+    }
+  }
+
+  /** Writes everything queued in one go; notes congestion so the pump pauses until drain. */
+  #flush(): void {
+    this.#flushQueued = false;
+    if (this.#outbox.length === 0 || this.#state === "closed") return;
+    const parts = this.#outbox;
+    this.#outbox = [];
+    this.#outboxBytes = 0;
+    let below: boolean;
+    try {
+      below = this.#transport.send(parts);
+    } catch (err) {
+      this.#end(toGuestlinkError(err));
+      return;
+    }
+    if (!below && !this.#congested) {
+      this.#congested = true;
+      this.#transport.drain().then(
+        () => {
+          this.#congested = false;
+          this.#pump();
+        },
+        (err: unknown) => this.#end(toGuestlinkError(err)),
+      );
+    }
+  }
+
+  /** Moves queued stream bytes into DATA frames, as credit and the transport allow. */
+  #pump(): void {
+    if (this.#pumping || this.#state === "handshaking" || this.#state === "closed") return;
+    this.#pumping = true;
+    try {
+      let progress = true;
+      while (progress && !this.#congested && this.#withOutput.size > 0) {
+        progress = false;
+        for (const stream of this.#withOutput) {
+          if (this.#congested || this.#isClosed()) break;
+          const max = Math.min(stream.sendCredit, this.#sessionSendCredit, this.#maxDataFrame);
+          const chunk = stream.takeOutput(max);
+          if (chunk) {
+            this.#sessionSendCredit -= chunk.length;
+            this.stats.dataBytesSent += chunk.length;
+            this.#send(FrameType.DATA, stream.id, chunk);
+            progress = true;
+          } else if (stream.takeEnd()) {
+            this.#send(FrameType.END, stream.id, undefined);
+            progress = true;
+          }
+          if (stream.queuedBytes === 0 && !stream.endPending) {
+            this.#withOutput.delete(stream);
+            this.#forgetIfClosed(stream);
+          }
+        }
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  // ---- ending --------------------------------------------------------------------------------
+
+  /** A method, not a property test, so TypeScript does not narrow it away across calls. */
+  #isClosed(): boolean {
+    return this.#state === "closed";
+  }
+
+  #maybeFinishClosing(): void {
+    if (this.#state !== "closing" && !(this.#state === "open" && this.#closeRequested)) return;
+    if (this.#outgoing.size > 0 || this.#incoming.size > 0 || this.#streams.size > 0) return;
+    this.#flush();
+    this.#end(undefined, true);
+  }
+
+  /** Reports a peer's protocol violation to it, then ends the session. */
+  #protocolError(violation: string, message: string): void {
+    if (this.#state === "closed") return;
+    this.#sendControl(
+      FrameType.ERROR,
+      0,
+      { code: "PROTOCOL_ERROR", message, details: { violation } },
+      false,
+    );
+    this.#flush();
+    this.#end(
+      new GuestlinkError(
+        "PROTOCOL_ERROR",
+        `${this.#transport.description} broke the protocol: ${message}`,
+        {
+          details: { violation },
+        },
+      ),
+      true,
+    );
+  }
+
+  /**
+   * Ends the session: everything pending fails with `err` (or SESSION_CLOSED after a clean close).
+   * With `gracefully`, the transport is closed after what was sent drains (so a peer can read our
+   * last words), and cut if that takes longer than a second; otherwise it is cut at once.
+   */
+  #end(err: GuestlinkError | undefined, gracefully = false): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#keepalive?.stop();
+    this.#handshakeTimer?.cancel();
+    const reason = err ?? new GuestlinkError("SESSION_CLOSED", "the session was closed");
+    for (const call of this.#outgoing.values()) {
+      call.cleanup();
+      if (!call.settled) call.reject(reason);
+    }
+    this.#outgoing.clear();
+    for (const call of this.#incoming.values()) call.abort(reason);
+    this.#incoming.clear();
+    for (const stream of this.#streams.values()) stream.fail(reason);
+    this.#streams.clear();
+    this.#withOutput.clear();
+    this.#afterHandshake = [];
+    this.#readyDeferred.reject(reason);
+    this.#closeRequested?.resolve();
+    this.#closedDeferred.resolve(err);
+    if (err === undefined || gracefully) {
+      const linger = this.options.runtime.clock.setTimer(ERROR_LINGER_MS, () =>
+        this.#transport.abort(reason),
+      );
+      this.#transport.close().then(
+        () => linger.cancel(),
+        () => linger.cancel(),
+      );
+    } else {
+      this.#transport.abort(reason);
+    }
+  }
+}
+
+function toGuestlinkError(err: unknown): GuestlinkError {
+  if (isGuestlinkError(err)) return err;
+  if (err instanceof Error && err.name === "AbortError") {
+    return new GuestlinkError("CANCELLED", err.message || "aborted", { cause: err });
+  }
+  return new GuestlinkError(
+    "CANCELLED",
+    err instanceof Error ? err.message : String(err ?? "aborted"),
+    { cause: err },
+  );
+}
+
+/**
+ * What a handler's failure looks like on the wire: a guestlink error keeps its code (a remote
+ * error passed on keeps the code it came with); an error with a code of its own in capitals
+ * (ENOENT, EACCES, POLICY_DENIED) keeps that; anything else is HANDLER_FAILED.
+ */
+function errorPayload(err: unknown): {
+  code: string;
+  message: string;
+  details?: Record<string, unknown>;
+} {
+  const message = err instanceof Error ? err.message : String(err);
+  const ownCode =
+    err instanceof RemoteError ? err.remoteCode : (err as { code?: unknown } | undefined)?.code;
+  const code =
+    isGuestlinkError(err) || (typeof ownCode === "string" && /^[A-Z][A-Z0-9_]{1,63}$/.test(ownCode))
+      ? (ownCode as string)
+      : "HANDLER_FAILED";
+  const details =
+    isGuestlinkError(err) && err.details !== undefined ? plainDetails(err.details) : undefined;
+  return { code, message, ...(details ? { details } : {}) };
+}
+
+/** Keeps only details that survive msgpack (a handler may put anything there). */
+function plainDetails(details: Record<string, unknown>): Record<string, unknown> | undefined {
+  try {
+    decodeControl(encodeControl(details));
+    return details;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,225 @@
+/**
+ * A byte stream inside a session, attached to a call. Each direction is independent: ours ends
+ * with `end()`, the peer's with its END frame; `reset()` aborts both.
+ *
+ * Flow control is credit-based, as in yamux and ssh2: we may send only as many bytes as the peer
+ * has granted (its window), and we grant the peer more only as the application consumes what it
+ * received. A reader that stops reading therefore stops the writer after at most one window, and
+ * `write()` returning false tells the writer's source to pause rather than pile bytes up here.
+ */
+import { GuestlinkError } from "../errors.ts";
+
+/** What a stream needs from its session. */
+export interface StreamOwner {
+  /** The stream has bytes or an END to send. */
+  streamHasOutput(stream: SessionStream): void;
+  /** The application consumed `bytes` received on the stream: credit may go back to the peer. */
+  streamConsumed(stream: SessionStream, bytes: number): void;
+  /** The application reset the stream: tell the peer. */
+  streamReset(stream: SessionStream, code: string, message: string): void;
+}
+
+/** Receives what the peer sends on a stream. */
+export interface StreamReader {
+  data(chunk: Uint8Array): void;
+  end(): void;
+  error(err: GuestlinkError): void;
+}
+
+export class SessionStream {
+  readonly id: number;
+  readonly name: string;
+
+  /** Bytes the peer still lets us send (its window for this stream). */
+  sendCredit: number;
+  /** Bytes we still let the peer send before we grant more. */
+  receiveWindow: number;
+  /** Consumed bytes not yet granted back to the peer. */
+  ungranted = 0;
+
+  /** Called once after `write()` returned false, when the queue has room again. */
+  onDrain: (() => void) | undefined;
+
+  readonly #owner: StreamOwner;
+  readonly #highWaterBytes: number;
+  readonly #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
+  #endQueued = false;
+  #endSent = false;
+  #remoteEnded = false;
+  #closedError: GuestlinkError | undefined;
+  #closed = false;
+  #reader: StreamReader | undefined;
+  #outputDoneWaiters: (() => void)[] = [];
+  /** What arrived before a reader was attached (bounded by our receive window). */
+  readonly #inbox: Uint8Array[] = [];
+
+  constructor(
+    owner: StreamOwner,
+    id: number,
+    name: string,
+    sendCredit: number,
+    receiveWindow: number,
+    highWaterBytes: number,
+  ) {
+    this.#owner = owner;
+    this.id = id;
+    this.name = name;
+    this.sendCredit = sendCredit;
+    this.receiveWindow = receiveWindow;
+    this.#highWaterBytes = highWaterBytes;
+  }
+
+  /** True once both directions have ended or the stream was reset. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** Our direction has ended and everything queued, END included, has gone to the session. */
+  get outputDone(): boolean {
+    return this.#endSent || this.#closed;
+  }
+
+  // ---- our direction -------------------------------------------------------------------------
+
+  /**
+   * Queues `chunk` to send. Returns false when the queue holds a window's worth or more: pause
+   * the source until `onDrain`. The chunk must not be modified afterwards.
+   */
+  write(chunk: Uint8Array): boolean {
+    if (this.#closed) throw this.#closedError ?? streamClosed(this);
+    if (this.#endQueued)
+      throw new GuestlinkError("STREAM_CLOSED", `stream "${this.name}" was ended`);
+    if (chunk.length > 0) {
+      this.#queue.push(chunk);
+      this.#queuedBytes += chunk.length;
+      this.#owner.streamHasOutput(this);
+    }
+    return this.#queuedBytes < this.#highWaterBytes;
+  }
+
+  /** Ends our direction once the queued bytes are sent. */
+  end(): void {
+    if (this.#closed || this.#endQueued) return;
+    this.#endQueued = true;
+    this.#owner.streamHasOutput(this);
+  }
+
+  /** Aborts both directions and tells the peer why. */
+  reset(code = "CANCELLED", message = "stream reset"): void {
+    if (this.#closed) return;
+    this.#owner.streamReset(this, code, message);
+    this.fail(
+      new GuestlinkError("STREAM_RESET", `stream "${this.name}" reset: ${message}`, {
+        details: { code, by: "local" },
+      }),
+    );
+  }
+
+  /** For the session: takes up to `max` queued bytes as the payload of one DATA frame. */
+  takeOutput(max: number): Uint8Array | undefined {
+    const head = this.#queue[0];
+    if (head === undefined || max <= 0) return undefined;
+    let chunk: Uint8Array;
+    if (head.length <= max) {
+      chunk = head;
+      this.#queue.shift();
+    } else {
+      chunk = head.subarray(0, max);
+      this.#queue[0] = head.subarray(max);
+    }
+    this.#queuedBytes -= chunk.length;
+    this.sendCredit -= chunk.length;
+    if (this.onDrain && this.#queuedBytes < this.#highWaterBytes) {
+      const drain = this.onDrain;
+      this.onDrain = undefined;
+      drain();
+    }
+    return chunk;
+  }
+
+  /** For the session: true when the queue is empty and an END is due. */
+  takeEnd(): boolean {
+    if (!this.#endQueued || this.#endSent || this.#queuedBytes > 0) return false;
+    this.#endSent = true;
+    this.#maybeClosed();
+    this.#notifyOutputDone();
+    return true;
+  }
+
+  /** Calls `fn` once our direction is done: END handed to the session, or the stream failed. */
+  whenOutputDone(fn: () => void): void {
+    if (this.outputDone) fn();
+    else this.#outputDoneWaiters.push(fn);
+  }
+
+  /** For the session: whether an END is still owed after the queue. */
+  get endPending(): boolean {
+    return this.#endQueued && !this.#endSent;
+  }
+
+  // ---- the peer's direction ------------------------------------------------------------------
+
+  /** Starts delivering what the peer sends; what arrived before is delivered at once. */
+  attach(reader: StreamReader): void {
+    if (this.#reader)
+      throw new GuestlinkError("STREAM_CLOSED", `stream "${this.name}" already has a reader`);
+    this.#reader = reader;
+    for (const chunk of this.#inbox.splice(0)) reader.data(chunk);
+    if (this.#closedError) reader.error(this.#closedError);
+    else if (this.#remoteEnded) reader.end();
+  }
+
+  /** The application is done with `bytes` of what it was given. */
+  consumed(bytes: number): void {
+    if (bytes > 0) this.#owner.streamConsumed(this, bytes);
+  }
+
+  /** For the session: bytes from a DATA frame (already checked against our window). */
+  deliver(chunk: Uint8Array): void {
+    if (this.#reader) this.#reader.data(chunk);
+    else this.#inbox.push(chunk);
+  }
+
+  /** For the session: the peer's END. */
+  remoteEnd(): void {
+    if (this.#remoteEnded) return;
+    this.#remoteEnded = true;
+    if (this.#reader && !this.#closedError) this.#reader.end();
+    this.#maybeClosed();
+  }
+
+  get remoteEnded(): boolean {
+    return this.#remoteEnded;
+  }
+
+  /** For the session: the stream failed (peer RESET, session end). Idempotent. */
+  fail(err: GuestlinkError): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closedError = err;
+    this.#queue.length = 0;
+    this.#queuedBytes = 0;
+    this.#reader?.error(err);
+    const drain = this.onDrain;
+    this.onDrain = undefined;
+    drain?.();
+    this.#notifyOutputDone();
+  }
+
+  #notifyOutputDone(): void {
+    for (const fn of this.#outputDoneWaiters.splice(0)) fn();
+  }
+
+  #maybeClosed(): void {
+    if (this.#endSent && this.#remoteEnded) this.#closed = true;
+  }
+}
+
+function streamClosed(stream: SessionStream): GuestlinkError {
+  return new GuestlinkError("STREAM_CLOSED", `stream "${stream.name}" is closed`);
+}
