@@ -6,12 +6,13 @@
  * Error, RegExp, Set…) are refused. msgpackr always decodes its record extension (fixext 0x72) to
  * plain maps, whatever its options; guestlink never sends it, and what it yields is plain data.
  */
-import { Packr } from "msgpackr";
+import { type Options, Packr } from "msgpackr";
 import { BadControlPayloadError } from "../errors.ts";
 
 /** How deeply control values may nest. Real messages need a handful of levels. */
 export const MAX_CONTROL_DEPTH = 32;
 
+// `skipValues` is a msgpackr option its type declarations do not list yet.
 const packr = new Packr({
   useRecords: false,
   mapsAsObjects: true,
@@ -21,7 +22,7 @@ const packr = new Packr({
   // an array becomes nil (msgpackr would otherwise use an extension no other decoder knows).
   skipValues: [undefined],
   encodeUndefinedAsNil: true,
-});
+} as Options & { skipValues: unknown[] });
 
 /** Encodes a control value as msgpack. */
 export function encodeControl(value: unknown): Uint8Array {
