@@ -2,7 +2,10 @@
  * Node's implementations of what the wire and session layers take as parameters (they compile
  * without Node's types, in the way vscode-jsonrpc keeps timers behind its `ral.ts`).
  */
+import { randomBytes } from "node:crypto";
+import { performance } from "node:perf_hooks";
 import zlib from "node:zlib";
+import type { Clock, Runtime } from "../session/runtime.ts";
 import { type Crc32, crc32 } from "../wire/crc32.ts";
 
 /**
@@ -15,3 +18,26 @@ export const nodeCrc32: Crc32 = (() => {
   if (typeof native !== "function") return crc32;
   return (data, initial = 0) => (data.length < 256 ? crc32(data, initial) : native(data, initial));
 })();
+
+/** Monotonic time from `performance.now()`; timers never keep the process alive. */
+export const nodeClock: Clock = {
+  now: () => performance.now(),
+  wallNow: () => Date.now(),
+  setTimer(ms, fn) {
+    const timer = setTimeout(fn, ms);
+    timer.unref();
+    return { cancel: () => clearTimeout(timer) };
+  },
+};
+
+const INCARNATION = randomBytes(12).toString("base64url");
+
+/** The runtime a session uses on Node. One incarnation per process. */
+export function nodeRuntime(): Runtime {
+  return {
+    clock: nodeClock,
+    crc32: nodeCrc32,
+    incarnation: INCARNATION,
+    randomId: () => randomBytes(16).toString("base64url"),
+  };
+}
