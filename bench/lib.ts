@@ -82,6 +82,22 @@ export function runOptions(opts: BenchOptions): RunOptions {
  */
 export type Batch = () => number | Promise<number>;
 
+/** Times `count` calls of `op` one by one (after `warmup` untimed calls); milliseconds each. */
+export async function sampleDurations(
+  count: number,
+  op: () => unknown,
+  warmup = Math.min(count, 10),
+): Promise<number[]> {
+  for (let i = 0; i < warmup; i++) await op();
+  const out: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const start = now();
+    await op();
+    out.push(now() - start);
+  }
+  return out;
+}
+
 /** Repeats `batch` for at least `minMs`; returns units per second. */
 export async function timeRun(batch: Batch, minMs: number): Promise<number> {
   let units = 0;
@@ -171,25 +187,43 @@ export function table(header: readonly string[], rows: readonly (readonly string
   return [line(header), rule, ...rows.map(line)].join("\n");
 }
 
-/** Where the figures came from, for the JSON line. */
-export function environment(): Record<string, unknown> {
+export interface Environment {
+  node: string;
+  platform: string;
+  cpu: string;
+  cpus: number;
+  /** The 1-minute load average when the benchmark started. */
+  loadAverage: number;
+}
+
+/** Where the figures come from; take it before running, so the load is other processes'. */
+export function environment(): Environment {
   const cpus = os.cpus();
   return {
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     cpu: cpus[0]?.model.trim() ?? "unknown",
     cpus: cpus.length,
+    loadAverage: round(os.loadavg()[0] ?? 0, 2),
   };
 }
 
+/** Load above this at the start gets a warning: other work depresses JIT- and GC-heavy figures. */
+const BUSY_LOAD_AVERAGE = 0.5;
+
 /** Prints the report: its text, then the figures as the last line of stdout. */
-export function printReport(name: string, opts: BenchOptions, report: BenchReport): void {
-  const json = JSON.stringify({
-    bench: name,
-    quick: opts.quick,
-    ...environment(),
-    ...report.figures,
-  });
-  const text = report.text.endsWith("\n") ? report.text : `${report.text}\n`;
-  process.stdout.write(`${text}${json}\n`);
+export function printReport(
+  name: string,
+  opts: BenchOptions,
+  env: Environment,
+  report: BenchReport,
+): void {
+  const lines = [report.text.trimEnd()];
+  if (env.loadAverage >= BUSY_LOAD_AVERAGE) {
+    lines.push(
+      `note: load average was ${env.loadAverage} on ${env.cpus} CPUs at the start; other work may depress these figures`,
+    );
+  }
+  lines.push(JSON.stringify({ bench: name, quick: opts.quick, ...env, ...report.figures }));
+  process.stdout.write(`${lines.join("\n")}\n`);
 }

@@ -5,7 +5,7 @@
  */
 import { readdirSync } from "node:fs";
 import type { Bench, BenchOptions } from "./lib.ts";
-import { printReport } from "./lib.ts";
+import { environment, printReport } from "./lib.ts";
 
 const SUFFIX = ".bench.ts";
 const USAGE = "usage: npm run bench -- [NAME] [--quick]";
@@ -46,8 +46,9 @@ async function main(argv: readonly string[]): Promise<void> {
   if (typeof module.run !== "function") {
     usageError(`bench/${name}${SUFFIX} does not export run()`);
   }
+  const env = environment();
   const report = await module.run(opts);
-  printReport(name, opts, report);
+  printReport(name, opts, env, report);
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {

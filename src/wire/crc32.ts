@@ -29,14 +29,19 @@ function buildTable(): Int32Array {
   return table;
 }
 
-export const crc32: Crc32 = (data, initial = 0) => {
+export const crc32: Crc32 = (data, initial = 0) => crc32Range(data, 0, data.length, initial);
+
+/**
+ * CRC-32 of `data[start .. end)`. Headers use it on their own bytes: a subarray of a small typed
+ * array makes V8 move the array out of its heap first, which cost more than the CRC itself.
+ */
+export function crc32Range(data: Uint8Array, start: number, end: number, initial = 0): number {
   const t = TABLE;
   let c = ~initial;
-  let i = 0;
-  const n = data.length;
+  let i = start;
   // The non-null assertions are safe by construction: indices are bytes (0..255) plus a slice
-  // offset, and `i + 7 < n` inside the loop.
-  while (n - i >= 8) {
+  // offset, and `i + 7 < end` inside the loop.
+  while (end - i >= 8) {
     c ^= (data[i] as number) | ((data[i + 1] as number) << 8) | ((data[i + 2] as number) << 16);
     c ^= (data[i + 3] as number) << 24;
     c =
@@ -50,6 +55,6 @@ export const crc32: Crc32 = (data, initial = 0) => {
       (t[data[i + 7] as number] as number);
     i += 8;
   }
-  while (i < n) c = (t[(c ^ (data[i++] as number)) & 0xff] as number) ^ (c >>> 8);
+  while (i < end) c = (t[(c ^ (data[i++] as number)) & 0xff] as number) ^ (c >>> 8);
   return ~c >>> 0;
-};
+}

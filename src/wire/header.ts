@@ -2,7 +2,7 @@
  * Reading and writing the 32-byte frame header (layout in frame.ts and docs/protocol.md).
  * Hot path: no allocation; the reader fills a caller-owned object.
  */
-import { crc32 } from "./crc32.ts";
+import { crc32Range } from "./crc32.ts";
 import { FrameFlag, HEADER_BYTES, KNOWN_FLAGS, MAGIC, MAX_SEQ, WIRE_VERSION } from "./frame.ts";
 
 /** Header fields other than magic and checksums. */
@@ -60,28 +60,27 @@ export function readHeader(
   maxFrameBytes: number,
   out: HeaderFields,
 ): HeaderVerdict {
-  const header = o === 0 && b.length === HEADER_BYTES ? b : b.subarray(o, o + HEADER_BYTES);
-  if (crc32(header.subarray(0, 28)) !== readU32(header, 28)) return HeaderVerdict.BAD_CHECKSUM;
-  const flags = header[6] as number;
-  const seqHigh = readU32(header, 12);
-  const payloadCrc = readU32(header, 24);
+  if (crc32Range(b, o, o + 28) !== readU32(b, o + 28)) return HeaderVerdict.BAD_CHECKSUM;
+  const flags = b[o + 6] as number;
+  const seqHigh = readU32(b, o + 12);
+  const payloadCrc = readU32(b, o + 24);
   if (
-    header[4] !== WIRE_VERSION ||
-    header[7] !== 0 ||
+    b[o + 4] !== WIRE_VERSION ||
+    b[o + 7] !== 0 ||
     (flags & ~KNOWN_FLAGS) !== 0 ||
     seqHigh > Math.floor(MAX_SEQ / 2 ** 32) ||
     ((flags & FrameFlag.PAYLOAD_CHECKSUM) === 0 && payloadCrc !== 0)
   ) {
     return HeaderVerdict.BAD_FIELD;
   }
-  const length = readU32(header, 20);
+  const length = readU32(b, o + 20);
   // An empty payload never carries a checksum (the encoder never sets the flag for one).
   if (length === 0 && (flags & FrameFlag.PAYLOAD_CHECKSUM) !== 0) return HeaderVerdict.BAD_FIELD;
   if (length > maxFrameBytes) return HeaderVerdict.OVERSIZE;
-  out.type = header[5] as number;
+  out.type = b[o + 5] as number;
   out.flags = flags;
-  out.streamId = readU32(header, 8);
-  out.seq = seqHigh * 2 ** 32 + readU32(header, 16);
+  out.streamId = readU32(b, o + 8);
+  out.seq = seqHigh * 2 ** 32 + readU32(b, o + 16);
   out.length = length;
   out.payloadCrc = payloadCrc;
   return HeaderVerdict.OK;
@@ -102,7 +101,7 @@ export function writeHeader(b: Uint8Array, o: number, f: HeaderFields): void {
   writeU32(b, o + 16, f.seq >>> 0);
   writeU32(b, o + 20, f.length);
   writeU32(b, o + 24, f.payloadCrc);
-  writeU32(b, o + 28, crc32(b.subarray(o, o + 28)));
+  writeU32(b, o + 28, crc32Range(b, o, o + 28));
 }
 
 /** The number of leading bytes of `b[o .. end)` that agree with the magic (at most 4). */
