@@ -272,44 +272,50 @@ export class Session implements StreamOwner {
   /** Starts a call with streams; see `OpenCall`. */
   open(method: string, params?: unknown, options: OpenOptions = {}): OpenCall {
     const { signal } = options;
+    const clock = this.options.runtime.clock;
     const done = deferred<unknown>();
-    const id = this.#allocateId();
     const streamNames = options.streams ?? [];
-    const streams: Record<string, SessionStream> = {};
-    const streamIds: Record<string, number> = {};
-    for (const name of streamNames) {
-      const stream = this.#newStream(this.#allocateId(), name);
-      streams[name] = stream;
-      streamIds[name] = stream.id;
-    }
-    const handle: OpenCall = {
-      id,
-      streams,
-      result: done.promise,
-      cancel: (reason = "cancelled by caller") =>
-        cancel(new GuestlinkError("CANCELLED", `call ${method} cancelled: ${reason}`), reason),
-    };
+    const deadline = options.deadline ?? clock.now() + this.options.defaultCallTimeoutMs;
+    const remaining = deadline - clock.now();
 
+    // Refused before anything is allocated or sent: its streams are born failed.
     let failure: GuestlinkError | undefined;
+    let payload: Uint8Array | undefined;
     try {
       this.#assertCanStartCall();
       if (signal?.aborted) throw signal.reason;
+      if (remaining <= 0) {
+        throw new GuestlinkError(
+          "DEADLINE_EXCEEDED",
+          `call ${method}: its deadline had already passed`,
+        );
+      }
     } catch (err) {
       failure = toGuestlinkError(err);
     }
-    const deadline =
-      options.deadline ?? this.options.runtime.clock.now() + this.options.defaultCallTimeoutMs;
-    const remaining = deadline - this.options.runtime.clock.now();
-    if (!failure && remaining <= 0) {
-      failure = new GuestlinkError("DEADLINE_EXCEEDED", `call ${method}: deadline already passed`);
+    const id = failure ? 0 : this.#allocateId();
+    const streams: Record<string, SessionStream> = {};
+    const streamIds: Record<string, number> = {};
+    for (const name of streamNames) {
+      const stream = failure
+        ? this.#detachedStream(name)
+        : this.#newStream(this.#allocateId(), name);
+      streams[name] = stream;
+      streamIds[name] = stream.id;
     }
-    if (failure) {
-      for (const s of Object.values(streams)) s.fail(failure);
-      done.reject(failure);
-      return handle;
+    if (!failure) {
+      try {
+        payload = encodeControl({
+          method,
+          params,
+          ...(Number.isFinite(remaining) ? { timeoutMs: Math.ceil(remaining) } : {}),
+          ...(streamNames.length > 0 ? { streams: streamIds } : {}),
+        });
+      } catch (err) {
+        failure = toGuestlinkError(err);
+      }
     }
 
-    const onAbort = () => cancel(toGuestlinkError(signal?.reason), "aborted by caller");
     const call: OutgoingCall = {
       resolve: done.resolve,
       reject: done.reject,
@@ -322,7 +328,7 @@ export class Session implements StreamOwner {
       },
     };
     const cancel = (err: GuestlinkError, reason: string) => {
-      if (call.settled || !this.#outgoing.has(id)) return;
+      if (call.settled || this.#outgoing.get(id) !== call) return;
       call.settled = true;
       call.cleanup();
       if (this.#state !== "closed") {
@@ -331,10 +337,29 @@ export class Session implements StreamOwner {
       }
       done.reject(err);
     };
+    const onAbort = () => cancel(toGuestlinkError(signal?.reason), "aborted by caller");
+    const handle: OpenCall = {
+      id,
+      streams,
+      result: done.promise,
+      cancel: (reason = "cancelled by caller") =>
+        cancel(new GuestlinkError("CANCELLED", `call ${method} cancelled: ${reason}`), reason),
+    };
+
+    if (failure || payload === undefined) {
+      const err = failure ?? new GuestlinkError("SESSION_CLOSED", "the session is closed");
+      for (const s of call.streams) {
+        this.#streams.delete(s.id);
+        s.fail(err);
+      }
+      done.reject(err);
+      return handle;
+    }
+    const frame = payload;
     this.#outgoing.set(id, call);
     signal?.addEventListener("abort", onAbort, { once: true });
     if (Number.isFinite(remaining)) {
-      call.timer = this.options.runtime.clock.setTimer(remaining, () =>
+      call.timer = clock.setTimer(remaining, () =>
         cancel(
           new GuestlinkError(
             "DEADLINE_EXCEEDED",
@@ -347,21 +372,9 @@ export class Session implements StreamOwner {
         ),
       );
     }
-    let payload: Uint8Array;
-    try {
-      payload = encodeControl({
-        method,
-        params,
-        ...(Number.isFinite(remaining) ? { timeoutMs: Math.ceil(remaining) } : {}),
-        ...(streamNames.length > 0 ? { streams: streamIds } : {}),
-      });
-    } catch (err) {
-      this.#settleOutgoing(id, undefined, toGuestlinkError(err));
-      return handle;
-    }
     this.#whenOpen(() => {
       // The call may have been cancelled while the handshake was still going on.
-      if (this.#outgoing.get(id)?.settled === false) this.#send(FrameType.CALL, id, payload);
+      if (!call.settled) this.#send(FrameType.CALL, id, frame);
     });
     return handle;
   }
@@ -998,6 +1011,11 @@ export class Session implements StreamOwner {
     );
     this.#streams.set(id, stream);
     return stream;
+  }
+
+  /** A stream for a call refused before it started: never registered, failed at once. */
+  #detachedStream(name: string): SessionStream {
+    return new SessionStream(this, 0, name, 0, 0, this.options.streamWindowBytes);
   }
 
   #forgetIfClosed(stream: SessionStream): void {

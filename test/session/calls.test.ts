@@ -212,6 +212,18 @@ describe("session: calls", () => {
     const { client, clock } = sessionPair();
     await rejectsWith(client.call("x", {}, { deadline: clock.now() - 1 }), "DEADLINE_EXCEEDED");
   });
+
+  it("a call refused before it started has failed streams, cancels harmlessly, and leaves nothing open", async () => {
+    const { client, server, clock } = sessionPair();
+    await client.ready;
+    const call = client.open("x", {}, { deadline: clock.now(), streams: ["out"] });
+    await rejectsWith(call.result, "DEADLINE_EXCEEDED");
+    assert.equal(call.streams.out?.closed, true);
+    assert.doesNotThrow(() => call.cancel());
+    await client.close();
+    assert.equal(await client.closed, undefined);
+    assert.equal(await server.closed, undefined);
+  });
 });
 
 describe("session: keepalive", () => {
