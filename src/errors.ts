@@ -14,6 +14,34 @@ export const ERROR_CODES = {
   FRAME_TOO_LARGE: "a frame's payload is larger than the maximum frame size",
   BAD_CONTROL_PAYLOAD:
     "a control payload is not valid msgpack or holds types guestlink never sends",
+  INVALID_ADDRESS: "an address is not one of the accepted forms, or cannot be used the way it was",
+  TRANSPORT_UNSUPPORTED: "the address names a transport this version of guestlink does not provide",
+  CONNECT_FAILED: "a connection to an address (or a process to talk to) could not be established",
+  ADDRESS_IN_USE: "something else already occupies the address guestlink was asked to listen on",
+  LISTEN_FAILED: "guestlink could not listen on an address for a reason other than it being in use",
+  TRANSPORT_FAILED: "a connection broke: the peer aborted, the link failed or the process died",
+  TRANSPORT_CLOSED: "the transport is closed or closing, so nothing more can be sent on it",
+  PROTOCOL_ERROR: "the peer broke the protocol; the session was ended",
+  VERSION_MISMATCH: "the two sides speak no protocol version in common",
+  HANDSHAKE_TIMEOUT: "no handshake arrived from the other end in time",
+  PEER_UNRESPONSIVE: "the peer stopped answering and is presumed dead",
+  FRAMES_LOST: "frames were damaged in transit and dropped, and could not be recovered",
+  METHOD_NOT_FOUND: "the peer has no handler for the method called",
+  CANCELLED: "the call or stream was cancelled",
+  DEADLINE_EXCEEDED: "the call did not complete before its deadline",
+  HANDLER_FAILED: "the peer's handler failed with an error that has no code of its own",
+  REMOTE_ERROR: "the peer reported an error with a code this side does not know",
+  SESSION_CLOSED: "the session ended before the operation completed",
+  SESSION_CLOSING: "the session is closing and starts or accepts no new calls",
+  STREAM_RESET: "a stream was reset by one side, so neither direction carries more bytes",
+  STREAM_CLOSED: "a stream was used after it was ended or closed",
+  POLICY_DENIED: "the agent's allow-list does not include the service called",
+  FILE_NOT_FOUND: "a file or folder named in the request does not exist",
+  PERMISSION_DENIED: "the agent's user may not read or write the file named",
+  IS_A_DIRECTORY: "a file operation named a folder",
+  NOT_A_DIRECTORY: "a path goes through something that is not a folder",
+  CHECKSUM_MISMATCH: "the bytes received do not hash to what the sender said it sent",
+  FILE_CHANGED: "a file changed size while it was being sent",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -68,4 +96,53 @@ export class BadControlPayloadError extends GuestlinkError {
 /** True when `err` is a guestlink error, optionally with the given code. */
 export function isGuestlinkError(err: unknown, code?: ErrorCode): err is GuestlinkError {
   return err instanceof GuestlinkError && (code === undefined || err.code === code);
+}
+
+/** An address string is malformed, or names a transport that cannot be used that way. */
+export class InvalidAddressError extends GuestlinkError {
+  constructor(message: string, options?: GuestlinkErrorOptions) {
+    super("INVALID_ADDRESS", message, options);
+  }
+}
+
+/** The address is well formed but its transport is not available in this version. */
+export class TransportUnsupportedError extends GuestlinkError {
+  constructor(message: string, options?: GuestlinkErrorOptions) {
+    super("TRANSPORT_UNSUPPORTED", message, options);
+  }
+}
+
+/** Connecting (or spawning the process to talk to) failed; `cause` holds the system error. */
+export class ConnectFailedError extends GuestlinkError {
+  constructor(message: string, options?: GuestlinkErrorOptions) {
+    super("CONNECT_FAILED", message, options);
+  }
+}
+
+/** Something is already listening on (or occupying) the address to listen on. */
+export class AddressInUseError extends GuestlinkError {
+  constructor(message: string, options?: GuestlinkErrorOptions) {
+    super("ADDRESS_IN_USE", message, options);
+  }
+}
+
+/** Listening failed for another reason (permissions, a missing folder, no such local address). */
+export class ListenFailedError extends GuestlinkError {
+  constructor(message: string, options?: GuestlinkErrorOptions) {
+    super("LISTEN_FAILED", message, options);
+  }
+}
+
+/** The connection broke; `cause` holds the peer's reason or the system error. */
+export class TransportFailedError extends GuestlinkError {
+  constructor(message: string, options?: GuestlinkErrorOptions) {
+    super("TRANSPORT_FAILED", message, options);
+  }
+}
+
+/** The transport was closed or aborted (here, or because it failed) before the operation. */
+export class TransportClosedError extends GuestlinkError {
+  constructor(message: string, options?: GuestlinkErrorOptions) {
+    super("TRANSPORT_CLOSED", message, options);
+  }
 }

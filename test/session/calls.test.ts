@@ -95,7 +95,7 @@ describe("session: calls", () => {
     const { client, server } = sessionPair();
     server
       .handle("typed", () => {
-        throw Object.assign(new Error("exec is not allowed here"), { code: "POLICY_DENIED" });
+        throw Object.assign(new Error("over quota"), { code: "QUOTA_EXCEEDED" });
       })
       .handle("errno", () => {
         throw Object.assign(new Error("ENOENT: no such file or directory"), { code: "ENOENT" });
@@ -107,7 +107,7 @@ describe("session: calls", () => {
     await assert.rejects(client.call("typed"), (err: unknown) => {
       assert.ok(err instanceof RemoteError);
       assert.equal(err.code, "REMOTE_ERROR", "a code this side does not know");
-      assert.equal(err.remoteCode, "POLICY_DENIED");
+      assert.equal(err.remoteCode, "QUOTA_EXCEEDED");
       return true;
     });
     await assert.rejects(client.call("errno"), (err: unknown) => {

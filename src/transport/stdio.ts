@@ -1,0 +1,30 @@
+/**
+ * This process's stdin and stdout as a transport (`stdio`): how an agent started by
+ * `exec:ssh host guestlink agent --stdio` talks to its host. stdout then carries the protocol, so
+ * nothing else in the process may write to it (guestlink's own logging goes to stderr).
+ *
+ * `close()` ends stdout and resolves once it is flushed. Whether the peer sees the end at once
+ * depends on what stdout is: a socket pair (a Node parent) carries it; a plain pipe (most shells
+ * and ssh) only ends when the process exits, because Node never closes file descriptor 1.
+ */
+import { ConnectFailedError } from "../errors.ts";
+import { throwIfDone } from "./call-options.ts";
+import { NodeStreamTransport } from "./node-stream.ts";
+import type { CallOptions, Transport } from "./transport.ts";
+
+let inUse = false;
+
+/** This process's stdin/stdout as a transport; a process has one, so this works once. */
+export async function connectStdio(options?: CallOptions): Promise<Transport> {
+  throwIfDone(
+    options,
+    () => new ConnectFailedError("connecting to stdio did not start before the deadline"),
+  );
+  if (inUse) {
+    throw new ConnectFailedError(
+      "stdio is already used by a transport: a process has one stdin and one stdout",
+    );
+  }
+  inUse = true;
+  return new NodeStreamTransport(process.stdin, process.stdout, { description: "stdio" });
+}
