@@ -29,18 +29,24 @@ function sessionOptions(
   return { role, payloadChecksum: isLossyAddress(address), ...options, runtime: nodeRuntime() };
 }
 
+export interface OpenSessionOptions extends NodeSessionOptions, CallOptions {
+  /** Called with the new session before its handshake, to register handlers it advertises. */
+  setup?: (session: Session) => void;
+}
+
 /**
  * Connects to `address` and resolves with a session once its handshake is done. The session is
  * the client side of the id space unless `role` says otherwise.
  */
 export async function openSession(
   address: string | Address,
-  options: NodeSessionOptions & CallOptions = {},
+  options: OpenSessionOptions = {},
 ): Promise<Session> {
-  const { signal, deadline, ...rest } = options;
+  const { signal, deadline, setup, ...rest } = options;
   const parsed = toAddress(address);
   const transport = await connect(parsed, { signal, deadline });
   const session = new Session(transport, sessionOptions(parsed, rest.role ?? "client", rest));
+  setup?.(session);
   await session.ready;
   return session;
 }

@@ -522,23 +522,28 @@ export class Session implements StreamOwner {
     this.stats.framesReceived++;
     this.#keepalive?.heard();
     if (this.#state === "handshaking") {
-      if (frame.type === FrameType.ERROR && frame.streamId === 0)
-        return this.#onSessionError(frame);
+      if (frame.type === FrameType.ERROR && frame.streamId === 0) {
+        this.#onSessionError(frame);
+        return;
+      }
       if (frame.type !== FrameType.HELLO) {
-        return this.#protocolError(
+        this.#protocolError(
           "FRAME_BEFORE_HELLO",
           `${frameTypeName(frame.type)} frame before the handshake`,
         );
+        return;
       }
-      return this.#onHello(frame);
+      this.#onHello(frame);
+      return;
     }
     if (!isFrameType(frame.type)) {
-      return this.#protocolError("UNKNOWN_FRAME_TYPE", `unknown frame type ${frame.type}`);
+      this.#protocolError("UNKNOWN_FRAME_TYPE", `unknown frame type ${frame.type}`);
+      return;
     }
     if (isSequenced(frame.type, frame.streamId)) {
       if (frame.seq < this.#expectedSeq) return; // a duplicate (replayed); already handled
       if (frame.seq > this.#expectedSeq) {
-        return this.#end(
+        this.#end(
           new GuestlinkError(
             "FRAMES_LOST",
             `frames ${this.#expectedSeq}..${frame.seq - 1} from ${this.#transport.description} were lost (damaged in transit and dropped)`,
@@ -551,27 +556,36 @@ export class Session implements StreamOwner {
             },
           ),
         );
+        return;
       }
       this.#expectedSeq++;
     }
     switch (frame.type) {
       case FrameType.HELLO:
-        return this.#protocolError("DUPLICATE_HELLO", "a second HELLO on the same connection");
+        this.#protocolError("DUPLICATE_HELLO", "a second HELLO on the same connection");
+        return;
       case FrameType.CALL:
-        return this.#onCall(frame);
+        this.#onCall(frame);
+        return;
       case FrameType.RESULT:
       case FrameType.ERROR:
-        return this.#onReply(frame);
+        this.#onReply(frame);
+        return;
       case FrameType.CANCEL:
-        return this.#onCancel(frame);
+        this.#onCancel(frame);
+        return;
       case FrameType.DATA:
-        return this.#onData(frame);
+        this.#onData(frame);
+        return;
       case FrameType.WINDOW:
-        return this.#onWindow(frame);
+        this.#onWindow(frame);
+        return;
       case FrameType.END:
-        return this.#onEnd(frame);
+        this.#onEnd(frame);
+        return;
       case FrameType.RESET:
-        return this.#onReset(frame);
+        this.#onReset(frame);
+        return;
       case FrameType.PING: {
         const ping = this.#parse<{ sentAt: number }>(PingSchema, frame);
         if (ping) {
@@ -591,7 +605,8 @@ export class Session implements StreamOwner {
         if (!this.#parse(GoawaySchema, frame)) return;
         this.#goawayReceived = true;
         if (this.#state === "open") this.#state = "closing";
-        return this.#maybeFinishClosing();
+        this.#maybeFinishClosing();
+        return;
     }
   }
 
@@ -626,12 +641,13 @@ export class Session implements StreamOwner {
       const message = `incompatible protocol versions: this side speaks ${ourLow}..${ourHigh}, the peer ${theirLow}..${theirHigh}; upgrade the older side`;
       this.#sendControl(FrameType.ERROR, 0, { code: "VERSION_MISMATCH", message }, false);
       this.#flush();
-      return this.#end(
+      this.#end(
         new GuestlinkError("VERSION_MISMATCH", message, {
           details: { ours: PROTOCOL_VERSIONS, theirs: hello.protocol },
         }),
         true,
       );
+      return;
     }
     const o = this.options;
     this.#peer = {
@@ -705,8 +721,10 @@ export class Session implements StreamOwner {
     if (!msg) return;
     const id = frame.streamId;
     if (id === 0) {
-      if (!msg.notify)
-        return this.#protocolError("BAD_MESSAGE", "CALL on stream 0 must be a notification");
+      if (!msg.notify) {
+        this.#protocolError("BAD_MESSAGE", "CALL on stream 0 must be a notification");
+        return;
+      }
       const handler = this.#handlers.get(msg.method);
       if (!handler) {
         this.stats.notificationErrors++;
@@ -741,17 +759,19 @@ export class Session implements StreamOwner {
       this.#sendControl(FrameType.ERROR, id, payload);
     };
     if (this.#goawaySent || this.#goawayReceived) {
-      return reply(
+      reply(
         new GuestlinkError("SESSION_CLOSING", "the session is closing and accepts no new calls"),
       );
+      return;
     }
     const handler = this.#handlers.get(msg.method);
     if (!handler) {
-      return reply(
+      reply(
         new GuestlinkError("METHOD_NOT_FOUND", `no such method: ${msg.method}`, {
           details: { method: msg.method, available: [...this.#handlers.keys()] },
         }),
       );
+      return;
     }
     const clock = this.options.runtime.clock;
     const controller = newAbortController();
@@ -807,12 +827,16 @@ export class Session implements StreamOwner {
 
   #onReply(frame: Frame): void {
     const id = frame.streamId;
-    if (id === 0 && frame.type === FrameType.ERROR) return this.#onSessionError(frame);
+    if (id === 0 && frame.type === FrameType.ERROR) {
+      this.#onSessionError(frame);
+      return;
+    }
     if (!this.#outgoing.has(id)) {
-      return this.#protocolError(
+      this.#protocolError(
         "UNEXPECTED_REPLY",
         `${frameTypeName(frame.type)} for call ${id}, which is not in flight`,
       );
+      return;
     }
     if (frame.type === FrameType.RESULT) {
       const msg = this.#parse<{ value?: unknown }>(ResultSchema, frame);
@@ -876,27 +900,31 @@ export class Session implements StreamOwner {
     const stream = this.#streams.get(frame.streamId);
     if (!stream) {
       if (!this.#isClosedStream(frame.streamId)) {
-        return this.#protocolError(
+        this.#protocolError(
           "UNKNOWN_STREAM",
           `DATA for stream ${frame.streamId}, which was never opened`,
         );
+        return;
       }
       // Data that crossed our RESET on the wire: drop it, but give the session credit back.
       if (length > this.#sessionReceiveWindow) {
-        return this.#protocolError("FLOW_CONTROL", "DATA beyond the session window");
+        this.#protocolError("FLOW_CONTROL", "DATA beyond the session window");
+        return;
       }
       this.#sessionReceiveWindow -= length;
       this.#grantSession(length);
       return;
     }
     if (stream.remoteEnded) {
-      return this.#protocolError("DATA_AFTER_END", `DATA on stream ${stream.id} after its END`);
+      this.#protocolError("DATA_AFTER_END", `DATA on stream ${stream.id} after its END`);
+      return;
     }
     if (length > stream.receiveWindow || length > this.#sessionReceiveWindow) {
-      return this.#protocolError(
+      this.#protocolError(
         "FLOW_CONTROL",
         `DATA of ${length} bytes on stream ${stream.id} beyond the window granted (${Math.min(stream.receiveWindow, this.#sessionReceiveWindow)} bytes)`,
       );
+      return;
     }
     stream.receiveWindow -= length;
     this.#sessionReceiveWindow -= length;
@@ -909,23 +937,23 @@ export class Session implements StreamOwner {
     if (frame.streamId === 0) {
       this.#sessionSendCredit += msg.credit;
       if (this.#sessionSendCredit > MAX_CREDIT) {
-        return this.#protocolError("FLOW_CONTROL", "session window grown beyond 2^31-1 bytes");
+        this.#protocolError("FLOW_CONTROL", "session window grown beyond 2^31-1 bytes");
+        return;
       }
     } else {
       const stream = this.#streams.get(frame.streamId);
       if (!stream) {
         if (this.#isClosedStream(frame.streamId)) return;
-        return this.#protocolError(
+        this.#protocolError(
           "UNKNOWN_STREAM",
           `WINDOW for stream ${frame.streamId}, which was never opened`,
         );
+        return;
       }
       stream.sendCredit += msg.credit;
       if (stream.sendCredit > MAX_CREDIT) {
-        return this.#protocolError(
-          "FLOW_CONTROL",
-          `stream ${stream.id} window grown beyond 2^31-1 bytes`,
-        );
+        this.#protocolError("FLOW_CONTROL", `stream ${stream.id} window grown beyond 2^31-1 bytes`);
+        return;
       }
     }
     this.#pump();
@@ -935,10 +963,11 @@ export class Session implements StreamOwner {
     const stream = this.#streams.get(frame.streamId);
     if (!stream) {
       if (this.#isClosedStream(frame.streamId)) return;
-      return this.#protocolError(
+      this.#protocolError(
         "UNKNOWN_STREAM",
         `END for stream ${frame.streamId}, which was never opened`,
       );
+      return;
     }
     stream.remoteEnd();
     this.#forgetIfClosed(stream);
@@ -950,10 +979,11 @@ export class Session implements StreamOwner {
     const stream = this.#streams.get(frame.streamId);
     if (!stream) {
       if (this.#isClosedStream(frame.streamId)) return;
-      return this.#protocolError(
+      this.#protocolError(
         "UNKNOWN_STREAM",
         `RESET for stream ${frame.streamId}, which was never opened`,
       );
+      return;
     }
     this.#streams.delete(stream.id);
     this.#withOutput.delete(stream);

@@ -3,7 +3,7 @@
  * Hot path: no allocation; the reader fills a caller-owned object.
  */
 import { crc32Range } from "./crc32.ts";
-import { FrameFlag, HEADER_BYTES, KNOWN_FLAGS, MAGIC, MAX_SEQ, WIRE_VERSION } from "./frame.ts";
+import { FrameFlag, KNOWN_FLAGS, MAGIC, MAX_SEQ, WIRE_VERSION } from "./frame.ts";
 
 /** Header fields other than magic and checksums. */
 export interface HeaderFields {

@@ -66,7 +66,11 @@ describe("session: calls", () => {
       client.call("delay", { ms: 1000 - n * 10, n }),
     );
     const order: number[] = [];
-    calls.forEach((c, n) => c.then(() => order.push(n)));
+    for (const [n, c] of calls.entries()) {
+      void c.then(() => {
+        order.push(n);
+      });
+    }
     await clock.advance(1000);
     assert.deepEqual(
       await Promise.all(calls),
