@@ -42,6 +42,7 @@ export const ERROR_CODES = {
   NOT_A_DIRECTORY: "a path goes through something that is not a folder",
   CHECKSUM_MISMATCH: "the bytes received do not hash to what the sender said it sent",
   FILE_CHANGED: "a file changed size while it was being sent",
+  BAD_RESULT: "the peer answered a call with a result of the wrong shape",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -2,11 +2,13 @@
  * Sessions over real addresses on Node: connect a transport, run a session on it with Node's
  * clock and CRC, and switch payload checksums on for byte pipes that can lose or mangle bytes.
  */
+import { hostname } from "node:os";
 import { GuestlinkError } from "../errors.ts";
 import type { SessionOptions } from "../session/options.ts";
 import { Session } from "../session/session.ts";
 import { type Address, connect, listen, toAddress } from "../transport/index.ts";
 import type { CallOptions, Listener } from "../transport/transport.ts";
+import { VERSION } from "../version.ts";
 import { nodeRuntime } from "./node.ts";
 
 export type NodeSessionOptions = Partial<Omit<SessionOptions, "runtime">>;
@@ -26,7 +28,13 @@ function sessionOptions(
   role: "client" | "server",
   options: NodeSessionOptions,
 ): SessionOptions {
-  return { role, payloadChecksum: isLossyAddress(address), ...options, runtime: nodeRuntime() };
+  return {
+    role,
+    payloadChecksum: isLossyAddress(address),
+    peer: { id: `${hostname()}:${process.pid}`, hostname: hostname(), version: VERSION },
+    ...options,
+    runtime: nodeRuntime(),
+  };
 }
 
 export interface OpenSessionOptions extends NodeSessionOptions, CallOptions {

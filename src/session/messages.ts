@@ -61,7 +61,11 @@ export const ErrorSchema = v.object({
 });
 export type ErrorMessage = v.InferOutput<typeof ErrorSchema>;
 
-export const CancelSchema = v.object({ reason: v.optional(shortText(256)) });
+export const CancelSchema = v.object({
+  reason: v.optional(shortText(256)),
+  /** Why, as a code: CANCELLED (the default) or DEADLINE_EXCEEDED. */
+  code: v.optional(v.picklist(["CANCELLED", "DEADLINE_EXCEEDED"])),
+});
 
 export const WindowSchema = v.object({ credit: positiveInt(2 ** 31 - 1) });
 

@@ -81,8 +81,15 @@ export interface OpenOptions extends CallOptions {
 export interface OpenCall {
   readonly id: number;
   readonly streams: Record<string, SessionStream>;
+  /** Settles as soon as the outcome is known here: the peer's reply, or a local cancel/deadline. */
   readonly result: Promise<unknown>;
-  /** Cancels the call: the peer's handler is aborted and the call rejects with CANCELLED. */
+  /**
+   * Settles with the peer's own reply, even after a local cancel or deadline: the callee stops
+   * the work and confirms, and this is where its final word (say, an exec's exit status after
+   * its process group was killed) arrives. Rejects if the session ends first.
+   */
+  readonly confirmed: Promise<unknown>;
+  /** Cancels the call: the peer's handler is aborted and `result` rejects with CANCELLED. */
   cancel(reason?: string): void;
 }
 
@@ -109,6 +116,8 @@ export interface SessionStats {
 interface OutgoingCall {
   resolve(value: unknown): void;
   reject(err: GuestlinkError): void;
+  /** The peer's reply, whenever it comes. */
+  confirmed: Deferred<unknown>;
   streams: SessionStream[];
   timer: Timer | undefined;
   /** Settled locally (cancelled or timed out); still waiting for the peer to confirm. */
@@ -319,6 +328,7 @@ export class Session implements StreamOwner {
     const call: OutgoingCall = {
       resolve: done.resolve,
       reject: done.reject,
+      confirmed: deferred<unknown>(),
       streams: Object.values(streams),
       timer: undefined,
       settled: false,
@@ -331,10 +341,14 @@ export class Session implements StreamOwner {
       if (call.settled || this.#outgoing.get(id) !== call) return;
       call.settled = true;
       call.cleanup();
-      if (this.#state !== "closed") {
-        this.#whenOpen(() => this.#sendControl(FrameType.CANCEL, id, { reason }));
-        for (const s of call.streams) s.reset("CANCELLED", reason);
-      }
+      // The peer stops the work and ends or resets the streams as part of confirming; they stay
+      // readable until then, so output produced up to the cancel still arrives.
+      this.#whenOpen(() =>
+        this.#sendControl(FrameType.CANCEL, id, {
+          reason,
+          code: err.code === "DEADLINE_EXCEEDED" ? err.code : "CANCELLED",
+        }),
+      );
       done.reject(err);
     };
     const onAbort = () => cancel(toGuestlinkError(signal?.reason), "aborted by caller");
@@ -342,6 +356,7 @@ export class Session implements StreamOwner {
       id,
       streams,
       result: done.promise,
+      confirmed: call.confirmed.promise,
       cancel: (reason = "cancelled by caller") =>
         cancel(new GuestlinkError("CANCELLED", `call ${method} cancelled: ${reason}`), reason),
     };
@@ -353,6 +368,7 @@ export class Session implements StreamOwner {
         s.fail(err);
       }
       done.reject(err);
+      call.confirmed.reject(err);
       return handle;
     }
     const frame = payload;
@@ -855,6 +871,8 @@ export class Session implements StreamOwner {
     const call = this.#outgoing.get(id);
     if (!call) return;
     this.#outgoing.delete(id);
+    if (err) call.confirmed.reject(err);
+    else call.confirmed.resolve(value);
     if (!call.settled) {
       call.settled = true;
       call.cleanup();
@@ -881,17 +899,18 @@ export class Session implements StreamOwner {
   }
 
   #onCancel(frame: Frame): void {
-    const msg = this.#parse<{ reason?: string }>(CancelSchema, frame);
+    const msg = this.#parse<{ reason?: string; code?: "CANCELLED" | "DEADLINE_EXCEEDED" }>(
+      CancelSchema,
+      frame,
+    );
     if (!msg) return;
     // A CANCEL for a call already finished crossed our reply on the wire: nothing to do.
+    const code = msg.code ?? "CANCELLED";
+    const why =
+      code === "DEADLINE_EXCEEDED" ? "the caller's deadline passed" : "cancelled by the caller";
     this.#incoming
       .get(frame.streamId)
-      ?.abort(
-        new GuestlinkError(
-          "CANCELLED",
-          `cancelled by the caller: ${msg.reason ?? "no reason given"}`,
-        ),
-      );
+      ?.abort(new GuestlinkError(code, `${why}: ${msg.reason ?? "no reason given"}`));
   }
 
   #onData(frame: Frame): void {
@@ -1218,6 +1237,7 @@ export class Session implements StreamOwner {
     for (const call of this.#outgoing.values()) {
       call.cleanup();
       if (!call.settled) call.reject(reason);
+      call.confirmed.reject(reason);
     }
     this.#outgoing.clear();
     for (const call of this.#incoming.values()) call.abort(reason);

@@ -166,6 +166,22 @@ describe("session: calls", () => {
     assert.equal(await client.closed, undefined);
   });
 
+  it("after a cancel, `confirmed` carries the callee's own final word", async () => {
+    const { client, server } = sessionPair();
+    server.handle("job", (_p, ctx) => {
+      return new Promise((resolve) =>
+        ctx.signal.addEventListener("abort", () =>
+          resolve({ stopped: true, why: (ctx.signal.reason as { code: string }).code }),
+        ),
+      );
+    });
+    const call = client.open("job");
+    await settle();
+    call.cancel("changed my mind");
+    await assert.rejects(call.result, (e: unknown) => isGuestlinkError(e, "CANCELLED"));
+    assert.deepEqual(await call.confirmed, { stopped: true, why: "CANCELLED" });
+  });
+
   it("rejects at once when the signal is already aborted", async () => {
     const { client } = sessionPair();
     const controller = new AbortController();
@@ -192,7 +208,10 @@ describe("session: calls", () => {
     assert.equal(abortedWith, undefined);
     await clock.advance(1);
     await settled;
-    assert.ok(isGuestlinkError(abortedWith), "the callee stopped the work too");
+    assert.ok(
+      isGuestlinkError(abortedWith, "DEADLINE_EXCEEDED"),
+      "the callee stopped the work too, knowing why",
+    );
   });
 
   it("gives calls the default deadline, and none when asked for Infinity", async () => {

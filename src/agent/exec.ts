@@ -1,0 +1,512 @@
+/**
+ * The exec service: runs a command in the agent with its stdin, stdout and stderr streamed both
+ * ways as raw bytes, and reports how it ended the way a shell would.
+ *
+ * Unlike qemu-ga's guest-exec, nothing waits for the exit and nothing is cut short unless the
+ * caller asked for a limit (and then the result says so). Each output is piped from the child's
+ * pipe into its session stream, whose credit-based flow control reaches back to the pipe: a slow
+ * caller stops the agent reading, the child blocks in write(), and memory does not grow with the
+ * size of the output.
+ *
+ * The child leads its own process group, so stopping it (the caller cancelled, the deadline
+ * passed, the session ended, the output limit was hit) reaches everything it started: SIGTERM to
+ * the group, SIGKILL after a grace period. Processes that left the group (setsid) are beyond reach.
+ *
+ * A call ends once the command has exited and its outputs have closed, so a background process
+ * still holding stdout keeps the call open (as ssh does) until the caller cancels or the deadline
+ * passes. Its stdin is fed for as long as the command lives; input it never read is dropped.
+ */
+import { spawn } from "node:child_process";
+import { stat } from "node:fs/promises";
+import { constants as osConstants } from "node:os";
+import { performance } from "node:perf_hooks";
+import { type Readable, Transform, type Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { getSystemErrorMap } from "node:util";
+import * as v from "valibot";
+import { InvalidOptionError, isGuestlinkError } from "../errors.ts";
+import { toDuplex } from "../platform/duplex.ts";
+import type { CallContext } from "../session/session.ts";
+import type { SessionStream } from "../session/stream.ts";
+import type { Service } from "./service.ts";
+
+/** Between SIGTERM to the process group and SIGKILL. */
+export const DEFAULT_KILL_GRACE_MS = 2_000;
+const MAX_KILL_GRACE_MS = 10 * 60_000;
+/**
+ * After SIGKILL, how long to wait for the group to be gone. Dead members linger as zombies until
+ * init reaps them (some inits only every couple of seconds); a member stuck in uninterruptible
+ * sleep may never go. Past this the call ends anyway and its message says what was left.
+ */
+const REAP_WAIT_MS = 5_000;
+/** Polling the group for emptiness: no API tells when processes other than our child are gone. */
+const GROUP_POLL_MAX_MS = 50;
+
+/** Exit statuses as shells and GNU coreutils report them, for endings other than a plain exit. */
+export const EXEC_STATUS = {
+  /** Killed because the call ran past its deadline, like GNU timeout. */
+  TIMEOUT: 124,
+  /**
+   * The agent could not start the command for a reason other than the file itself (the cwd is
+   * missing, no processes or descriptors left), the way env(1) and timeout(1) report their own
+   * failures.
+   */
+  START_FAILED: 125,
+  /** Found but cannot be run (no execute permission, a folder, not an executable format). */
+  NOT_EXECUTABLE: 126,
+  NOT_FOUND: 127,
+  /** Killed because the call was cancelled or its session ended: 128 + SIGINT, as after Ctrl-C. */
+  CANCELLED: 130,
+  /**
+   * Killed because its output reached `maxOutputBytes`: 128 + SIGPIPE, as if the reader closed
+   * the pipe. What was sent stops exactly at the limit; the rest was discarded.
+   */
+  OUTPUT_LIMIT: 141,
+} as const;
+
+export type ExecReason =
+  | "exited"
+  | "signaled"
+  | "not-found"
+  | "not-executable"
+  | "start-failed"
+  | "timeout"
+  | "cancelled"
+  | "output-limit";
+
+/** What the caller asks for. Streams are opened with the call: "stdin", "stdout", "stderr". */
+export interface ExecRequest {
+  /** The program and its arguments; the program is looked up in PATH when it has no slash. */
+  argv: string[];
+  /** Set over the agent's own environment. */
+  env?: Record<string, string>;
+  /** Working folder (default: the agent's). */
+  cwd?: string;
+  /** Run `argv.join(" ")` with `/bin/sh -c`. */
+  shell?: boolean;
+  /** Limit on stdout and stderr together; past it the process group is killed (status 141). */
+  maxOutputBytes?: number;
+  /** Between SIGTERM and SIGKILL when the process is stopped (default: the service's). */
+  killGraceMs?: number;
+}
+
+/** How the command ended. `status` is what a shell would show as `$?`. */
+export interface ExecResult {
+  /** The exit code; 128+N for signal N; or one of `EXEC_STATUS` (see `reason`). */
+  status: number;
+  exitCode: number | null;
+  /** The signal that ended the process (e.g. "SIGKILL"), if one did. */
+  signal: string | null;
+  reason: ExecReason;
+  /** Why it could not start (the OS's words), or what stopped it. */
+  message?: string;
+  /** Bytes of output sent to the caller (at most `maxOutputBytes` together). */
+  stdoutBytes: number;
+  stderrBytes: number;
+  /** The output limit was hit and later output discarded. */
+  truncated: boolean;
+  durationMs: number;
+}
+
+export interface ExecServiceOptions {
+  /** Default grace between SIGTERM and SIGKILL; a request may set its own. */
+  killGraceMs?: number;
+}
+
+const noNul = v.check((s: string) => !s.includes("\0"), "must not contain NUL characters");
+const millis = v.pipe(
+  v.number("must be a number of milliseconds"),
+  v.integer("must be a whole number of milliseconds"),
+  v.minValue(0, "must not be negative"),
+  v.maxValue(MAX_KILL_GRACE_MS, `must be at most ${MAX_KILL_GRACE_MS} ms`),
+);
+
+const ExecRequestSchema = v.strictObject(
+  {
+    argv: v.pipe(
+      v.array(v.pipe(v.string("must be a string"), noNul), "must be an array of strings"),
+      v.minLength(1, "must name a command (it is empty)"),
+      v.check((argv) => argv[0] !== "", "must name a command (argv[0] is empty)"),
+    ),
+    env: v.optional(
+      v.record(
+        v.pipe(
+          v.string(),
+          v.minLength(1, "names must not be empty"),
+          v.check((name) => !/[=\0]/.test(name), "names must not contain '=' or NUL"),
+        ),
+        v.pipe(v.string("values must be strings"), noNul),
+        "must map names to strings",
+      ),
+    ),
+    cwd: v.optional(
+      v.pipe(v.string("must be a string"), v.minLength(1, "must not be empty"), noNul),
+    ),
+    shell: v.optional(v.boolean("must be true or false")),
+    maxOutputBytes: v.optional(
+      v.pipe(
+        v.number("must be a number of bytes"),
+        v.integer("must be a whole number of bytes"),
+        v.minValue(0, "must not be negative"),
+        v.maxValue(Number.MAX_SAFE_INTEGER, "is too large"),
+      ),
+    ),
+    killGraceMs: v.optional(millis),
+  },
+  (issue) =>
+    issue.path === undefined
+      ? "must be an object like { argv: [...] }"
+      : issue.input === undefined
+        ? "is required"
+        : "is not a field of an exec request",
+);
+
+/** The shape of a result, for a controller that takes nothing from an agent on trust. */
+export const ExecResultSchema = v.object({
+  status: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(255)),
+  exitCode: v.nullable(v.pipe(v.number(), v.integer())),
+  signal: v.nullable(v.pipe(v.string(), v.maxLength(32))),
+  reason: v.picklist([
+    "exited",
+    "signaled",
+    "not-found",
+    "not-executable",
+    "start-failed",
+    "timeout",
+    "cancelled",
+    "output-limit",
+  ]),
+  message: v.optional(v.pipe(v.string(), v.maxLength(4096))),
+  stdoutBytes: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  stderrBytes: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  truncated: v.boolean(),
+  durationMs: v.pipe(v.number(), v.minValue(0)),
+});
+
+/** Checks an exec request; throws INVALID_OPTION naming every problem. */
+export function parseExecRequest(params: unknown): ExecRequest {
+  const parsed = v.safeParse(ExecRequestSchema, params);
+  if (parsed.success) return parsed.output;
+  const problems = parsed.issues.map((issue) => {
+    const path = v.getDotPath(issue);
+    return path ? `${path} ${issue.message}` : issue.message;
+  });
+  throw new InvalidOptionError(`exec: invalid request: ${problems.join("; ")}`, {
+    details: { problems },
+  });
+}
+
+/** The exec service, method "exec". */
+export function execService(options: ExecServiceOptions = {}): Service {
+  const grace = v.safeParse(millis, options.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
+  if (!grace.success) {
+    throw new InvalidOptionError(
+      `killGraceMs ${grace.issues[0]?.message ?? "is invalid"}, got ${String(options.killGraceMs)}`,
+      { details: { option: "killGraceMs", value: options.killGraceMs } },
+    );
+  }
+  const killGraceMs = grace.output;
+  return {
+    name: "exec",
+    methods: {
+      exec: (params, ctx) => runExec(parseExecRequest(params), ctx, killGraceMs),
+    },
+  };
+}
+
+type StopReason = "timeout" | "cancelled" | "output-limit";
+
+const STOP_STATUS: Record<StopReason, number> = {
+  timeout: EXEC_STATUS.TIMEOUT,
+  cancelled: EXEC_STATUS.CANCELLED,
+  "output-limit": EXEC_STATUS.OUTPUT_LIMIT,
+};
+
+async function runExec(
+  request: ExecRequest,
+  ctx: CallContext,
+  defaultGraceMs: number,
+): Promise<ExecResult> {
+  const startedAt = performance.now();
+  const finish = (fields: Omit<ExecResult, "durationMs">): ExecResult => ({
+    ...fields,
+    durationMs: performance.now() - startedAt,
+  });
+  const notRun = { exitCode: null, signal: null, stdoutBytes: 0, stderrBytes: 0, truncated: false };
+
+  if (ctx.signal.aborted) {
+    const reason = stopReasonOf(ctx.signal.reason);
+    return finish({
+      ...notRun,
+      status: STOP_STATUS[reason],
+      reason,
+      message: `not started: ${describe(ctx.signal.reason)}`,
+    });
+  }
+  // A missing cwd makes spawn fail with the ENOENT of the command itself: tell the two apart.
+  if (request.cwd !== undefined) {
+    const problem = await cwdProblem(request.cwd);
+    if (problem) {
+      return finish({
+        ...notRun,
+        status: EXEC_STATUS.START_FAILED,
+        reason: "start-failed",
+        message: problem,
+      });
+    }
+  }
+
+  const file = request.shell ? "/bin/sh" : (request.argv[0] as string);
+  const args = request.shell ? ["-c", request.argv.join(" ")] : request.argv.slice(1);
+  const { stdin: stdinStream, stdout: stdoutStream, stderr: stderrStream } = ctx.streams;
+  let child: ReturnType<typeof spawn>;
+  try {
+    child = spawn(file, args, {
+      cwd: request.cwd,
+      env: request.env ? { ...process.env, ...request.env } : process.env,
+      // A stream the caller did not open is /dev/null.
+      stdio: [stdinStream, stdoutStream, stderrStream].map((s) => (s ? "pipe" : "ignore")),
+      detached: true,
+    });
+  } catch (err) {
+    return finish({ ...notRun, ...startFailure(file, err) });
+  }
+  // Errors after the start (a failed kill) are reported by process.kill itself; never crash.
+  child.on("error", () => {});
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  const spawnError = await new Promise<unknown>((resolve) => {
+    child.once("spawn", () => resolve(undefined));
+    child.once("error", resolve);
+  });
+  const pgid = child.pid;
+  if (spawnError !== undefined || pgid === undefined) {
+    return finish({ ...notRun, ...startFailure(file, spawnError) });
+  }
+
+  const stopper = new GroupStopper(pgid, request.killGraceMs ?? defaultGraceMs);
+  const budget = { remaining: request.maxOutputBytes ?? Infinity, truncated: false };
+  const onLimit = () => stopper.stop("output-limit");
+  const counts = { stdout: 0, stderr: 0 };
+  const outputs = [
+    forward(child.stdout, stdoutStream, budget, (n) => (counts.stdout += n), onLimit),
+    forward(child.stderr, stderrStream, budget, (n) => (counts.stderr += n), onLimit),
+  ];
+  const input = feedStdin(child.stdin, stdinStream);
+
+  const onAbort = () => stopper.stop(stopReasonOf(ctx.signal.reason), ctx.signal.reason);
+  ctx.signal.addEventListener("abort", onAbort, { once: true });
+  if (ctx.signal.aborted) onAbort();
+  try {
+    const [exit] = await Promise.all([exited, ...outputs]);
+    // Input the process never read has nowhere to go.
+    input.abandon();
+    const leftover = stopper.reason === undefined ? undefined : await stopper.waitGone();
+
+    const stopReason = stopper.reason;
+    const fields = {
+      exitCode: exit.code,
+      signal: exit.signal,
+      stdoutBytes: counts.stdout,
+      stderrBytes: counts.stderr,
+      truncated: budget.truncated,
+    };
+    if (stopReason !== undefined) {
+      const why =
+        stopReason === "output-limit"
+          ? `output reached maxOutputBytes (${request.maxOutputBytes}); the rest was discarded and the process group killed`
+          : `process group killed: ${describe(stopper.cause)}`;
+      return finish({
+        ...fields,
+        status: STOP_STATUS[stopReason],
+        reason: stopReason,
+        message: leftover ? `${why}; ${leftover}` : why,
+      });
+    }
+    if (exit.signal !== null) {
+      const number = osConstants.signals[exit.signal] ?? 0;
+      return finish({ ...fields, status: 128 + number, reason: "signaled" });
+    }
+    return finish({ ...fields, status: exit.code ?? 0, reason: "exited" });
+  } finally {
+    ctx.signal.removeEventListener("abort", onAbort);
+    stopper.dispose();
+  }
+
+  // Our own deadline timer and the caller's CANCEL (which says why) both abort with the code.
+  function stopReasonOf(reason: unknown): StopReason {
+    return isGuestlinkError(reason, "DEADLINE_EXCEEDED") ? "timeout" : "cancelled";
+  }
+}
+
+/**
+ * Pipes one of the child's outputs into its session stream, counting what is sent and stopping
+ * at the shared budget. Resolves when the stream has ended (or failed: a caller that reset it no
+ * longer wants the bytes, and the child sees a closed pipe, as with any reader that goes away).
+ */
+function forward(
+  source: Readable | null,
+  stream: SessionStream | undefined,
+  budget: { remaining: number; truncated: boolean },
+  count: (bytes: number) => void,
+  onLimit: () => void,
+): Promise<void> {
+  if (!source || !stream) return Promise.resolve();
+  const meter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      if (chunk.length <= budget.remaining) {
+        budget.remaining -= chunk.length;
+        count(chunk.length);
+        callback(null, chunk);
+        return;
+      }
+      // Past the limit: send exactly up to it, then discard (and keep draining, so nothing
+      // blocks on a full pipe while the group is being stopped).
+      const head = chunk.subarray(0, budget.remaining);
+      budget.remaining = 0;
+      count(head.length);
+      if (!budget.truncated) {
+        budget.truncated = true;
+        onLimit();
+      }
+      callback(null, head.length > 0 ? head : undefined);
+    },
+  });
+  return pipeline(source, meter, toDuplex(stream)).catch(() => {});
+}
+
+/**
+ * Pipes the caller's stdin into the child's. The caller ending its stream ends the child's stdin;
+ * a child that stops reading (EPIPE) or exits has the stream reset quietly.
+ */
+function feedStdin(sink: Writable | null, stream: SessionStream | undefined): { abandon(): void } {
+  if (!sink || !stream) return { abandon() {} };
+  const source = toDuplex(stream);
+  let done = false;
+  const stopReading = (message: string) => {
+    if (!stream.closed) stream.reset("CANCELLED", message);
+  };
+  // Registered before pipeline's own listener, so the caller hears this rather than "write EPIPE".
+  sink.on("error", () => stopReading("the process closed its stdin"));
+  source.on("error", () => {});
+  pipeline(source, sink).then(
+    () => {
+      done = true;
+    },
+    () => {
+      done = true;
+    },
+  );
+  return {
+    abandon() {
+      if (done) return;
+      stopReading("the process exited without reading all of its stdin");
+      sink.destroy();
+    },
+  };
+}
+
+/** Stops a process group: SIGTERM, then SIGKILL after the grace period. */
+class GroupStopper {
+  reason: StopReason | undefined;
+  /** Why it was stopped, for the result's message. */
+  cause: unknown;
+  readonly #pgid: number;
+  readonly #graceMs: number;
+  #graceTimer: NodeJS.Timeout | undefined;
+  #killedAt: number | undefined;
+
+  constructor(pgid: number, graceMs: number) {
+    this.#pgid = pgid;
+    this.#graceMs = graceMs;
+  }
+
+  stop(reason: StopReason, cause?: unknown): void {
+    if (this.reason !== undefined) return;
+    this.reason = reason;
+    this.cause = cause;
+    signalGroup(this.#pgid, "SIGTERM");
+    this.#graceTimer = setTimeout(() => this.#kill(), this.#graceMs);
+  }
+
+  /** Resolves once the group is gone, or with what is left when it will not go. */
+  async waitGone(): Promise<string | undefined> {
+    let pollMs = 1;
+    for (;;) {
+      if (!groupExists(this.#pgid)) return undefined;
+      if (this.#killedAt !== undefined && performance.now() - this.#killedAt >= REAP_WAIT_MS) {
+        return `process group ${this.#pgid} still had members ${REAP_WAIT_MS} ms after SIGKILL (unreaped zombies or processes in uninterruptible sleep)`;
+      }
+      await new Promise((resolve) => setTimeout(resolve, pollMs));
+      pollMs = Math.min(pollMs * 2, GROUP_POLL_MAX_MS);
+    }
+  }
+
+  dispose(): void {
+    clearTimeout(this.#graceTimer);
+  }
+
+  #kill(): void {
+    this.#killedAt = performance.now();
+    signalGroup(this.#pgid, "SIGKILL");
+  }
+}
+
+function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // ESRCH: the whole group is gone already.
+  }
+}
+
+function groupExists(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: members exist that we may not signal (a setuid program).
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+async function cwdProblem(cwd: string): Promise<string | undefined> {
+  try {
+    if (!(await stat(cwd)).isDirectory()) return `cwd ${cwd}: not a directory (ENOTDIR)`;
+  } catch (err) {
+    return `cwd ${cwd}: ${osReason(err)}`;
+  }
+  return undefined;
+}
+
+function startFailure(
+  file: string,
+  err: unknown,
+): { status: number; reason: ExecReason; message: string } {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const message = `${file}: ${osReason(err)}`;
+  if (code === "ENOENT") return { status: EXEC_STATUS.NOT_FOUND, reason: "not-found", message };
+  if (
+    code === "EACCES" ||
+    code === "EPERM" ||
+    code === "ENOEXEC" ||
+    code === "EISDIR" ||
+    code === "ENOTDIR"
+  ) {
+    return { status: EXEC_STATUS.NOT_EXECUTABLE, reason: "not-executable", message };
+  }
+  return { status: EXEC_STATUS.START_FAILED, reason: "start-failed", message };
+}
+
+/** "no such file or directory (ENOENT)": the OS's words for a system error. */
+function osReason(err: unknown): string {
+  const e = err as NodeJS.ErrnoException | undefined;
+  const known = typeof e?.errno === "number" ? getSystemErrorMap().get(e.errno) : undefined;
+  if (known) return `${known[1]} (${known[0]})`;
+  return e instanceof Error ? e.message : String(err);
+}
+
+function describe(reason: unknown): string {
+  return reason instanceof Error ? reason.message : String(reason ?? "stopped");
+}

@@ -1,0 +1,203 @@
+/**
+ * The host's side of exec: runs a command in an agent and connects its stdin, stdout and stderr
+ * to local streams, with backpressure both ways. A local stdout that writes slowly withholds
+ * credit from the agent, which stops reading the command's pipe, so the command itself slows
+ * down; nothing piles up in memory on either side.
+ *
+ * The agent is untrusted input: its result is validated before it is returned.
+ */
+import type { Duplex } from "node:stream";
+import * as v from "valibot";
+import type { CallOptions } from "../abort.ts";
+import {
+  type ExecRequest,
+  type ExecResult,
+  ExecResultSchema,
+  parseExecRequest,
+} from "../agent/exec.ts";
+import { GuestlinkError, isGuestlinkError } from "../errors.ts";
+import { toDuplex } from "../platform/duplex.ts";
+import type { Session } from "../session/session.ts";
+import type { SessionStream } from "../session/stream.ts";
+
+export type { ExecRequest, ExecResult };
+
+export interface ExecIo {
+  /** Copied to the command's stdin; without it the command's stdin is at end at once. */
+  stdin?: NodeJS.ReadableStream | null;
+  /** Receive the command's output. They are borrowed: never ended (they may be process.stdout). */
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+}
+
+/**
+ * Runs `request` in the agent and resolves with how it ended once its result and all its output
+ * have arrived (every byte written to `io.stdout` and `io.stderr`, write callbacks included).
+ *
+ * When `signal` aborts or `deadline` passes, the agent kills the command's process group and the
+ * result says so (reason "cancelled", status 130; reason "timeout", status 124), with all output
+ * produced until then delivered. Rejects with INVALID_OPTION for a bad request (before anything
+ * is sent), or the session's error (then with CANCELLED/DEADLINE_EXCEEDED if that came first).
+ *
+ * A local output that fails (EPIPE when a reader goes away) is treated like a closed pipe: the
+ * agent's stream is reset, the command's next write to that output fails (ECONNRESET or EPIPE
+ * with SIGPIPE: Node gives children socketpairs, not pipes), and its result is returned. The
+ * failure itself is the output stream's own `error` event.
+ */
+export async function remoteExec(
+  session: Session,
+  request: ExecRequest,
+  io: ExecIo,
+  options: CallOptions = {},
+): Promise<ExecResult> {
+  const checked = parseExecRequest(request);
+  const call = session.open("exec", checked, {
+    streams: ["stdin", "stdout", "stderr"],
+    signal: options.signal,
+    deadline: options.deadline,
+  });
+  const stdinStream = call.streams.stdin as SessionStream;
+  const stdin = feedInput(io.stdin ?? undefined, toDuplex(stdinStream));
+  const outputs = Promise.allSettled([
+    copyOutput(toDuplex(call.streams.stdout as SessionStream), io.stdout),
+    copyOutput(toDuplex(call.streams.stderr as SessionStream), io.stderr),
+  ]);
+  try {
+    let value: unknown;
+    try {
+      value = await call.result;
+    } catch (err) {
+      if (!isGuestlinkError(err, "CANCELLED") && !isGuestlinkError(err, "DEADLINE_EXCEEDED")) {
+        // A failed call has reset its streams: the copies end at once, and its error is the
+        // one that matters, not theirs.
+        await outputs;
+        throw err;
+      }
+      // Cancelled here or timed out: the agent stops the command's process group, ends the
+      // output streams and confirms with how the command ended (status 130 or 124).
+      try {
+        value = await call.confirmed;
+      } catch {
+        await outputs;
+        throw err;
+      }
+    }
+    await outputs;
+    for (const outcome of await outputs) {
+      // The agent ends its output streams before it sends the result, so a copy can only fail
+      // here if bytes were lost: never return a result as if they were not.
+      if (outcome.status === "rejected") throw outcome.reason;
+    }
+    const parsed = v.safeParse(ExecResultSchema, value);
+    if (!parsed.success) {
+      const problems = parsed.issues.map(
+        (issue) => `${v.getDotPath(issue) ?? "result"}: ${issue.message}`,
+      );
+      throw new GuestlinkError(
+        "BAD_RESULT",
+        `exec: the agent's result is malformed: ${problems.join("; ")}`,
+        { details: { method: "exec", problems } },
+      );
+    }
+    return parsed.output;
+  } finally {
+    stdin.detach();
+    // The agent resets stdin when the command exits without reading all of it; if the reset has
+    // not arrived (or the call failed first), end the stream here so the session can forget it.
+    if (!stdinStream.closed) stdinStream.reset("CANCELLED", "the exec call is over");
+  }
+}
+
+/** Pipes `input` into the stdin stream; errors writing it after the command exited are ignored. */
+function feedInput(input: NodeJS.ReadableStream | undefined, stdin: Duplex): { detach(): void } {
+  // The command may exit, or close its stdin, before reading everything: the agent then resets
+  // the stream, and what was not read has nowhere to go. That is not a failure of the call.
+  stdin.on("error", () => {});
+  if (!input) {
+    stdin.end();
+    return { detach() {} };
+  }
+  // A local stdin that fails must not leave the command waiting for an end that never comes:
+  // resetting the stream closes the command's stdin.
+  const onError = (err: Error) => stdin.destroy(err);
+  input.on("error", onError);
+  input.pipe(stdin);
+  return {
+    detach() {
+      input.unpipe(stdin);
+      input.removeListener("error", onError);
+    },
+  };
+}
+
+/**
+ * Copies one output stream into a borrowed writable, pausing the stream while the writable is
+ * full. Resolves once the stream has ended and every write has been called back; rejects if the
+ * stream fails (the call was cancelled or the session ended).
+ */
+function copyOutput(source: Duplex, dest: NodeJS.WritableStream): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let pendingWrites = 0;
+    let ended = false;
+    let settled = false;
+    let destFailed = false;
+
+    const settle = (err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      source.off("data", onData);
+      source.off("end", onEnd);
+      source.off("error", onSourceError);
+      dest.removeListener("drain", onDrain);
+      dest.removeListener("close", onDestClose);
+      // A Writable calls back with its error first and emits it on a later tick: stay
+      // listening until then, or that emit would be an uncaught exception.
+      if (destFailed) setImmediate(() => dest.removeListener("error", onDestError));
+      else dest.removeListener("error", onDestError);
+      if (err === undefined) resolve();
+      else reject(err);
+    };
+    const maybeDone = () => {
+      if (ended && pendingWrites === 0) settle();
+    };
+    const onData = (chunk: Buffer) => {
+      pendingWrites++;
+      const below = dest.write(chunk, (err?: Error | null) => {
+        pendingWrites--;
+        if (err) onDestError(err);
+        else maybeDone();
+      });
+      if (!below) source.pause();
+    };
+    const onDrain = () => {
+      if (!settled) source.resume();
+    };
+    const onEnd = () => {
+      ended = true;
+      // Our direction of the stream carries nothing: end it so the session can forget the stream.
+      source.end();
+      maybeDone();
+    };
+    const onSourceError = (err: Error) => settle(err);
+    // Like a reader that closed its pipe: stop reading, and let the agent's command see it.
+    const onDestError = (err: Error) => {
+      if (settled) return;
+      destFailed = true;
+      source.destroy(err);
+      settle();
+    };
+    const onDestClose = () => {
+      if (!ended)
+        onDestError(new Error("the output stream was closed before the command's output ended"));
+    };
+
+    // The stream errors when its call fails; the copy reports that, and nothing else may crash.
+    source.on("error", () => {});
+    source.on("error", onSourceError);
+    source.on("data", onData);
+    source.on("end", onEnd);
+    dest.on("drain", onDrain);
+    dest.on("error", onDestError);
+    dest.on("close", onDestClose);
+  });
+}

@@ -1,0 +1,433 @@
+/**
+ * The exec service end to end: the agent's handler served over a real Unix socket, driven by the
+ * controller's remoteExec. The agent's own result is captured where the handler returns, which is
+ * also the moment its process group must be gone.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { once } from "node:events";
+import { chmod, mkdtemp, readFile, realpath, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { Readable, Writable } from "node:stream";
+import { after, before, describe, it } from "node:test";
+import { type ExecResult, execService } from "../../src/agent/exec.ts";
+import { type ExecRequest, remoteExec } from "../../src/controller/exec.ts";
+import { isGuestlinkError } from "../../src/errors.ts";
+import { openSession, type SessionServer, serveSessions } from "../../src/platform/session.ts";
+import type { Session } from "../../src/session/session.ts";
+
+const MiB = 1024 * 1024;
+
+/** A Writable that keeps what it is given and can be awaited for content. */
+class Collector extends Writable {
+  readonly chunks: Buffer[] = [];
+  bytes = 0;
+  #waiters: { test: (text: string) => boolean; resolve: () => void }[] = [];
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    this.chunks.push(chunk);
+    this.bytes += chunk.length;
+    if (this.#waiters.length > 0) {
+      const text = this.text();
+      this.#waiters = this.#waiters.filter((w) => {
+        if (!w.test(text)) return true;
+        w.resolve();
+        return false;
+      });
+    }
+    callback();
+  }
+
+  buffer(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+
+  text(): string {
+    return this.buffer().toString("utf8");
+  }
+
+  /** Resolves once what arrived so far passes `test`. */
+  until(test: (text: string) => boolean): Promise<void> {
+    if (test(this.text())) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ test, resolve }));
+  }
+}
+
+function sha256(bytes: Buffer): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** Throws unless no process is left in the group. */
+function assertGroupGone(pgid: number): void {
+  assert.throws(
+    () => process.kill(-pgid, 0),
+    (e: NodeJS.ErrnoException) => e.code === "ESRCH",
+    `process group ${pgid} still has members`,
+  );
+}
+
+describe("exec over a Unix socket", () => {
+  let dir: string;
+  let server: SessionServer;
+  let session: Session;
+  /** What the agent's handler returned, call by call. */
+  const handled: Promise<unknown>[] = [];
+  const lastAgentResult = () => handled.at(-1) as Promise<ExecResult>;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "guestlink-exec-"));
+    const exec = execService();
+    server = await serveSessions(`unix:${join(dir, "agent.sock")}`, (s) => {
+      for (const [method, handler] of Object.entries(exec.methods)) {
+        s.handle(method, (params, ctx) => {
+          const outcome = Promise.resolve().then(() => handler(params, ctx));
+          handled.push(outcome);
+          return outcome;
+        });
+      }
+    });
+    session = await openSession(server.address);
+  });
+
+  after(async () => {
+    await session?.close();
+    await server?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function run(
+    request: ExecRequest,
+    io: { stdin?: NodeJS.ReadableStream } = {},
+    options: { signal?: AbortSignal; deadline?: number } = {},
+  ) {
+    const stdout = new Collector();
+    const stderr = new Collector();
+    const result = await remoteExec(session, request, { stdin: io.stdin, stdout, stderr }, options);
+    return { result, stdout, stderr };
+  }
+
+  it("delivers 5 MiB of random bytes exactly as the command wrote them", async () => {
+    const file = join(dir, "random.bin");
+    const { result, stdout, stderr } = await run({
+      argv: ["sh", "-c", 'head -c 5242880 /dev/urandom | tee "$1"; sha256sum "$1" >&2', "sh", file],
+    });
+    assert.equal(result.status, 0);
+    assert.equal(stdout.bytes, 5 * MiB);
+    assert.equal(result.stdoutBytes, 5 * MiB);
+    // The command's own hash of the bytes it wrote, against the hash of what arrived.
+    assert.equal(sha256(stdout.buffer()), stderr.text().split(" ")[0]);
+    assert.equal(result.stderrBytes, stderr.bytes);
+    assert.equal(result.truncated, false);
+  });
+
+  it("keeps stdout and stderr apart", async () => {
+    const { result, stdout, stderr } = await run({
+      argv: ["sh", "-c", "printf 'to out, '; printf 'to err' >&2; printf 'out again'"],
+    });
+    assert.equal(stdout.text(), "to out, out again");
+    assert.equal(stderr.text(), "to err");
+    assert.equal(result.stdoutBytes, 17);
+    assert.equal(result.stderrBytes, 6);
+  });
+
+  it("reports exit codes as the status", async () => {
+    const ok = await run({ argv: ["true"] });
+    assert.equal(ok.result.status, 0);
+    assert.equal(ok.result.reason, "exited");
+    assert.equal(ok.result.exitCode, 0);
+    const three = await run({ argv: ["sh", "-c", "exit 3"] });
+    assert.equal(three.result.status, 3);
+    assert.equal(three.result.exitCode, 3);
+    assert.equal(three.result.signal, null);
+  });
+
+  it("reports death by signal N as status 128+N", async () => {
+    const { result } = await run({ argv: ["sh", "-c", "kill -9 $$"] });
+    assert.equal(result.status, 137);
+    assert.equal(result.signal, "SIGKILL");
+    assert.equal(result.exitCode, null);
+    assert.equal(result.reason, "signaled");
+  });
+
+  it("returns 127 with the OS's reason for a command that does not exist", async () => {
+    const { result } = await run({ argv: ["guestlink-test-no-such-command", "arg"] });
+    assert.equal(result.status, 127);
+    assert.equal(result.reason, "not-found");
+    assert.match(result.message ?? "", /guestlink-test-no-such-command: .*\(ENOENT\)/);
+  });
+
+  it("returns 126 with the OS's reason for a file that is not executable", async () => {
+    const file = join(dir, "not-executable.sh");
+    await writeFile(file, "#!/bin/sh\necho never\n");
+    await chmod(file, 0o644);
+    const { result, stdout } = await run({ argv: [file] });
+    assert.equal(result.status, 126);
+    assert.equal(result.reason, "not-executable");
+    assert.match(result.message ?? "", /\(EACCES\)/);
+    assert.equal(stdout.bytes, 0);
+  });
+
+  it("returns 125 when the working folder does not exist, rather than blaming the command", async () => {
+    const { result } = await run({ argv: ["true"], cwd: join(dir, "no-such-folder") });
+    assert.equal(result.status, 125);
+    assert.equal(result.reason, "start-failed");
+    assert.match(result.message ?? "", /no-such-folder: .*\(ENOENT\)/);
+  });
+
+  it("streams stdin to the command and ends it when the input ends", async () => {
+    const input = Buffer.alloc(3 * MiB);
+    for (let i = 0; i < input.length; i++) input[i] = (i * 7) % 256;
+    const cat = await run({ argv: ["cat"] }, { stdin: Readable.from([input]) });
+    assert.equal(cat.result.status, 0);
+    assert.equal(sha256(cat.stdout.buffer()), sha256(input));
+    const wc = await run({ argv: ["wc", "-c"] }, { stdin: Readable.from([input]) });
+    assert.equal(wc.stdout.text().trim(), String(3 * MiB));
+    const none = await run({ argv: ["wc", "-c"] });
+    assert.equal(none.stdout.text().trim(), "0");
+  });
+
+  it("ends the call when the command exits without reading all of an endless stdin", async () => {
+    const block = Buffer.alloc(64 * 1024, 0x61);
+    const endless = new Readable({
+      read() {
+        this.push(block);
+      },
+    });
+    const { result, stdout } = await run({ argv: ["head", "-c", "10"] }, { stdin: endless });
+    assert.equal(result.status, 0);
+    assert.equal(stdout.text(), "aaaaaaaaaa");
+    endless.destroy();
+  });
+
+  it("runs a command line with /bin/sh -c when asked", async () => {
+    const { result, stdout } = await run({
+      argv: ["echo", "$((6 * 7))", "|", "tr", "4", "x"],
+      shell: true,
+    });
+    assert.equal(result.status, 0);
+    assert.equal(stdout.text(), "x2\n");
+  });
+
+  it("sets env over the agent's own environment, and the working folder", async () => {
+    const { result, stdout } = await run({
+      argv: ["sh", "-c", 'printf "%s|%s|%s" "$GUESTLINK_TEST" "$HOME" "$(pwd -P)"'],
+      env: { GUESTLINK_TEST: "from the host" },
+      cwd: dir,
+    });
+    assert.equal(result.status, 0);
+    assert.equal(stdout.text(), `from the host|${process.env.HOME}|${await realpath(dir)}`);
+  });
+
+  it("stops at exactly maxOutputBytes, says so, and exits 141", async () => {
+    const { result, stdout } = await run({ argv: ["yes"], maxOutputBytes: MiB });
+    assert.equal(stdout.bytes, MiB);
+    assert.equal(stdout.text(), "y\n".repeat(MiB / 2));
+    assert.equal(result.stdoutBytes, MiB);
+    assert.equal(result.truncated, true);
+    assert.equal(result.status, 141);
+    assert.equal(result.reason, "output-limit");
+  });
+
+  it("counts stdout and stderr together against maxOutputBytes", async () => {
+    const { result, stdout, stderr } = await run({
+      argv: ["sh", "-c", "yes err >&2 & exec yes out"],
+      maxOutputBytes: 256 * 1024,
+    });
+    assert.equal(stdout.bytes + stderr.bytes, 256 * 1024);
+    assert.equal(result.stdoutBytes + result.stderrBytes, 256 * 1024);
+    assert.equal(result.truncated, true);
+    assert.equal(result.status, 141);
+  });
+
+  it("does not truncate output that exactly fills maxOutputBytes", async () => {
+    const { result, stdout } = await run({
+      argv: ["head", "-c", "1000", "/dev/zero"],
+      maxOutputBytes: 1000,
+    });
+    assert.equal(stdout.bytes, 1000);
+    assert.equal(result.truncated, false);
+    assert.equal(result.status, 0);
+  });
+
+  it("treats a local output that fails like a closed pipe: the command sees its output closed", async () => {
+    let writes = 0;
+    const failing = new Writable({
+      write(_chunk, _encoding, callback) {
+        if (++writes === 3) callback(Object.assign(new Error("write EPIPE"), { code: "EPIPE" }));
+        else callback();
+      },
+    });
+    const failed = once(failing, "error");
+    const stderr = new Collector();
+    const result = await remoteExec(session, { argv: ["yes"] }, { stdout: failing, stderr });
+    assert.equal((await failed)[0].code, "EPIPE");
+    // The child's stdout is a socketpair: closed with bytes unread, the writer gets ECONNRESET
+    // (yes reports it and exits 1); closed empty, EPIPE and SIGPIPE (141). Either way it stops.
+    assert.ok(
+      (result.reason === "exited" && result.status === 1 && /yes: /.test(stderr.text())) ||
+        (result.reason === "signaled" && result.signal === "SIGPIPE"),
+      JSON.stringify(result),
+    );
+    assert.equal(result.truncated, false);
+  });
+
+  it("kills the whole process group at the deadline (status 124) and leaves nothing behind", async () => {
+    const pidFile = join(dir, "deadline.pid");
+    const { result } = await run(
+      { argv: ["sh", "-c", 'echo $$ > "$1"; sleep 300 & sleep 300 & wait', "sh", pidFile] },
+      {},
+      { deadline: performance.now() + 1_500 },
+    );
+    assert.equal(result.reason, "timeout", "the caller hears from the agent how it ended");
+    assert.equal(result.status, 124);
+    const agentResult = await lastAgentResult();
+    assert.equal(agentResult.reason, "timeout");
+    assertGroupGone(Number(await readFile(pidFile, "utf8")));
+  });
+
+  it("kills the whole process group when cancelled (status 130) and leaves nothing behind", async () => {
+    const controller = new AbortController();
+    const stdout = new Collector();
+    const call = remoteExec(
+      session,
+      { argv: ["sh", "-c", "echo $$; sleep 300 & sleep 300 & wait"] },
+      { stdout, stderr: new Collector() },
+      { signal: controller.signal },
+    );
+    await stdout.until((text) => text.endsWith("\n"));
+    const pgid = Number(stdout.text());
+    controller.abort();
+    const result = await call;
+    assert.equal(result.reason, "cancelled", "the agent confirmed the cancel with the real status");
+    assert.equal(result.status, 130);
+    const agentResult = await lastAgentResult();
+    assert.equal(agentResult.reason, "cancelled");
+    assertGroupGone(pgid);
+  });
+
+  it("uses SIGKILL after the grace period on a command that ignores SIGTERM", async () => {
+    const controller = new AbortController();
+    const stdout = new Collector();
+    const call = remoteExec(
+      session,
+      {
+        argv: ["sh", "-c", "trap '' TERM; echo $$; while :; do sleep 1; done"],
+        killGraceMs: 100,
+      },
+      { stdout, stderr: new Collector() },
+      { signal: controller.signal },
+    );
+    await stdout.until((text) => text.endsWith("\n"));
+    const pgid = Number(stdout.text());
+    controller.abort();
+    const result = await call;
+    assert.equal(result.signal, "SIGKILL");
+    const agentResult = await lastAgentResult();
+    assert.equal(agentResult.signal, "SIGKILL");
+    assert.equal(agentResult.status, 130);
+    assertGroupGone(pgid);
+  });
+
+  it("refuses bad requests with INVALID_OPTION, in the agent and before sending", async () => {
+    for (const params of [
+      { argv: [] },
+      { argv: "ls" },
+      {},
+      { argv: ["ls"], maxOutputBytes: -1 },
+      { argv: ["ls"], env: { A: 1 } },
+      { argv: ["ls"], arv: ["typo"] },
+      { argv: ["ls\0"] },
+      "ls",
+    ]) {
+      await assert.rejects(
+        session.call("exec", params),
+        (e: unknown) =>
+          isGuestlinkError(e, "INVALID_OPTION") && /exec: invalid request/.test(e.message),
+        JSON.stringify(params),
+      );
+    }
+    await assert.rejects(
+      run({ argv: [] }),
+      (e: unknown) =>
+        isGuestlinkError(e, "INVALID_OPTION") && /argv must name a command/.test(e.message),
+    );
+    assert.throws(
+      () => execService({ killGraceMs: -5 }),
+      (e: unknown) => isGuestlinkError(e, "INVALID_OPTION"),
+    );
+  });
+
+  it("leaves no stream open afterwards: the session closes cleanly", async () => {
+    await session.close();
+    assert.equal(await session.closed, undefined);
+  });
+});
+
+describe("exec with a slow reader", () => {
+  let dir: string;
+  let agent: ChildProcess;
+  let session: Session;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "guestlink-exec-big-"));
+    const socket = join(dir, "agent.sock");
+    const fixture = new URL("../fixtures/exec-agent.ts", import.meta.url).pathname;
+    agent = spawn(process.execPath, ["--import", "tsx", fixture, socket], {
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    const stdout = agent.stdout as Readable;
+    let seen = "";
+    for await (const chunk of stdout) {
+      seen += String(chunk);
+      if (seen.includes("ready\n")) break;
+    }
+    session = await openSession(`unix:${socket}`);
+  });
+
+  after(async () => {
+    await session?.close();
+    if (agent && agent.exitCode === null) {
+      const exited = once(agent, "exit");
+      agent.stdin?.end();
+      await exited;
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("passes 2 GiB to a slow reader with the agent's memory bounded", async () => {
+    const before = (await session.call("rss")) as { maxRSS: number };
+    const total = 2 * 1024 * MiB;
+    let received = 0;
+    let chunks = 0;
+    let nonZero = 0;
+    const zeros = Buffer.alloc(1024 * 1024);
+    // Slower than the command: every 8th chunk waits a millisecond.
+    const slow = new Writable({
+      highWaterMark: 64 * 1024,
+      write(chunk: Buffer, _encoding, callback) {
+        received += chunk.length;
+        if (!chunk.equals(zeros.subarray(0, chunk.length))) nonZero++;
+        if (++chunks % 8 === 0) setTimeout(callback, 1);
+        else callback();
+      },
+    });
+    const result = await remoteExec(
+      session,
+      { argv: ["head", "-c", String(total), "/dev/zero"] },
+      { stdout: slow, stderr: slow },
+      { deadline: Infinity },
+    );
+    assert.equal(result.status, 0);
+    assert.equal(result.stdoutBytes, total);
+    assert.equal(received, total);
+    assert.equal(nonZero, 0);
+    const after = (await session.call("rss")) as { maxRSS: number };
+    const peakMiB = after.maxRSS / 1024;
+    const growthMiB = (after.maxRSS - before.maxRSS) / 1024;
+    assert.ok(peakMiB < 150, `agent peak RSS ${peakMiB.toFixed(1)} MiB`);
+    assert.ok(growthMiB < 64, `agent peak RSS grew by ${growthMiB.toFixed(1)} MiB`);
+  });
+});
