@@ -3,7 +3,11 @@
  * and the report. A benchmark prints nothing itself; `run.ts` prints its text, then the figures as
  * ONE line of JSON, always the last line of stdout, so scripts can read `tail -n 1`.
  */
+import { execFile, spawn } from "node:child_process";
+import { access, mkdir, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 export interface BenchOptions {
   /** A much shorter run, for smoke tests: the figures are rough. */
@@ -226,4 +230,148 @@ export function printReport(
   }
   lines.push(JSON.stringify({ bench: name, quick: opts.quick, ...env, ...report.figures }));
   process.stdout.write(`${lines.join("\n")}\n`);
+}
+
+/** A helper process started by `startHelper`. */
+export interface Helper {
+  readonly pid: number;
+  /** Closes its stdin (a helper exits when it ends), then kills it if it lingers; idempotent. */
+  stop(): Promise<void>;
+}
+
+const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
+const HELPER_READY_TIMEOUT_MS = 30_000;
+const HELPER_STOP_GRACE_MS = 2_000;
+
+/**
+ * Runs `node --import tsx SCRIPT ARGS…` (a path relative to the repository root) as a separate
+ * process, for a benchmark's far end: two ends in one process share one thread. Resolves once
+ * the helper prints the line "ready" on stdout; rejects with its stderr if it exits first.
+ */
+export function startHelper(script: string, args: readonly string[]): Promise<Helper> {
+  const child = spawn(process.execPath, ["--import", "tsx", script, ...args], {
+    cwd: REPO_ROOT,
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  const exited = new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once("exit", () => resolve());
+  });
+  let stderr = "";
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (text: string) => {
+    // Shown as it comes once the helper is up (a crash mid-run), kept for the message before.
+    if (stderr.length < 16_384) stderr += text;
+  });
+  const helper: Helper = {
+    pid: child.pid ?? -1,
+    async stop() {
+      child.stdin.end();
+      const timer = setTimeout(() => child.kill("SIGKILL"), HELPER_STOP_GRACE_MS);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+  return new Promise<Helper>((resolve, reject) => {
+    let out = "";
+    let settled = false;
+    const fail = (why: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      void helper.stop();
+      reject(new Error(`helper ${script} ${args.join(" ")} ${why}${stderr ? `:\n${stderr}` : ""}`));
+    };
+    const onExit = (code: number | null, signal: string | null) =>
+      fail(`exited (${signal ?? code}) before it was ready`);
+    const timer = setTimeout(() => fail("did not print ready in time"), HELPER_READY_TIMEOUT_MS);
+    child.once("error", (err) => fail(`could not start (${err.message})`));
+    child.once("exit", onExit);
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", function onData(text: string) {
+      out += text;
+      if (settled || !out.split("\n").includes("ready")) return;
+      settled = true;
+      clearTimeout(timer);
+      child.off("exit", onExit);
+      child.stdout.off("data", onData);
+      child.stdout.resume();
+      child.stderr.on("data", (more: string) => process.stderr.write(more));
+      resolve(helper);
+    });
+  });
+}
+
+export interface BuiltLibrary {
+  /** The compiled `src/`, laid out as `dist/` is (e.g. `DIR/platform/session.js`). */
+  dir: string;
+  /** What tsc printed when it reported errors (it still emits); empty when it was clean. */
+  warnings: string;
+}
+
+/**
+ * Compiles `src/` with tsc as `npm run build` does (tsconfig.build.json), into
+ * `PARENT/node_modules/guestlink`, so that benchmarks measure the code as shipped. tsx, which
+ * runs the benchmarks, transforms every module it loads outside node_modules, and its esbuild
+ * `keepNames` wraps each named closure in a `__name()` (an Object.defineProperty) call: that
+ * taxes closure-heavy code such as a call path by tens of percent. Inside node_modules the build
+ * is loaded as it is; its dependencies resolve through a link to the repository's node_modules.
+ */
+export async function buildLibrary(parent: string): Promise<BuiltLibrary> {
+  const dir = join(parent, "node_modules", "guestlink");
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, "package.json"), '{ "type": "module" }\n');
+  await symlink(join(REPO_ROOT, "node_modules"), join(dir, "node_modules"), "dir");
+  const tsc = join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc");
+  const args = [tsc, "-p", "tsconfig.build.json", "--outDir", dir, "--declaration", "false"];
+  const child = spawn(process.execPath, [...args, "--sourceMap", "false"], {
+    cwd: REPO_ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.setEncoding("utf8").on("data", (text: string) => (output += text));
+  child.stderr.setEncoding("utf8").on("data", (text: string) => (output += text));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", resolve);
+  });
+  const entry = join(dir, "platform", "session.js");
+  const built = await access(entry).then(
+    () => true,
+    () => false,
+  );
+  if (!built) throw new Error(`tsc did not build ${entry} (exit ${code}):\n${output}`);
+  return { dir, warnings: code === 0 ? "" : output.trim() };
+}
+
+/** Runs `taskset` (Linux, util-linux); resolves with its stdout, or undefined when it fails. */
+function taskset(args: readonly string[]): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    execFile("taskset", args, { timeout: 5_000 }, (err, stdout) =>
+      resolve(err ? undefined : String(stdout)),
+    );
+  });
+}
+
+/** The CPUs process `pid` may run on, as a list ("0-3,6"), or undefined without taskset. */
+export async function getAffinity(pid: number): Promise<string | undefined> {
+  const out = await taskset(["-c", "-p", String(pid)]);
+  return out?.split(":").pop()?.trim() || undefined;
+}
+
+/** Restricts every thread of process `pid` to `cpus` (a list such as "0" or "0-3"); false if it could not. */
+export async function setAffinity(pid: number, cpus: string): Promise<boolean> {
+  return (await taskset(["-a", "-c", "-p", cpus, String(pid)])) !== undefined;
+}
+
+/** The CPU numbers in a list such as "0-2,5". */
+export function parseCpuList(list: string): number[] {
+  const cpus: number[] = [];
+  for (const part of list.split(",")) {
+    const [from, to] = part.split("-").map((n) => Number.parseInt(n, 10));
+    if (from === undefined || Number.isNaN(from)) continue;
+    const last = to === undefined || Number.isNaN(to) ? from : to;
+    for (let cpu = from; cpu <= last; cpu++) cpus.push(cpu);
+  }
+  return cpus;
 }

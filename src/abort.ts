@@ -32,3 +32,28 @@ export interface CallOptions {
    */
   deadline?: number;
 }
+
+/**
+ * An AbortController created only when someone asks for its signal. Most calls finish without
+ * their handler ever looking, and on Node 20 a signal costs about 1.7 µs to make (bench/session).
+ */
+export class LazyAbortController implements AbortControllerLike {
+  #controller: AbortControllerLike | undefined;
+  #aborted = false;
+  #reason: unknown;
+
+  get signal(): AbortSignalLike {
+    if (!this.#controller) {
+      this.#controller = newAbortController();
+      if (this.#aborted) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  abort(reason?: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+  }
+}

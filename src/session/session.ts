@@ -6,13 +6,14 @@
  * Everything time-related goes through the injected clock, and nothing here touches Node, so the
  * whole protocol runs deterministically on an in-memory transport pair with a fake clock.
  */
-import { type AbortSignalLike, type CallOptions, newAbortController } from "../abort.ts";
+import { type AbortSignalLike, type CallOptions, LazyAbortController } from "../abort.ts";
 import { ERROR_CODES, type ErrorCode, GuestlinkError, isGuestlinkError } from "../errors.ts";
 import type { Transport } from "../transport/transport.ts";
 import { decodeControl, encodeControl } from "../wire/control.ts";
 import { FrameDecoder } from "../wire/decode.ts";
 import { FrameEncoder } from "../wire/encode.ts";
 import { type Frame, FrameType, frameTypeName, isFrameType } from "../wire/frame.ts";
+import { type Deadline, DeadlineQueue } from "./deadlines.ts";
 import { Keepalive } from "./keepalive.ts";
 import {
   CallSchema,
@@ -119,7 +120,7 @@ interface OutgoingCall {
   /** The peer's reply, whenever it comes. */
   confirmed: Deferred<unknown>;
   streams: SessionStream[];
-  timer: Timer | undefined;
+  timer: Deadline | undefined;
   /** Settled locally (cancelled or timed out); still waiting for the peer to confirm. */
   settled: boolean;
   cleanup(): void;
@@ -205,6 +206,7 @@ export class Session implements StreamOwner {
   #congested = false;
 
   #keepalive: Keepalive | undefined;
+  readonly #deadlines: DeadlineQueue;
   #handshakeTimer: Timer | undefined;
   #framesAtLastTick = 0;
   #goawaySent = false;
@@ -217,6 +219,7 @@ export class Session implements StreamOwner {
     this.#transport = transport;
     this.#nextId = o.role === "client" ? 1 : 2;
     this.#sessionReceiveWindow = o.sessionWindowBytes;
+    this.#deadlines = new DeadlineQueue(o.runtime.clock);
     this.#decoder = new FrameDecoder({ maxFrameBytes: o.maxFrameBytes, checksum: o.checksum });
     this.#encoder = new FrameEncoder({ payloadChecksum: o.payloadChecksum, checksum: o.checksum });
     this.#sessionId = o.runtime.randomId();
@@ -375,7 +378,7 @@ export class Session implements StreamOwner {
     this.#outgoing.set(id, call);
     signal?.addEventListener("abort", onAbort, { once: true });
     if (Number.isFinite(remaining)) {
-      call.timer = clock.setTimer(remaining, () =>
+      call.timer = this.#deadlines.add(deadline, () =>
         cancel(
           new GuestlinkError(
             "DEADLINE_EXCEEDED",
@@ -746,10 +749,12 @@ export class Session implements StreamOwner {
         this.stats.notificationErrors++;
         return;
       }
-      const controller = newAbortController();
+      const controller = new LazyAbortController();
       const ctx: CallContext = {
         method: msg.method,
-        signal: controller.signal,
+        get signal() {
+          return controller.signal;
+        },
         deadline: Infinity,
         streams: {},
         session: this,
@@ -790,20 +795,22 @@ export class Session implements StreamOwner {
       return;
     }
     const clock = this.options.runtime.clock;
-    const controller = newAbortController();
+    const controller = new LazyAbortController();
     const deadline = msg.timeoutMs === undefined ? Infinity : clock.now() + msg.timeoutMs;
     const timer =
       msg.timeoutMs === undefined
         ? undefined
-        : clock.setTimer(msg.timeoutMs, () =>
+        : this.#deadlines.add(deadline, () =>
             controller.abort(
               new GuestlinkError("DEADLINE_EXCEEDED", `call ${msg.method} ran past its deadline`),
             ),
           );
-    this.#incoming.set(id, { abort: (reason) => controller.abort(reason) });
+    this.#incoming.set(id, controller);
     const ctx: CallContext = {
       method: msg.method,
-      signal: controller.signal,
+      get signal() {
+        return controller.signal;
+      },
       deadline,
       streams,
       session: this,
@@ -1233,6 +1240,7 @@ export class Session implements StreamOwner {
     this.#state = "closed";
     this.#keepalive?.stop();
     this.#handshakeTimer?.cancel();
+    this.#deadlines.clear();
     const reason = err ?? new GuestlinkError("SESSION_CLOSED", "the session was closed");
     for (const call of this.#outgoing.values()) {
       call.cleanup();
