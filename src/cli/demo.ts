@@ -1,181 +1,253 @@
 /**
- * `guestlink demo`: the whole story on this machine. At this stage of the project the story is the
- * wire: frames sent through a channel that injects what real channels do (stray log lines on
- * stdio, half frames left in a serial port, headers claiming gigabytes, random bytes, bit flips,
- * arbitrary chunking), and every intact frame comes out in order, byte-exact, with nothing
- * invented and memory bounded. Exits non-zero if any check fails.
+ * `guestlink demo` (`npm run demo`): the whole story on this machine, with nothing to set up.
+ * Three agents start as child processes on temporary Unix sockets, standing in for three VMs;
+ * then their info, 1 GiB of command output checked by sha256 end to end (with the throughput and
+ * both sides' peak memory), a file round trip, a few seconds of live telemetry, the channel
+ * surviving garbage, and a summary. Cleans up after itself; exits non-zero if any check fails.
  */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { Writable } from "node:stream";
+import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { nodeCrc32 } from "../platform/node.ts";
-import {
-  DEFAULT_MAX_FRAME_BYTES,
-  type Frame,
-  FrameDecoder,
-  FrameEncoder,
-  FrameType,
-  HEADER_BYTES,
-} from "../wire/index.ts";
+import type { AgentInfo } from "../agent/info.ts";
+import { remoteExec } from "../controller/exec.ts";
+import { getFile, putFile } from "../controller/files.ts";
+import { watchTelemetry } from "../controller/telemetry.ts";
+import type { Session } from "../session/session.ts";
+import { connectAgent, formatBytes, printJson } from "./common.ts";
+import { runWireDemo } from "./demo-wire.ts";
 
-export interface WireDemoReport {
-  seed: number;
-  sent: number;
-  sentBytes: number;
-  corrupted: number;
-  injected: { logLines: number; halfFrames: number; hugeHeaders: number; randomBytes: number };
-  received: number;
-  inOrderAndExact: boolean;
-  invented: number;
-  stats: FrameDecoder["stats"];
-  peakBufferedBytes: number;
-  bufferLimitBytes: number;
+const GIB = 1024 ** 3;
+const AGENTS = ["vm-1", "vm-2", "vm-3"] as const;
+
+interface Check {
+  name: string;
   ok: boolean;
+  detail: string;
 }
 
-/** A small seeded PRNG (mulberry32) so a demo run can be replayed with `--seed`. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+interface DemoOptions {
+  json?: boolean;
+  outputBytes: number;
+  fileBytes: number;
+  telemetrySeconds: number;
+}
+
+/** Peak resident memory of a local process (VmHWM), in bytes. */
+async function peakRss(pid: number): Promise<number | undefined> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, "utf8");
+    const kib = /^VmHWM:\s+(\d+) kB/m.exec(status)?.[1];
+    return kib === undefined ? undefined : Number(kib) * 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+function hashingSink(): { sink: Writable; digest(): string; bytes(): number } {
+  const hash = createHash("sha256");
+  let bytes = 0;
+  const sink = new Writable({
+    highWaterMark: 1024 * 1024,
+    write(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      callback();
+    },
+  });
+  return { sink, digest: () => hash.digest("hex"), bytes: () => bytes };
+}
+
+function textSink(): { sink: Writable; text(): string } {
+  let text = "";
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      text += chunk.toString("utf8");
+      callback();
+    },
+  });
+  return { sink, text: () => text };
+}
+
+export async function runDemo(opts: DemoOptions, say: (line: string) => void): Promise<Check[]> {
+  const checks: Check[] = [];
+  const check = (name: string, ok: boolean, detail: string) => {
+    checks.push({ name, ok, detail });
+    say(`      ${ok ? "ok  " : "FAIL"} ${detail}`);
   };
-}
-
-export function runWireDemo(seed: number, count = 2000): WireDemoReport {
-  const random = prng(seed);
-  const int = (n: number) => Math.floor(random() * n);
-  const encoder = new FrameEncoder({ payloadChecksum: true, checksum: nodeCrc32 });
-  const lies = new FrameEncoder();
-  const text = new TextEncoder();
-  const injected = { logLines: 0, halfFrames: 0, hugeHeaders: 0, randomBytes: 0 };
-  const chunks: Uint8Array[] = [];
-  const expected: Frame[] = [];
-  let sentBytes = 0;
-  let corrupted = 0;
-
-  for (let i = 0; i < count; i++) {
-    const payload = new Uint8Array(int(4) === 0 ? int(64 * 1024) : int(200));
-    for (let j = 0; j < payload.length; j += 97) payload[j] = int(256);
-    const frame = { type: FrameType.DATA, streamId: 1 + int(8), seq: i, payload };
-    const bytes = encoder.encode(frame);
-    sentBytes += bytes.length;
-    if (payload.length > 0 && int(50) === 0) {
-      const at = HEADER_BYTES + int(payload.length);
-      bytes[at] = (bytes[at] as number) ^ (1 + int(255));
-      corrupted++;
-    } else {
-      expected.push({ ...frame, flags: bytes[6] as number });
+  const dir = await mkdtemp(join(tmpdir(), "guestlink-demo-"));
+  const bin = fileURLToPath(new URL("../../bin/guestlink", import.meta.url));
+  const children: ChildProcess[] = [];
+  const sessions: Session[] = [];
+  try {
+    say(`[1/5] three agents on Unix sockets in ${dir}, standing in for three VMs`);
+    for (const name of AGENTS) {
+      const child = spawn(
+        process.execPath,
+        [
+          bin,
+          "agent",
+          "--listen",
+          `unix:${join(dir, `${name}.sock`)}`,
+          "--id",
+          name,
+          "--log-level",
+          "warn",
+        ],
+        { stdio: ["ignore", "ignore", "inherit"] },
+      );
+      children.push(child);
     }
-    chunks.push(bytes);
-    switch (int(12)) {
-      case 0:
-        chunks.push(text.encode(`[ ${int(99999)}.123] agent: telemetry task restarted\n`));
-        injected.logLines++;
-        break;
-      case 1: {
-        const half = encoder.encode({
-          type: FrameType.DATA,
-          payload: new Uint8Array(300 + int(900)),
-        });
-        chunks.push(half.subarray(0, HEADER_BYTES + int(200)));
-        injected.halfFrames++;
-        break;
-      }
-      case 2: {
-        // A header whose checksum is right but which claims 4 GiB: never believed.
-        const liar = lies.encode({ type: FrameType.DATA });
-        new DataView(liar.buffer).setUint32(20, 0xffffffff);
-        new DataView(liar.buffer).setUint32(28, nodeCrc32(liar.subarray(0, 28)));
-        chunks.push(liar);
-        injected.hugeHeaders++;
-        break;
-      }
-      case 3: {
-        const noise = new Uint8Array(1 + int(2000)).map(() => int(256));
-        chunks.push(noise);
-        injected.randomBytes += noise.length;
-        break;
+    for (const name of AGENTS)
+      sessions.push(await connectAgent(`unix:${join(dir, `${name}.sock`)}`, 15));
+    const infos: AgentInfo[] = [];
+    for (const [i, session] of sessions.entries()) {
+      const info = (await session.call("info")) as AgentInfo;
+      infos.push(info);
+      say(
+        `      ${AGENTS[i]}  pid ${info.agent.pid}  ${info.os.type} ${info.kernel} ${info.os.arch}, ${info.cpus.count} cpus, ${formatBytes(info.memory.totalBytes)}  services: ${info.services.join(", ")}  rtt ${session.rttMs?.toFixed(2) ?? "?"} ms`,
+      );
+    }
+    check("agents", infos.length === 3, "three agents answered with their info");
+
+    const [vm1, vm2, vm3] = sessions as [Session, Session, Session];
+    const [info1, info2] = infos as [AgentInfo, AgentInfo];
+
+    say(
+      `[2/5] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
+    );
+    // Random bytes (an AES-CTR keystream from openssl where there is one, else /dev/urandom),
+    // hashed in the agent as they are written (tee into a fifo read by a sha256 tool, which
+    // reports on stderr) and hashed again by the host as they arrive.
+    const n = opts.outputBytes;
+    const script = [
+      'f=$(mktemp -u); mkfifo "$f"',
+      "if command -v openssl >/dev/null 2>&1; then",
+      `  openssl dgst -sha256 -r < "$f" >&2 & openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass pass:$$ < /dev/zero 2>/dev/null | head -c ${n} | tee "$f"`,
+      `else sha256sum < "$f" >&2 & head -c ${n} /dev/urandom | tee "$f"; fi`,
+      'wait; rm -f "$f"',
+    ].join("\n");
+    say("      exec vm-1 -- sh -c '<random bytes | tee (sha256 to stderr)>'");
+    const out = hashingSink();
+    const err = textSink();
+    const started = performance.now();
+    const result = await remoteExec(
+      vm1,
+      { argv: ["sh", "-c", script] },
+      { stdout: out.sink, stderr: err.sink },
+    );
+    const seconds = (performance.now() - started) / 1000;
+    const theirs = /^([0-9a-f]{64})/.exec(err.text())?.[1];
+    const ours = out.digest();
+    const agentPeak = await peakRss(info1.agent.pid);
+    const hostPeak = process.resourceUsage().maxRSS * 1024;
+    say(
+      `      ${formatBytes(out.bytes())} in ${seconds.toFixed(2)} s = ${(out.bytes() / seconds / 1e6).toFixed(0)} MB/s, exit status ${result.status}`,
+    );
+    check(
+      "output",
+      result.status === 0 && out.bytes() === opts.outputBytes && theirs === ours,
+      `sha256 of what arrived ${ours.slice(0, 16)}… = sha256 computed in vm-1 ${theirs?.slice(0, 16) ?? "(none)"}…`,
+    );
+    check(
+      "memory",
+      agentPeak !== undefined && agentPeak < 200 * 1024 ** 2 && hostPeak < 200 * 1024 ** 2,
+      `peak memory while streaming: host ${formatBytes(hostPeak)}, vm-1's agent ${agentPeak === undefined ? "?" : formatBytes(agentPeak)} (the output was ${formatBytes(opts.outputBytes)})`,
+    );
+
+    say(`[3/5] a file round trip through vm-2`);
+    const original = join(dir, "original.bin");
+    const remote = join(dir, "vm-2", "received.bin");
+    const back = join(dir, "back.bin");
+    await mkdir(join(dir, "vm-2"));
+    await writeFile(original, randomBytes(opts.fileBytes));
+    await chmod(original, 0o640);
+    const put = await putFile(vm2, original, remote);
+    const got = await getFile(vm2, remote, back);
+    const sha = (path: string) =>
+      readFile(path).then((b) => createHash("sha256").update(b).digest("hex"));
+    const [a, b] = await Promise.all([sha(original), sha(back)]);
+    say(`      put ${formatBytes(put.size)} to vm-2:${remote}, got it back to ${back}`);
+    check(
+      "files",
+      a === b && put.sha256 === a && got.sha256 === a && got.mode === 0o640,
+      `sha256 equal on both trips (${a.slice(0, 16)}…), mode ${got.mode.toString(8)} kept; agent pid ${info2.agent.pid}`,
+    );
+
+    say(`[4/5] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(), opts.telemetrySeconds * 1000);
+    let samples = 0;
+    for await (const s of watchTelemetry(vm3, { intervalMs: 500, signal: stop.signal })) {
+      samples++;
+      const rx = s.net.reduce((sum, n) => sum + n.rxBytes, 0);
+      say(
+        `      ${new Date(s.t).toISOString().slice(11, 23)}  cpu ${(s.cpu.usage * 100).toFixed(1).padStart(5)}%  memory ${formatBytes(s.memory.usedBytes)} of ${formatBytes(s.memory.totalBytes)}  load ${s.load.map((l) => l.toFixed(2)).join(" ")}  net rx ${formatBytes(rx)}`,
+      );
+    }
+    clearTimeout(timer);
+    check("telemetry", samples >= 2, `${samples} samples streamed until the watch was cancelled`);
+
+    say("[5/5] the channel itself: frames through a channel that misbehaves the way real ones do");
+    const wire = runWireDemo(Date.now() % 2 ** 31, 1000);
+    say(
+      `      sent ${wire.sent} frames with ${wire.injected.logLines} stray log lines, ${wire.injected.halfFrames} half frames, ${wire.injected.hugeHeaders} headers claiming 4 GiB and ${wire.injected.randomBytes} random bytes between them, ${wire.corrupted} corrupted in flight`,
+    );
+    check(
+      "wire",
+      wire.ok,
+      `received every intact frame (${wire.received}) in order, byte-exact; ${wire.invented} invented; peak buffered ${formatBytes(wire.peakBufferedBytes)}`,
+    );
+    return checks;
+  } finally {
+    await Promise.allSettled(sessions.map((s) => s.close()));
+    for (const child of children) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        await once(child, "exit");
       }
     }
+    await rm(dir, { recursive: true, force: true });
   }
-
-  // Deliver in arbitrary pieces, as pipes do.
-  const stream = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let o = 0;
-  for (const c of chunks) {
-    stream.set(c, o);
-    o += c.length;
-  }
-  const decoder = new FrameDecoder({ checksum: nodeCrc32 });
-  const received: Frame[] = [];
-  let peak = 0;
-  for (let at = 0; at < stream.length; ) {
-    const size = 1 + int(int(2) === 0 ? 16 : 128 * 1024);
-    received.push(...decoder.push(stream.subarray(at, at + size)));
-    peak = Math.max(peak, decoder.bufferedBytes);
-    at += size;
-  }
-  received.push(...decoder.resync());
-
-  const same = (a: Frame, b: Frame) =>
-    a.seq === b.seq &&
-    a.streamId === b.streamId &&
-    a.payload.length === b.payload.length &&
-    a.payload.every((v, k) => v === b.payload[k]);
-  const inOrderAndExact =
-    received.length === expected.length && received.every((f, k) => same(f, expected[k] as Frame));
-  const invented = received.filter((f) => !expected.some((e) => e.seq === f.seq)).length;
-  const bufferLimitBytes = DEFAULT_MAX_FRAME_BYTES + HEADER_BYTES;
-  return {
-    seed,
-    sent: count,
-    sentBytes,
-    corrupted,
-    injected,
-    received: received.length,
-    inOrderAndExact,
-    invented,
-    stats: { ...decoder.stats },
-    peakBufferedBytes: peak,
-    bufferLimitBytes,
-    ok: inOrderAndExact && invented === 0 && peak <= bufferLimitBytes,
-  };
-}
-
-const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
-
-function render(r: WireDemoReport): string {
-  const check = (ok: boolean) => (ok ? "ok  " : "FAIL");
-  return [
-    "guestlink demo: frames through a channel that misbehaves the way real ones do",
-    "",
-    `  sent       ${r.sent} frames (${mb(r.sentBytes)}), payload checksums on, seed ${r.seed}`,
-    `  injected   ${r.injected.logLines} stray log lines, ${r.injected.halfFrames} half frames, ${r.injected.hugeHeaders} headers claiming 4 GiB, ${r.injected.randomBytes} random bytes`,
-    `  corrupted  ${r.corrupted} frames in flight (a flipped byte in the payload)`,
-    "  delivered  in random pieces from 1 byte to 128 KiB",
-    "",
-    `  ${check(r.inOrderAndExact)} received ${r.received} frames: every intact frame, in order, byte-exact`,
-    `  ${check(r.invented === 0)} ${r.stats.badPayloads} corrupted frames dropped by their checksum, ${r.invented} invented`,
-    `  ${check(r.peakBufferedBytes <= r.bufferLimitBytes)} peak buffered ${r.peakBufferedBytes} bytes (limit: one 1 MiB frame plus header); the 4 GiB claims were never believed (${r.stats.oversize} rejected)`,
-    `       skipped ${r.stats.skippedBytes} bytes, ${r.stats.badHeaders} bad headers, ${r.stats.abandoned} frames abandoned at the end`,
-    "",
-    r.ok ? "all checks passed" : "SOME CHECKS FAILED",
-  ].join("\n");
 }
 
 export function registerDemo(program: Command): void {
   program
     .command("demo")
-    .description("show guestlink at work on this machine, with nothing to set up")
-    .option("--seed <n>", "replay a run with this seed", (v) => Number.parseInt(v, 10))
-    .option("--json", "print the report as JSON")
-    .addHelpText("after", "\nExamples:\n  guestlink demo\n  guestlink demo --seed 42 --json\n")
-    .action((opts: { seed?: number; json?: boolean }) => {
-      const seed = Number.isInteger(opts.seed) ? (opts.seed as number) : Date.now() % 2 ** 31;
-      const report = runWireDemo(seed);
-      process.stdout.write(`${opts.json ? JSON.stringify(report) : render(report)}\n`);
-      if (!report.ok) process.exitCode = 1;
+    .description(
+      "show guestlink at work on this machine with three local agents; nothing to set up",
+    )
+    .option("--json", "print the checks as JSON at the end instead of the story")
+    .option("--output-bytes <n>", "size of the streamed command output", (v) => Number(v), GIB)
+    .option(
+      "--file-bytes <n>",
+      "size of the file sent round trip",
+      (v) => Number(v),
+      64 * 1024 ** 2,
+    )
+    .option("--telemetry-seconds <n>", "how long to watch telemetry", (v) => Number(v), 3)
+    .addHelpText(
+      "after",
+      "\nExamples:\n  npm run demo\n  guestlink demo --output-bytes 104857600 --json\n",
+    )
+    .action(async (opts: DemoOptions) => {
+      const say = opts.json ? () => {} : (line: string) => process.stdout.write(`${line}\n`);
+      say("guestlink demo: three agents on this machine, a host talking to them\n");
+      const started = performance.now();
+      const checks = await runDemo(opts, say);
+      const failed = checks.filter((c) => !c.ok);
+      const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      if (opts.json) printJson({ ok: failed.length === 0, seconds: Number(seconds), checks });
+      else
+        say(
+          `\n${failed.length === 0 ? `all ${checks.length} checks passed` : `${failed.length} of ${checks.length} checks FAILED: ${failed.map((c) => c.name).join(", ")}`} in ${seconds} s`,
+        );
+      if (failed.length > 0) process.exitCode = 1;
     });
 }

@@ -3,27 +3,40 @@
  * and owns the exit-status contract: guestlink's own failures exit 255 with one line on stderr
  * saying what failed and what to do (`--verbose` adds the details and causes).
  */
-import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { isGuestlinkError } from "../errors.ts";
+import { VERSION } from "../version.ts";
+import { registerAgent } from "./agent.ts";
 import { registerDemo } from "./demo.ts";
+import { registerExec } from "./exec.ts";
+import { registerFiles } from "./files.ts";
+import { registerInfo } from "./info.ts";
+import { registerPing } from "./ping.ts";
+import { registerWatch } from "./watch.ts";
 
 export const EXIT_GUESTLINK_FAILURE = 255;
 
-function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));
-  return String(pkg.version);
-}
-
-export function buildProgram(): Command {
-  const program = new Command("guestlink")
+/** The whole CLI, or with `agentOnly` just the agent (what the bundled agent runs). */
+export function buildProgram({ agentOnly = false } = {}): Command {
+  const program = new Command(agentOnly ? "guestlink-agent" : "guestlink")
     .description(
       "A control channel between a host and its agents that never loses, corrupts, stalls or silently truncates anything.",
     )
-    .version(packageVersion(), "-V, --version")
+    .version(VERSION, "-V, --version")
     .option("-v, --verbose", "print details and causes of failures")
     .showHelpAfterError("(run with --help for usage)")
+    .enablePositionalOptions()
     .exitOverride();
+  if (agentOnly) {
+    registerAgent(program, { isDefault: true });
+    return program;
+  }
+  registerExec(program);
+  registerPing(program);
+  registerInfo(program);
+  registerFiles(program);
+  registerWatch(program);
+  registerAgent(program);
   registerDemo(program);
   return program;
 }
@@ -46,8 +59,8 @@ export function formatFailure(err: unknown, verbose: boolean): string {
   return lines.join("\n");
 }
 
-export async function main(argv: readonly string[]): Promise<number> {
-  const program = buildProgram();
+export async function main(argv: readonly string[], { agentOnly = false } = {}): Promise<number> {
+  const program = buildProgram({ agentOnly });
   try {
     await program.parseAsync(argv as string[]);
     return typeof process.exitCode === "number" ? process.exitCode : 0;

@@ -449,10 +449,8 @@ export class Session implements StreamOwner {
   }
 
   streamReset(stream: SessionStream, code: string, message: string): void {
-    this.#withOutput.delete(stream);
-    this.#streams.delete(stream.id);
     if (this.#state !== "closed") this.#sendControl(FrameType.RESET, stream.id, { code, message });
-    this.#maybeFinishClosing();
+    this.#release(stream);
   }
 
   // ---- starting ------------------------------------------------------------------------------
@@ -1011,8 +1009,7 @@ export class Session implements StreamOwner {
       );
       return;
     }
-    this.#streams.delete(stream.id);
-    this.#withOutput.delete(stream);
+    this.#release(stream);
     stream.fail(
       new GuestlinkError(
         "STREAM_RESET",
@@ -1022,7 +1019,6 @@ export class Session implements StreamOwner {
         },
       ),
     );
-    this.#maybeFinishClosing();
   }
 
   // ---- ids and streams -----------------------------------------------------------------------
@@ -1075,11 +1071,16 @@ export class Session implements StreamOwner {
   }
 
   #forgetIfClosed(stream: SessionStream): void {
-    if (stream.closed) {
-      this.#streams.delete(stream.id);
-      this.#withOutput.delete(stream);
-      this.#maybeFinishClosing();
-    }
+    if (stream.closed) this.#release(stream);
+  }
+
+  /** Forgets a stream that is gone, giving back the session credit of what nobody consumed. */
+  #release(stream: SessionStream): void {
+    this.#streams.delete(stream.id);
+    this.#withOutput.delete(stream);
+    const unconsumed = stream.releaseUnconsumed();
+    if (unconsumed > 0 && this.#state !== "closed") this.#grantSession(unconsumed);
+    this.#maybeFinishClosing();
   }
 
   #outputDone(stream: SessionStream): Promise<void> {

@@ -53,6 +53,9 @@ export class SessionStream {
   #outputDoneWaiters: (() => void)[] = [];
   /** What arrived before a reader was attached (bounded by our receive window). */
   readonly #inbox: Uint8Array[] = [];
+  #delivered = 0;
+  #consumed = 0;
+  #released = false;
 
   constructor(
     owner: StreamOwner,
@@ -176,11 +179,25 @@ export class SessionStream {
 
   /** The application is done with `bytes` of what it was given. */
   consumed(bytes: number): void {
-    if (bytes > 0) this.#owner.streamConsumed(this, bytes);
+    if (bytes <= 0 || this.#released) return;
+    this.#consumed += bytes;
+    this.#owner.streamConsumed(this, bytes);
+  }
+
+  /**
+   * For the session, once the stream is gone: the bytes the peer sent that were never consumed
+   * (still in the inbox, or held by a reader that gave up), so their session credit can go back.
+   * Later `consumed()` calls are ignored: they were counted here.
+   */
+  releaseUnconsumed(): number {
+    if (this.#released) return 0;
+    this.#released = true;
+    return this.#delivered - this.#consumed;
   }
 
   /** For the session: bytes from a DATA frame (already checked against our window). */
   deliver(chunk: Uint8Array): void {
+    this.#delivered += chunk.length;
     if (this.#reader) this.#reader.data(chunk);
     else this.#inbox.push(chunk);
   }

@@ -1,0 +1,173 @@
+/**
+ * Puts an agent on the wire: listening on any number of addresses, connecting out to a host, or
+ * on this process's stdio. What happens is reported through a small logger interface (the CLI
+ * passes pino writing to stderr); nothing here writes to stdout, which stdio mode owns.
+ */
+import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
+import { nodeRuntime } from "../platform/node.ts";
+import { openSession, type SessionServer, serveSessions } from "../platform/session.ts";
+import { Session } from "../session/session.ts";
+import { connectStdio } from "../transport/stdio.ts";
+import type { Agent } from "./agent.ts";
+
+export interface AgentLogger {
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+}
+
+export interface RunAgentOptions {
+  agent: Agent;
+  /** Addresses to listen on (unix, tcp). */
+  listen?: readonly string[];
+  /** An address to connect out to (the host listens); reconnects when the session ends. */
+  connect?: string;
+  /** Serve exactly one session on this process's stdin and stdout. */
+  stdio?: boolean;
+  log: AgentLogger;
+  /** Delay before reconnecting with `connect` (doubles up to 30 s while failing). */
+  reconnectDelayMs?: number;
+}
+
+export interface RunningAgent {
+  /** The addresses actually listened on (a tcp port 0 resolved). */
+  readonly addresses: readonly string[];
+  /** Settles when the agent has stopped: with stdio, when its one session ends. */
+  readonly done: Promise<void>;
+  /** Stops listening and closes sessions gracefully (or at once with `abort`). */
+  stop(options?: { abort?: boolean }): Promise<void>;
+}
+
+const MAX_RECONNECT_DELAY_MS = 30_000;
+
+export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> {
+  const { agent, log } = options;
+  const modes = [
+    options.listen?.length ? "listen" : "",
+    options.connect ? "connect" : "",
+    options.stdio ? "stdio" : "",
+  ].filter(Boolean);
+  if (modes.length !== 1) {
+    throw new InvalidOptionError(
+      modes.length === 0
+        ? "say where the agent should be reached: --listen ADDR, --connect ADDR or --stdio"
+        : `choose one of --listen, --connect and --stdio (got ${modes.join(" and ")})`,
+    );
+  }
+  const sessionOptions = agent.sessionOptions();
+  const watch = (session: Session, where: string) => {
+    void session.ready.then(
+      (peer) => log.info({ where, peer: peer.id, host: peer.hostname }, "session open"),
+      () => {},
+    );
+    void session.closed.then((err) =>
+      err
+        ? log.warn({ where, code: err.code, err: err.message }, "session ended")
+        : log.info({ where }, "session closed"),
+    );
+  };
+
+  if (options.stdio) {
+    const transport = await connectStdio();
+    const session = new Session(transport, {
+      role: "server",
+      runtime: nodeRuntime(),
+      payloadChecksum: true,
+      ...sessionOptions,
+    });
+    agent.attach(session);
+    watch(session, "stdio");
+    return {
+      addresses: ["stdio"],
+      done: session.closed.then(() => {}),
+      async stop({ abort = false } = {}) {
+        if (abort) session.abort(new GuestlinkError("SESSION_CLOSED", "the agent is stopping"));
+        else await session.close();
+        await session.closed;
+      },
+    };
+  }
+
+  if (options.connect) {
+    const address = options.connect;
+    let stopping = false;
+    let current: Session | undefined;
+    let wake: (() => void) | undefined;
+    const loop = (async () => {
+      let delay = options.reconnectDelayMs ?? 1000;
+      while (!stopping) {
+        try {
+          const session = await openSession(address, {
+            ...sessionOptions,
+            role: "server",
+            setup: (s) => agent.attach(s),
+          });
+          current = session;
+          watch(session, address);
+          delay = options.reconnectDelayMs ?? 1000;
+          await session.closed;
+        } catch (err) {
+          log.warn(
+            {
+              where: address,
+              code: isGuestlinkError(err) ? err.code : undefined,
+              err: (err as Error).message,
+              retryInMs: delay,
+            },
+            "cannot reach the host",
+          );
+        }
+        current = undefined;
+        if (stopping) break;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, delay).unref();
+        });
+        delay = Math.min(delay * 2, MAX_RECONNECT_DELAY_MS);
+      }
+    })();
+    return {
+      addresses: [address],
+      done: loop,
+      async stop({ abort = false } = {}) {
+        stopping = true;
+        wake?.();
+        if (current) {
+          if (abort) current.abort(new GuestlinkError("SESSION_CLOSED", "the agent is stopping"));
+          else await current.close();
+        }
+        await loop;
+      },
+    };
+  }
+
+  const servers: SessionServer[] = [];
+  try {
+    for (const address of options.listen ?? []) {
+      const server = await serveSessions(
+        address,
+        (session) => {
+          agent.attach(session);
+          watch(session, address);
+        },
+        sessionOptions,
+      );
+      servers.push(server);
+      log.info({ address: server.address }, "listening");
+    }
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.close({ abort: true })));
+    throw err;
+  }
+  let stopped!: () => void;
+  const done = new Promise<void>((resolve) => {
+    stopped = resolve;
+  });
+  return {
+    addresses: servers.map((s) => s.address),
+    done,
+    async stop({ abort = false } = {}) {
+      await Promise.all(servers.map((s) => s.close({ abort })));
+      stopped();
+    },
+  };
+}

@@ -1,0 +1,86 @@
+/** `guestlink agent`: run the agent on listeners, an outgoing connection, or stdio. */
+import type { Command } from "commander";
+import { Agent } from "../agent/agent.ts";
+import { runAgent } from "../agent/run.ts";
+import { makeLogger } from "./common.ts";
+
+interface AgentCommandOptions {
+  listen?: string[];
+  connect?: string;
+  stdio?: boolean;
+  allow?: string;
+  id?: string;
+  logLevel?: string;
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** With `isDefault`, `guestlink-agent --listen …` needs no `agent` word (the bundled agent). */
+export function registerAgent(program: Command, { isDefault = false } = {}): void {
+  program
+    .command("agent", { isDefault })
+    .description("run the agent: serve exec, files, info and telemetry to hosts that connect")
+    .option(
+      "--listen <address>",
+      "listen on an address (unix:PATH, tcp:HOST:PORT); repeatable",
+      collect,
+    )
+    .option(
+      "--connect <address>",
+      "connect out to a host listening at this address, reconnecting when it goes away",
+    )
+    .option(
+      "--stdio",
+      "serve one session on stdin and stdout (for exec:ssh host guestlink agent --stdio)",
+    )
+    .option(
+      "--allow <services>",
+      "serve only these services, comma-separated: exec,files,info,telemetry",
+    )
+    .option("--id <name>", "the agent's id in handshakes (default: the host name)")
+    .option("--log-level <level>", "debug, info, warn or error (logs go to stderr)", "info")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  guestlink agent --listen unix:/run/guestlink.sock
+  guestlink agent --listen unix:/run/g.sock --listen tcp:127.0.0.1:7070 --allow info,telemetry
+  guestlink agent --stdio                      # spoken to by: guestlink exec 'exec:ssh vm guestlink agent --stdio' -- uname -a`,
+    )
+    .action(async (opts: AgentCommandOptions, command: Command) => {
+      const verbose = Boolean(command.optsWithGlobals().verbose);
+      const log = makeLogger(verbose, verbose ? "debug" : opts.logLevel);
+      const agent = new Agent({
+        id: opts.id,
+        allow: opts.allow
+          ?.split(",")
+          .map((s) => s.trim())
+          .filter(Boolean),
+      });
+      const running = await runAgent({
+        agent,
+        listen: opts.listen,
+        connect: opts.connect,
+        stdio: opts.stdio,
+        log,
+      });
+      log.info(
+        { id: agent.id, addresses: running.addresses, services: [...agent.allowed] },
+        "agent started",
+      );
+      let signals = 0;
+      const onSignal = (signal: NodeJS.Signals) => {
+        signals++;
+        log.info(
+          { signal },
+          signals === 1 ? "stopping: sessions finish their work" : "stopping now",
+        );
+        void running.stop({ abort: signals > 1 });
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      await running.done;
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    });
+}

@@ -1,0 +1,98 @@
+/** What the commands share: connecting to an agent, output for people and for machines, logging. */
+import { performance } from "node:perf_hooks";
+import pino, { type Logger } from "pino";
+import { InvalidOptionError, isGuestlinkError } from "../errors.ts";
+import { openSession } from "../platform/session.ts";
+import type { Session } from "../session/session.ts";
+
+/** How long a command waits to reach its agent before failing (a VM may still be booting). */
+export const DEFAULT_CONNECT_TIMEOUT_S = 30;
+
+export interface GlobalOptions {
+  verbose?: boolean;
+}
+
+/** The CLI's logger: pino, always to stderr (stdout may be a protocol channel or the user's data). */
+export function makeLogger(verbose: boolean, level?: string): Logger {
+  return pino(
+    { level: level ?? (verbose ? "debug" : "warn"), base: undefined },
+    pino.destination(2),
+  );
+}
+
+/** Parses a positive number of seconds from an option, with a clear error. */
+export function seconds(name: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n <= 0) {
+      throw new InvalidOptionError(`${name} takes a positive number of seconds, got "${value}"`);
+    }
+    return n;
+  };
+}
+
+/** Parses a positive integer (counts, bytes) from an option. Accepts K, M, G suffixes (powers of 1024). */
+export function positiveInteger(name: string): (value: string) => number {
+  return (value) => {
+    const m = /^(\d+)([KMG]i?B?)?$/i.exec(value.trim());
+    const unit = m?.[2]?.[0]?.toUpperCase();
+    const n = m
+      ? Number(m[1]) *
+        (unit === "K" ? 1024 : unit === "M" ? 1024 ** 2 : unit === "G" ? 1024 ** 3 : 1)
+      : Number.NaN;
+    if (!Number.isSafeInteger(n) || n <= 0) {
+      throw new InvalidOptionError(
+        `${name} takes a positive whole number (K, M, G allowed), got "${value}"`,
+      );
+    }
+    return n;
+  };
+}
+
+/** Pause between attempts while an agent is not up yet. */
+const CONNECT_RETRY_MS = 100;
+
+/**
+ * Connects to the agent at `address`, waiting up to `timeoutS` for it to come up (a VM may still
+ * be booting): a refused or missing socket is retried, anything else fails at once.
+ */
+export async function connectAgent(
+  address: string,
+  timeoutS = DEFAULT_CONNECT_TIMEOUT_S,
+): Promise<Session> {
+  const deadline = performance.now() + timeoutS * 1000;
+  for (;;) {
+    try {
+      return await openSession(address, { deadline });
+    } catch (err) {
+      // Nothing listening yet: try again until the deadline; anything else fails at once.
+      const notUpYet =
+        isGuestlinkError(err, "CONNECT_FAILED") && err.details?.reason !== "deadline";
+      if (!notUpYet || performance.now() + CONNECT_RETRY_MS >= deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_MS));
+    }
+  }
+}
+
+/** Prints a value as one line of JSON on stdout. */
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+/** Formats bytes for people: 1.5 MiB. */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** Two columns, the first padded: for `info` and friends. */
+export function table(rows: readonly (readonly [string, string])[]): string {
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join("\n");
+}

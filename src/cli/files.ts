@@ -1,0 +1,87 @@
+/** `guestlink get` and `guestlink put`: files of any size, sha256-checked, written atomically. */
+import { performance } from "node:perf_hooks";
+import type { Command } from "commander";
+import { getFile, putFile } from "../controller/files.ts";
+import { connectAgent, formatBytes, printJson, seconds } from "./common.ts";
+import { Progress } from "./progress.ts";
+
+interface TransferOptions {
+  json?: boolean;
+  connectTimeout: number;
+}
+
+async function transfer(
+  direction: "get" | "put",
+  address: string,
+  from: string,
+  to: string,
+  opts: TransferOptions,
+): Promise<void> {
+  const session = await connectAgent(address, opts.connectTimeout);
+  const progress = new Progress(
+    direction === "get" ? `get ${from}` : `put ${to}`,
+    !opts.json && Boolean(process.stderr.isTTY),
+  );
+  const start = performance.now();
+  try {
+    const onProgress = (bytes: number, total?: number) => progress.update(bytes, total);
+    const result =
+      direction === "get"
+        ? await getFile(session, from, to, { onProgress })
+        : await putFile(session, from, to, { onProgress });
+    progress.done();
+    const seconds = (performance.now() - start) / 1000;
+    if (opts.json) {
+      printJson({ direction, from, to, ...result, seconds, bytesPerSecond: result.size / seconds });
+    } else {
+      process.stdout.write(
+        `${direction === "get" ? `${address}:${from} -> ${to}` : `${from} -> ${address}:${to}`}  ${formatBytes(result.size)} in ${seconds.toFixed(2)} s (${formatBytes(result.size / seconds)}/s), sha256 ${result.sha256}, mode ${result.mode.toString(8)}\n`,
+      );
+    }
+  } finally {
+    await session.close();
+  }
+}
+
+export function registerFiles(program: Command): void {
+  program
+    .command("get")
+    .description("copy a file from the agent (sha256-checked, written atomically, mode kept)")
+    .argument("<address>", "where the agent is")
+    .argument("<remote>", "the file in the agent")
+    .argument("<local>", "where to write it here")
+    .option("--json", "print the result as JSON")
+    .option(
+      "--connect-timeout <seconds>",
+      "how long to wait for the agent",
+      seconds("--connect-timeout"),
+      30,
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  guestlink get unix:/run/guestlink.sock /var/log/syslog ./syslog\n",
+    )
+    .action((address: string, remote: string, local: string, opts: TransferOptions) =>
+      transfer("get", address, remote, local, opts),
+    );
+  program
+    .command("put")
+    .description("copy a file to the agent (sha256-checked, written atomically, mode kept)")
+    .argument("<address>", "where the agent is")
+    .argument("<local>", "the file here")
+    .argument("<remote>", "where to write it in the agent")
+    .option("--json", "print the result as JSON")
+    .option(
+      "--connect-timeout <seconds>",
+      "how long to wait for the agent",
+      seconds("--connect-timeout"),
+      30,
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  guestlink put unix:/run/guestlink.sock ./build.tar /tmp/build.tar\n",
+    )
+    .action((address: string, local: string, remote: string, opts: TransferOptions) =>
+      transfer("put", address, local, remote, opts),
+    );
+}

@@ -1,0 +1,119 @@
+/** `guestlink ping ADDR`: round trips through the whole stack, with statistics. */
+import { performance } from "node:perf_hooks";
+import type { Command } from "commander";
+import { InvalidOptionError } from "../errors.ts";
+import { connectAgent, positiveInteger, printJson, seconds } from "./common.ts";
+
+export interface PingStats {
+  sent: number;
+  answered: number;
+  failed: number;
+  minMs: number;
+  avgMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+export function pingStats(samples: readonly number[], failed: number): PingStats {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (q: number) =>
+    sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? Number.NaN;
+  return {
+    sent: samples.length + failed,
+    answered: samples.length,
+    failed,
+    minMs: sorted[0] ?? Number.NaN,
+    avgMs: sorted.reduce((a, b) => a + b, 0) / (sorted.length || 1),
+    p50Ms: at(0.5),
+    p99Ms: at(0.99),
+    maxMs: sorted[sorted.length - 1] ?? Number.NaN,
+  };
+}
+
+const nonNegativeSeconds = (value: string) => {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0)
+    throw new InvalidOptionError(`--interval takes seconds (0 or more), got "${value}"`);
+  return n;
+};
+
+export function registerPing(program: Command): void {
+  program
+    .command("ping")
+    .description("measure round trips to the agent through the whole stack")
+    .argument("<address>", "where the agent is")
+    .option("-c, --count <n>", "how many calls", positiveInteger("--count"), 5)
+    .option(
+      "-i, --interval <seconds>",
+      "pause between calls (0: back to back)",
+      nonNegativeSeconds,
+      0.2,
+    )
+    .option("--timeout <seconds>", "deadline of each call", seconds("--timeout"), 5)
+    .option("--json", "print the statistics as JSON")
+    .option(
+      "--connect-timeout <seconds>",
+      "how long to wait for the agent",
+      seconds("--connect-timeout"),
+      30,
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  guestlink ping unix:/run/guestlink.sock\n  guestlink ping tcp:10.0.0.5:7070 -c 1000 -i 0 --json\n",
+    )
+    .action(
+      async (
+        address: string,
+        opts: {
+          count: number;
+          interval: number;
+          timeout: number;
+          json?: boolean;
+          connectTimeout: number;
+        },
+      ) => {
+        const session = await connectAgent(address, opts.connectTimeout);
+        const samples: number[] = [];
+        let failed = 0;
+        try {
+          if (!opts.json)
+            process.stdout.write(`PING ${address} (agent ${session.peer?.id ?? "?"})\n`);
+          for (let seq = 1; seq <= opts.count; seq++) {
+            const start = performance.now();
+            try {
+              await session.call("ping", { seq }, { deadline: start + opts.timeout * 1000 });
+              const ms = performance.now() - start;
+              samples.push(ms);
+              if (!opts.json) process.stdout.write(`seq=${seq} time=${ms.toFixed(3)} ms\n`);
+            } catch (err) {
+              failed++;
+              if (!opts.json)
+                process.stdout.write(`seq=${seq} failed: ${(err as Error).message}\n`);
+            }
+            if (seq < opts.count && opts.interval > 0)
+              await new Promise((r) => setTimeout(r, opts.interval * 1000));
+          }
+          const stats = pingStats(samples, failed);
+          if (opts.json) {
+            printJson({
+              address,
+              peer: session.peer?.id,
+              ...stats,
+              keepaliveRttMs: session.rttMs,
+              clockOffsetMs: session.clockOffsetMs,
+            });
+          } else {
+            const f = (n: number) => n.toFixed(3);
+            process.stdout.write(
+              `--- ${address} ping statistics ---\n${stats.sent} calls, ${stats.answered} answered, ${stats.failed} failed\n` +
+                `round trip min/avg/p50/p99/max = ${f(stats.minMs)}/${f(stats.avgMs)}/${f(stats.p50Ms)}/${f(stats.p99Ms)}/${f(stats.maxMs)} ms\n`,
+            );
+          }
+          if (failed > 0) process.exitCode = 1;
+        } finally {
+          await session.close();
+        }
+      },
+    );
+}

@@ -1,0 +1,89 @@
+/** `guestlink watch ADDR`: live telemetry, redrawn in place on a terminal, one line each otherwise. */
+import type { Command } from "commander";
+import { type TelemetrySample, watchTelemetry } from "../controller/telemetry.ts";
+import { connectAgent, formatBytes, positiveInteger, printJson, seconds } from "./common.ts";
+
+interface WatchOptions {
+  interval: number;
+  count?: number;
+  json?: boolean;
+  connectTimeout: number;
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+
+function bar(fraction: number, width = 30): string {
+  const n = Math.round(Math.max(0, Math.min(1, fraction)) * width);
+  return `[${"#".repeat(n).padEnd(width, ".")}]`;
+}
+
+function line(s: TelemetrySample): string {
+  const mem = s.memory.usedBytes / s.memory.totalBytes;
+  const rx = s.net.reduce((a, n) => a + n.rxBytes, 0);
+  const tx = s.net.reduce((a, n) => a + n.txBytes, 0);
+  return `${new Date(s.t).toISOString()} cpu ${pct(s.cpu.usage)} mem ${pct(mem)} load ${s.load.map((l) => l.toFixed(2)).join(" ")} net rx ${formatBytes(rx)} tx ${formatBytes(tx)}`;
+}
+
+function screen(address: string, s: TelemetrySample, n: number): string {
+  const mem = s.memory.usedBytes / s.memory.totalBytes;
+  const rows = [
+    `guestlink watch ${address}   sample ${n}   ${new Date(s.t).toLocaleTimeString()}   (Ctrl-C to stop)`,
+    "",
+    `cpu     ${bar(s.cpu.usage)} ${pct(s.cpu.usage)} of ${s.cpu.count} cpus`,
+    `memory  ${bar(mem)} ${formatBytes(s.memory.usedBytes)} used of ${formatBytes(s.memory.totalBytes)}`,
+    `load    ${s.load.map((l) => l.toFixed(2)).join("  ")}`,
+    ...s.disks.map(
+      (d) =>
+        `disk    ${bar(1 - d.freeBytes / d.totalBytes)} ${d.path}: ${formatBytes(d.freeBytes)} free of ${formatBytes(d.totalBytes)}`,
+    ),
+    ...s.net.map(
+      (i) =>
+        `net     ${i.iface.padEnd(10)} rx ${formatBytes(i.rxBytes).padStart(10)}  tx ${formatBytes(i.txBytes).padStart(10)}`,
+    ),
+  ];
+  // Home the cursor and clear to the end of the screen: a redraw in place, no scrolling.
+  return `\u001b[H\u001b[J${rows.join("\n")}\n`;
+}
+
+export function registerWatch(program: Command): void {
+  program
+    .command("watch")
+    .description("show the agent's CPU, memory, load, disk and network live")
+    .argument("<address>", "where the agent is")
+    .option("--interval <seconds>", "time between samples", seconds("--interval"), 1)
+    .option("-n, --count <n>", "stop after this many samples", positiveInteger("--count"))
+    .option("--json", "print each sample as one line of JSON")
+    .option(
+      "--connect-timeout <seconds>",
+      "how long to wait for the agent",
+      seconds("--connect-timeout"),
+      30,
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  guestlink watch unix:/run/guestlink.sock\n  guestlink watch tcp:10.0.0.5:7070 --interval 5 --json > telemetry.ndjson\n",
+    )
+    .action(async (address: string, opts: WatchOptions) => {
+      const session = await connectAgent(address, opts.connectTimeout);
+      const controller = new AbortController();
+      const stop = () => controller.abort();
+      process.on("SIGINT", stop);
+      const redraw = !opts.json && Boolean(process.stdout.isTTY);
+      let n = 0;
+      try {
+        for await (const sample of watchTelemetry(session, {
+          intervalMs: opts.interval * 1000,
+          signal: controller.signal,
+        })) {
+          n++;
+          if (opts.json) printJson(sample);
+          else process.stdout.write(redraw ? screen(address, sample, n) : `${line(sample)}\n`);
+          if (opts.count !== undefined && n >= opts.count) break;
+        }
+      } finally {
+        process.off("SIGINT", stop);
+        controller.abort();
+        await session.close();
+      }
+    });
+}
