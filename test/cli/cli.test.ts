@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { once } from "node:events";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Agent } from "../../src/agent/agent.ts";
 import { type RunningAgent, runAgent } from "../../src/agent/run.ts";
-import { runCli } from "../helpers/cli.ts";
+import { runCli, startCli } from "../helpers/cli.ts";
 
 const silent = { info() {}, warn() {} };
 
@@ -121,6 +122,39 @@ describe("the guestlink command", () => {
     assert.equal(loud.code, 141);
     assert.equal(loud.stdout.length, 1000);
     assert.match(loud.stderr, /output truncated/);
+  });
+
+  it("exec: Ctrl-C cancels the command in the agent, kills its process group, and exits 130", async () => {
+    const child = startCli([
+      "exec",
+      addr,
+      "--",
+      "sh",
+      "-c",
+      "echo $$; sleep 300 & sleep 300 & wait",
+    ]);
+    let stdout = "";
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+    });
+    const firstLine = new Promise<string>((resolve) =>
+      child.stdout.setEncoding("utf8").on("data", (d: string) => {
+        stdout += d;
+        if (stdout.includes("\n")) resolve(stdout.trim());
+      }),
+    );
+    const pgid = Number(await firstLine);
+    const exited = once(child, "exit");
+    child.kill("SIGINT");
+    const [code] = await exited;
+    assert.equal(code, 130);
+    assert.match(stderr, /cancelled/);
+    // The agent confirmed only after the group was gone.
+    assert.throws(
+      () => process.kill(-pgid, 0),
+      (e: NodeJS.ErrnoException) => e.code === "ESRCH",
+    );
   });
 
   it("info and ping print tables for people and JSON for machines", async () => {

@@ -1,5 +1,5 @@
 /** Runs the guestlink CLI as a user would: a child process, its stdout, stderr and exit code. */
-import { spawn } from "node:child_process";
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
 const ENTRY = fileURLToPath(new URL("./cli-entry.ts", import.meta.url));
@@ -9,6 +9,13 @@ export interface CliResult {
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
+}
+
+/** Starts `guestlink ARGS…` from the source (through tsx) and leaves it running. */
+export function startCli(args: readonly string[]): ChildProcessWithoutNullStreams {
+  return spawn(process.execPath, ["--import", "tsx", ENTRY, ...args], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
 }
 
 /** `guestlink ARGS…` from the source (through tsx), with optional stdin. */
