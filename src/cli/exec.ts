@@ -47,7 +47,7 @@ function explain(
     case "not-found":
     case "not-executable":
     case "start-failed":
-      return `${argv[0]}: ${result.message ?? result.reason}`;
+      return result.message ?? `${argv[0]}: ${result.reason}`;
     case "timeout":
       return `the command ran past --timeout ${opts.timeout} s and was stopped`;
     case "output-limit":
