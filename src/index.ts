@@ -1,4 +1,50 @@
-/** guestlink's public API. */
+/** guestlink's public API: what a program embedding guestlink uses. */
+export type { AbortSignalLike, CallOptions } from "./abort.ts";
+export { Agent, type AgentOptions } from "./agent/agent.ts";
+export type { ExecRequest, ExecResult } from "./agent/exec.ts";
+export {
+  type AgentLogger,
+  type RunAgentOptions,
+  type RunningAgent,
+  runAgent,
+} from "./agent/run.ts";
+export type { Service } from "./agent/service.ts";
+export { remoteExec } from "./controller/exec.ts";
+export { getFile, putFile } from "./controller/files.ts";
+export { type TelemetrySample, watchTelemetry } from "./controller/telemetry.ts";
 export * from "./errors.ts";
-export { nodeCrc32 } from "./platform/node.ts";
+export { toDuplex } from "./platform/duplex.ts";
+export { nodeClock, nodeCrc32, nodeRuntime } from "./platform/node.ts";
+export {
+  isLossyAddress,
+  type NodeSessionOptions,
+  type OpenSessionOptions,
+  openSession,
+  type SessionServer,
+  serveSessions,
+} from "./platform/session.ts";
+export type { SessionOptions } from "./session/options.ts";
+export type { Clock, Runtime, Timer } from "./session/runtime.ts";
+export {
+  type CallContext,
+  type Handler,
+  type OpenCall,
+  type OpenOptions,
+  type PeerInfo,
+  RemoteError,
+  Session,
+  type SessionState,
+} from "./session/session.ts";
+export type { SessionStream } from "./session/stream.ts";
+export {
+  type Address,
+  connect,
+  formatAddress,
+  type Listener,
+  listen,
+  memoryPair,
+  parseAddress,
+  type Transport,
+} from "./transport/index.ts";
+export { VERSION } from "./version.ts";
 export * from "./wire/index.ts";
