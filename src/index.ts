@@ -37,6 +37,12 @@ export {
 } from "./session/session.ts";
 export type { SessionStream } from "./session/stream.ts";
 export {
+  Backoff,
+  DEFAULT_BACKOFF_BASE_MS,
+  DEFAULT_BACKOFF_CEILING_MS,
+} from "./supervise/backoff.ts";
+export { Supervisor, SupervisorState } from "./supervise/supervisor.ts";
+export {
   type Address,
   connect,
   formatAddress,

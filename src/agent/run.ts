@@ -4,9 +4,10 @@
  * passes pino writing to stderr); nothing here writes to stdout, which stdio mode owns.
  */
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
-import { nodeRuntime } from "../platform/node.ts";
+import { nodeKeepAliveClock, nodeRuntime } from "../platform/node.ts";
 import { openSession, type SessionServer, serveSessions } from "../platform/session.ts";
 import { Session } from "../session/session.ts";
+import { Supervisor } from "../supervise/supervisor.ts";
 import { connectStdio } from "../transport/stdio.ts";
 import type { Agent } from "./agent.ts";
 
@@ -24,7 +25,7 @@ export interface RunAgentOptions {
   /** Serve exactly one session on this process's stdin and stdout. */
   stdio?: boolean;
   log: AgentLogger;
-  /** Delay before reconnecting with `connect` (doubles up to 30 s while failing). */
+  /** Upper bound of the first reconnect delay with `connect` (full jitter; doubles up to 30 s). */
   reconnectDelayMs?: number;
 }
 
@@ -36,8 +37,6 @@ export interface RunningAgent {
   /** Stops listening and closes sessions gracefully (or at once with `abort`). */
   stop(options?: { abort?: boolean }): Promise<void>;
 }
-
-const MAX_RECONNECT_DELAY_MS = 30_000;
 
 export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> {
   const { agent, log } = options;
@@ -89,53 +88,54 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
 
   if (options.connect) {
     const address = options.connect;
-    let stopping = false;
-    let current: Session | undefined;
-    let wake: (() => void) | undefined;
-    const loop = (async () => {
-      let delay = options.reconnectDelayMs ?? 1000;
-      while (!stopping) {
-        try {
-          const session = await openSession(address, {
-            ...sessionOptions,
-            role: "server",
-            setup: (s) => agent.attach(s),
-          });
-          current = session;
-          watch(session, address);
-          delay = options.reconnectDelayMs ?? 1000;
-          await session.closed;
-        } catch (err) {
-          log.warn(
-            {
-              where: address,
-              code: isGuestlinkError(err) ? err.code : undefined,
-              err: (err as Error).message,
-              retryInMs: delay,
-            },
-            "cannot reach the host",
-          );
-        }
-        current = undefined;
-        if (stopping) break;
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          setTimeout(resolve, delay).unref();
+    const stopping = () => new GuestlinkError("SESSION_CLOSED", "the agent is stopping");
+    const supervisor = new Supervisor<Session>({
+      connect: async (signal) => {
+        const session = await openSession(address, {
+          ...sessionOptions,
+          role: "server",
+          signal,
+          setup: (s) => agent.attach(s),
         });
-        delay = Math.min(delay * 2, MAX_RECONNECT_DELAY_MS);
+        watch(session, address);
+        return session;
+      },
+      closed: (session) => session.closed,
+      dispose: (session) => session.abort(stopping()),
+      clock: nodeKeepAliveClock,
+      random: Math.random,
+      backoff: { baseMs: options.reconnectDelayMs },
+    });
+    let stopped!: () => void;
+    const done = new Promise<void>((resolve) => {
+      stopped = resolve;
+    });
+    supervisor.onEvent((e) => {
+      if (e.state === "shutdown") stopped();
+      else if (e.state === "transient-failure" && e.previous === "connecting") {
+        log.warn(
+          {
+            where: address,
+            code: isGuestlinkError(e.error) ? e.error.code : undefined,
+            err: e.error instanceof Error ? e.error.message : String(e.error),
+            attempt: e.attempt,
+            retryInMs: e.nextRetryInMs,
+          },
+          "cannot reach the host",
+        );
       }
-    })();
+    });
+    supervisor.start();
     return {
       addresses: [address],
-      done: loop,
+      done,
       async stop({ abort = false } = {}) {
-        stopping = true;
-        wake?.();
-        if (current) {
-          if (abort) current.abort(new GuestlinkError("SESSION_CLOSED", "the agent is stopping"));
-          else await current.close();
+        const session = supervisor.shutdown(stopping());
+        if (session) {
+          if (abort) session.abort(stopping());
+          else await session.close();
         }
-        await loop;
+        await done;
       },
     };
   }

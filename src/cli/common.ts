@@ -1,9 +1,10 @@
 /** What the commands share: connecting to an agent, output for people and for machines, logging. */
-import { performance } from "node:perf_hooks";
 import pino, { type Logger } from "pino";
-import { InvalidOptionError, isGuestlinkError } from "../errors.ts";
+import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
+import { nodeKeepAliveClock } from "../platform/node.ts";
 import { openSession } from "../platform/session.ts";
 import type { Session } from "../session/session.ts";
+import { Supervisor } from "../supervise/supervisor.ts";
 
 /** How long a command waits to reach its agent before failing (a VM may still be booting). */
 export const DEFAULT_CONNECT_TIMEOUT_S = 30;
@@ -49,29 +50,31 @@ export function positiveInteger(name: string): (value: string) => number {
   };
 }
 
-/** Pause between attempts while an agent is not up yet. */
-const CONNECT_RETRY_MS = 100;
+/** Longest wait between attempts while an agent is not up yet: it is found this soon after it is. */
+const CONNECT_RETRY_CEILING_MS = 1_000;
 
 /**
  * Connects to the agent at `address`, waiting up to `timeoutS` for it to come up (a VM may still
- * be booting): a refused or missing socket is retried, anything else fails at once.
+ * be booting): a refused or missing socket is retried with backoff, anything else fails at once.
  */
 export async function connectAgent(
   address: string,
   timeoutS = DEFAULT_CONNECT_TIMEOUT_S,
 ): Promise<Session> {
-  const deadline = performance.now() + timeoutS * 1000;
-  for (;;) {
-    try {
-      return await openSession(address, { deadline });
-    } catch (err) {
-      // Nothing listening yet: try again until the deadline; anything else fails at once.
-      const notUpYet =
-        isGuestlinkError(err, "CONNECT_FAILED") && err.details?.reason !== "deadline";
-      if (!notUpYet || performance.now() + CONNECT_RETRY_MS >= deadline) throw err;
-      await new Promise((resolve) => setTimeout(resolve, CONNECT_RETRY_MS));
-    }
-  }
+  const supervisor = new Supervisor<Session>({
+    connect: (signal) => openSession(address, { signal }),
+    closed: (session) => session.closed,
+    dispose: (session) => session.abort(new GuestlinkError("SESSION_CLOSED", "no longer wanted")),
+    clock: nodeKeepAliveClock,
+    random: Math.random,
+    backoff: { ceilingMs: CONNECT_RETRY_CEILING_MS },
+    giveUpAfterMs: timeoutS * 1000,
+    retryable: (err) => isGuestlinkError(err, "CONNECT_FAILED"),
+  });
+  const session = await supervisor.ready();
+  // The session is the caller's from here; the supervisor stops watching it.
+  supervisor.shutdown();
+  return session;
 }
 
 /** Prints a value as one line of JSON on stdout. */

@@ -30,6 +30,18 @@ export const nodeClock: Clock = {
   },
 };
 
+/**
+ * Node's clock with timers that keep the process alive: for a process whose only work left is
+ * waiting to retry (a supervisor's backoff), where unref'd timers would let Node exit mid-wait.
+ */
+export const nodeKeepAliveClock: Clock = {
+  ...nodeClock,
+  setTimer(ms, fn) {
+    const timer = setTimeout(fn, ms);
+    return { cancel: () => clearTimeout(timer) };
+  },
+};
+
 const INCARNATION = randomBytes(12).toString("base64url");
 
 /** The runtime a session uses on Node. One incarnation per process. */

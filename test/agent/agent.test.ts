@@ -16,7 +16,8 @@ import { Agent } from "../../src/agent/agent.ts";
 import { type RunningAgent, runAgent } from "../../src/agent/run.ts";
 import { remoteExec } from "../../src/controller/exec.ts";
 import { isGuestlinkError } from "../../src/errors.ts";
-import { openSession } from "../../src/platform/session.ts";
+import { openSession, serveSessions } from "../../src/platform/session.ts";
+import type { Session } from "../../src/session/session.ts";
 import { FrameEncoder } from "../../src/wire/encode.ts";
 import { FrameType } from "../../src/wire/frame.ts";
 import { helloPayload } from "../helpers/session.ts";
@@ -52,6 +53,33 @@ describe("agent", () => {
       await session.close();
     } finally {
       await running.stop();
+    }
+  });
+
+  it("with --connect, reaches a host that comes up later, and again after the host restarts", async () => {
+    const path = join(dir, "host.sock");
+    const running = await runAgent({
+      agent: new Agent({ id: "dialer" }),
+      connect: `unix:${path}`,
+      reconnectDelayMs: 20,
+      log: silent,
+    });
+    try {
+      for (let round = 0; round < 2; round++) {
+        let arrived!: (s: Session) => void;
+        const session = new Promise<Session>((resolve) => {
+          arrived = resolve;
+        });
+        // The host listens; the agent dials in and serves calls on the host's session.
+        const host = await serveSessions(`unix:${path}`, (s) => arrived(s), { role: "client" });
+        const s = await session;
+        await s.ready;
+        assert.equal(s.peer?.id, "dialer");
+        assert.ok(await s.call("info"));
+        await host.close({ abort: true });
+      }
+    } finally {
+      await running.stop({ abort: true });
     }
   });
 
