@@ -1,4 +1,5 @@
 /** What the commands share: connecting to an agent, output for people and for machines, logging. */
+import type { Command } from "commander";
 import pino, { type Logger } from "pino";
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { nodeKeepAliveClock } from "../platform/node.ts";
@@ -98,4 +99,21 @@ export function formatBytes(n: number): string {
 export function table(rows: readonly (readonly [string, string])[]): string {
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join("\n");
+}
+
+/**
+ * A command that talks to an agent: `NAME <address>` with `--connect-timeout`, so every such
+ * command spells its address and its wait the same way.
+ */
+export function agentCommand(program: Command, name: string, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .argument("<address>", "where the agent is (unix:PATH, tcp:HOST:PORT, exec:COMMAND, …)")
+    .option(
+      "--connect-timeout <seconds>",
+      "how long to wait for the agent to come up",
+      seconds("--connect-timeout"),
+      DEFAULT_CONNECT_TIMEOUT_S,
+    );
 }

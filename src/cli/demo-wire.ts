@@ -5,6 +5,7 @@
  * byte-exact, with nothing invented and memory bounded.
  */
 import { nodeCrc32 } from "../platform/node.ts";
+import { mulberry32 } from "../prng.ts";
 import {
   DEFAULT_MAX_FRAME_BYTES,
   type Frame,
@@ -29,20 +30,8 @@ export interface WireDemoReport {
   ok: boolean;
 }
 
-/** A small seeded PRNG (mulberry32) so a demo run can be replayed with `--seed`. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
 export function runWireDemo(seed: number, count = 2000): WireDemoReport {
-  const random = prng(seed);
+  const random = mulberry32(seed);
   const int = (n: number) => Math.floor(random() * n);
   const encoder = new FrameEncoder({ payloadChecksum: true, checksum: nodeCrc32 });
   const lies = new FrameEncoder();

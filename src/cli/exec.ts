@@ -8,7 +8,7 @@ import type { Command } from "commander";
 import type { ExecResult } from "../agent/exec.ts";
 import { remoteExec } from "../controller/exec.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
-import { connectAgent, positiveInteger, seconds } from "./common.ts";
+import { agentCommand, connectAgent, positiveInteger, seconds } from "./common.ts";
 
 /** Exit statuses of ours, beside the command's own (documented in the help text). */
 export const EXIT_TIMEOUT = 124;
@@ -60,12 +60,11 @@ function explain(
 }
 
 export function registerExec(program: Command): void {
-  program
-    .command("exec")
-    .description(
-      "run a command in the agent, streaming stdin, stdout and stderr; exit with its status",
-    )
-    .argument("<address>", "where the agent is")
+  agentCommand(
+    program,
+    "exec",
+    "run a command in the agent, streaming stdin, stdout and stderr; exit with its status",
+  )
     .argument("<command...>", "the command and its arguments (after --)")
     .option(
       "--timeout <seconds>",
@@ -79,12 +78,6 @@ export function registerExec(program: Command): void {
       "--max-output <bytes>",
       "stop the command once stdout+stderr reach this many bytes; exit 141",
       positiveInteger("--max-output"),
-    )
-    .option(
-      "--connect-timeout <seconds>",
-      "how long to wait for the agent",
-      seconds("--connect-timeout"),
-      30,
     )
     .addHelpText(
       "after",

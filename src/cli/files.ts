@@ -2,7 +2,7 @@
 import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
 import { getFile, putFile } from "../controller/files.ts";
-import { connectAgent, formatBytes, printJson, seconds } from "./common.ts";
+import { agentCommand, connectAgent, formatBytes, printJson } from "./common.ts";
 import { Progress } from "./progress.ts";
 
 interface TransferOptions {
@@ -44,19 +44,14 @@ async function transfer(
 }
 
 export function registerFiles(program: Command): void {
-  program
-    .command("get")
-    .description("copy a file from the agent (sha256-checked, written atomically, mode kept)")
-    .argument("<address>", "where the agent is")
+  agentCommand(
+    program,
+    "get",
+    "copy a file from the agent (sha256-checked, written atomically, mode kept)",
+  )
     .argument("<remote>", "the file in the agent")
     .argument("<local>", "where to write it here")
     .option("--json", "print the result as JSON")
-    .option(
-      "--connect-timeout <seconds>",
-      "how long to wait for the agent",
-      seconds("--connect-timeout"),
-      30,
-    )
     .addHelpText(
       "after",
       "\nExamples:\n  guestlink get unix:/run/guestlink.sock /var/log/syslog ./syslog\n",
@@ -64,19 +59,14 @@ export function registerFiles(program: Command): void {
     .action((address: string, remote: string, local: string, opts: TransferOptions) =>
       transfer("get", address, remote, local, opts),
     );
-  program
-    .command("put")
-    .description("copy a file to the agent (sha256-checked, written atomically, mode kept)")
-    .argument("<address>", "where the agent is")
+  agentCommand(
+    program,
+    "put",
+    "copy a file to the agent (sha256-checked, written atomically, mode kept)",
+  )
     .argument("<local>", "the file here")
     .argument("<remote>", "where to write it in the agent")
     .option("--json", "print the result as JSON")
-    .option(
-      "--connect-timeout <seconds>",
-      "how long to wait for the agent",
-      seconds("--connect-timeout"),
-      30,
-    )
     .addHelpText(
       "after",
       "\nExamples:\n  guestlink put unix:/run/guestlink.sock ./build.tar /tmp/build.tar\n",

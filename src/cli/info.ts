@@ -1,17 +1,7 @@
 /** `guestlink info ADDR`: who and what the agent is. */
 import type { Command } from "commander";
-import { connectAgent, formatBytes, printJson, seconds, table } from "./common.ts";
-
-interface Info {
-  agent: { version: string; pid: number; node: string; protocol: number };
-  hostname: string;
-  os: { platform: string; type: string; release: string; arch: string };
-  kernel: string;
-  uptimeSeconds: number;
-  cpus: { count: number; model: string };
-  memory: { totalBytes: number; freeBytes: number; availableBytes: number };
-  services: string[];
-}
+import type { AgentInfo } from "../agent/info.ts";
+import { agentCommand, connectAgent, formatBytes, printJson, table } from "./common.ts";
 
 function uptime(s: number): string {
   const d = Math.floor(s / 86400);
@@ -21,17 +11,12 @@ function uptime(s: number): string {
 }
 
 export function registerInfo(program: Command): void {
-  program
-    .command("info")
-    .description("show the agent's version, host, OS, kernel, uptime, CPUs, memory and services")
-    .argument("<address>", "where the agent is (unix:PATH, tcp:HOST:PORT, exec:COMMAND, …)")
+  agentCommand(
+    program,
+    "info",
+    "show the agent's version, host, OS, kernel, uptime, CPUs, memory and services",
+  )
     .option("--json", "print JSON instead of a table")
-    .option(
-      "--connect-timeout <seconds>",
-      "how long to wait for the agent",
-      seconds("--connect-timeout"),
-      30,
-    )
     .addHelpText(
       "after",
       "\nExamples:\n  guestlink info unix:/run/guestlink.sock\n  guestlink info tcp:10.0.0.5:7070 --json\n",
@@ -39,7 +24,7 @@ export function registerInfo(program: Command): void {
     .action(async (address: string, opts: { json?: boolean; connectTimeout: number }) => {
       const session = await connectAgent(address, opts.connectTimeout);
       try {
-        const info = (await session.call("info")) as Info;
+        const info = (await session.call("info")) as AgentInfo;
         const extra = { rttMs: session.rttMs, clockOffsetMs: session.clockOffsetMs };
         if (opts.json) {
           printJson({ ...info, session: { address, peer: session.peer?.id, ...extra } });

@@ -2,7 +2,7 @@
 import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
 import { InvalidOptionError } from "../errors.ts";
-import { connectAgent, positiveInteger, printJson, seconds } from "./common.ts";
+import { agentCommand, connectAgent, positiveInteger, printJson, seconds } from "./common.ts";
 
 export interface PingStats {
   sent: number;
@@ -39,10 +39,7 @@ const nonNegativeSeconds = (value: string) => {
 };
 
 export function registerPing(program: Command): void {
-  program
-    .command("ping")
-    .description("measure round trips to the agent through the whole stack")
-    .argument("<address>", "where the agent is")
+  agentCommand(program, "ping", "measure round trips to the agent through the whole stack")
     .option("-c, --count <n>", "how many calls", positiveInteger("--count"), 5)
     .option(
       "-i, --interval <seconds>",
@@ -52,12 +49,6 @@ export function registerPing(program: Command): void {
     )
     .option("--timeout <seconds>", "deadline of each call", seconds("--timeout"), 5)
     .option("--json", "print the statistics as JSON")
-    .option(
-      "--connect-timeout <seconds>",
-      "how long to wait for the agent",
-      seconds("--connect-timeout"),
-      30,
-    )
     .addHelpText(
       "after",
       "\nExamples:\n  guestlink ping unix:/run/guestlink.sock\n  guestlink ping tcp:10.0.0.5:7070 -c 1000 -i 0 --json\n",

@@ -1,7 +1,14 @@
 /** `guestlink watch ADDR`: live telemetry, redrawn in place on a terminal, one line each otherwise. */
 import type { Command } from "commander";
 import { type TelemetrySample, watchTelemetry } from "../controller/telemetry.ts";
-import { connectAgent, formatBytes, positiveInteger, printJson, seconds } from "./common.ts";
+import {
+  agentCommand,
+  connectAgent,
+  formatBytes,
+  positiveInteger,
+  printJson,
+  seconds,
+} from "./common.ts";
 
 interface WatchOptions {
   interval: number;
@@ -46,19 +53,10 @@ function screen(address: string, s: TelemetrySample, n: number): string {
 }
 
 export function registerWatch(program: Command): void {
-  program
-    .command("watch")
-    .description("show the agent's CPU, memory, load, disk and network live")
-    .argument("<address>", "where the agent is")
+  agentCommand(program, "watch", "show the agent's CPU, memory, load, disk and network live")
     .option("--interval <seconds>", "time between samples", seconds("--interval"), 1)
     .option("-n, --count <n>", "stop after this many samples", positiveInteger("--count"))
     .option("--json", "print each sample as one line of JSON")
-    .option(
-      "--connect-timeout <seconds>",
-      "how long to wait for the agent",
-      seconds("--connect-timeout"),
-      30,
-    )
     .addHelpText(
       "after",
       "\nExamples:\n  guestlink watch unix:/run/guestlink.sock\n  guestlink watch tcp:10.0.0.5:7070 --interval 5 --json > telemetry.ndjson\n",

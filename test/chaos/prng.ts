@@ -4,19 +4,9 @@
  * schedule stays the same whether or not delays are on, and whatever the chunking of the input.
  */
 
-/** A function returning uniformly distributed numbers in [0, 1). */
-export type Random = () => number;
+import { mulberry32, type Random } from "../../src/prng.ts";
 
-/** mulberry32: tiny, fast, and good enough for choosing fault positions. */
-export function mulberry32(seed: number): Random {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32, type Random };
 
 /** murmur3's 32-bit finaliser: spreads nearby inputs (connection 0, 1, 2…) far apart. */
 function fmix32(h: number): number {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { isGuestlinkError } from "../../src/errors.ts";
+import { mulberry32 } from "../../src/prng.ts";
 import {
   Backoff,
   DEFAULT_BACKOFF_BASE_MS,
@@ -10,18 +11,6 @@ import {
   resolveBackoffOptions,
 } from "../../src/supervise/backoff.ts";
 import { check, SEED } from "../helpers/seed.ts";
-
-/** A small seeded PRNG (mulberry32), so a jitter sequence replays from its seed. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const invalidOption = (err: unknown) => isGuestlinkError(err, "INVALID_OPTION");
 
@@ -61,7 +50,7 @@ describe("Backoff", () => {
 
   it("gives the same delays from the same seed", () => {
     const run = (seed: number) => {
-      const backoff = new Backoff({ baseMs: 50, ceilingMs: 5_000 }, seededRandom(seed));
+      const backoff = new Backoff({ baseMs: 50, ceilingMs: 5_000 }, mulberry32(seed));
       return Array.from({ length: 20 }, () => backoff.next());
     };
     assert.deepEqual(run(SEED), run(SEED), `seed ${SEED}`);

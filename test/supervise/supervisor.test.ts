@@ -8,6 +8,7 @@ import {
   isGuestlinkError,
   TransportFailedError,
 } from "../../src/errors.ts";
+import { mulberry32 } from "../../src/prng.ts";
 import {
   Supervisor,
   type SupervisorOptions,
@@ -15,18 +16,6 @@ import {
 } from "../../src/supervise/supervisor.ts";
 import { FakeClock, settle } from "../helpers/fake-clock.ts";
 import { SEED } from "../helpers/seed.ts";
-
-/** A small seeded PRNG (mulberry32), so a jitter sequence replays from its seed. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A connection that ends when the test says so. */
 class Conn {
@@ -79,7 +68,7 @@ function setup(options: Partial<SupervisorOptions<Conn>> = {}, mode: Peer["mode"
     connect: peer.connect,
     closed: (conn) => conn.closed,
     clock,
-    random: seededRandom(SEED),
+    random: mulberry32(SEED),
     ...options,
   });
   const events: SupervisorStateEvent[] = [];
@@ -142,7 +131,7 @@ describe("Supervisor", () => {
       await clock.advance(delay > 0 ? 1 : 0);
       assert.ok(peer.attemptsAt.length > before);
     }
-    const expected = seededRandom(SEED);
+    const expected = mulberry32(SEED);
     const failures = events.filter((e) => e.state === "transient-failure").slice(0, 14);
     const delays = failures.map((event, n) => {
       assert.equal(event.error, peer.refusal);
@@ -161,7 +150,7 @@ describe("Supervisor", () => {
 
   it("replays the same retry times from the same seed", async () => {
     const run = async (seed: number) => {
-      const { supervisor, peer, clock } = setup({ random: seededRandom(seed) }, "down");
+      const { supervisor, peer, clock } = setup({ random: mulberry32(seed) }, "down");
       supervisor.start();
       await clock.advance(120_000);
       supervisor.shutdown();
@@ -311,7 +300,7 @@ describe("Supervisor", () => {
       closed: (conn) => conn.closed,
       dispose: (conn) => disposed.push(conn),
       clock,
-      random: seededRandom(SEED),
+      random: mulberry32(SEED),
       giveUpAfterMs: 1_000,
     });
     const waiting = track(supervisor.ready());
