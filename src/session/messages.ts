@@ -82,6 +82,80 @@ export const PongSchema = v.object({
 
 export const GoawaySchema = v.object({ reason: v.optional(shortText(256)) });
 
+// ---- quick checks ------------------------------------------------------------------------------
+//
+// CALL, RESULT, ERROR and WINDOW come with every call or stream window, and valibot's general
+// machinery was a measurable part of a call's cost. Each check below is the schema above written
+// out by hand, for a decoded control payload (a plain object). It returns true only when the
+// schema accepts the input AND its output would hold the input's own values (valibot copies the
+// fields it knows into a new object, and drops "__proto__", "prototype" and "constructor" keys
+// of records): then the session uses the input as it is. false means "ask the schema", which
+// accepts or refuses the input and says why, exactly as before (test/session/messages.test.ts
+// checks the two against each other).
+
+const hasOwn = Object.prototype.hasOwnProperty;
+
+function isShortText(value: unknown, min: number, max: number): boolean {
+  return typeof value === "string" && value.length >= min && value.length <= max;
+}
+
+function isIntegerIn(value: unknown, min: number, max: number): boolean {
+  return Number.isInteger(value) && (value as number) >= min && (value as number) <= max;
+}
+
+/** A key valibot's records leave out of their output. */
+function isDroppedKey(key: string): boolean {
+  return key === "__proto__" || key === "prototype" || key === "constructor";
+}
+
+/** A plain object (as a decoded map is), none of whose keys a record would drop. */
+function isPlainRecord(value: unknown): value is Record<string, unknown> {
+  if (
+    typeof value !== "object" ||
+    value === null ||
+    Object.getPrototypeOf(value) !== Object.prototype
+  ) {
+    return false;
+  }
+  for (const key in value) if (!hasOwn.call(value, key) || isDroppedKey(key)) return false;
+  return true;
+}
+
+/** `CallSchema`, for a decoded payload. */
+export function isPlainCall(input: Record<string, unknown>): boolean {
+  if (!isShortText(input.method, 1, 256)) return false;
+  const timeoutMs = input.timeoutMs;
+  if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs >= 0)) return false;
+  const notify = input.notify;
+  if (notify !== undefined && typeof notify !== "boolean") return false;
+  const streams = input.streams;
+  if (streams === undefined) return true;
+  if (!isPlainRecord(streams)) return false;
+  for (const name in streams) {
+    if (name.length > 64 || !isIntegerIn(streams[name], 1, 0xffffffff)) return false;
+  }
+  return true;
+}
+
+/** `ResultSchema`, for a decoded payload: any map is a RESULT (`value` may be anything or absent). */
+export function isPlainResult(_input: Record<string, unknown>): boolean {
+  return true;
+}
+
+/** `ErrorSchema` (and `ResetSchema`), for a decoded payload. */
+export function isPlainError(input: Record<string, unknown>): boolean {
+  return (
+    isShortText(input.code, 1, 64) &&
+    isShortText(input.message, 0, 4096) &&
+    (input.details === undefined || isPlainRecord(input.details))
+  );
+}
+
+/** `WindowSchema`, for a decoded payload. */
+export function isPlainWindow(input: Record<string, unknown>): boolean {
+  return isIntegerIn(input.credit, 1, 2 ** 31 - 1);
+}
+
 /** Parses with a schema; returns the problem as text instead of throwing. */
 export function parseMessage<S extends v.GenericSchema>(
   schema: S,

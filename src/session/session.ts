@@ -12,7 +12,7 @@ import type { Transport } from "../transport/transport.ts";
 import { decodeControl, encodeControl } from "../wire/control.ts";
 import { FrameDecoder } from "../wire/decode.ts";
 import { FrameEncoder } from "../wire/encode.ts";
-import { type Frame, FrameType, frameTypeName, isFrameType } from "../wire/frame.ts";
+import { type Frame, FrameType, frameTypeName, HEADER_BYTES, isFrameType } from "../wire/frame.ts";
 import { type Deadline, DeadlineQueue } from "./deadlines.ts";
 import { Keepalive } from "./keepalive.ts";
 import {
@@ -22,6 +22,10 @@ import {
   GoawaySchema,
   type Hello,
   HelloSchema,
+  isPlainCall,
+  isPlainError,
+  isPlainResult,
+  isPlainWindow,
   PingSchema,
   PongSchema,
   PROTOCOL_VERSIONS,
@@ -40,6 +44,10 @@ import { SessionStream, type StreamOwner } from "./stream.ts";
 
 /** Outgoing bytes are written to the transport in batches of about this size (one writev). */
 const FLUSH_THRESHOLD_BYTES = 256 * 1024;
+/** Outgoing frames are assembled in buffers of this size (see `#outbox`). */
+const SLAB_BYTES = 64 * 1024;
+/** Payloads up to this size are copied next to their header; larger ones are sent as they are. */
+const COPY_PAYLOAD_MAX_BYTES = 4 * 1024;
 /** After a protocol error, how long the peer gets to read our ERROR before the transport is cut. */
 const ERROR_LINGER_MS = 1_000;
 const MAX_CREDIT = 2 ** 31 - 1;
@@ -114,16 +122,134 @@ export interface SessionStats {
   notificationErrors: number;
 }
 
-interface OutgoingCall {
-  resolve(value: unknown): void;
-  reject(err: GuestlinkError): void;
-  /** The peer's reply, whenever it comes. */
-  confirmed: Deferred<unknown>;
-  streams: SessionStream[];
-  timer: Deadline | undefined;
+const NO_OPTIONS: OpenOptions = Object.freeze({});
+const NO_NAMES: readonly string[] = Object.freeze([]);
+const NO_STREAMS: readonly SessionStream[] = Object.freeze([]);
+
+/** Does nothing: attached to a promise so that its rejection does not count as unhandled. */
+const IGNORE = (): void => {};
+
+/** Lets `OutgoingCall` reach the session's private cancel (set in Session's static block). */
+let cancelOutgoing: (
+  session: Session,
+  call: OutgoingCall,
+  err: GuestlinkError,
+  reason: string,
+) => void;
+
+/**
+ * A call this side started, and its handle (`OpenCall`). One object per call: allocations are a
+ * measurable part of a call's cost, so the promises a caller may never look at are made lazily.
+ */
+class OutgoingCall implements OpenCall {
+  readonly id: number;
+  readonly streams: Record<string, SessionStream>;
+  readonly result: Promise<unknown>;
+  readonly cancel: (reason?: string) => void;
+  readonly method: string;
+  readonly signal: AbortSignalLike | undefined;
+  /** The call's streams, for resetting them when it fails. */
+  readonly streamList: readonly SessionStream[];
+  timer: Deadline | undefined = undefined;
+  onAbort: (() => void) | undefined = undefined;
   /** Settled locally (cancelled or timed out); still waiting for the peer to confirm. */
-  settled: boolean;
-  cleanup(): void;
+  settled = false;
+  #resolve!: (value: unknown) => void;
+  #reject!: (err: unknown) => void;
+  /** The peer's reply (or the session's end), once known: 1 fulfilled, 2 rejected. */
+  #confirmedState = 0;
+  #confirmedValue: unknown;
+  #confirmed: Deferred<unknown> | undefined;
+
+  constructor(
+    session: Session,
+    id: number,
+    method: string,
+    streams: Record<string, SessionStream>,
+    streamList: readonly SessionStream[],
+    signal: AbortSignalLike | undefined,
+  ) {
+    this.id = id;
+    this.method = method;
+    this.streams = streams;
+    this.streamList = streamList;
+    this.signal = signal;
+    this.result = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    this.cancel = (reason = "cancelled by caller") =>
+      cancelOutgoing(
+        session,
+        this,
+        new GuestlinkError("CANCELLED", `call ${method} cancelled: ${reason}`),
+        reason,
+      );
+  }
+
+  get confirmed(): Promise<unknown> {
+    if (this.#confirmed === undefined) {
+      this.#confirmed = deferred<unknown>();
+      if (this.#confirmedState === 1) this.#confirmed.resolve(this.#confirmedValue);
+      else if (this.#confirmedState === 2) this.#confirmed.reject(this.#confirmedValue);
+    }
+    return this.#confirmed.promise;
+  }
+
+  resolve(value: unknown): void {
+    this.#resolve(value);
+  }
+
+  /** Rejects `result`; callers may never look, so the rejection is not "unhandled". */
+  reject(err: GuestlinkError): void {
+    this.result.then(undefined, IGNORE);
+    this.#reject(err);
+  }
+
+  /** The peer's own reply (or the session's end): settles `confirmed`, once. */
+  confirm(value: unknown, err: GuestlinkError | undefined): void {
+    if (this.#confirmedState !== 0) return;
+    this.#confirmedState = err === undefined ? 1 : 2;
+    this.#confirmedValue = err === undefined ? value : err;
+    if (this.#confirmed === undefined) return;
+    if (err === undefined) this.#confirmed.resolve(value);
+    else this.#confirmed.reject(err);
+  }
+
+  cleanup(): void {
+    this.timer?.cancel();
+    if (this.onAbort !== undefined) this.signal?.removeEventListener("abort", this.onAbort);
+  }
+}
+
+/**
+ * What a handler is given. A class: an object literal with a getter costs about as much to make
+ * as the rest of a call put together (V8 makes a new accessor for each).
+ */
+class HandlerContext implements CallContext {
+  readonly method: string;
+  readonly deadline: number;
+  readonly streams: Record<string, SessionStream>;
+  readonly session: Session;
+  readonly #controller: LazyAbortController;
+
+  constructor(
+    method: string,
+    controller: LazyAbortController,
+    deadline: number,
+    streams: Record<string, SessionStream>,
+    session: Session,
+  ) {
+    this.method = method;
+    this.#controller = controller;
+    this.deadline = deadline;
+    this.streams = streams;
+    this.session = session;
+  }
+
+  get signal(): AbortSignalLike {
+    return this.#controller.signal;
+  }
 }
 
 interface IncomingCall {
@@ -143,7 +269,7 @@ function deferred<T>(): Deferred<T> {
     resolve = res;
     reject = rej;
   });
-  promise.catch(() => {}); // callers may never look; a rejection here is not "unhandled"
+  promise.catch(IGNORE); // callers may never look; a rejection here is not "unhandled"
   return { promise, resolve, reject };
 }
 
@@ -200,8 +326,18 @@ export class Session implements StreamOwner {
   readonly #withOutput = new Set<SessionStream>();
   #pumping = false;
 
+  /**
+   * Frames waiting to be written. Headers and small payloads are copied into a slab, so a batch of
+   * small frames goes out as one buffer (one write instead of a writev of many small ones, which
+   * costs Node far more); large payloads are queued as they are, uncopied. A slab's bytes are
+   * never written twice: what was handed to the transport stays as it was.
+   */
   #outbox: Uint8Array[] = [];
   #outboxBytes = 0;
+  #slab = new Uint8Array(0);
+  /** Where the bytes not yet moved into `#outbox` start in `#slab`, and where they end. */
+  #slabStart = 0;
+  #slabEnd = 0;
   #flushQueued = false;
   #congested = false;
 
@@ -278,17 +414,23 @@ export class Session implements StreamOwner {
   notify(method: string, params?: unknown): void {
     this.#assertCanStartCall();
     const payload = encodeControl({ method, params, notify: true });
-    this.#whenOpen(() => this.#send(FrameType.CALL, 0, payload));
+    this.#whenOpen(() => {
+      try {
+        this.#send(FrameType.CALL, 0, payload);
+      } catch {
+        // Too large for the peer: a notification has no reply to carry the error, so count it.
+        this.stats.notificationErrors++;
+      }
+    });
   }
 
   /** Starts a call with streams; see `OpenCall`. */
-  open(method: string, params?: unknown, options: OpenOptions = {}): OpenCall {
-    const { signal } = options;
-    const clock = this.options.runtime.clock;
-    const done = deferred<unknown>();
-    const streamNames = options.streams ?? [];
-    const deadline = options.deadline ?? clock.now() + this.options.defaultCallTimeoutMs;
-    const remaining = deadline - clock.now();
+  open(method: string, params?: unknown, options: OpenOptions = NO_OPTIONS): OpenCall {
+    const signal = options.signal;
+    const now = this.options.runtime.clock.now();
+    const streamNames = options.streams ?? NO_NAMES;
+    const deadline = options.deadline ?? now + this.options.defaultCallTimeoutMs;
+    const remaining = deadline - now;
 
     // Refused before anything is allocated or sent: its streams are born failed.
     let failure: GuestlinkError | undefined;
@@ -307,79 +449,58 @@ export class Session implements StreamOwner {
     }
     const id = failure ? 0 : this.#allocateId();
     const streams: Record<string, SessionStream> = {};
-    const streamIds: Record<string, number> = {};
-    for (const name of streamNames) {
-      const stream = failure
-        ? this.#detachedStream(name)
-        : this.#newStream(this.#allocateId(), name);
-      streams[name] = stream;
-      streamIds[name] = stream.id;
+    let streamList = NO_STREAMS;
+    let streamIds: Record<string, number> | undefined;
+    if (streamNames.length > 0) {
+      streamIds = {};
+      for (const name of streamNames) {
+        const stream = failure
+          ? this.#detachedStream(name)
+          : this.#newStream(this.#allocateId(), name);
+        streams[name] = stream;
+        streamIds[name] = stream.id;
+      }
+      streamList = Object.values(streams);
     }
     if (!failure) {
+      // Built field by field, in the order the wire has always had them.
+      const message: {
+        method: string;
+        params: unknown;
+        timeoutMs?: number;
+        streams?: Record<string, number>;
+      } = { method, params };
+      if (Number.isFinite(remaining)) message.timeoutMs = Math.ceil(remaining);
+      if (streamIds !== undefined) message.streams = streamIds;
       try {
-        payload = encodeControl({
-          method,
-          params,
-          ...(Number.isFinite(remaining) ? { timeoutMs: Math.ceil(remaining) } : {}),
-          ...(streamNames.length > 0 ? { streams: streamIds } : {}),
-        });
+        payload = encodeControl(message);
       } catch (err) {
         failure = toGuestlinkError(err);
       }
     }
 
-    const call: OutgoingCall = {
-      resolve: done.resolve,
-      reject: done.reject,
-      confirmed: deferred<unknown>(),
-      streams: Object.values(streams),
-      timer: undefined,
-      settled: false,
-      cleanup: () => {
-        call.timer?.cancel();
-        signal?.removeEventListener("abort", onAbort);
-      },
-    };
-    const cancel = (err: GuestlinkError, reason: string) => {
-      if (call.settled || this.#outgoing.get(id) !== call) return;
-      call.settled = true;
-      call.cleanup();
-      // The peer stops the work and ends or resets the streams as part of confirming; they stay
-      // readable until then, so output produced up to the cancel still arrives.
-      this.#whenOpen(() =>
-        this.#sendControl(FrameType.CANCEL, id, {
-          reason,
-          code: err.code === "DEADLINE_EXCEEDED" ? err.code : "CANCELLED",
-        }),
-      );
-      done.reject(err);
-    };
-    const onAbort = () => cancel(toGuestlinkError(signal?.reason), "aborted by caller");
-    const handle: OpenCall = {
-      id,
-      streams,
-      result: done.promise,
-      confirmed: call.confirmed.promise,
-      cancel: (reason = "cancelled by caller") =>
-        cancel(new GuestlinkError("CANCELLED", `call ${method} cancelled: ${reason}`), reason),
-    };
-
+    const call = new OutgoingCall(this, id, method, streams, streamList, signal);
     if (failure || payload === undefined) {
       const err = failure ?? new GuestlinkError("SESSION_CLOSED", "the session is closed");
-      for (const s of call.streams) {
+      for (const s of streamList) {
         this.#streams.delete(s.id);
         s.fail(err);
       }
-      done.reject(err);
-      call.confirmed.reject(err);
-      return handle;
+      call.reject(err);
+      call.confirm(undefined, err);
+      return call;
     }
-    const frame = payload;
     this.#outgoing.set(id, call);
-    signal?.addEventListener("abort", onAbort, { once: true });
+    if (signal !== undefined) {
+      const onAbort = () =>
+        this.#cancelOutgoing(call, toGuestlinkError(signal.reason), "aborted by caller");
+      call.onAbort = onAbort;
+      signal.addEventListener("abort", onAbort, { once: true });
+    }
     if (Number.isFinite(remaining)) {
       call.timer = this.#deadlines.add(deadline, () =>
-        cancel(
+        this.#cancelOutgoing(
+          call,
           new GuestlinkError(
             "DEADLINE_EXCEEDED",
             `call ${method} did not complete within its deadline`,
@@ -391,11 +512,37 @@ export class Session implements StreamOwner {
         ),
       );
     }
-    this.#whenOpen(() => {
-      // The call may have been cancelled while the handshake was still going on.
-      if (!call.settled) this.#send(FrameType.CALL, id, frame);
-    });
-    return handle;
+    if (this.#state === "handshaking") {
+      const frame = payload;
+      this.#afterHandshake.push(() => {
+        // The call may have been cancelled while the handshake was still going on.
+        if (!call.settled) this.#sendCall(id, frame);
+      });
+    } else if (this.#state !== "closed") {
+      this.#sendCall(id, payload);
+    }
+    return call;
+  }
+
+  static {
+    cancelOutgoing = (session, call, err, reason) => session.#cancelOutgoing(call, err, reason);
+  }
+
+  /** Settles a call here (cancelled, or its deadline passed) and tells the peer to stop it. */
+  #cancelOutgoing(call: OutgoingCall, err: GuestlinkError, reason: string): void {
+    const id = call.id;
+    if (call.settled || this.#outgoing.get(id) !== call) return;
+    call.settled = true;
+    call.cleanup();
+    // The peer stops the work and ends or resets the streams as part of confirming; they stay
+    // readable until then, so output produced up to the cancel still arrives.
+    this.#whenOpen(() =>
+      this.#sendControl(FrameType.CANCEL, id, {
+        reason,
+        code: err.code === "DEADLINE_EXCEEDED" ? err.code : "CANCELLED",
+      }),
+    );
+    call.reject(err);
   }
 
   /**
@@ -482,7 +629,9 @@ export class Session implements StreamOwner {
   #handshakeTimedOut(): void {
     if (this.#state !== "handshaking") return;
     // The peer's HELLO may sit inside a stale frame left in the pipe: give up on that frame once.
-    for (const frame of this.#decoder.resync()) this.#onFrame(frame);
+    const frames = this.#decoder.resync();
+    if (frames.length > 0) this.#keepalive?.heard();
+    for (const frame of frames) this.#onFrame(frame);
     if (this.#isClosed() || this.#state !== "handshaking") return;
     this.#end(
       new GuestlinkError(
@@ -497,7 +646,10 @@ export class Session implements StreamOwner {
     try {
       for await (const chunk of this.#transport) {
         if (this.#state === "closed") return;
-        for (const frame of this.#decoder.push(chunk)) {
+        const frames = this.#decoder.push(chunk);
+        // Once per read, not per frame: it reads the clock, and a read is one moment anyway.
+        if (frames.length > 0) this.#keepalive?.heard();
+        for (const frame of frames) {
           this.#onFrame(frame);
           if (this.#isClosed()) return;
         }
@@ -537,7 +689,6 @@ export class Session implements StreamOwner {
 
   #onFrame(frame: Frame): void {
     this.stats.framesReceived++;
-    this.#keepalive?.heard();
     if (this.#state === "handshaking") {
       if (frame.type === FrameType.ERROR && frame.streamId === 0) {
         this.#onSessionError(frame);
@@ -627,9 +778,17 @@ export class Session implements StreamOwner {
     }
   }
 
-  /** Decodes and validates a control payload; on failure ends the session and returns undefined. */
-  #parse<T>(schema: Parameters<typeof parseMessage>[0], frame: Frame): T | undefined {
-    let value: unknown;
+  /**
+   * Decodes and validates a control payload; on failure ends the session and returns undefined.
+   * `quick` is a hand-written check of the schema for the messages of every call: when it says
+   * yes, the payload is the message as it is; otherwise the schema decides (and says why not).
+   */
+  #parse<T>(
+    schema: Parameters<typeof parseMessage>[0],
+    frame: Frame,
+    quick?: (input: Record<string, unknown>) => boolean,
+  ): T | undefined {
+    let value: Record<string, unknown>;
     try {
       value = decodeControl(frame.payload);
     } catch (err) {
@@ -639,6 +798,7 @@ export class Session implements StreamOwner {
       );
       return undefined;
     }
+    if (quick?.(value)) return value as T;
     const parsed = parseMessage(schema, value);
     if (!parsed.ok) {
       this.#protocolError("BAD_MESSAGE", `${frameTypeName(frame.type)}: ${parsed.problem}`);
@@ -719,7 +879,9 @@ export class Session implements StreamOwner {
   #checkStuckFrame(): void {
     const received = this.stats.framesReceived;
     if (received === this.#framesAtLastTick && this.#decoder.bufferedBytes > 0) {
-      for (const frame of this.#decoder.resync()) {
+      const frames = this.#decoder.resync();
+      if (frames.length > 0) this.#keepalive?.heard();
+      for (const frame of frames) {
         this.#onFrame(frame);
         if (this.#isClosed()) return;
       }
@@ -734,7 +896,7 @@ export class Session implements StreamOwner {
       timeoutMs?: number;
       notify?: boolean;
       streams?: Record<string, number>;
-    }>(CallSchema, frame);
+    }>(CallSchema, frame, isPlainCall);
     if (!msg) return;
     const id = frame.streamId;
     if (id === 0) {
@@ -747,16 +909,7 @@ export class Session implements StreamOwner {
         this.stats.notificationErrors++;
         return;
       }
-      const controller = new LazyAbortController();
-      const ctx: CallContext = {
-        method: msg.method,
-        get signal() {
-          return controller.signal;
-        },
-        deadline: Infinity,
-        streams: {},
-        session: this,
-      };
+      const ctx = new HandlerContext(msg.method, new LazyAbortController(), Infinity, {}, this);
       Promise.resolve()
         .then(() => handler(msg.params, ctx))
         .catch(() => {
@@ -766,11 +919,15 @@ export class Session implements StreamOwner {
     }
     if (!this.#claimPeerId(id, "call")) return;
     const streams: Record<string, SessionStream> = {};
-    for (const [name, streamId] of Object.entries(msg.streams ?? {})) {
-      if (!this.#claimPeerId(streamId, "stream")) return;
-      const stream = this.#newStream(streamId, name);
-      stream.sendCredit = this.#peer?.limits.streamWindowBytes ?? 0;
-      streams[name] = stream;
+    let streamCount = 0;
+    if (msg.streams !== undefined) {
+      for (const [name, streamId] of Object.entries(msg.streams)) {
+        if (!this.#claimPeerId(streamId, "stream")) return;
+        const stream = this.#newStream(streamId, name);
+        stream.sendCredit = this.#peer?.limits.streamWindowBytes ?? 0;
+        streams[name] = stream;
+        streamCount++;
+      }
     }
     const reply = (err: unknown) => {
       const payload = errorPayload(err);
@@ -804,46 +961,89 @@ export class Session implements StreamOwner {
             ),
           );
     this.#incoming.set(id, controller);
-    const ctx: CallContext = {
-      method: msg.method,
-      get signal() {
-        return controller.signal;
-      },
-      deadline,
-      streams,
-      session: this,
-    };
+    const ctx = new HandlerContext(msg.method, controller, deadline, streams, this);
     const finish = () => {
       timer?.cancel();
       this.#incoming.delete(id);
       this.#maybeFinishClosing();
     };
-    Promise.resolve()
-      .then(() => handler(msg.params, ctx))
-      .then(
+    const sendResult = (value: unknown) => {
+      if (this.#state === "closed") return;
+      let payload: Uint8Array;
+      try {
+        payload = encodeControl({ value });
+      } catch (err) {
+        reply(
+          new GuestlinkError(
+            "HANDLER_FAILED",
+            `the result of ${msg.method} cannot be encoded: ${(err as Error).message}`,
+          ),
+        );
+        return;
+      }
+      try {
+        this.#send(FrameType.RESULT, id, payload);
+      } catch (err) {
+        reply(err); // larger than the peer accepts: the caller gets FRAME_TOO_LARGE instead
+      }
+    };
+    const fail = (err: unknown) => {
+      if (this.#state !== "closed") reply(err);
+    };
+    const hasStreams = streamCount > 0;
+    // The handler runs in a microtask (so frames that arrived with the CALL, a CANCEL say, are
+    // handled first). A call without streams whose handler returns a plain value is answered
+    // right there: the promise chain the general case needs costs more than the call itself.
+    RESOLVED.then(() => {
+      let value: unknown;
+      let then: unknown;
+      try {
+        value = handler(msg.params, ctx);
+        // Read once, as resolving a promise with `value` would.
+        then = isObjectLike(value) ? (value as { then?: unknown }).then : undefined;
+      } catch (err) {
+        try {
+          fail(err);
+        } finally {
+          finish();
+        }
+        return;
+      }
+      if (!hasStreams && typeof then !== "function") {
+        try {
+          sendResult(value);
+        } finally {
+          finish();
+        }
+        return;
+      }
+      const outcome =
+        typeof then === "function"
+          ? new Promise((resolve, reject) => then.call(value, resolve, reject))
+          : Promise.resolve(value);
+      // The call is finished here as soon as its reply is sent (the peer may close at once).
+      outcome.then(
         async (value) => {
-          // All stream output reaches the caller before the result does.
-          for (const s of Object.values(streams)) s.end();
-          await Promise.all(Object.values(streams).map((s) => this.#outputDone(s)));
-          if (this.#state === "closed") return;
-          let payload: Uint8Array;
           try {
-            payload = encodeControl({ value });
-          } catch (err) {
-            return reply(
-              new GuestlinkError(
-                "HANDLER_FAILED",
-                `the result of ${msg.method} cannot be encoded: ${(err as Error).message}`,
-              ),
-            );
+            // All stream output reaches the caller before the result does.
+            if (hasStreams) {
+              for (const s of Object.values(streams)) s.end();
+              await Promise.all(Object.values(streams).map((s) => this.#outputDone(s)));
+            }
+            sendResult(value);
+          } finally {
+            finish();
           }
-          this.#send(FrameType.RESULT, id, payload);
         },
         (err: unknown) => {
-          if (this.#state !== "closed") reply(err);
+          try {
+            fail(err);
+          } finally {
+            finish();
+          }
         },
-      )
-      .finally(finish);
+      );
+    });
   }
 
   #onReply(frame: Frame): void {
@@ -860,12 +1060,13 @@ export class Session implements StreamOwner {
       return;
     }
     if (frame.type === FrameType.RESULT) {
-      const msg = this.#parse<{ value?: unknown }>(ResultSchema, frame);
+      const msg = this.#parse<{ value?: unknown }>(ResultSchema, frame, isPlainResult);
       if (msg) this.#settleOutgoing(id, msg.value, undefined);
     } else {
       const msg = this.#parse<{ code: string; message: string; details?: Record<string, unknown> }>(
         ErrorSchema,
         frame,
+        isPlainError,
       );
       if (msg)
         this.#settleOutgoing(id, undefined, new RemoteError(msg.code, msg.message, msg.details));
@@ -876,13 +1077,12 @@ export class Session implements StreamOwner {
     const call = this.#outgoing.get(id);
     if (!call) return;
     this.#outgoing.delete(id);
-    if (err) call.confirmed.reject(err);
-    else call.confirmed.resolve(value);
+    call.confirm(value, err);
     if (!call.settled) {
       call.settled = true;
       call.cleanup();
       if (err) {
-        for (const s of call.streams) if (!s.closed) s.reset(err.code, err.message);
+        for (const s of call.streamList) if (!s.closed) s.reset(err.code, err.message);
         call.reject(err);
       } else {
         call.resolve(value);
@@ -956,7 +1156,7 @@ export class Session implements StreamOwner {
   }
 
   #onWindow(frame: Frame): void {
-    const msg = this.#parse<{ credit: number }>(WindowSchema, frame);
+    const msg = this.#parse<{ credit: number }>(WindowSchema, frame, isPlainWindow);
     if (!msg) return;
     if (frame.streamId === 0) {
       this.#sessionSendCredit += msg.credit;
@@ -998,7 +1198,7 @@ export class Session implements StreamOwner {
   }
 
   #onReset(frame: Frame): void {
-    const msg = this.#parse<{ code: string; message: string }>(ErrorSchema, frame);
+    const msg = this.#parse<{ code: string; message: string }>(ErrorSchema, frame, isPlainError);
     if (!msg) return;
     const stream = this.#streams.get(frame.streamId);
     if (!stream) {
@@ -1117,6 +1317,15 @@ export class Session implements StreamOwner {
     this.#send(type, streamId, encodeControl(value), sequenced);
   }
 
+  /** Sends a CALL; one the peer could not accept fails the call instead. */
+  #sendCall(id: number, payload: Uint8Array): void {
+    try {
+      this.#send(FrameType.CALL, id, payload);
+    } catch (err) {
+      this.#settleOutgoing(id, undefined, toGuestlinkError(err));
+    }
+  }
+
   #send(
     type: FrameType,
     streamId: number,
@@ -1124,23 +1333,59 @@ export class Session implements StreamOwner {
     sequenced = true,
   ): void {
     if (this.#state === "closed") return;
-    const seq = sequenced ? this.#nextSeq++ : 0;
-    for (const part of this.#encoder.encodeParts({ type, streamId, seq, payload })) {
-      this.#outbox.push(part);
-      this.#outboxBytes += part.length;
+    const length = payload === undefined ? 0 : payload.length;
+    // Refused before it takes a sequence number: a skipped number would read as a lost frame.
+    const max = this.#encoder.options.maxFrameBytes;
+    if (length > max) {
+      throw new GuestlinkError(
+        "FRAME_TOO_LARGE",
+        `a ${frameTypeName(type)} of ${length} bytes is larger than the peer accepts (${max} bytes); send bulk data on a stream`,
+        { details: { length, maxFrameBytes: max } },
+      );
     }
+    const seq = sequenced ? this.#nextSeq++ : 0;
+    const copy = length <= COPY_PAYLOAD_MAX_BYTES;
+    const need = HEADER_BYTES + (copy ? length : 0);
+    if (this.#slab.length - this.#slabEnd < need) {
+      this.#closeSlabRun();
+      this.#slab = new Uint8Array(Math.max(SLAB_BYTES, need));
+      this.#slabStart = 0;
+      this.#slabEnd = 0;
+    }
+    const at = this.#slabEnd;
+    this.#encoder.encodeHeaderInto({ type, streamId, seq, payload }, this.#slab, at);
+    if (copy) {
+      if (payload !== undefined && length > 0) this.#slab.set(payload, at + HEADER_BYTES);
+      this.#slabEnd = at + need;
+    } else {
+      this.#slabEnd = at + HEADER_BYTES;
+      this.#closeSlabRun();
+      this.#outbox.push(payload as Uint8Array);
+    }
+    this.#outboxBytes += HEADER_BYTES + length;
     this.stats.framesSent++;
     if (this.#outboxBytes >= FLUSH_THRESHOLD_BYTES) this.#flush();
     else if (!this.#flushQueued) {
       this.#flushQueued = true;
-      Promise.resolve().then(() => this.#flush());
+      RESOLVED.then(this.#flushLater);
     }
   }
+
+  /** Moves the bytes written to the slab since the last run into the outbox, as one part. */
+  #closeSlabRun(): void {
+    if (this.#slabEnd === this.#slabStart) return;
+    this.#outbox.push(this.#slab.subarray(this.#slabStart, this.#slabEnd));
+    this.#slabStart = this.#slabEnd;
+  }
+
+  readonly #flushLater = (): void => this.#flush();
 
   /** Writes everything queued in one go; notes congestion so the pump pauses until drain. */
   #flush(): void {
     this.#flushQueued = false;
-    if (this.#outbox.length === 0 || this.#state === "closed") return;
+    if (this.#state === "closed") return;
+    this.#closeSlabRun();
+    if (this.#outbox.length === 0) return;
     const parts = this.#outbox;
     this.#outbox = [];
     this.#outboxBytes = 0;
@@ -1246,7 +1491,7 @@ export class Session implements StreamOwner {
     for (const call of this.#outgoing.values()) {
       call.cleanup();
       if (!call.settled) call.reject(reason);
-      call.confirmed.reject(reason);
+      call.confirm(undefined, reason);
     }
     this.#outgoing.clear();
     for (const call of this.#incoming.values()) call.abort(reason);
@@ -1270,6 +1515,13 @@ export class Session implements StreamOwner {
       this.#transport.abort(reason);
     }
   }
+}
+
+/** A settled promise to queue microtasks on (`queueMicrotask` is not in ECMAScript's types). */
+const RESOLVED = Promise.resolve();
+
+function isObjectLike(value: unknown): value is object {
+  return (typeof value === "object" && value !== null) || typeof value === "function";
 }
 
 function toGuestlinkError(err: unknown): GuestlinkError {

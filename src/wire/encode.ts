@@ -32,6 +32,17 @@ export class FrameEncoder {
     return header;
   }
 
+  /**
+   * Writes the 32-byte header for `frame` (checksums included) into `out` at `offset`, for a
+   * caller that assembles frames in a buffer of its own; the payload is not written.
+   */
+  encodeHeaderInto(frame: FrameInit, out: Uint8Array, offset: number): void {
+    if (offset < 0 || offset + HEADER_BYTES > out.length) {
+      throw new RangeError(`no room for a frame header at offset ${offset} of ${out.length}`);
+    }
+    this.#writeHeader(frame, out, offset);
+  }
+
   /** `[header, payload]`, or `[header]` when the payload is empty. The payload is not copied. */
   encodeParts(frame: FrameInit): Uint8Array[] {
     const header = this.encodeHeader(frame);

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Agent } from "../../src/agent/agent.ts";
-import { type RunningAgent, runAgent } from "../../src/agent/run.ts";
+import { runAgent } from "../../src/agent/run.ts";
 import { remoteExec } from "../../src/controller/exec.ts";
 import { isGuestlinkError } from "../../src/errors.ts";
 import { openSession, serveSessions } from "../../src/platform/session.ts";

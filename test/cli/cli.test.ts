@@ -205,13 +205,8 @@ describe("the guestlink command", () => {
   });
 
   it("bin/guestlink runs the built CLI", () => {
-    const out = execFileSync(
-      process.execPath,
-      [join(import.meta.dirname ?? ".", "../../bin/guestlink"), "--version"],
-      {
-        encoding: "utf8",
-      },
-    );
+    const bin = fileURLToPath(new URL("../../bin/guestlink", import.meta.url));
+    const out = execFileSync(process.execPath, [bin, "--version"], { encoding: "utf8" });
     assert.match(out.trim(), /^\d+\.\d+\.\d+$/);
   });
 });

@@ -124,6 +124,19 @@ describe("session: calls", () => {
     assert.equal(client.state, "open");
   });
 
+  it("a result or params larger than the peer accepts fail that call with FRAME_TOO_LARGE, and the session goes on", async () => {
+    const { client, server } = sessionPair({
+      client: { maxFrameBytes: 4096 },
+      server: { maxFrameBytes: 4096 },
+    });
+    server.handle("big", () => "x".repeat(10_000)).handle("echo", (p) => p);
+    await rejectsWith(client.call("big"), "FRAME_TOO_LARGE");
+    await rejectsWith(client.call("echo", "y".repeat(10_000)), "FRAME_TOO_LARGE");
+    assert.equal(await client.call("echo", "small"), "small");
+    assert.equal(client.state, "open");
+    assert.equal(server.state, "open");
+  });
+
   it("delivers notifications without a reply", async () => {
     const { client, server } = sessionPair();
     const seen: unknown[] = [];
