@@ -7,6 +7,7 @@ import { join } from "node:path";
 import type { ErrorCode } from "../../src/errors.ts";
 import { isGuestlinkError } from "../../src/errors.ts";
 import type { Listener, Transport } from "../../src/transport/transport.ts";
+import { concat } from "./wire.ts";
 
 /** Deterministic, non-repeating-looking bytes: byte i of stream `seed`. */
 export function pattern(length: number, seed = 1): Uint8Array {
@@ -18,8 +19,6 @@ export function pattern(length: number, seed = 1): Uint8Array {
   }
   return out;
 }
-
-import { concat } from "./wire.ts";
 
 export { concat };
 
