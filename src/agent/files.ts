@@ -8,25 +8,37 @@
  * committed are deleted when their session ends, when discarded, or after
  * `UNCOMMITTED_TTL_MS`, so a vanished host never leaves temporary files behind.
  */
-import { createHash, type Hash, randomBytes } from "node:crypto";
-import { constants } from "node:fs";
-import { chmod, type FileHandle, open, rename, rm, stat, statfs } from "node:fs/promises";
-import { basename, dirname, isAbsolute, join } from "node:path";
+import { createHash, randomBytes } from "node:crypto";
+import { chmod, rename, rm, stat, statfs } from "node:fs/promises";
+import { dirname } from "node:path";
 import { pipeline } from "node:stream/promises";
 import * as v from "valibot";
-import type { AbortSignalLike } from "../abort.ts";
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { toDuplex } from "../platform/duplex.ts";
+import {
+  asError,
+  createTemp,
+  destroyOnAbort,
+  fileChanged,
+  fileSystemError,
+  ModeSchema,
+  openForReading,
+  PathSchema,
+  readChunks,
+  refuseFolder,
+  Sha256Schema,
+  SizeSchema,
+  syncFolder,
+  writeAll,
+} from "../platform/file-transfer.ts";
 import type { CallContext, Session } from "../session/session.ts";
-import type { SessionStream } from "../session/stream.ts";
+import { parseParams, requireStream } from "./params.ts";
 import type { Service } from "./service.ts";
 
 /** How long an upload may wait for its commit before it is deleted. */
 export const UNCOMMITTED_TTL_MS = 5 * 60_000;
 /** Mode of a new file when the caller names none and there is no target to take it from. */
 export const DEFAULT_FILE_MODE = 0o644;
-/** Bytes read from disk at a time. */
-export const FILE_CHUNK_BYTES = 256 * 1024;
 
 /** Why a temporary file was removed. */
 export type TempRemovalReason = "failed" | "checksum" | "discarded" | "expired" | "session-ended";
@@ -44,237 +56,6 @@ export interface FilesServiceOptions {
   onEvent?: (event: FilesEvent) => void;
 }
 
-// ---- shared with the controller's side of transfers ------------------------------------------
-
-const errnoCodes = {
-  ENOENT: "FILE_NOT_FOUND",
-  EACCES: "PERMISSION_DENIED",
-  EPERM: "PERMISSION_DENIED",
-  EISDIR: "IS_A_DIRECTORY",
-  ENOTDIR: "NOT_A_DIRECTORY",
-} as const;
-
-/**
- * A file system failure as a guestlink error with `details.path`. Errors without one of our
- * codes (ENOSPC, EROFS, …) pass through: the session reports their errno code as it is.
- */
-export function fileSystemError(err: unknown, path: string): unknown {
-  if (isGuestlinkError(err)) return err;
-  const errno = (err as { code?: unknown } | undefined)?.code;
-  if (typeof errno !== "string" || !(errno in errnoCodes)) return err;
-  const code = errnoCodes[errno as keyof typeof errnoCodes];
-  const what = {
-    FILE_NOT_FOUND: "does not exist",
-    PERMISSION_DENIED: "is not accessible (permission denied)",
-    IS_A_DIRECTORY: "is a folder, not a file",
-    NOT_A_DIRECTORY: "goes through something that is not a folder",
-  }[code];
-  return new GuestlinkError(code, `${path} ${what}`, { cause: err, details: { path, errno } });
-}
-
-/** Checks `params` against `schema`; a mismatch is INVALID_OPTION naming the method and field. */
-export function parseParams<S extends v.GenericSchema>(
-  method: string,
-  schema: S,
-  params: unknown,
-): v.InferOutput<S> {
-  const parsed = v.safeParse(schema, params);
-  if (parsed.success) return parsed.output;
-  const issue = parsed.issues[0];
-  const field = v.getDotPath(issue);
-  throw new InvalidOptionError(`${method}: ${field ? `${field} ` : "params "}${issue.message}`, {
-    details: { method, ...(field ? { option: field } : {}) },
-  });
-}
-
-/** The stream named `name` that the caller must open with `method`. */
-export function requireStream(ctx: CallContext, name: string): SessionStream {
-  const stream = ctx.streams[name];
-  if (!stream) {
-    throw new InvalidOptionError(`${ctx.method} needs a stream named "${name}"`, {
-      details: { method: ctx.method, stream: name },
-    });
-  }
-  return stream;
-}
-
-/** A sibling of `target` no one else would pick, so the final rename stays in one file system. */
-export function tempPathFor(target: string): string {
-  // Keep well inside NAME_MAX (255 bytes) whatever the target's name.
-  const name = basename(target).slice(0, 100);
-  return join(dirname(target), `.${name}.guestlink-${randomBytes(6).toString("hex")}.tmp`);
-}
-
-/** Opens a new temporary file; a missing folder is reported as the folder, not the temp name. */
-export async function createTemp(target: string): Promise<{ path: string; handle: FileHandle }> {
-  const path = tempPathFor(target);
-  try {
-    return { path, handle: await open(path, "wx", 0o600) };
-  } catch (err) {
-    const errno = (err as { code?: unknown }).code;
-    throw fileSystemError(
-      err,
-      errno === "ENOENT" || errno === "ENOTDIR" ? dirname(target) : target,
-    );
-  }
-}
-
-/** Refuses a target that is a folder (rename would fail only after the whole transfer). */
-export async function refuseFolder(target: string): Promise<void> {
-  try {
-    if ((await stat(target)).isDirectory()) throw fileSystemError({ code: "EISDIR" }, target);
-  } catch (err) {
-    if ((err as { code?: unknown }).code === "ENOENT") return;
-    throw fileSystemError(err, target);
-  }
-}
-
-/** Opens a file to send; refuses folders and anything that is not a regular file. */
-export async function openForReading(
-  path: string,
-): Promise<{ handle: FileHandle; size: number; mode: number }> {
-  let handle: FileHandle;
-  try {
-    // O_NONBLOCK: a FIFO must not hang the open; it is refused just below.
-    handle = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
-  } catch (err) {
-    throw fileSystemError(err, path);
-  }
-  try {
-    const st = await handle.stat();
-    if (st.isDirectory()) throw fileSystemError({ code: "EISDIR" }, path);
-    if (!st.isFile()) {
-      throw new InvalidOptionError(`${path} is not a regular file (a device, socket or FIFO)`, {
-        details: { path },
-      });
-    }
-    return { handle, size: st.size, mode: st.mode & 0o7777 };
-  } catch (err) {
-    await handle.close().catch(() => {});
-    throw err;
-  }
-}
-
-function fileChanged(path: string, expected: number, read: number): GuestlinkError {
-  return new GuestlinkError(
-    "FILE_CHANGED",
-    `${path} ${read > expected ? "grew" : "shrank"} while it was being sent (it had ${expected} bytes, ${read > expected ? "more than " : ""}${read} were read)`,
-    { details: { path, expectedBytes: expected, readBytes: read } },
-  );
-}
-
-/**
- * Reads `handle` chunk by chunk into fresh buffers (a session stream keeps what it is given, so
- * buffers are never reused), feeding `hash`. With `expected`, a file that does not have exactly
- * that many bytes fails with FILE_CHANGED; one byte past it is read to tell growth from the end.
- */
-export async function* readChunks(
-  handle: FileHandle,
-  path: string,
-  hash: Hash,
-  expected: number | undefined,
-): AsyncGenerator<Buffer> {
-  let position = 0;
-  for (;;) {
-    const want =
-      expected === undefined
-        ? FILE_CHUNK_BYTES
-        : Math.min(FILE_CHUNK_BYTES, expected - position + 1);
-    const buffer = Buffer.allocUnsafe(want);
-    const { bytesRead } = await handle.read(buffer, 0, want, position);
-    if (bytesRead === 0) break;
-    position += bytesRead;
-    if (expected !== undefined && position > expected) throw fileChanged(path, expected, position);
-    const chunk = buffer.subarray(0, bytesRead);
-    hash.update(chunk);
-    yield chunk;
-  }
-  if (expected !== undefined && position !== expected) throw fileChanged(path, expected, position);
-}
-
-/** Writes all of `chunk` at `position` (a write may take less than it was given). */
-export async function writeAll(
-  handle: FileHandle,
-  chunk: Uint8Array,
-  position: number,
-): Promise<void> {
-  for (let done = 0; done < chunk.length; ) {
-    const { bytesWritten } = await handle.write(chunk, done, chunk.length - done, position + done);
-    done += bytesWritten;
-  }
-}
-
-/** Makes a rename in `folder` durable. File systems that cannot sync a folder are let be. */
-export async function syncFolder(folder: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(folder, constants.O_RDONLY);
-    await handle.sync();
-  } catch (err) {
-    const errno = (err as { code?: unknown }).code;
-    if (!["EINVAL", "ENOTSUP", "EISDIR", "EPERM", "EBADF"].includes(errno as string)) {
-      throw fileSystemError(err, folder);
-    }
-  } finally {
-    await handle?.close().catch(() => {});
-  }
-}
-
-/**
- * Destroys `stream` with the signal's reason when it aborts. (Node's own `signal` option would
- * destroy it with an AbortError, which `toDuplex` takes for a reader that is simply done.)
- */
-export function destroyOnAbort(
-  signal: AbortSignalLike | undefined,
-  stream: { destroy(err: Error): void },
-): () => void {
-  if (!signal) return () => {};
-  const onAbort = () => stream.destroy(asError(signal.reason));
-  if (signal.aborted) onAbort();
-  else signal.addEventListener("abort", onAbort, { once: true });
-  return () => signal.removeEventListener("abort", onAbort);
-}
-
-/**
- * Swallows 'error' events on `stream`. A stream's failures reach us through the pipeline or
- * loop using it and through the call's result; but a peer's RESET after that use is over still
- * destroys the Duplex with an error, which with no listener would crash the process.
- */
-export function quiet<T extends { on(event: "error", fn: () => void): unknown }>(stream: T): T {
-  stream.on("error", () => {});
-  return stream;
-}
-
-function asError(reason: unknown): Error {
-  return reason instanceof Error
-    ? reason
-    : new GuestlinkError("CANCELLED", String(reason ?? "aborted"));
-}
-
-export const PathSchema = v.pipe(
-  v.string("must be a string"),
-  v.minLength(1, "must not be empty"),
-  v.maxLength(4096, "must be at most 4096 characters"),
-  v.check((p) => !p.includes("\0"), "must not contain NUL"),
-  v.check(isAbsolute, "must be an absolute path"),
-);
-export const Sha256Schema = v.pipe(
-  v.string("must be a string"),
-  v.regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits (a sha256)"),
-  v.toLowerCase(),
-);
-export const ModeSchema = v.pipe(
-  v.number("must be a number"),
-  v.integer("must be an integer"),
-  v.minValue(0, "must be from 0 to 0o7777"),
-  v.maxValue(0o7777, "must be from 0 to 0o7777"),
-);
-export const SizeSchema = v.pipe(
-  v.number("must be a number"),
-  v.integer("must be an integer"),
-  v.minValue(0, "must not be negative"),
-  v.maxValue(Number.MAX_SAFE_INTEGER, "is too large"),
-);
 const TokenSchema = v.pipe(v.string("must be a string"), v.minLength(1), v.maxLength(128));
 
 // ---- the service -------------------------------------------------------------------------
@@ -372,7 +153,7 @@ export function filesService(options: FilesServiceOptions = {}): Service {
       const expected = statSize === 0 && (await isPseudoFile(path)) ? undefined : statSize;
       const hash = createHash("sha256");
       let size = 0;
-      const data = quiet(toDuplex(out));
+      const data = toDuplex(out);
       const stopWatching = destroyOnAbort(ctx.signal, data);
       try {
         await pipeline(async function* () {
@@ -402,7 +183,7 @@ export function filesService(options: FilesServiceOptions = {}): Service {
     const hash = createHash("sha256");
     let size = 0;
     try {
-      const data = quiet(toDuplex(input));
+      const data = toDuplex(input);
       const stopWatching = destroyOnAbort(ctx.signal, data);
       try {
         for await (const chunk of data as AsyncIterable<Buffer>) {

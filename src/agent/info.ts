@@ -5,7 +5,7 @@ import * as v from "valibot";
 import { PROTOCOL_VERSIONS } from "../session/messages.ts";
 import type { CallContext } from "../session/session.ts";
 import { VERSION } from "../version.ts";
-import { parseParams } from "./files.ts";
+import { parseParams } from "./params.ts";
 import type { Service } from "./service.ts";
 
 export interface InfoServiceOptions {

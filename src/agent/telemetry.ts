@@ -10,8 +10,8 @@ import { performance } from "node:perf_hooks";
 import * as v from "valibot";
 import type { AbortSignalLike } from "../abort.ts";
 import type { CallContext } from "../session/session.ts";
-import { parseParams, requireStream } from "./files.ts";
 import { availableMemoryBytes } from "./info.ts";
+import { parseParams, requireStream } from "./params.ts";
 import type { Service } from "./service.ts";
 
 export const MIN_TELEMETRY_INTERVAL_MS = 100;

@@ -12,21 +12,20 @@ import { dirname, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
 import * as v from "valibot";
 import type { CallOptions } from "../abort.ts";
+import { GuestlinkError } from "../errors.ts";
+import { toDuplex } from "../platform/duplex.ts";
 import {
   createTemp,
   fileSystemError,
   ModeSchema,
   openForReading,
-  quiet,
   readChunks,
   refuseFolder,
   Sha256Schema,
   SizeSchema,
   syncFolder,
   writeAll,
-} from "../agent/files.ts";
-import { GuestlinkError } from "../errors.ts";
-import { toDuplex } from "../platform/duplex.ts";
+} from "../platform/file-transfer.ts";
 import type { OpenCall, Session } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
 
@@ -142,7 +141,7 @@ export async function getFile(
       { streams: ["data"], signal: options.signal, deadline: options.deadline ?? Infinity },
     );
     const stream = call.streams.data as SessionStream;
-    const data = quiet(toDuplex(stream));
+    const data = toDuplex(stream);
     data.end(); // nothing flows towards the agent
     const hash = createHash("sha256");
     let received = 0;
@@ -206,7 +205,7 @@ export async function putFile(
       { streams: ["data"], signal: options.signal, deadline: options.deadline ?? Infinity },
     );
     const stream = call.streams.data as SessionStream;
-    const data = quiet(toDuplex(stream));
+    const data = toDuplex(stream);
     const hash = createHash("sha256");
     let sent = 0;
     const local: { error?: unknown } = {};

@@ -6,7 +6,6 @@
 import { StringDecoder } from "node:string_decoder";
 import * as v from "valibot";
 import type { AbortSignalLike } from "../abort.ts";
-import { quiet } from "../agent/files.ts";
 import type { TelemetrySample } from "../agent/telemetry.ts";
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { toDuplex } from "../platform/duplex.ts";
@@ -78,7 +77,7 @@ export async function* watchTelemetry(
     { streams: ["samples"], signal, deadline: Infinity },
   );
   call.result.catch(() => {}); // observed below, or deliberately dropped when stopped
-  const samples = quiet(toDuplex(call.streams.samples as SessionStream));
+  const samples = toDuplex(call.streams.samples as SessionStream);
   samples.end(); // nothing flows towards the agent
   const decoder = new StringDecoder("utf8");
   let pending = "";
