@@ -28,20 +28,12 @@ import { InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { toDuplex } from "../platform/duplex.ts";
 import type { CallContext } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
+import { GroupStopper } from "./process-group.ts";
 import type { Service } from "./service.ts";
 
 /** Between SIGTERM to the process group and SIGKILL. */
 export const DEFAULT_KILL_GRACE_MS = 2_000;
 const MAX_KILL_GRACE_MS = 10 * 60_000;
-/**
- * After SIGKILL, how long to wait for the group to be gone. Dead members linger as zombies until
- * init reaps them (some inits only every couple of seconds); a member stuck in uninterruptible
- * sleep may never go. Past this the call ends anyway and its message says what was left.
- */
-const REAP_WAIT_MS = 5_000;
-/** Polling the group for emptiness: no API tells when processes other than our child are gone. */
-const GROUP_POLL_MAX_MS = 50;
-
 /** Exit statuses as shells and GNU coreutils report them, for endings other than a plain exit. */
 export const EXEC_STATUS = {
   /** Killed because the call ran past its deadline, like GNU timeout. */
@@ -285,7 +277,7 @@ async function runExec(
     return finish({ ...notRun, ...startFailure(file, spawnError) });
   }
 
-  const stopper = new GroupStopper(pgid, request.killGraceMs ?? defaultGraceMs);
+  const stopper = new GroupStopper<StopReason>(pgid, request.killGraceMs ?? defaultGraceMs);
   const budget = { remaining: request.maxOutputBytes ?? Infinity, truncated: false };
   const onLimit = () => stopper.stop("output-limit");
   const counts = { stdout: 0, stderr: 0 };
@@ -405,70 +397,6 @@ function feedStdin(sink: Writable | null, stream: SessionStream | undefined): { 
       sink.destroy();
     },
   };
-}
-
-/** Stops a process group: SIGTERM, then SIGKILL after the grace period. */
-class GroupStopper {
-  reason: StopReason | undefined;
-  /** Why it was stopped, for the result's message. */
-  cause: unknown;
-  readonly #pgid: number;
-  readonly #graceMs: number;
-  #graceTimer: NodeJS.Timeout | undefined;
-  #killedAt: number | undefined;
-
-  constructor(pgid: number, graceMs: number) {
-    this.#pgid = pgid;
-    this.#graceMs = graceMs;
-  }
-
-  stop(reason: StopReason, cause?: unknown): void {
-    if (this.reason !== undefined) return;
-    this.reason = reason;
-    this.cause = cause;
-    signalGroup(this.#pgid, "SIGTERM");
-    this.#graceTimer = setTimeout(() => this.#kill(), this.#graceMs);
-  }
-
-  /** Resolves once the group is gone, or with what is left when it will not go. */
-  async waitGone(): Promise<string | undefined> {
-    let pollMs = 1;
-    for (;;) {
-      if (!groupExists(this.#pgid)) return undefined;
-      if (this.#killedAt !== undefined && performance.now() - this.#killedAt >= REAP_WAIT_MS) {
-        return `process group ${this.#pgid} still had members ${REAP_WAIT_MS} ms after SIGKILL (unreaped zombies or processes in uninterruptible sleep)`;
-      }
-      await new Promise((resolve) => setTimeout(resolve, pollMs));
-      pollMs = Math.min(pollMs * 2, GROUP_POLL_MAX_MS);
-    }
-  }
-
-  dispose(): void {
-    clearTimeout(this.#graceTimer);
-  }
-
-  #kill(): void {
-    this.#killedAt = performance.now();
-    signalGroup(this.#pgid, "SIGKILL");
-  }
-}
-
-function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch {
-    // ESRCH: the whole group is gone already.
-  }
-}
-
-function groupExists(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: members exist that we may not signal (a setuid program).
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 async function cwdProblem(cwd: string): Promise<string | undefined> {
