@@ -25,6 +25,9 @@ export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
 export const MIN_MAX_FRAME_BYTES = 1024;
 export const LIMIT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
+/** How deeply control payload values may nest. Real messages need a handful of levels. */
+export const MAX_CONTROL_DEPTH = 32;
+
 /** Sequence numbers and stream ids are exact in a JavaScript number up to these bounds. */
 export const MAX_SEQ = Number.MAX_SAFE_INTEGER;
 export const MAX_STREAM_ID = 0xffffffff;

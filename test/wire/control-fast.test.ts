@@ -7,20 +7,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { type Options, Packr } from "msgpackr";
+import { Packr } from "msgpackr";
 import { isGuestlinkError } from "../../src/errors.ts";
+import { CONTROL_PACKR_OPTIONS } from "../../src/wire/control.ts";
 import { decodeControl, encodeControl, MAX_CONTROL_DEPTH } from "../../src/wire/index.ts";
 import { check } from "../helpers/seed.ts";
 
 /** msgpackr with the options control.ts gives it: the reference. */
-const reference = new Packr({
-  useRecords: false,
-  mapsAsObjects: true,
-  int64AsType: "number",
-  variableMapSize: true,
-  skipValues: [undefined],
-  encodeUndefinedAsNil: true,
-} as Options & { skipValues: unknown[] });
+const reference = new Packr(CONTROL_PACKR_OPTIONS);
 
 /** decodeControl as it was before the fast path: msgpackr, then the plain-data check. */
 function referenceDecode(bytes: Uint8Array): unknown {
