@@ -52,6 +52,7 @@ import {
   now,
   round,
   type Summary,
+  sampleDurations,
   startHelper,
   summarize,
   table,
@@ -729,17 +730,6 @@ class SpawnLoop {
   }
 }
 
-/** Times `count` calls of `op`, one after the other; milliseconds each. */
-async function timeEach(op: () => Promise<void>, count: number): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const start = now();
-    await op();
-    out.push(now() - start);
-  }
-  return out;
-}
-
 /**
  * Durations (ms) of each case, the cases taking turns in blocks of `block`; a case is either an
  * operation timed here or a function that runs `count` of them and returns their durations.
@@ -753,7 +743,7 @@ async function interleaved<K extends string>(
   const names = Object.keys(cases) as K[];
   const run = (name: K, count: number): Promise<number[]> => {
     const c = cases[name];
-    return typeof c === "function" ? timeEach(c, count) : c.batch(count);
+    return typeof c === "function" ? sampleDurations(count, c, 0) : c.batch(count);
   };
   for (const name of names) await run(name, warmup);
   const out = new Map<K, number[]>(names.map((name) => [name, []]));
