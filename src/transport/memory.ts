@@ -6,6 +6,7 @@
  * resolution, so a test's outcome depends only on the order of its own awaits.
  */
 import { InvalidOptionError, TransportClosedError, TransportFailedError } from "../errors.ts";
+import { CloseLatch, SendGate } from "./gates.ts";
 import { Inbound } from "./inbound.ts";
 import type { Transport } from "./transport.ts";
 
@@ -37,21 +38,17 @@ export function memoryPair(options: MemoryPairOptions = {}): [Transport, Transpo
   return [a, b];
 }
 
-type Drain = { resolve(): void; reject(err: unknown): void };
-
 class MemoryTransport implements Transport {
   readonly description: string;
   /** What the peer sent us; the peer's `send` pushes here and watches its high-water mark. */
   readonly inbound: Inbound;
   #peer: MemoryTransport | undefined;
-  /** Set once nothing more may be sent: we closed, aborted, or the peer aborted. */
-  #sendClosed: TransportClosedError | undefined;
+  /** Closes once nothing more may be sent: we closed, aborted, or the peer aborted. */
+  readonly #send = new SendGate();
   /** Set when the peer aborted before we closed: close() reports it. */
   #broken: TransportFailedError | undefined;
   #aborted = false;
-  #drains: Drain[] = [];
-  #closing: Promise<void> | undefined;
-  #closeDone: ((err?: Error) => void) | undefined;
+  readonly #close = new CloseLatch();
   #fullyClosed = false;
 
   constructor(description: string, highWaterMark: number) {
@@ -64,18 +61,14 @@ class MemoryTransport implements Transport {
   }
 
   send(chunks: readonly Uint8Array[]): boolean {
-    if (this.#sendClosed !== undefined) throw this.#sendClosed;
+    this.#send.check();
     const inbound = this.#target().inbound;
     for (const chunk of chunks) inbound.push(chunk);
     return inbound.belowHighWater;
   }
 
   drain(): Promise<void> {
-    if (this.#sendClosed !== undefined) return Promise.reject(this.#sendClosed);
-    if (this.#target().inbound.belowHighWater) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      this.#drains.push({ resolve, reject });
-    });
+    return this.#send.drain(this.#target().inbound.belowHighWater);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
@@ -83,24 +76,19 @@ class MemoryTransport implements Transport {
   }
 
   close(): Promise<void> {
-    if (this.#closing !== undefined) return this.#closing;
-    if (this.#aborted) {
-      this.#closing = Promise.resolve();
-      return this.#closing;
-    }
-    this.#closing = new Promise<void>((resolve, reject) => {
-      this.#closeDone = (err) => (err === undefined ? resolve() : reject(err));
-    });
+    if (this.#close.promise !== undefined) return this.#close.promise;
+    const closing = this.#close.begin(this.#aborted);
+    if (this.#aborted) return closing;
     if (this.#broken !== undefined) {
       // The peer aborted before we closed: what we had sent may never have been read.
       this.#finishClose(this.#broken);
-      return this.#closing;
+      return closing;
     }
-    this.#stopSending(new TransportClosedError(`${this.description} is closed`));
+    this.#send.stop(new TransportClosedError(`${this.description} is closed`));
     this.#target().inbound.end();
     this.checkClosed();
     this.#target().checkClosed();
-    return this.#closing;
+    return closing;
   }
 
   abort(reason?: Error): void {
@@ -110,7 +98,7 @@ class MemoryTransport implements Transport {
       `${this.description} was aborted`,
       reason === undefined ? undefined : { cause: reason },
     );
-    this.#stopSending(closed);
+    this.#send.stop(closed);
     this.inbound.fail(closed, true);
     const peer = this.#target();
     if (!this.#fullyClosed) peer.peerAborted(reason);
@@ -119,10 +107,7 @@ class MemoryTransport implements Transport {
 
   /** The peer's reader took bytes: wake our drains if its queue fell below the mark. */
   onPeerRead(): void {
-    if (this.#drains.length === 0 || !this.#target().inbound.belowHighWater) return;
-    const drains = this.#drains;
-    this.#drains = [];
-    for (const d of drains) d.resolve();
+    if (this.#send.waiting && this.#target().inbound.belowHighWater) this.#send.wake();
   }
 
   peerAborted(reason: Error | undefined): void {
@@ -130,8 +115,8 @@ class MemoryTransport implements Transport {
       `the peer of ${this.description} aborted the connection${reason === undefined ? "" : `: ${reason.message}`}`,
       reason === undefined ? undefined : { cause: reason },
     );
-    if (this.#sendClosed === undefined) this.#broken = failed;
-    this.#stopSending(
+    if (this.#send.closed === undefined) this.#broken = failed;
+    this.#send.stop(
       new TransportClosedError(`${this.description} cannot send: the connection broke`, {
         cause: failed,
       }),
@@ -142,21 +127,12 @@ class MemoryTransport implements Transport {
 
   /** Completes a pending close() once the peer's side has ended too. */
   checkClosed(): void {
-    if (this.#closeDone !== undefined && this.inbound.settled) this.#finishClose();
+    if (this.#close.pending && this.inbound.settled) this.#finishClose();
   }
 
   #finishClose(err?: Error): void {
     this.#fullyClosed = true;
-    const done = this.#closeDone;
-    this.#closeDone = undefined;
-    done?.(err);
-  }
-
-  #stopSending(err: TransportClosedError): void {
-    if (this.#sendClosed === undefined) this.#sendClosed = err;
-    const drains = this.#drains;
-    this.#drains = [];
-    for (const d of drains) d.reject(err);
+    this.#close.finish(err);
   }
 
   #target(): MemoryTransport {

@@ -15,6 +15,7 @@
  */
 import type { Readable, Writable } from "node:stream";
 import { TransportClosedError, TransportFailedError } from "../errors.ts";
+import { CloseLatch, SendGate } from "./gates.ts";
 import { Inbound } from "./inbound.ts";
 import type { Transport } from "./transport.ts";
 
@@ -34,8 +35,6 @@ export interface NodeStreamTransportOptions {
   /** Replaces destroying both streams on `abort()` (TCP resets the connection instead). */
   destroy?: () => void;
 }
-
-type Drain = { resolve(): void; reject(err: unknown): void };
 
 /** What to call an errno-style error in a message: its code when it has one. */
 export function errorLabel(err: unknown): string {
@@ -62,14 +61,12 @@ export class NodeStreamTransport implements Transport {
   /** Reading was paused at some point since the quiet timer was armed. */
   #pausedInWindow = false;
   #quietTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Set once nothing more may be sent. */
-  #sendClosed: TransportClosedError | undefined;
+  /** Closes once nothing more may be sent. */
+  readonly #send = new SendGate();
   /** The failure that broke the sending side before all our bytes were written, if any. */
   #sendFailure: TransportFailedError | undefined;
   #aborted = false;
-  #drains: Drain[] = [];
-  #closing: Promise<void> | undefined;
-  #closeDone: ((err?: Error) => void) | undefined;
+  readonly #close = new CloseLatch();
   readonly #writableClosed: Promise<void>;
 
   constructor(readable: Readable, writable: Writable, options: NodeStreamTransportOptions) {
@@ -92,7 +89,7 @@ export class NodeStreamTransport implements Transport {
     writable.once("finish", () => {
       this.#finished = true;
     });
-    writable.on("drain", () => this.#settleDrains());
+    writable.on("drain", () => this.#send.wake());
     if (!this.#duplex) {
       writable.on("error", (err: Error) => this.#onWritableBroken(err));
       writable.once("close", () => {
@@ -108,7 +105,7 @@ export class NodeStreamTransport implements Transport {
   }
 
   send(chunks: readonly Uint8Array[]): boolean {
-    if (this.#sendClosed !== undefined) throw this.#sendClosed;
+    this.#send.check();
     const w = this.#writable;
     if (chunks.length === 1) {
       const chunk = chunks[0] as Uint8Array;
@@ -122,11 +119,7 @@ export class NodeStreamTransport implements Transport {
   }
 
   drain(): Promise<void> {
-    if (this.#sendClosed !== undefined) return Promise.reject(this.#sendClosed);
-    if (!this.#writable.writableNeedDrain) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      this.#drains.push({ resolve, reject });
-    });
+    return this.#send.drain(!this.#writable.writableNeedDrain);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
@@ -134,24 +127,19 @@ export class NodeStreamTransport implements Transport {
   }
 
   close(): Promise<void> {
-    if (this.#closing !== undefined) return this.#closing;
-    if (this.#aborted) {
-      this.#closing = Promise.resolve();
-      return this.#closing;
-    }
-    this.#closing = new Promise<void>((resolve, reject) => {
-      this.#closeDone = (err) => (err === undefined ? resolve() : reject(err));
-    });
+    if (this.#close.promise !== undefined) return this.#close.promise;
+    const closing = this.#close.begin(this.#aborted);
+    if (this.#aborted) return closing;
     if (this.#sendFailure !== undefined) {
       // It broke before we closed: what we sent may not have arrived, and close() must say so.
       // The input is left alone: a child whose stdin broke may still be writing to its stdout.
       this.#finishClose(this.#sendFailure);
-      return this.#closing;
+      return closing;
     }
-    this.#stopSending(new TransportClosedError(`${this.description} is closed`));
+    this.#send.stop(new TransportClosedError(`${this.description} is closed`));
     this.#writable.end();
     this.#waitClosed();
-    return this.#closing;
+    return closing;
   }
 
   abort(reason?: Error): void {
@@ -161,7 +149,7 @@ export class NodeStreamTransport implements Transport {
       `${this.description} was aborted`,
       reason === undefined ? undefined : { cause: reason },
     );
-    this.#stopSending(closed);
+    this.#send.stop(closed);
     this.#inbound.fail(closed, true);
     this.#inputDone = true;
     this.#clearQuietTimer();
@@ -221,9 +209,7 @@ export class NodeStreamTransport implements Transport {
   }
 
   #finishClose(err?: Error): void {
-    const done = this.#closeDone;
-    this.#closeDone = undefined;
-    done?.(err);
+    this.#close.finish(err);
   }
 
   #destroy(): void {
@@ -298,7 +284,7 @@ export class NodeStreamTransport implements Transport {
     if (this.#sendFailure === undefined && !this.#finished && !this.#aborted) {
       this.#sendFailure = failed;
     }
-    this.#stopSending(
+    this.#send.stop(
       new TransportClosedError(`${this.description} cannot send: the connection broke`, {
         cause: failed,
       }),
@@ -310,18 +296,5 @@ export class NodeStreamTransport implements Transport {
       `the connection to ${this.description} broke (${errorLabel(err)})`,
       { cause: err },
     );
-  }
-
-  #stopSending(err: TransportClosedError): void {
-    if (this.#sendClosed === undefined) this.#sendClosed = err;
-    const drains = this.#drains;
-    this.#drains = [];
-    for (const d of drains) d.reject(err);
-  }
-
-  #settleDrains(): void {
-    const drains = this.#drains;
-    this.#drains = [];
-    for (const d of drains) d.resolve();
   }
 }
