@@ -12,7 +12,7 @@ import type { Transport } from "../transport/transport.ts";
 import { decodeControl, encodeControl } from "../wire/control.ts";
 import { FrameDecoder } from "../wire/decode.ts";
 import { FrameEncoder } from "../wire/encode.ts";
-import { type Frame, FrameType, frameTypeName, HEADER_BYTES, isFrameType } from "../wire/frame.ts";
+import { type Frame, FrameType, frameTypeName, isFrameType } from "../wire/frame.ts";
 import {
   type CallContext,
   type CancelOutgoing,
@@ -54,15 +54,10 @@ import {
   resolveSessionOptions,
   type SessionOptions,
 } from "./options.ts";
+import { Outbox } from "./outbox.ts";
 import type { Timer } from "./runtime.ts";
 import { SessionStream, type StreamOwner } from "./stream.ts";
 
-/** Outgoing bytes are written to the transport in batches of about this size (one writev). */
-const FLUSH_THRESHOLD_BYTES = 256 * 1024;
-/** Outgoing frames are assembled in buffers of this size (see `#outbox`). */
-const SLAB_BYTES = 64 * 1024;
-/** Payloads up to this size are copied next to their header; larger ones are sent as they are. */
-const COPY_PAYLOAD_MAX_BYTES = 4 * 1024;
 /** After a protocol error, how long the peer gets to read our ERROR before the transport is cut. */
 const ERROR_LINGER_MS = 1_000;
 const MAX_CREDIT = 2 ** 31 - 1;
@@ -123,7 +118,7 @@ export class Session implements StreamOwner {
 
   readonly #transport: Transport;
   readonly #decoder: FrameDecoder;
-  #encoder: FrameEncoder;
+  readonly #outbox: Outbox;
   #state: SessionState = "handshaking";
   #peer: PeerInfo | undefined;
   readonly #readyDeferred = deferred<PeerInfo>();
@@ -140,7 +135,6 @@ export class Session implements StreamOwner {
   #nextId: number;
   /** The highest call or stream id the peer has allocated; lower unknown ids are closed ones. */
   #highestPeerId = 0;
-  #nextSeq = 1;
   #expectedSeq = 1;
 
   #sessionSendCredit = 0;
@@ -156,14 +150,6 @@ export class Session implements StreamOwner {
    * costs Node far more); large payloads are queued as they are, uncopied. A slab's bytes are
    * never written twice: what was handed to the transport stays as it was.
    */
-  #outbox: Uint8Array[] = [];
-  #outboxBytes = 0;
-  #slab = new Uint8Array(0);
-  /** Where the bytes not yet moved into `#outbox` start in `#slab`, and where they end. */
-  #slabStart = 0;
-  #slabEnd = 0;
-  #flushQueued = false;
-  #congested = false;
 
   #keepalive: Keepalive | undefined;
   readonly #deadlines: DeadlineQueue;
@@ -181,7 +167,11 @@ export class Session implements StreamOwner {
     this.#sessionReceiveWindow = o.sessionWindowBytes;
     this.#deadlines = new DeadlineQueue(o.runtime.clock);
     this.#decoder = new FrameDecoder({ maxFrameBytes: o.maxFrameBytes, checksum: o.checksum });
-    this.#encoder = new FrameEncoder({ payloadChecksum: o.payloadChecksum, checksum: o.checksum });
+    this.#outbox = new Outbox(
+      transport,
+      new FrameEncoder({ payloadChecksum: o.payloadChecksum, checksum: o.checksum }),
+      { failed: (err) => this.#end(err), drained: () => this.#pump() },
+    );
     this.#sessionId = o.runtime.randomId();
     this.#resumeToken = o.runtime.randomId();
     // Defer the HELLO so handlers registered right after construction are advertised.
@@ -640,7 +630,7 @@ export class Session implements StreamOwner {
     if (version < Math.max(ourLow, theirLow)) {
       const message = `incompatible protocol versions: this side speaks ${ourLow}..${ourHigh}, the peer ${theirLow}..${theirHigh}; upgrade the older side`;
       this.#sendControl(FrameType.ERROR, 0, { code: "VERSION_MISMATCH", message }, false);
-      this.#flush();
+      this.#outbox.flush();
       this.#end(
         new GuestlinkError("VERSION_MISMATCH", message, {
           details: { ours: PROTOCOL_VERSIONS, theirs: hello.protocol },
@@ -662,7 +652,7 @@ export class Session implements StreamOwner {
       limits: hello.limits,
     };
     // Send what the peer can take: frames up to its limit, bytes up to its windows.
-    this.#encoder = new FrameEncoder({
+    this.#outbox.encoder = new FrameEncoder({
       payloadChecksum: o.payloadChecksum,
       checksum: o.checksum,
       maxFrameBytes: Math.max(1024, Math.min(hello.limits.maxFrameBytes, 64 * 1024 * 1024)),
@@ -1156,79 +1146,8 @@ export class Session implements StreamOwner {
     sequenced = true,
   ): void {
     if (this.#state === "closed") return;
-    const length = payload === undefined ? 0 : payload.length;
-    // Refused before it takes a sequence number: a skipped number would read as a lost frame.
-    const max = this.#encoder.options.maxFrameBytes;
-    if (length > max) {
-      throw new GuestlinkError(
-        "FRAME_TOO_LARGE",
-        `a ${frameTypeName(type)} of ${length} bytes is larger than the peer accepts (${max} bytes); send bulk data on a stream`,
-        { details: { length, maxFrameBytes: max } },
-      );
-    }
-    const seq = sequenced ? this.#nextSeq++ : 0;
-    const copy = length <= COPY_PAYLOAD_MAX_BYTES;
-    const need = HEADER_BYTES + (copy ? length : 0);
-    if (this.#slab.length - this.#slabEnd < need) {
-      this.#closeSlabRun();
-      this.#slab = new Uint8Array(Math.max(SLAB_BYTES, need));
-      this.#slabStart = 0;
-      this.#slabEnd = 0;
-    }
-    const at = this.#slabEnd;
-    this.#encoder.encodeHeaderInto({ type, streamId, seq, payload }, this.#slab, at);
-    if (copy) {
-      if (payload !== undefined && length > 0) this.#slab.set(payload, at + HEADER_BYTES);
-      this.#slabEnd = at + need;
-    } else {
-      this.#slabEnd = at + HEADER_BYTES;
-      this.#closeSlabRun();
-      this.#outbox.push(payload as Uint8Array);
-    }
-    this.#outboxBytes += HEADER_BYTES + length;
+    this.#outbox.send(type, streamId, payload, sequenced);
     this.stats.framesSent++;
-    if (this.#outboxBytes >= FLUSH_THRESHOLD_BYTES) this.#flush();
-    else if (!this.#flushQueued) {
-      this.#flushQueued = true;
-      RESOLVED.then(this.#flushLater);
-    }
-  }
-
-  /** Moves the bytes written to the slab since the last run into the outbox, as one part. */
-  #closeSlabRun(): void {
-    if (this.#slabEnd === this.#slabStart) return;
-    this.#outbox.push(this.#slab.subarray(this.#slabStart, this.#slabEnd));
-    this.#slabStart = this.#slabEnd;
-  }
-
-  readonly #flushLater = (): void => this.#flush();
-
-  /** Writes everything queued in one go; notes congestion so the pump pauses until drain. */
-  #flush(): void {
-    this.#flushQueued = false;
-    if (this.#state === "closed") return;
-    this.#closeSlabRun();
-    if (this.#outbox.length === 0) return;
-    const parts = this.#outbox;
-    this.#outbox = [];
-    this.#outboxBytes = 0;
-    let below: boolean;
-    try {
-      below = this.#transport.send(parts);
-    } catch (err) {
-      this.#end(toGuestlinkError(err));
-      return;
-    }
-    if (!below && !this.#congested) {
-      this.#congested = true;
-      this.#transport.drain().then(
-        () => {
-          this.#congested = false;
-          this.#pump();
-        },
-        (err: unknown) => this.#end(toGuestlinkError(err)),
-      );
-    }
   }
 
   /** Moves queued stream bytes into DATA frames, as credit and the transport allow. */
@@ -1237,10 +1156,10 @@ export class Session implements StreamOwner {
     this.#pumping = true;
     try {
       let progress = true;
-      while (progress && !this.#congested && this.#withOutput.size > 0) {
+      while (progress && !this.#outbox.congested && this.#withOutput.size > 0) {
         progress = false;
         for (const stream of this.#withOutput) {
-          if (this.#congested || this.#isClosed()) break;
+          if (this.#outbox.congested || this.#isClosed()) break;
           const max = Math.min(stream.sendCredit, this.#sessionSendCredit, this.#maxDataFrame);
           const chunk = stream.takeOutput(max);
           if (chunk) {
@@ -1273,7 +1192,7 @@ export class Session implements StreamOwner {
   #maybeFinishClosing(): void {
     if (this.#state !== "closing" && !(this.#state === "open" && this.#closeRequested)) return;
     if (this.#outgoing.size > 0 || this.#incoming.size > 0 || this.#streams.size > 0) return;
-    this.#flush();
+    this.#outbox.flush();
     this.#end(undefined, true);
   }
 
@@ -1286,7 +1205,7 @@ export class Session implements StreamOwner {
       { code: "PROTOCOL_ERROR", message, details: { violation } },
       false,
     );
-    this.#flush();
+    this.#outbox.flush();
     this.#end(
       new GuestlinkError(
         "PROTOCOL_ERROR",
@@ -1307,6 +1226,7 @@ export class Session implements StreamOwner {
   #end(err: GuestlinkError | undefined, gracefully = false): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
+    this.#outbox.stop();
     this.#keepalive?.stop();
     this.#handshakeTimer?.cancel();
     this.#deadlines.clear();
