@@ -26,6 +26,8 @@ export const ERROR_CODES = {
   HANDSHAKE_TIMEOUT: "no handshake arrived from the other end in time",
   PEER_UNRESPONSIVE: "the peer stopped answering and is presumed dead",
   FRAMES_LOST: "frames were damaged in transit and dropped, and could not be recovered",
+  RESUME_FAILED:
+    "a lost connection could not be resumed (the peer restarted, the replay buffer overflowed, or it stayed lost too long); work in flight failed",
   METHOD_NOT_FOUND: "the peer has no handler for the method called",
   CANCELLED: "the call or stream was cancelled",
   DEADLINE_EXCEEDED: "the call did not complete before its deadline",

@@ -5,12 +5,19 @@
 import * as v from "valibot";
 
 /** Protocol versions this implementation speaks: [lowest, highest]. */
-export const PROTOCOL_VERSIONS = [1, 1] as const;
+export const PROTOCOL_VERSIONS = [2, 2] as const;
 
 const u32 = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff));
 const positiveInt = (max: number) =>
   v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(max));
 const shortText = (max: number) => v.pipe(v.string(), v.maxLength(max));
+/** A sequence number: what the wire's u64 carries, at most 2^53-1. */
+const seqNumber = v.pipe(
+  v.number(),
+  v.integer(),
+  v.minValue(0),
+  v.maxValue(Number.MAX_SAFE_INTEGER),
+);
 
 export const HelloSchema = v.object({
   /** Lowest and highest protocol version the sender speaks. */
@@ -37,6 +44,17 @@ export const HelloSchema = v.object({
   incarnation: shortText(128),
   /** The sender's wall clock when it sent this frame (ms since the epoch). */
   wallTime: v.number(),
+  /**
+   * A reconnecting side asks to go on with a session: the receiver's own session id and resume
+   * token from the earlier connection, and the last sequence number it received from it.
+   */
+  resume: v.optional(
+    v.object({ sessionId: shortText(128), token: shortText(128), received: seqNumber }),
+  ),
+  /** The answer to `resume` when the session goes on: the last sequence number received. */
+  resumed: v.optional(v.object({ received: seqNumber })),
+  /** The answer to `resume` when it cannot: this is a new session, and why. */
+  resumeRefused: v.optional(v.object({ reason: shortText(64), message: shortText(1024) })),
 });
 export type Hello = v.InferOutput<typeof HelloSchema>;
 
@@ -70,6 +88,8 @@ export const CancelSchema = v.object({
 export const WindowSchema = v.object({ credit: positiveInt(2 ** 31 - 1) });
 
 export const ResetSchema = ErrorSchema;
+
+export const AckSchema = v.object({ received: seqNumber });
 
 export const PingSchema = v.object({ sentAt: v.number() });
 

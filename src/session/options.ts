@@ -6,6 +6,7 @@ import {
   LIMIT_MAX_FRAME_BYTES,
   MIN_MAX_FRAME_BYTES,
 } from "../wire/frame.ts";
+import type { SessionRegistry } from "./registry.ts";
 import type { Runtime } from "./runtime.ts";
 
 /** Stream window: bytes a peer may send on one stream before we grant more (see bench/session). */
@@ -19,6 +20,20 @@ export const KEEPALIVE_DEAD_AFTER_MS = 15_000;
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Deadline of a call that gives none; `Infinity` per call means none. */
 export const DEFAULT_CALL_TIMEOUT_MS = 120_000;
+/** How long a session with resume waits for a lost connection to come back. */
+export const DEFAULT_RESUME_WINDOW_MS = 60_000;
+/** Sent frames kept until the peer acknowledges them, for replay after a reconnect. */
+export const DEFAULT_REPLAY_BUFFER_BYTES = 16 * 1024 * 1024;
+
+export interface ResumeOptions {
+  /** How long a lost connection may stay lost before the session fails with RESUME_FAILED. */
+  windowMs?: number;
+  /**
+   * Bytes of sent, unacknowledged frames kept for replay. Frames beyond it are dropped oldest
+   * first, and a peer that still lacks them can no longer resume (RESUME_FAILED).
+   */
+  replayBufferBytes?: number;
+}
 
 export interface SessionOptions {
   /**
@@ -41,6 +56,15 @@ export interface SessionOptions {
   keepalive?: { intervalMs?: number; deadAfterMs?: number } | false;
   handshakeTimeoutMs?: number;
   defaultCallTimeoutMs?: number;
+  /**
+   * Resume: frames are sequenced, acknowledged and kept until acknowledged, and a lost
+   * connection leaves the session waiting for a new one (`reconnect()` on the side that dials, a
+   * `SessionRegistry` on the side that accepts) instead of ending it. Off by default in the
+   * session layer, which cannot dial; `openSession` and `serveSessions` turn it on.
+   */
+  resume?: ResumeOptions | boolean;
+  /** Set by `SessionRegistry.accept`: this side waits for the peer's HELLO, which may resume. */
+  registry?: SessionRegistry;
 }
 
 export interface ResolvedSessionOptions {
@@ -56,6 +80,8 @@ export interface ResolvedSessionOptions {
   keepalive: { intervalMs: number; deadAfterMs: number } | false;
   handshakeTimeoutMs: number;
   defaultCallTimeoutMs: number;
+  resume: { windowMs: number; replayBufferBytes: number } | false;
+  registry: SessionRegistry | undefined;
 }
 
 function positive(name: string, value: number | undefined, fallback: number, max = 2 ** 31 - 1) {
@@ -141,6 +167,21 @@ export function resolveSessionOptions(options: SessionOptions): ResolvedSessionO
       options.defaultCallTimeoutMs,
       DEFAULT_CALL_TIMEOUT_MS,
       Infinity,
+    ),
+    resume: resolveResume(options.resume),
+    registry: options.registry,
+  };
+}
+
+function resolveResume(resume: SessionOptions["resume"]): ResolvedSessionOptions["resume"] {
+  if (resume === undefined || resume === false) return false;
+  const o = resume === true ? {} : resume;
+  return {
+    windowMs: positive("resume.windowMs", o.windowMs, DEFAULT_RESUME_WINDOW_MS),
+    replayBufferBytes: positive(
+      "resume.replayBufferBytes",
+      o.replayBufferBytes,
+      DEFAULT_REPLAY_BUFFER_BYTES,
     ),
   };
 }

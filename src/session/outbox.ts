@@ -5,6 +5,11 @@
  * written at the end of the current microtask, or at once past `FLUSH_THRESHOLD_BYTES`. When the
  * transport reports its buffer full the outbox is `congested` until it drains, and the session's
  * pump stops making DATA frames meanwhile.
+ *
+ * With a replay buffer, every sequenced frame is also kept, as the bytes that were (or will be)
+ * written, until the peer acknowledges it: when the transport is replaced, what the peer has not
+ * received is written again on the new one, byte for byte. Between transports (`detach`) the
+ * outbox is congested, sequenced frames are only kept, and the rest (keepalive, acks) is dropped.
  */
 import { GuestlinkError } from "../errors.ts";
 import type { Transport } from "../transport/transport.ts";
@@ -22,18 +27,39 @@ const COPY_PAYLOAD_MAX_BYTES = 4 * 1024;
 const RESOLVED = Promise.resolve();
 
 export interface OutboxPort {
-  /** Writing failed: the session ends with this. */
-  failed(err: GuestlinkError): void;
+  /** Writing to `transport` failed: the connection is over. */
+  failed(err: GuestlinkError, transport: Transport): void;
   /** The transport drained after being congested: more DATA may go. */
   drained(): void;
 }
 
+/** A sequenced frame kept for replay: its header (and small payload) bytes, and a large payload. */
+interface Kept {
+  seq: number;
+  head: Uint8Array;
+  payload: Uint8Array | undefined;
+  bytes: number;
+}
+
+/** Frames dropped from the log before this many are kept unacknowledged compact it. */
+const COMPACT_AFTER = 1024;
+
 export class Outbox {
   /** Encodes for the peer; replaced once the handshake says what the peer accepts. */
   encoder: FrameEncoder;
-  readonly #transport: Transport;
+  #transport: Transport | undefined;
   readonly #port: OutboxPort;
+  /** Largest number of bytes kept for replay; undefined keeps nothing (no resume). */
+  readonly #replayLimit: number | undefined;
   #nextSeq = 1;
+  /** Kept frames, oldest first, from `#logHead`; all unacknowledged. */
+  #log: Kept[] = [];
+  #logHead = 0;
+  #logBytes = 0;
+  /** The highest sequence number the peer has acknowledged. */
+  #acked = 0;
+  /** The highest sequence number dropped unacknowledged because the replay buffer overflowed. */
+  #overflowedThrough = 0;
   #parts: Uint8Array[] = [];
   #bytes = 0;
   #slab = new Uint8Array(0);
@@ -44,10 +70,101 @@ export class Outbox {
   #congested = false;
   #stopped = false;
 
-  constructor(transport: Transport, encoder: FrameEncoder, port: OutboxPort) {
+  constructor(
+    transport: Transport | undefined,
+    encoder: FrameEncoder,
+    port: OutboxPort,
+    replayBufferBytes?: number,
+  ) {
     this.#transport = transport;
+    this.#congested = transport === undefined;
     this.encoder = encoder;
     this.#port = port;
+    this.#replayLimit = replayBufferBytes;
+  }
+
+  /** The last sequence number given to a frame (0 before the first). */
+  get lastSeq(): number {
+    return this.#nextSeq - 1;
+  }
+
+  /** Frames and bytes kept for replay, not yet acknowledged. */
+  get kept(): { frames: number; bytes: number } {
+    return { frames: this.#log.length - this.#logHead, bytes: this.#logBytes };
+  }
+
+  /**
+   * Whether the peer, having received everything up to `received`, can be given the rest: the
+   * number is one we sent, not below what it acknowledged, and nothing after it was dropped.
+   */
+  canReplayFrom(received: number): boolean {
+    return (
+      this.#replayLimit !== undefined &&
+      Number.isInteger(received) &&
+      received >= this.#acked &&
+      received >= this.#overflowedThrough &&
+      received <= this.lastSeq
+    );
+  }
+
+  /** The peer has received every frame up to `received`: forget them. */
+  ack(received: number): void {
+    if (received <= this.#acked) return;
+    this.#acked = received;
+    const log = this.#log;
+    let head = this.#logHead;
+    while (head < log.length && (log[head] as Kept).seq <= received) {
+      this.#logBytes -= (log[head] as Kept).bytes;
+      head++;
+    }
+    this.#forget(head);
+  }
+
+  /** Stops writing: the transport is gone. Frames keep their numbers and are kept for replay. */
+  detach(): void {
+    this.#transport = undefined;
+    this.#congested = true;
+    this.#parts = [];
+    this.#bytes = 0;
+  }
+
+  /**
+   * Writes from now on to `transport`, starting with `first` (the HELLO, which must precede
+   * everything), then every kept frame after `received` (what the peer lacks). `canReplayFrom`
+   * must have said yes.
+   */
+  attach(
+    transport: Transport,
+    first: Uint8Array | undefined,
+    received: number,
+  ): { frames: number; bytes: number } {
+    this.ack(received);
+    this.#closeSlabRun();
+    this.#transport = transport;
+    this.#congested = false;
+    const parts: Uint8Array[] = first === undefined ? [] : [first];
+    let bytes = 0;
+    for (let i = this.#logHead; i < this.#log.length; i++) {
+      const kept = this.#log[i] as Kept;
+      parts.push(kept.head);
+      if (kept.payload !== undefined) parts.push(kept.payload);
+      bytes += kept.bytes;
+    }
+    // Frames queued since the transport went away are all in the log: send them once, from there.
+    this.#parts = parts;
+    this.#bytes = bytes;
+    this.flush();
+    return { frames: this.#log.length - this.#logHead, bytes };
+  }
+
+  /** Forgets everything: the session starts afresh with a new peer, numbering from 1. */
+  reset(): void {
+    this.#nextSeq = 1;
+    this.#log = [];
+    this.#logHead = 0;
+    this.#logBytes = 0;
+    this.#acked = 0;
+    this.#overflowedThrough = 0;
   }
 
   /** The transport's buffer is full: wait for `drained()` before making more DATA. */
@@ -86,14 +203,23 @@ export class Outbox {
       this.#slabEnd = 0;
     }
     const at = this.#slabEnd;
-    this.encoder.encodeHeaderInto({ type, streamId, seq, payload }, this.#slab, at);
+    const slab = this.#slab;
+    this.encoder.encodeHeaderInto({ type, streamId, seq, payload }, slab, at);
     if (copy) {
-      if (payload !== undefined && length > 0) this.#slab.set(payload, at + HEADER_BYTES);
+      if (payload !== undefined && length > 0) slab.set(payload, at + HEADER_BYTES);
       this.#slabEnd = at + need;
     } else {
       this.#slabEnd = at + HEADER_BYTES;
       this.#closeSlabRun();
-      this.#parts.push(payload as Uint8Array);
+      if (this.#transport !== undefined) this.#parts.push(payload as Uint8Array);
+    }
+    if (sequenced && this.#replayLimit !== undefined) {
+      this.#keep(
+        seq,
+        slab.subarray(at, at + need),
+        copy ? undefined : payload,
+        HEADER_BYTES + length,
+      );
     }
     this.#bytes += HEADER_BYTES + length;
     if (this.#bytes >= FLUSH_THRESHOLD_BYTES) this.flush();
@@ -108,25 +234,32 @@ export class Outbox {
     this.#flushQueued = false;
     if (this.#stopped) return;
     this.#closeSlabRun();
+    const transport = this.#transport;
+    if (transport === undefined) {
+      this.#parts = [];
+      this.#bytes = 0;
+      return;
+    }
     if (this.#parts.length === 0) return;
     const parts = this.#parts;
     this.#parts = [];
     this.#bytes = 0;
     let below: boolean;
     try {
-      below = this.#transport.send(parts);
+      below = transport.send(parts);
     } catch (err) {
-      this.#port.failed(toGuestlinkError(err));
+      this.#port.failed(toGuestlinkError(err), transport);
       return;
     }
     if (!below && !this.#congested) {
       this.#congested = true;
-      this.#transport.drain().then(
+      transport.drain().then(
         () => {
+          if (this.#transport !== transport) return; // replaced meanwhile: attach() decides
           this.#congested = false;
           this.#port.drained();
         },
-        (err: unknown) => this.#port.failed(toGuestlinkError(err)),
+        (err: unknown) => this.#port.failed(toGuestlinkError(err), transport),
       );
     }
   }
@@ -142,7 +275,39 @@ export class Outbox {
   /** Moves the bytes written to the slab since the last run into the parts, as one part. */
   #closeSlabRun(): void {
     if (this.#slabEnd === this.#slabStart) return;
-    this.#parts.push(this.#slab.subarray(this.#slabStart, this.#slabEnd));
+    if (this.#transport !== undefined) {
+      this.#parts.push(this.#slab.subarray(this.#slabStart, this.#slabEnd));
+    }
     this.#slabStart = this.#slabEnd;
+  }
+
+  #keep(seq: number, frame: Uint8Array, payload: Uint8Array | undefined, bytes: number): void {
+    this.#log.push({ seq, head: frame, payload, bytes });
+    this.#logBytes += bytes;
+    const limit = this.#replayLimit as number;
+    if (this.#logBytes <= limit) return;
+    // Over the limit: the oldest frames go, and a peer that lacks them can no longer resume.
+    const log = this.#log;
+    let head = this.#logHead;
+    while (this.#logBytes > limit && head < log.length) {
+      const oldest = log[head] as Kept;
+      this.#logBytes -= oldest.bytes;
+      this.#overflowedThrough = oldest.seq;
+      head++;
+    }
+    this.#forget(head);
+  }
+
+  /** Drops log entries before `head`, compacting the array once enough have gone. */
+  #forget(head: number): void {
+    if (head >= this.#log.length) {
+      this.#log = [];
+      this.#logHead = 0;
+    } else if (head > COMPACT_AFTER && head * 2 > this.#log.length) {
+      this.#log = this.#log.slice(head);
+      this.#logHead = 0;
+    } else {
+      this.#logHead = head;
+    }
   }
 }

@@ -10,9 +10,9 @@ import { type CallOptions, LazyAbortController } from "../abort.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
 import type { Transport } from "../transport/transport.ts";
 import { decodeControl, encodeControl } from "../wire/control.ts";
-import { FrameDecoder } from "../wire/decode.ts";
+import { type DecoderStats, FrameDecoder } from "../wire/decode.ts";
 import { FrameEncoder } from "../wire/encode.ts";
-import { type Frame, FrameType, frameTypeName, isFrameType } from "../wire/frame.ts";
+import { type Frame, FrameType, frameTypeName, HEADER_BYTES, isFrameType } from "../wire/frame.ts";
 import {
   type CallContext,
   type CancelOutgoing,
@@ -31,6 +31,7 @@ import {
 import { DeadlineQueue } from "./deadlines.ts";
 import { Keepalive } from "./keepalive.ts";
 import {
+  AckSchema,
   CallSchema,
   CancelSchema,
   ErrorSchema,
@@ -55,12 +56,16 @@ import {
   type SessionOptions,
 } from "./options.ts";
 import { Outbox } from "./outbox.ts";
+import type { SessionRegistry } from "./registry.ts";
 import type { Timer } from "./runtime.ts";
 import { SessionStream, type StreamOwner } from "./stream.ts";
 
 /** After a protocol error, how long the peer gets to read our ERROR before the transport is cut. */
 const ERROR_LINGER_MS = 1_000;
 const MAX_CREDIT = 2 ** 31 - 1;
+/** With resume, an ACK goes back after this many sequenced frames or bytes received. */
+const ACK_EVERY_FRAMES = 256;
+const ACK_EVERY_BYTES = 256 * 1024;
 
 export type SessionState = "handshaking" | "open" | "closing" | "closed";
 
@@ -78,6 +83,73 @@ export interface PeerInfo {
   resumeToken: string;
   incarnation: string;
   limits: Hello["limits"];
+}
+
+/**
+ * What happens to a session's connection, as events (see `onEvent`). Only sessions with resume
+ * have them: without, a lost connection ends the session.
+ */
+export type SessionEvent =
+  /** The connection was lost; the session waits (up to the resume window) for a new one. */
+  | { type: "disconnected"; error: GuestlinkError }
+  /** A new connection took over: what the peer had not received was sent again. */
+  | { type: "resumed"; downMs: number; replayedFrames: number; replayedBytes: number }
+  /**
+   * The peer could not resume (it restarted, or lacked frames no longer kept): every call and
+   * stream in flight failed with `error` (RESUME_FAILED), and the session goes on afresh.
+   */
+  | { type: "restarted"; error: GuestlinkError };
+
+/** One connection of a session: `ready` once its handshake is done, `lost` when it is over. */
+export interface SessionConnection {
+  readonly description: string;
+  readonly ready: Promise<void>;
+  /** Settles when this connection is over: with why, or undefined after a clean close. */
+  readonly lost: Promise<GuestlinkError | undefined>;
+}
+
+/** One connection the session runs over; with resume, a new one follows each that is lost. */
+interface Link {
+  readonly transport: Transport;
+  readonly decoder: FrameDecoder;
+  /** Whose frames these are: an accepted connection is handed to the session it resumes. */
+  owner: Session;
+  /** Until the peer's HELLO on this connection. */
+  handshaking: boolean;
+  /** Set once the connection is dropped or its session ended: its frames are no longer read. */
+  over: boolean;
+  keepalive: Keepalive | undefined;
+  handshakeTimer: Timer | undefined;
+  framesAtLastTick: number;
+  readonly ready: Deferred<void>;
+  readonly lost: Deferred<GuestlinkError | undefined>;
+}
+
+interface ResumeRefusal {
+  reason: string;
+  message: string;
+}
+
+const ZERO_STATS: DecoderStats = Object.freeze({
+  frames: 0,
+  frameBytes: 0,
+  skippedBytes: 0,
+  badHeaders: 0,
+  badPayloads: 0,
+  oversize: 0,
+  abandoned: 0,
+});
+
+function addStats(a: DecoderStats, b: DecoderStats): DecoderStats {
+  return {
+    frames: a.frames + b.frames,
+    frameBytes: a.frameBytes + b.frameBytes,
+    skippedBytes: a.skippedBytes + b.skippedBytes,
+    badHeaders: a.badHeaders + b.badHeaders,
+    badPayloads: a.badPayloads + b.badPayloads,
+    oversize: a.oversize + b.oversize,
+    abandoned: a.abandoned + b.abandoned,
+  };
 }
 
 export interface SessionStats {
@@ -116,9 +188,23 @@ export class Session implements StreamOwner {
     notificationErrors: 0,
   };
 
-  readonly #transport: Transport;
-  readonly #decoder: FrameDecoder;
+  /** The current connection; undefined while a resumable session waits for a new one. */
+  #link: Link | undefined;
+  /** The last connection's address, for messages. */
+  #description: string;
+  /** Counters of the connections before the current one. */
+  #wireTotals: DecoderStats = ZERO_STATS;
   readonly #outbox: Outbox;
+  readonly #registry: SessionRegistry | undefined;
+  readonly #listeners = new Set<(event: SessionEvent) => void>();
+  /** The peer's session id and token, to ask for resume on the next connection. */
+  #resumeFrom: { sessionId: string; token: string } | undefined;
+  #resumeTimer: Timer | undefined;
+  #lostAt = 0;
+  /** Bumped when the session starts afresh: work from before must not reach the new peer. */
+  #epoch = 0;
+  #unackedFrames = 0;
+  #unackedBytes = 0;
   #state: SessionState = "handshaking";
   #peer: PeerInfo | undefined;
   readonly #readyDeferred = deferred<PeerInfo>();
@@ -151,10 +237,7 @@ export class Session implements StreamOwner {
    * never written twice: what was handed to the transport stays as it was.
    */
 
-  #keepalive: Keepalive | undefined;
   readonly #deadlines: DeadlineQueue;
-  #handshakeTimer: Timer | undefined;
-  #framesAtLastTick = 0;
   #goawaySent = false;
   #goawayReceived = false;
   #closeRequested: Deferred<void> | undefined;
@@ -162,15 +245,22 @@ export class Session implements StreamOwner {
   constructor(transport: Transport, options: SessionOptions) {
     this.options = resolveSessionOptions(options);
     const o = this.options;
-    this.#transport = transport;
     this.#nextId = o.role === "client" ? 1 : 2;
     this.#sessionReceiveWindow = o.sessionWindowBytes;
     this.#deadlines = new DeadlineQueue(o.runtime.clock);
-    this.#decoder = new FrameDecoder({ maxFrameBytes: o.maxFrameBytes, checksum: o.checksum });
+    this.#registry = o.registry;
+    this.#description = transport.description;
+    this.#link = this.#newLink(transport);
     this.#outbox = new Outbox(
       transport,
       new FrameEncoder({ payloadChecksum: o.payloadChecksum, checksum: o.checksum }),
-      { failed: (err) => this.#end(err), drained: () => this.#pump() },
+      {
+        failed: (err, t) => {
+          if (this.#link?.transport === t) this.#linkLost(this.#link, err);
+        },
+        drained: () => this.#pump(),
+      },
+      o.resume ? o.resume.replayBufferBytes : undefined,
     );
     this.#sessionId = o.runtime.randomId();
     this.#resumeToken = o.runtime.randomId();
@@ -198,19 +288,99 @@ export class Session implements StreamOwner {
     return this.#peer;
   }
 
+  /** This side's session id (what a reconnecting peer names to resume it). */
+  get id(): string {
+    return this.#sessionId;
+  }
+
+  /** The current connection; undefined while a resumable session waits for a new one. */
+  get connection(): SessionConnection | undefined {
+    const link = this.#link;
+    return (
+      link && {
+        description: link.transport.description,
+        ready: link.ready.promise,
+        lost: link.lost.promise,
+      }
+    );
+  }
+
+  /** Sent frames kept until the peer acknowledges them (resume only). */
+  get replayBuffer(): { frames: number; bytes: number } {
+    return this.#outbox.kept;
+  }
+
   /** Last measured round-trip time in ms, from keepalive. */
   get rttMs(): number | undefined {
-    return this.#keepalive?.rttMs;
+    return this.#link?.keepalive?.rttMs;
   }
 
   /** The peer's wall clock minus ours, corrected for half the round trip. */
   get clockOffsetMs(): number | undefined {
-    return this.#keepalive?.clockOffsetMs;
+    return this.#link?.keepalive?.clockOffsetMs;
   }
 
-  /** The decoder's counters: garbage skipped, bad headers and payloads, oversize claims. */
-  get wireStats(): FrameDecoder["stats"] {
-    return this.#decoder.stats;
+  /** The decoders' counters, over every connection: garbage skipped, bad headers and payloads. */
+  get wireStats(): DecoderStats {
+    return this.#link ? addStats(this.#wireTotals, this.#link.decoder.stats) : this.#wireTotals;
+  }
+
+  /** Listens to what happens to the connection (resume only); returns the unsubscribe. */
+  onEvent(listener: (event: SessionEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Goes on over a new connection, on the side that dials: the HELLO asks the peer to resume,
+   * and what either side lacks is sent again. If the peer cannot resume (it restarted), every
+   * call and stream in flight fails with RESUME_FAILED and the session goes on afresh. A current
+   * connection is dropped first.
+   */
+  reconnect(transport: Transport): SessionConnection {
+    const refuse = (err: GuestlinkError) => {
+      transport.abort(err);
+      throw err;
+    };
+    if (this.#state === "closed")
+      refuse(new GuestlinkError("SESSION_CLOSED", "the session is closed"));
+    if (!this.options.resume || this.#registry !== undefined || this.#state === "handshaking") {
+      refuse(
+        new GuestlinkError(
+          "INVALID_OPTION",
+          "reconnect() needs a session with resume whose first handshake is done, on the side that dials",
+        ),
+      );
+    }
+    if (this.#link !== undefined) {
+      this.#disconnect(
+        this.#link,
+        new GuestlinkError("TRANSPORT_FAILED", "replaced by a new connection"),
+      );
+    }
+    const link = this.#newLink(transport);
+    this.#link = link;
+    this.#description = transport.description;
+    try {
+      const hello = encodeControl(this.#helloMessage());
+      transport.send([
+        this.#outbox.encoder.encode({ type: FrameType.HELLO, streamId: 0, seq: 0, payload: hello }),
+      ]);
+    } catch (err) {
+      this.#linkLost(link, toGuestlinkError(err));
+    }
+    if (!link.over) {
+      link.handshakeTimer = this.options.runtime.clock.setTimer(
+        this.options.handshakeTimeoutMs,
+        () => this.#handshakeTimedOut(link),
+      );
+      void this.#readLoop(link);
+    }
+    return {
+      description: transport.description,
+      ready: link.ready.promise,
+      lost: link.lost.promise,
+    };
   }
 
   /** Serves `method`. The handler's return value (or thrown error) is the call's outcome. */
@@ -415,8 +585,33 @@ export class Session implements StreamOwner {
 
   // ---- starting ------------------------------------------------------------------------------
 
-  #start(): void {
-    if (this.#state === "closed") return;
+  #newLink(transport: Transport): Link {
+    const o = this.options;
+    return {
+      transport,
+      decoder: new FrameDecoder({ maxFrameBytes: o.maxFrameBytes, checksum: o.checksum }),
+      owner: this,
+      handshaking: true,
+      over: false,
+      keepalive: undefined,
+      handshakeTimer: undefined,
+      framesAtLastTick: 0,
+      ready: deferred<void>(),
+      lost: deferred<GuestlinkError | undefined>(),
+    };
+  }
+
+  #emit(event: SessionEvent): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's failure is its own; the session goes on.
+      }
+    }
+  }
+
+  #helloMessage(extra?: Partial<Hello>): Hello {
     const o = this.options;
     const hello: Hello = {
       protocol: [PROTOCOL_VERSIONS[0], PROTOCOL_VERSIONS[1]],
@@ -431,61 +626,94 @@ export class Session implements StreamOwner {
       resumeToken: this.#resumeToken,
       incarnation: o.runtime.incarnation,
       wallTime: o.runtime.clock.wallNow(),
+      ...extra,
     };
-    this.#sendControl(FrameType.HELLO, 0, hello, false);
-    this.#handshakeTimer = o.runtime.clock.setTimer(o.handshakeTimeoutMs, () =>
-      this.#handshakeTimedOut(),
-    );
-    void this.#readLoop();
-  }
-
-  #handshakeTimedOut(): void {
-    if (this.#state !== "handshaking") return;
-    // The peer's HELLO may sit inside a stale frame left in the pipe: give up on that frame once.
-    const frames = this.#decoder.resync();
-    if (frames.length > 0) this.#keepalive?.heard();
-    for (const frame of frames) this.#onFrame(frame);
-    if (this.#isClosed() || this.#state !== "handshaking") return;
-    this.#end(
-      new GuestlinkError(
-        "HANDSHAKE_TIMEOUT",
-        `no handshake from ${this.#transport.description} within ${this.options.handshakeTimeoutMs} ms: is a guestlink peer on the other end?`,
-        { details: { skippedBytes: this.#decoder.stats.skippedBytes } },
-      ),
-    );
-  }
-
-  async #readLoop(): Promise<void> {
-    try {
-      for await (const chunk of this.#transport) {
-        if (this.#state === "closed") return;
-        const frames = this.#decoder.push(chunk);
-        // Once per read, not per frame: it reads the clock, and a read is one moment anyway.
-        if (frames.length > 0) this.#keepalive?.heard();
-        for (const frame of frames) {
-          this.#onFrame(frame);
-          if (this.#isClosed()) return;
-        }
-      }
-      this.#onTransportEnd();
-    } catch (err) {
-      this.#end(
-        isGuestlinkError(err)
-          ? err
-          : new GuestlinkError(
-              "SESSION_CLOSED",
-              `connection to ${this.#transport.description} failed`,
-              {
-                cause: err,
-              },
-            ),
-      );
+    if (this.#resumeFrom !== undefined && this.#registry === undefined) {
+      hello.resume = { ...this.#resumeFrom, received: this.#expectedSeq - 1 };
     }
+    return hello;
   }
 
-  #onTransportEnd(): void {
-    if (this.#state === "closed") return;
+  #start(): void {
+    const link = this.#link;
+    if (this.#state === "closed" || link === undefined) return;
+    // A side that accepts waits for the peer's HELLO: it may ask to resume another session.
+    if (this.#registry === undefined)
+      this.#sendControl(FrameType.HELLO, 0, this.#helloMessage(), false);
+    link.handshakeTimer = this.options.runtime.clock.setTimer(this.options.handshakeTimeoutMs, () =>
+      this.#handshakeTimedOut(link),
+    );
+    void this.#readLoop(link);
+  }
+
+  #handshakeTimedOut(link: Link): void {
+    if (!link.handshaking || link.over) return;
+    // The peer's HELLO may sit inside a stale frame left in the pipe: give up on that frame once.
+    for (const frame of link.decoder.resync()) {
+      link.owner.#onFrame(link, frame);
+      if (link.over) return;
+    }
+    if (!link.handshaking || link.over) return;
+    const err = new GuestlinkError(
+      "HANDSHAKE_TIMEOUT",
+      `no handshake from ${link.transport.description} within ${this.options.handshakeTimeoutMs} ms: is a guestlink peer on the other end?`,
+      { details: { skippedBytes: link.decoder.stats.skippedBytes } },
+    );
+    if (this.#canResume()) this.#disconnect(link, err);
+    else this.#end(err);
+  }
+
+  async #readLoop(link: Link): Promise<void> {
+    let failure: GuestlinkError | undefined;
+    try {
+      for await (const chunk of link.transport) {
+        if (link.over) return;
+        const frames = link.decoder.push(chunk);
+        // Once per read, not per frame: it reads the clock, and a read is one moment anyway.
+        if (frames.length > 0) link.keepalive?.heard();
+        for (const frame of frames) {
+          link.owner.#onFrame(link, frame);
+          if (link.over) return;
+        }
+        link.owner.#maybeAck(false);
+      }
+    } catch (err) {
+      failure = isGuestlinkError(err)
+        ? err
+        : new GuestlinkError(
+            "SESSION_CLOSED",
+            `connection to ${link.transport.description} failed`,
+            {
+              cause: err,
+            },
+          );
+    }
+    link.owner.#linkLost(link, failure);
+  }
+
+  /** Whether a lost connection leaves this session waiting for another (instead of ending it). */
+  #canResume(): boolean {
+    return (
+      this.options.resume !== false && this.#state !== "handshaking" && this.#state !== "closed"
+    );
+  }
+
+  /** The connection ended (`err` undefined: the peer closed it) or writing to it failed. */
+  #linkLost(link: Link, err: GuestlinkError | undefined): void {
+    if (link.over || link !== this.#link || this.#state === "closed") return;
     const busy = this.#outgoing.size + this.#incoming.size + this.#streams.size;
+    const where = link.transport.description;
+    if (this.#canResume() && !(busy === 0 && (this.#goawayReceived || this.#goawaySent))) {
+      this.#disconnect(
+        link,
+        err ?? new GuestlinkError("TRANSPORT_FAILED", `${where} closed the connection`),
+      );
+      return;
+    }
+    if (err !== undefined) {
+      this.#end(err);
+      return;
+    }
     if (busy === 0 && this.#state !== "handshaking") {
       this.#end(undefined);
       return;
@@ -493,16 +721,52 @@ export class Session implements StreamOwner {
     this.#end(
       new GuestlinkError(
         "SESSION_CLOSED",
-        `${this.#transport.description} closed the connection${this.#state === "handshaking" ? " during the handshake" : ` with ${busy} calls and streams in flight`}`,
+        `${where} closed the connection${this.#state === "handshaking" ? " during the handshake" : ` with ${busy} calls and streams in flight`}`,
       ),
     );
   }
 
+  /** Stops using `link`: its frames are ignored from now on and its counters are kept. */
+  #dropLink(link: Link, err: GuestlinkError | undefined): void {
+    if (link.over) return;
+    link.over = true;
+    link.keepalive?.stop();
+    link.handshakeTimer?.cancel();
+    this.#wireTotals = addStats(this.#wireTotals, link.decoder.stats);
+    link.ready.reject(err ?? new GuestlinkError("SESSION_CLOSED", "the session was closed"));
+    link.lost.resolve(err);
+  }
+
+  /** The connection is gone; the session waits up to the resume window for another. */
+  #disconnect(link: Link, err: GuestlinkError): void {
+    this.#dropLink(link, err);
+    link.transport.abort(err);
+    if (this.#link !== link) return;
+    this.#link = undefined;
+    this.#outbox.detach();
+    const resume = this.options.resume;
+    if (resume === false) return;
+    const clock = this.options.runtime.clock;
+    this.#lostAt = clock.now();
+    this.#resumeTimer?.cancel();
+    this.#resumeTimer = clock.setTimer(resume.windowMs, () =>
+      this.#end(
+        new GuestlinkError(
+          "RESUME_FAILED",
+          `the connection to ${this.#description} was lost and not restored within ${resume.windowMs} ms (${err.message})`,
+          { details: { reason: "timeout", windowMs: resume.windowMs }, cause: err },
+        ),
+      ),
+    );
+    this.#emit({ type: "disconnected", error: err });
+  }
+
   // ---- receiving -----------------------------------------------------------------------------
 
-  #onFrame(frame: Frame): void {
+  #onFrame(link: Link, frame: Frame): void {
+    if (link !== this.#link) return;
     this.stats.framesReceived++;
-    if (this.#state === "handshaking") {
+    if (link.handshaking) {
       if (frame.type === FrameType.ERROR && frame.streamId === 0) {
         this.#onSessionError(frame);
         return;
@@ -514,7 +778,7 @@ export class Session implements StreamOwner {
         );
         return;
       }
-      this.#onHello(frame);
+      this.#onHello(link, frame);
       return;
     }
     if (!isFrameType(frame.type)) {
@@ -524,22 +788,27 @@ export class Session implements StreamOwner {
     if (isSequenced(frame.type, frame.streamId)) {
       if (frame.seq < this.#expectedSeq) return; // a duplicate (replayed); already handled
       if (frame.seq > this.#expectedSeq) {
-        this.#end(
-          new GuestlinkError(
-            "FRAMES_LOST",
-            `frames ${this.#expectedSeq}..${frame.seq - 1} from ${this.#transport.description} were lost (damaged in transit and dropped)`,
-            {
-              details: {
-                expected: this.#expectedSeq,
-                received: frame.seq,
-                wire: { ...this.#decoder.stats },
-              },
+        const err = new GuestlinkError(
+          "FRAMES_LOST",
+          `frames ${this.#expectedSeq}..${frame.seq - 1} from ${this.#description} were lost (damaged in transit and dropped)`,
+          {
+            details: {
+              expected: this.#expectedSeq,
+              received: frame.seq,
+              wire: { ...link.decoder.stats },
             },
-          ),
+          },
         );
+        // With resume, a new connection gets them sent again; without, they are gone.
+        if (this.#canResume()) this.#disconnect(link, err);
+        else this.#end(err);
         return;
       }
       this.#expectedSeq++;
+      if (this.options.resume !== false) {
+        this.#unackedFrames++;
+        this.#unackedBytes += HEADER_BYTES + frame.payload.length;
+      }
     }
     switch (frame.type) {
       case FrameType.HELLO:
@@ -577,11 +846,22 @@ export class Session implements StreamOwner {
       }
       case FrameType.PONG: {
         const pong = this.#parse<{ sentAt: number; wallTime: number }>(PongSchema, frame);
-        if (pong) this.#keepalive?.pong(pong.sentAt, pong.wallTime);
+        if (pong) link.keepalive?.pong(pong.sentAt, pong.wallTime);
         return;
       }
-      case FrameType.ACK:
-        return; // acknowledgements drive resume (not negotiated in this protocol version)
+      case FrameType.ACK: {
+        const ack = this.#parse<{ received: number }>(AckSchema, frame);
+        if (!ack) return;
+        if (ack.received > this.#outbox.lastSeq) {
+          this.#protocolError(
+            "BAD_ACK",
+            `ACK of frame ${ack.received}, but only ${this.#outbox.lastSeq} were sent`,
+          );
+          return;
+        }
+        this.#outbox.ack(ack.received);
+        return;
+      }
       case FrameType.GOAWAY:
         if (!this.#parse(GoawaySchema, frame)) return;
         this.#goawayReceived = true;
@@ -620,10 +900,10 @@ export class Session implements StreamOwner {
     return parsed.value as T;
   }
 
-  #onHello(frame: Frame): void {
+  #onHello(link: Link, frame: Frame): void {
     const hello = this.#parse<Hello>(HelloSchema, frame);
     if (!hello) return;
-    this.#handshakeTimer?.cancel();
+    link.handshakeTimer?.cancel();
     const [ourLow, ourHigh] = PROTOCOL_VERSIONS;
     const [theirLow, theirHigh] = hello.protocol;
     const version = Math.min(ourHigh, theirHigh);
@@ -639,6 +919,75 @@ export class Session implements StreamOwner {
       );
       return;
     }
+    if (this.#state === "handshaking") {
+      const registry = this.#registry;
+      if (registry !== undefined) {
+        // We accepted this connection: the peer may be coming back to a session of ours.
+        let refusal: ResumeRefusal | undefined;
+        if (hello.resume !== undefined) {
+          const target = registry.find(hello.resume.sessionId);
+          refusal =
+            target === undefined || target === this
+              ? {
+                  reason: "unknown-session",
+                  message: "this side has no such session: it restarted, or the session expired",
+                }
+              : target.#adopt(link, hello);
+          if (refusal === undefined) {
+            this.#handedOver();
+            return;
+          }
+        }
+        registry.opened(this);
+        if (this.#isClosed()) return;
+        const answer = refusal === undefined ? undefined : { resumeRefused: refusal };
+        this.#sendControl(FrameType.HELLO, 0, this.#helloMessage(answer), false);
+      }
+      this.#open(link, hello, version);
+      return;
+    }
+    // We dialled again: did the peer resume our session?
+    const old = this.#peer as PeerInfo;
+    const same = hello.sessionId === old.sessionId && hello.incarnation === old.incarnation;
+    if (this.#resumeFrom !== undefined && hello.resumed !== undefined && same) {
+      if (this.#outbox.canReplayFrom(hello.resumed.received)) {
+        this.#resumeOn(link, hello.resumed.received, undefined);
+        return;
+      }
+      const err = this.#replayExceeded(hello.resumed.received);
+      this.#sendDirect(link, FrameType.ERROR, { code: "RESUME_FAILED", message: err.message });
+      this.#restart(err);
+      this.#disconnect(link, err);
+      return;
+    }
+    if (this.#resumeFrom !== undefined) {
+      const lost = this.#outgoing.size + this.#incoming.size + this.#streams.size;
+      const why =
+        hello.incarnation !== old.incarnation
+          ? `${this.#description} restarted (a new process), so the session could not be resumed`
+          : `${this.#description} could not resume the session: ${hello.resumeRefused?.message ?? "no reason given"}`;
+      this.#restart(
+        new GuestlinkError(
+          "RESUME_FAILED",
+          `${why}; ${lost} calls and streams in flight were lost`,
+          {
+            details: {
+              reason:
+                hello.incarnation !== old.incarnation
+                  ? "peer-restarted"
+                  : (hello.resumeRefused?.reason ?? "refused"),
+              lost,
+            },
+          },
+        ),
+      );
+    }
+    this.#outbox.attach(link.transport, undefined, 0);
+    this.#open(link, hello, version);
+  }
+
+  /** The handshake on `link` is done and this is a session from the start: take the peer's terms. */
+  #open(link: Link, hello: Hello, version: number): void {
     const o = this.options;
     this.#peer = {
       id: hello.peer.id,
@@ -651,6 +1000,8 @@ export class Session implements StreamOwner {
       incarnation: hello.incarnation,
       limits: hello.limits,
     };
+    if (o.resume !== false)
+      this.#resumeFrom = { sessionId: hello.sessionId, token: hello.resumeToken };
     // Send what the peer can take: frames up to its limit, bytes up to its windows.
     this.#outbox.encoder = new FrameEncoder({
       payloadChecksum: o.payloadChecksum,
@@ -660,46 +1011,185 @@ export class Session implements StreamOwner {
     this.#maxDataFrame = Math.min(DEFAULT_MAX_DATA_FRAME_BYTES, hello.limits.maxFrameBytes);
     this.#sessionSendCredit = hello.limits.sessionWindowBytes;
     for (const stream of this.#streams.values()) stream.sendCredit = hello.limits.streamWindowBytes;
-    this.#state = "open";
-    if (o.keepalive) {
-      this.#keepalive = new Keepalive(o.runtime.clock, o.keepalive, {
-        sendPing: (sentAt) => this.#sendControl(FrameType.PING, 0, { sentAt }, false),
-        tick: () => this.#checkStuckFrame(),
-        peerDead: (silentForMs) =>
-          this.#end(
-            new GuestlinkError(
-              "PEER_UNRESPONSIVE",
-              `${this.#transport.description} has not answered for ${Math.round(silentForMs)} ms; it is presumed dead`,
-              {
-                details: {
-                  silentForMs,
-                  deadAfterMs: o.keepalive ? o.keepalive.deadAfterMs : undefined,
-                },
-              },
-            ),
-          ),
-      });
-      this.#keepalive.start();
-    }
+    link.handshaking = false;
+    if (this.#state === "handshaking") this.#state = "open";
+    this.#startKeepalive(link);
     const queued = this.#afterHandshake;
     this.#afterHandshake = [];
     for (const fn of queued) fn();
     this.#readyDeferred.resolve(this.#peer);
+    link.ready.resolve();
     this.#pump();
   }
 
+  #startKeepalive(link: Link): void {
+    const o = this.options;
+    if (!o.keepalive) return;
+    const deadAfterMs = o.keepalive.deadAfterMs;
+    link.keepalive = new Keepalive(o.runtime.clock, o.keepalive, {
+      sendPing: (sentAt) => this.#sendControl(FrameType.PING, 0, { sentAt }, false),
+      tick: () => {
+        this.#checkStuckFrame(link);
+        this.#maybeAck(true);
+      },
+      peerDead: (silentForMs) =>
+        this.#end(
+          new GuestlinkError(
+            "PEER_UNRESPONSIVE",
+            `${link.transport.description} has not answered for ${Math.round(silentForMs)} ms; it is presumed dead`,
+            { details: { silentForMs, deadAfterMs } },
+          ),
+        ),
+    });
+    link.keepalive.start();
+  }
+
+  /**
+   * A peer that dialled again asks this session (one of a registry's) to go on over `link`.
+   * Returns why not, or undefined once the session has taken the connection over.
+   */
+  #adopt(link: Link, hello: Hello): ResumeRefusal | undefined {
+    const ask = hello.resume as NonNullable<Hello["resume"]>;
+    if (
+      this.#state === "closed" ||
+      ask.token !== this.#resumeToken ||
+      hello.incarnation !== this.#peer?.incarnation
+    ) {
+      return { reason: "unknown-session", message: "this side has no such session to resume" };
+    }
+    if (!this.#outbox.canReplayFrom(ask.received)) {
+      const err = this.#replayExceeded(ask.received);
+      this.#end(err);
+      return { reason: "replay-exceeded", message: err.message };
+    }
+    if (this.#link !== undefined) {
+      // The old connection has not noticed it is gone yet (a half-open TCP): this one wins.
+      const old = this.#link;
+      this.#dropLink(old, new GuestlinkError("TRANSPORT_FAILED", "replaced by a new connection"));
+      old.transport.abort();
+    }
+    link.owner = this;
+    this.#link = link;
+    this.#description = link.transport.description;
+    const answer = this.#helloMessage({ resumed: { received: this.#expectedSeq - 1 } });
+    const first = this.#outbox.encoder.encode({
+      type: FrameType.HELLO,
+      streamId: 0,
+      seq: 0,
+      payload: encodeControl(answer),
+    });
+    this.#resumeOn(link, ask.received, first);
+    return undefined;
+  }
+
+  /** Goes on over `link`: everything after `received` is sent again, after `first` if given. */
+  #resumeOn(link: Link, received: number, first: Uint8Array | undefined): void {
+    this.#resumeTimer?.cancel();
+    this.#resumeTimer = undefined;
+    link.handshaking = false;
+    const replayed = this.#outbox.attach(link.transport, first, received);
+    this.#startKeepalive(link);
+    const clock = this.options.runtime.clock;
+    this.#emit({
+      type: "resumed",
+      downMs: clock.now() - this.#lostAt,
+      replayedFrames: replayed.frames,
+      replayedBytes: replayed.bytes,
+    });
+    link.ready.resolve();
+    this.#pump();
+  }
+
+  #replayExceeded(received: number): GuestlinkError {
+    const limit = this.options.resume ? this.options.resume.replayBufferBytes : 0;
+    return new GuestlinkError(
+      "RESUME_FAILED",
+      `the session could not be resumed: frames after ${received} that the peer lacks were dropped from the replay buffer (${limit} bytes); raise resume.replayBufferBytes`,
+      { details: { reason: "replay-exceeded", received, replayBufferBytes: limit } },
+    );
+  }
+
+  /** An accepted connection that resumed another session: this one ends without a word. */
+  #handedOver(): void {
+    this.#state = "closed";
+    this.#link = undefined;
+    this.#outbox.stop();
+    this.#deadlines.clear();
+    const gone = new GuestlinkError("SESSION_CLOSED", "the connection resumed another session");
+    this.#readyDeferred.reject(gone);
+    this.#closedDeferred.resolve(undefined);
+  }
+
+  /**
+   * The peer could not resume: everything in flight fails with `err`, numbering starts again,
+   * and the session goes on with whoever answers next.
+   */
+  #restart(err: GuestlinkError): void {
+    this.#epoch++;
+    this.#failPending(err);
+    this.#outbox.reset();
+    this.#expectedSeq = 1;
+    this.#highestPeerId = 0;
+    this.#unackedFrames = 0;
+    this.#unackedBytes = 0;
+    this.#sessionReceiveWindow = this.options.sessionWindowBytes;
+    this.#sessionUngranted = 0;
+    this.#resumeFrom = undefined;
+    this.#emit({ type: "restarted", error: err });
+  }
+
+  /** Fails every call and stream in flight with `reason`. */
+  #failPending(reason: GuestlinkError): void {
+    for (const call of this.#outgoing.values()) {
+      call.cleanup();
+      if (!call.settled) call.reject(reason);
+      call.confirm(undefined, reason);
+    }
+    this.#outgoing.clear();
+    for (const call of this.#incoming.values()) call.abort(reason);
+    this.#incoming.clear();
+    for (const stream of this.#streams.values()) {
+      stream.fail(reason);
+      stream.releaseUnconsumed();
+    }
+    this.#streams.clear();
+    this.#withOutput.clear();
+  }
+
+  /** Writes one control frame straight to `link`, ahead of (and outside) the numbered frames. */
+  #sendDirect(link: Link, type: FrameType, value: unknown): void {
+    try {
+      link.transport.send([
+        this.#outbox.encoder.encode({ type, streamId: 0, seq: 0, payload: encodeControl(value) }),
+      ]);
+    } catch {
+      // The connection is going anyway.
+    }
+  }
+
+  /** With resume: tells the peer what has arrived, so it can forget it (`force`: if anything). */
+  #maybeAck(force: boolean): void {
+    if (this.#unackedFrames === 0 || this.#link === undefined || this.#link.handshaking) return;
+    if (!force && this.#unackedFrames < ACK_EVERY_FRAMES && this.#unackedBytes < ACK_EVERY_BYTES) {
+      return;
+    }
+    this.#unackedFrames = 0;
+    this.#unackedBytes = 0;
+    this.#sendControl(FrameType.ACK, 0, { received: this.#expectedSeq - 1 }, false);
+  }
+
   /** A frame that stopped arriving mid-way for a whole keepalive interval was stale: rescan it. */
-  #checkStuckFrame(): void {
+  #checkStuckFrame(link: Link): void {
     const received = this.stats.framesReceived;
-    if (received === this.#framesAtLastTick && this.#decoder.bufferedBytes > 0) {
-      const frames = this.#decoder.resync();
-      if (frames.length > 0) this.#keepalive?.heard();
+    if (received === link.framesAtLastTick && link.decoder.bufferedBytes > 0) {
+      const frames = link.decoder.resync();
+      if (frames.length > 0) link.keepalive?.heard();
       for (const frame of frames) {
-        this.#onFrame(frame);
-        if (this.#isClosed()) return;
+        this.#onFrame(link, frame);
+        if (link.over) return;
       }
     }
-    this.#framesAtLastTick = this.stats.framesReceived;
+    link.framesAtLastTick = this.stats.framesReceived;
   }
 
   #onCall(frame: Frame): void {
@@ -742,7 +1232,9 @@ export class Session implements StreamOwner {
         streamCount++;
       }
     }
+    const epoch = this.#epoch;
     const reply = (err: unknown) => {
+      if (this.#epoch !== epoch) return; // the peer this was for is gone
       const payload = errorPayload(err);
       for (const s of Object.values(streams)) s.reset(payload.code, payload.message);
       this.#sendControl(FrameType.ERROR, id, payload);
@@ -777,11 +1269,12 @@ export class Session implements StreamOwner {
     const ctx = new HandlerContext(msg.method, controller, deadline, streams, this);
     const finish = () => {
       timer?.cancel();
+      if (this.#epoch !== epoch) return;
       this.#incoming.delete(id);
       this.#maybeFinishClosing();
     };
     const sendResult = (value: unknown) => {
-      if (this.#state === "closed") return;
+      if (this.#state === "closed" || this.#epoch !== epoch) return;
       let payload: Uint8Array;
       try {
         payload = encodeControl({ value });
@@ -913,7 +1406,7 @@ export class Session implements StreamOwner {
     }
     const code = typeof msg.code === "string" ? msg.code : "PROTOCOL_ERROR";
     const text = typeof msg.message === "string" ? msg.message : "no reason given";
-    this.#end(new RemoteError(code, `${this.#transport.description} ended the session: ${text}`));
+    this.#end(new RemoteError(code, `${this.#description} ended the session: ${text}`));
   }
 
   #onCancel(frame: Frame): void {
@@ -1207,13 +1700,9 @@ export class Session implements StreamOwner {
     );
     this.#outbox.flush();
     this.#end(
-      new GuestlinkError(
-        "PROTOCOL_ERROR",
-        `${this.#transport.description} broke the protocol: ${message}`,
-        {
-          details: { violation },
-        },
-      ),
+      new GuestlinkError("PROTOCOL_ERROR", `${this.#description} broke the protocol: ${message}`, {
+        details: { violation },
+      }),
       true,
     );
   }
@@ -1227,35 +1716,28 @@ export class Session implements StreamOwner {
     if (this.#state === "closed") return;
     this.#state = "closed";
     this.#outbox.stop();
-    this.#keepalive?.stop();
-    this.#handshakeTimer?.cancel();
+    this.#resumeTimer?.cancel();
     this.#deadlines.clear();
     const reason = err ?? new GuestlinkError("SESSION_CLOSED", "the session was closed");
-    for (const call of this.#outgoing.values()) {
-      call.cleanup();
-      if (!call.settled) call.reject(reason);
-      call.confirm(undefined, reason);
-    }
-    this.#outgoing.clear();
-    for (const call of this.#incoming.values()) call.abort(reason);
-    this.#incoming.clear();
-    for (const stream of this.#streams.values()) stream.fail(reason);
-    this.#streams.clear();
-    this.#withOutput.clear();
+    this.#failPending(reason);
     this.#afterHandshake = [];
     this.#readyDeferred.reject(reason);
     this.#closeRequested?.resolve();
     this.#closedDeferred.resolve(err);
+    const link = this.#link;
+    if (link === undefined) return;
+    this.#dropLink(link, err);
+    const transport = link.transport;
     if (err === undefined || gracefully) {
       const linger = this.options.runtime.clock.setTimer(ERROR_LINGER_MS, () =>
-        this.#transport.abort(reason),
+        transport.abort(reason),
       );
-      this.#transport.close().then(
+      transport.close().then(
         () => linger.cancel(),
         () => linger.cancel(),
       );
     } else {
-      this.#transport.abort(reason);
+      transport.abort(reason);
     }
   }
 }

@@ -33,7 +33,7 @@ export function sessionPair(opts: { client?: Extra; server?: Extra; highWaterMar
 /** A valid HELLO payload, overridable field by field. */
 export function helloPayload(overrides: Record<string, unknown> = {}): Uint8Array {
   return encodeControl({
-    protocol: [1, 1],
+    protocol: [2, 2],
     peer: { id: "scripted", hostname: "scripted", version: "0" },
     services: [],
     limits: { maxFrameBytes: 1024 * 1024, streamWindowBytes: 65536, sessionWindowBytes: 262144 },

@@ -102,7 +102,7 @@ describe("session: hostile peers", () => {
 
   it("a HELLO missing its limits", async () => {
     await expectProtocolError(
-      (p) => p.send(FrameType.HELLO, 0, 0, encodeControl({ protocol: [1, 1] })),
+      (p) => p.send(FrameType.HELLO, 0, 0, encodeControl({ protocol: [2, 2] })),
       "BAD_MESSAGE",
       { hello: false },
     );
@@ -110,10 +110,10 @@ describe("session: hostile peers", () => {
 
   it("a peer that speaks no common protocol version gets VERSION_MISMATCH, and so do we", async () => {
     const { session, peer } = scriptedPair({ keepalive: false });
-    peer.hello({ protocol: [2, 3] });
+    peer.hello({ protocol: [3, 4] });
     const err = await session.closed;
     assert.ok(isGuestlinkError(err, "VERSION_MISMATCH"));
-    assert.match(err.message, /this side speaks 1\.\.1, the peer 2\.\.3/);
+    assert.match(err.message, /this side speaks 2\.\.2, the peer 3\.\.4/);
     await settle();
     assert.equal(peer.frames(FrameType.ERROR)[0]?.body?.code, "VERSION_MISMATCH");
     await assert.rejects(session.ready, (e: unknown) => isGuestlinkError(e, "VERSION_MISMATCH"));

@@ -1,0 +1,45 @@
+/**
+ * The accepting side of resume. Every accepted connection starts a session that waits for the
+ * peer's HELLO; a HELLO that asks to resume one of the sessions here (its id, its secret token,
+ * the same peer incarnation) hands the connection to that session, which goes on where it left
+ * off. Any other HELLO makes a new session, which `onSession` is given before it answers, so the
+ * handlers it registers are advertised.
+ */
+import type { Transport } from "../transport/transport.ts";
+import type { SessionOptions } from "./options.ts";
+import { Session } from "./session.ts";
+
+export class SessionRegistry {
+  /** The sessions this registry made that have not ended, connected or waiting to be resumed. */
+  readonly sessions: ReadonlySet<Session> = new Set<Session>();
+  readonly #byId = new Map<string, Session>();
+  readonly #options: SessionOptions;
+  readonly #onSession: (session: Session) => void;
+
+  constructor(options: SessionOptions, onSession: (session: Session) => void) {
+    this.#options = { resume: true, ...options, registry: this };
+    this.#onSession = onSession;
+  }
+
+  /** Runs a session on `transport`: a resumed one, or a new one once the peer's HELLO says so. */
+  accept(transport: Transport): void {
+    new Session(transport, this.#options);
+  }
+
+  /** The session with this id, if it is still here. For `Session` only. */
+  find(sessionId: string): Session | undefined {
+    return this.#byId.get(sessionId);
+  }
+
+  /** A new session is about to answer its peer's HELLO. For `Session` only. */
+  opened(session: Session): void {
+    const sessions = this.sessions as Set<Session>;
+    sessions.add(session);
+    this.#byId.set(session.id, session);
+    void session.closed.then(() => {
+      sessions.delete(session);
+      this.#byId.delete(session.id);
+    });
+    this.#onSession(session);
+  }
+}
