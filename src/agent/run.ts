@@ -27,6 +27,10 @@ export interface RunAgentOptions {
   log: AgentLogger;
   /** Upper bound of the first reconnect delay with `connect` (full jitter; doubles up to 30 s). */
   reconnectDelayMs?: number;
+  /** Checksum every payload sent, whatever the transport. */
+  payloadChecksum?: boolean;
+  /** How long a session whose connection was lost waits to be resumed (default 60 s). */
+  resumeWindowMs?: number;
 }
 
 export interface RunningAgent {
@@ -52,8 +56,27 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
         : `choose one of --listen, --connect and --stdio (got ${modes.join(" and ")})`,
     );
   }
-  const sessionOptions = agent.sessionOptions();
+  const sessionOptions = {
+    ...agent.sessionOptions(),
+    ...(options.payloadChecksum ? { payloadChecksum: true } : {}),
+    ...(options.resumeWindowMs ? { resume: { windowMs: options.resumeWindowMs } } : {}),
+  };
   const watch = (session: Session, where: string) => {
+    session.onEvent((e) => {
+      if (e.type === "resumed") {
+        log.info(
+          { where, downMs: Math.round(e.downMs), replayedFrames: e.replayedFrames },
+          "session resumed",
+        );
+      } else {
+        log.warn(
+          { where, code: e.error.code, err: e.error.message },
+          e.type === "disconnected"
+            ? "connection lost; waiting to resume"
+            : "session could not be resumed; started afresh",
+        );
+      }
+    });
     void session.ready.then(
       (peer) => log.info({ where, peer: peer.id, host: peer.hostname }, "session open"),
       () => {},

@@ -2,7 +2,7 @@
 import type { Command } from "commander";
 import { Agent } from "../agent/agent.ts";
 import { runAgent } from "../agent/run.ts";
-import { makeLogger } from "./common.ts";
+import { makeLogger, seconds } from "./common.ts";
 
 interface AgentCommandOptions {
   listen?: string[];
@@ -11,6 +11,8 @@ interface AgentCommandOptions {
   allow?: string;
   id?: string;
   logLevel?: string;
+  payloadChecksum?: boolean;
+  resumeWindow: number;
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -38,6 +40,16 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
       "serve only these services, comma-separated: exec,files,info,telemetry",
     )
     .option("--id <name>", "the agent's id in handshakes (default: the host name)")
+    .option(
+      "--payload-checksum",
+      "checksum every frame's payload, whatever the transport (for links that may corrupt bytes)",
+    )
+    .option(
+      "--resume-window <seconds>",
+      "how long a session whose connection was lost is kept for its host to resume it",
+      seconds("--resume-window"),
+      60,
+    )
     .option("--log-level <level>", "debug, info, warn or error (logs go to stderr)", "info")
     .addHelpText(
       "after",
@@ -62,6 +74,8 @@ Examples:
         listen: opts.listen,
         connect: opts.connect,
         stdio: opts.stdio,
+        payloadChecksum: opts.payloadChecksum,
+        resumeWindowMs: opts.resumeWindow * 1000,
         log,
       });
       log.info(

@@ -54,16 +54,41 @@ export function positiveInteger(name: string): (value: string) => number {
 /** Longest wait between attempts while an agent is not up yet: it is found this soon after it is. */
 const CONNECT_RETRY_CEILING_MS = 1_000;
 
+/** How long a command rides out a lost connection to its agent before failing (RESUME_FAILED). */
+export const DEFAULT_RECONNECT_TIMEOUT_S = 30;
+
+/** The options every command that talks to an agent has (see `agentCommand`). */
+export interface AgentCommandOptions {
+  connectTimeout: number;
+  reconnectTimeout?: number;
+  payloadChecksum?: boolean;
+}
+
+let verboseLog: Logger | undefined;
+
+/** Set by the program before a command runs: `--verbose` logs connection events to stderr. */
+export function setVerbose(verbose: boolean): void {
+  verboseLog = verbose ? makeLogger(true) : undefined;
+}
+
 /**
- * Connects to the agent at `address`, waiting up to `timeoutS` for it to come up (a VM may still
- * be booting): a refused or missing socket is retried with backoff, anything else fails at once.
+ * Connects to the agent at `address`, waiting up to `--connect-timeout` for it to come up (a VM
+ * may still be booting): a refused or missing socket is retried with backoff, anything else fails
+ * at once. Once connected, a lost connection is dialled again and the session resumes, for up to
+ * `--reconnect-timeout`; the user hears of it only with `--verbose`.
  */
 export async function connectAgent(
   address: string,
-  timeoutS = DEFAULT_CONNECT_TIMEOUT_S,
+  opts: AgentCommandOptions = { connectTimeout: DEFAULT_CONNECT_TIMEOUT_S },
 ): Promise<Session> {
+  const timeoutS = opts.connectTimeout;
+  const windowMs = (opts.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_S) * 1000;
+  const options = {
+    resume: { windowMs },
+    ...(opts.payloadChecksum ? { payloadChecksum: true } : {}),
+  };
   const supervisor = new Supervisor<Session>({
-    connect: (signal) => openSession(address, { signal }),
+    connect: (signal) => openSession(address, { ...options, signal }),
     closed: (session) => session.closed,
     dispose: (session) => session.abort(new GuestlinkError("SESSION_CLOSED", "no longer wanted")),
     clock: nodeKeepAliveClock,
@@ -75,6 +100,21 @@ export async function connectAgent(
   const session = await supervisor.ready();
   // The session is the caller's from here; the supervisor stops watching it.
   supervisor.shutdown();
+  const log = verboseLog;
+  if (log !== undefined) {
+    session.onEvent((e) => {
+      if (e.type === "disconnected") {
+        log.info({ code: e.error.code, err: e.error.message }, "connection lost; reconnecting");
+      } else if (e.type === "resumed") {
+        log.info(
+          { downMs: Math.round(e.downMs), replayedFrames: e.replayedFrames },
+          "connection restored; session resumed",
+        );
+      } else {
+        log.warn({ code: e.error.code, err: e.error.message }, "session could not be resumed");
+      }
+    });
+  }
   return session;
 }
 
@@ -115,5 +155,15 @@ export function agentCommand(program: Command, name: string, description: string
       "how long to wait for the agent to come up",
       seconds("--connect-timeout"),
       DEFAULT_CONNECT_TIMEOUT_S,
+    )
+    .option(
+      "--reconnect-timeout <seconds>",
+      "how long to ride out a lost connection (reconnecting and resuming) before failing",
+      seconds("--reconnect-timeout"),
+      DEFAULT_RECONNECT_TIMEOUT_S,
+    )
+    .option(
+      "--payload-checksum",
+      "checksum every frame's payload, whatever the transport (for links that may corrupt bytes)",
     );
 }

@@ -105,7 +105,9 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       children.push(child);
     }
     for (const name of AGENTS)
-      sessions.push(await connectAgent(`unix:${join(dir, `${name}.sock`)}`, 15));
+      sessions.push(
+        await connectAgent(`unix:${join(dir, `${name}.sock`)}`, { connectTimeout: 15 }),
+      );
     const infos: AgentInfo[] = [];
     for (const [i, session] of sessions.entries()) {
       const info = (await session.call("info")) as AgentInfo;

@@ -93,7 +93,7 @@ Examples:
   guestlink exec 'exec:ssh vm guestlink agent --stdio' --shell -- 'ls /proc | wc -l'`,
     )
     .action(async (address: string, argv: string[], opts: ExecOptions) => {
-      const session = await connectAgent(address, opts.connectTimeout);
+      const session = await connectAgent(address, opts);
       const controller = new AbortController();
       let interrupts = 0;
       const onInterrupt = () => {

@@ -17,7 +17,7 @@ async function transfer(
   to: string,
   opts: TransferOptions,
 ): Promise<void> {
-  const session = await connectAgent(address, opts.connectTimeout);
+  const session = await connectAgent(address, opts);
   const progress = new Progress(
     direction === "get" ? `get ${from}` : `put ${to}`,
     !opts.json && Boolean(process.stderr.isTTY),

@@ -22,7 +22,7 @@ export function registerInfo(program: Command): void {
       "\nExamples:\n  guestlink info unix:/run/guestlink.sock\n  guestlink info tcp:10.0.0.5:7070 --json\n",
     )
     .action(async (address: string, opts: { json?: boolean; connectTimeout: number }) => {
-      const session = await connectAgent(address, opts.connectTimeout);
+      const session = await connectAgent(address, opts);
       try {
         const info = (await session.call("info")) as AgentInfo;
         const extra = { rttMs: session.rttMs, clockOffsetMs: session.clockOffsetMs };

@@ -7,6 +7,7 @@ import { Command, CommanderError } from "commander";
 import { isGuestlinkError } from "../errors.ts";
 import { VERSION } from "../version.ts";
 import { registerAgent } from "./agent.ts";
+import { setVerbose } from "./common.ts";
 import { registerDemo } from "./demo.ts";
 import { registerExec } from "./exec.ts";
 import { registerFiles } from "./files.ts";
@@ -26,7 +27,8 @@ export function buildProgram({ agentOnly = false } = {}): Command {
     .option("-v, --verbose", "print details and causes of failures")
     .showHelpAfterError("(run with --help for usage)")
     .enablePositionalOptions()
-    .exitOverride();
+    .exitOverride()
+    .hook("preAction", (root) => setVerbose(Boolean(root.opts().verbose)));
   if (agentOnly) {
     registerAgent(program, { isDefault: true });
     return program;

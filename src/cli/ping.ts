@@ -64,7 +64,7 @@ export function registerPing(program: Command): void {
           connectTimeout: number;
         },
       ) => {
-        const session = await connectAgent(address, opts.connectTimeout);
+        const session = await connectAgent(address, opts);
         const samples: number[] = [];
         let failed = 0;
         try {

@@ -62,7 +62,7 @@ export function registerWatch(program: Command): void {
       "\nExamples:\n  guestlink watch unix:/run/guestlink.sock\n  guestlink watch tcp:10.0.0.5:7070 --interval 5 --json > telemetry.ndjson\n",
     )
     .action(async (address: string, opts: WatchOptions) => {
-      const session = await connectAgent(address, opts.connectTimeout);
+      const session = await connectAgent(address, opts);
       const controller = new AbortController();
       const stop = () => controller.abort();
       process.on("SIGINT", stop);

@@ -5,11 +5,14 @@
 import { hostname } from "node:os";
 import { GuestlinkError } from "../errors.ts";
 import type { SessionOptions } from "../session/options.ts";
-import { Session } from "../session/session.ts";
+import { SessionRegistry } from "../session/registry.ts";
+import { Session, type SessionConnection } from "../session/session.ts";
+import type { BackoffOptions } from "../supervise/backoff.ts";
+import { Supervisor } from "../supervise/supervisor.ts";
 import { type Address, connect, listen, toAddress } from "../transport/index.ts";
 import type { CallOptions, Listener } from "../transport/transport.ts";
 import { VERSION } from "../version.ts";
-import { nodeRuntime } from "./node.ts";
+import { nodeKeepAliveClock, nodeRuntime } from "./node.ts";
 
 export type NodeSessionOptions = Partial<Omit<SessionOptions, "runtime">>;
 
@@ -22,6 +25,17 @@ export function isLossyAddress(address: Address): boolean {
     address.kind === "mailbox"
   );
 }
+
+/**
+ * Connections that can be dialled again to the same peer, so a session over them resumes. A
+ * process on stdio, or one spawned by `exec:`, is gone with its pipe: a new one is another peer.
+ */
+export function isResumableAddress(address: Address): boolean {
+  return address.kind === "unix" || address.kind === "tcp";
+}
+
+/** Redialling a lost connection: quick at first (a blip), backing off to a second between tries. */
+const RECONNECT_BACKOFF: BackoffOptions = { baseMs: 50, ceilingMs: 1_000 };
 
 function sessionOptions(
   address: Address,
@@ -40,23 +54,59 @@ function sessionOptions(
 export interface OpenSessionOptions extends NodeSessionOptions, CallOptions {
   /** Called with the new session before its handshake, to register handlers it advertises. */
   setup?: (session: Session) => void;
+  /** How redialling backs off after a lost connection (resume only). */
+  reconnectBackoff?: BackoffOptions;
 }
 
 /**
  * Connects to `address` and resolves with a session once its handshake is done. The session is
  * the client side of the id space unless `role` says otherwise.
+ *
+ * Over unix and tcp the session resumes by default: when the connection is lost it dials again
+ * (backing off with jitter) and goes on where it left off, for up to `resume.windowMs`; see
+ * `session.onEvent` for what happens. `resume: false` makes a lost connection end the session.
  */
 export async function openSession(
   address: string | Address,
   options: OpenSessionOptions = {},
 ): Promise<Session> {
-  const { signal, deadline, setup, ...rest } = options;
+  const { signal, deadline, setup, reconnectBackoff, ...rest } = options;
   const parsed = toAddress(address);
+  const resume = isResumableAddress(parsed) ? (rest.resume ?? true) : false;
   const transport = await connect(parsed, { signal, deadline });
-  const session = new Session(transport, sessionOptions(parsed, rest.role ?? "client", rest));
+  const session = new Session(
+    transport,
+    sessionOptions(parsed, rest.role ?? "client", { ...rest, resume }),
+  );
   setup?.(session);
   await session.ready;
+  if (resume !== false) keepConnected(session, parsed, reconnectBackoff ?? RECONNECT_BACKOFF);
   return session;
+}
+
+/** Dials `address` again whenever the session's connection is lost, until the session ends. */
+function keepConnected(session: Session, address: Address, backoff: BackoffOptions): void {
+  let first = session.connection;
+  const supervisor = new Supervisor<SessionConnection>({
+    connect: async (signal) => {
+      if (first !== undefined) {
+        const conn = first;
+        first = undefined;
+        return conn;
+      }
+      const conn = session.reconnect(await connect(address, { signal }));
+      await conn.ready;
+      return conn;
+    },
+    closed: (conn) => conn.lost,
+    // Waiting to redial is all a command may have left to do: the wait must keep Node alive.
+    clock: nodeKeepAliveClock,
+    random: Math.random,
+    backoff,
+    stableAfterMs: 1_000,
+  });
+  supervisor.start();
+  void session.closed.then(() => supervisor.shutdown());
 }
 
 /** A listener that runs a session on every connection it accepts. */
@@ -69,8 +119,9 @@ export interface SessionServer {
 }
 
 /**
- * Listens on `address` and calls `setup(session)` for each connection, before its handshake (so
- * the handlers it registers are advertised). Sessions are the server side of the id space.
+ * Listens on `address` and calls `setup(session)` for each new session, before it answers the
+ * peer's handshake (so the handlers it registers are advertised). A connection that resumes a
+ * session goes to it, and makes no new one. Sessions are the server side of the id space.
  */
 export async function serveSessions(
   address: string | Address,
@@ -79,14 +130,11 @@ export async function serveSessions(
 ): Promise<SessionServer> {
   const parsed = toAddress(address);
   const listener: Listener = await listen(parsed);
-  const sessions = new Set<Session>();
+  // Every connection waits for its peer's HELLO, which may resume a session it had before.
+  const registry = new SessionRegistry(sessionOptions(parsed, "server", options), setup);
+  const sessions = registry.sessions;
   const accepting = (async () => {
-    for await (const transport of listener) {
-      const session = new Session(transport, sessionOptions(parsed, "server", options));
-      sessions.add(session);
-      void session.closed.then(() => sessions.delete(session));
-      setup(session);
-    }
+    for await (const transport of listener) registry.accept(transport);
   })();
   return {
     address: listener.address,

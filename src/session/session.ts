@@ -65,7 +65,7 @@ const ERROR_LINGER_MS = 1_000;
 const MAX_CREDIT = 2 ** 31 - 1;
 /** With resume, an ACK goes back after this many sequenced frames or bytes received. */
 const ACK_EVERY_FRAMES = 256;
-const ACK_EVERY_BYTES = 256 * 1024;
+const ACK_EVERY_BYTES = 64 * 1024;
 
 export type SessionState = "handshaking" | "open" | "closing" | "closed";
 
