@@ -103,7 +103,9 @@ function keepConnected(session: Session, address: Address, backoff: BackoffOptio
     clock: nodeKeepAliveClock,
     random: Math.random,
     backoff,
-    stableAfterMs: 1_000,
+    // An attempt counts only once its handshake is done, so a peer that accepts and drops keeps
+    // backing off; one that resumed is healthy, and its next loss is retried at the base delay.
+    stableAfterMs: 0,
   });
   supervisor.start();
   void session.closed.then(() => supervisor.shutdown());

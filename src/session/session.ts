@@ -93,7 +93,15 @@ export type SessionEvent =
   /** The connection was lost; the session waits (up to the resume window) for a new one. */
   | { type: "disconnected"; error: GuestlinkError }
   /** A new connection took over: what the peer had not received was sent again. */
-  | { type: "resumed"; downMs: number; replayedFrames: number; replayedBytes: number }
+  | {
+      type: "resumed";
+      /** From losing the old connection to resuming on the new one. */
+      downMs: number;
+      /** From the new connection's start to resuming on it: the handshake's round trip. */
+      handshakeMs: number;
+      replayedFrames: number;
+      replayedBytes: number;
+    }
   /**
    * The peer could not resume (it restarted, or lacked frames no longer kept): every call and
    * stream in flight failed with `error` (RESUME_FAILED), and the session goes on afresh.
@@ -121,6 +129,7 @@ interface Link {
   keepalive: Keepalive | undefined;
   handshakeTimer: Timer | undefined;
   framesAtLastTick: number;
+  readonly startedAt: number;
   readonly ready: Deferred<void>;
   readonly lost: Deferred<GuestlinkError | undefined>;
 }
@@ -596,6 +605,7 @@ export class Session implements StreamOwner {
       keepalive: undefined,
       handshakeTimer: undefined,
       framesAtLastTick: 0,
+      startedAt: o.runtime.clock.now(),
       ready: deferred<void>(),
       lost: deferred<GuestlinkError | undefined>(),
     };
@@ -1089,10 +1099,11 @@ export class Session implements StreamOwner {
     link.handshaking = false;
     const replayed = this.#outbox.attach(link.transport, first, received);
     this.#startKeepalive(link);
-    const clock = this.options.runtime.clock;
+    const now = this.options.runtime.clock.now();
     this.#emit({
       type: "resumed",
-      downMs: clock.now() - this.#lostAt,
+      downMs: now - this.#lostAt,
+      handshakeMs: now - link.startedAt,
       replayedFrames: replayed.frames,
       replayedBytes: replayed.bytes,
     });
