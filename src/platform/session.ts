@@ -35,7 +35,7 @@ export function isResumableAddress(address: Address): boolean {
 }
 
 /** Redialling a lost connection: quick at first (a blip), backing off to a second between tries. */
-const RECONNECT_BACKOFF: BackoffOptions = { baseMs: 50, ceilingMs: 1_000 };
+const RECONNECT_BACKOFF: BackoffOptions = { baseMs: 20, ceilingMs: 1_000 };
 
 function sessionOptions(
   address: Address,

@@ -1,0 +1,117 @@
+/**
+ * The long chaos run: `npm run chaos -- --minutes N [--seed S]`. Repeats the resilience scenarios
+ * of test/chaos/ with the issue's full sizes (`exec -- seq 1 20000000` through a cut every ~2 MB
+ * and garbage every ~1 MB, 10,000 pipelined calls through random faults) until the time is up,
+ * each round with the next seed, and reports the figures: exec throughput with faults against the
+ * same command without in the same run, the median time from a new connection to resumed data,
+ * and the peak memory of the agent and the CLI. Exits 1 on the first failure, naming its seed.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  AgentProcess,
+  callsThroughProxy,
+  type ExecFigures,
+  execThroughProxy,
+  median,
+  RssSampler,
+} from "../test/chaos/scenarios.ts";
+
+const MiB = 1024 * 1024;
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  if (i < 0) return fallback;
+  const n = Number(process.argv[i + 1]);
+  if (!Number.isFinite(n) || n <= 0) {
+    console.error(`chaos: ${name} takes a positive number, got "${process.argv[i + 1]}"`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const minutes = arg("--minutes", 5);
+let seed = arg("--seed", Math.floor(Math.random() * 2 ** 31));
+const seqN = arg("--seq", 20_000_000);
+const calls = arg("--calls", 10_000);
+
+const dir = await mkdtemp(join(tmpdir(), "guestlink-chaos-"));
+const address = `unix:${join(dir, "agent.sock")}`;
+const agent = new AgentProcess(address);
+await agent.ready;
+const sampler = new RssSampler();
+sampler.watch("agent", agent.pid);
+let proxies = 0;
+const proxyAt = () => ({ path: join(dir, `p${++proxies}.sock`) });
+
+function fail(what: string, s: number, detail: string): never {
+  console.error(`chaos: FAILED ${what} with seed ${s}: ${detail}`);
+  console.error(`replay: npm run chaos -- --minutes 1 --seed ${s}`);
+  process.exit(1);
+}
+
+function checkExec(what: string, f: ExecFigures): void {
+  if (f.exitCode !== 0) fail(what, f.seed, `exit ${f.exitCode}: ${f.stderr}`);
+  if (f.sha256 !== f.expectedSha256) fail(what, f.seed, "output differs from a local run");
+}
+
+const clean: number[] = [];
+const faulty: number[] = [];
+const handshakes: number[] = [];
+let rounds = 0;
+let totalCuts = 0;
+let totalBursts = 0;
+const until = Date.now() + minutes * 60_000;
+console.log(`chaos: ${minutes} min from seed ${seed}; seq 1 ${seqN}, ${calls} calls per round`);
+try {
+  while (Date.now() < until) {
+    const base = await execThroughProxy(address, proxyAt(), seqN, seed, {}, sampler);
+    checkExec("exec without faults", base);
+    const f = await execThroughProxy(
+      address,
+      proxyAt(),
+      seqN,
+      seed,
+      { cutEveryBytes: 2 * MiB, garbageEveryBytes: 1 * MiB },
+      sampler,
+    );
+    checkExec("exec through cuts and garbage", f);
+    clean.push(base.mbPerS);
+    faulty.push(f.mbPerS);
+    totalCuts += f.cuts;
+    totalBursts += f.garbageBursts;
+    const c = await callsThroughProxy(address, proxyAt(), calls, seed + 1, {
+      cutEveryBytes: 64 * 1024,
+      garbageEveryBytes: 96 * 1024,
+      splitWrites: 700,
+      delayMs: 1,
+    });
+    if (c.failed.length > 0) fail("pipelined calls", c.seed, c.failed[0] as string);
+    if (c.wrong > 0) fail("pipelined calls", c.seed, `${c.wrong} wrong answers`);
+    const ranOnce = c.executions.every(([runs]) => runs === 1);
+    if (!ranOnce) fail("pipelined calls", c.seed, `executions ${JSON.stringify(c.executions)}`);
+    handshakes.push(...c.handshakeMs);
+    totalCuts += c.cuts;
+    rounds++;
+    console.log(
+      `round ${rounds} seed ${seed}: exec ${base.mbPerS.toFixed(1)} MB/s clean, ${f.mbPerS.toFixed(1)} MB/s with ${f.cuts} cuts + ${f.garbageBursts} bursts; ${calls} calls ok through ${c.cuts} cuts (${c.resumes} resumes)`,
+    );
+    seed += 2;
+  }
+} finally {
+  sampler.stop();
+  await agent.stop();
+  await rm(dir, { recursive: true, force: true });
+}
+const cliPeak = Math.max(
+  0,
+  ...[...sampler.peakKiB.entries()].filter(([k]) => k.startsWith("cli")).map(([, v]) => v),
+);
+const cleanMedian = median(clean);
+const faultyMedian = median(faulty);
+console.log(`
+chaos: ${rounds} rounds passed (${totalCuts} cuts, ${totalBursts} garbage bursts)
+  exec seq 1 ${seqN}, median         ${cleanMedian.toFixed(1)} MB/s clean, ${faultyMedian.toFixed(1)} MB/s with faults (${(faultyMedian / cleanMedian).toFixed(2)}x)
+  new connection -> data flowing     median ${median(handshakes).toFixed(1)} ms over ${handshakes.length} resumes
+  peak RSS                           agent ${((sampler.peakKiB.get("agent") ?? 0) / 1024).toFixed(1)} MiB, CLI ${(cliPeak / 1024).toFixed(1)} MiB`);
