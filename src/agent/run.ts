@@ -5,16 +5,19 @@
  */
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { nodeKeepAliveClock, nodeRuntime } from "../platform/node.ts";
-import { openSession, type SessionServer, serveSessions } from "../platform/session.ts";
+import {
+  type EventLogger,
+  logSessionEvents,
+  openSession,
+  type SessionServer,
+  serveSessions,
+} from "../platform/session.ts";
 import { Session } from "../session/session.ts";
 import { Supervisor } from "../supervise/supervisor.ts";
 import { connectStdio } from "../transport/stdio.ts";
 import type { Agent } from "./agent.ts";
 
-export interface AgentLogger {
-  info(fields: Record<string, unknown>, message: string): void;
-  warn(fields: Record<string, unknown>, message: string): void;
-}
+export type AgentLogger = EventLogger;
 
 export interface RunAgentOptions {
   agent: Agent;
@@ -62,21 +65,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     ...(options.resumeWindowMs ? { resume: { windowMs: options.resumeWindowMs } } : {}),
   };
   const watch = (session: Session, where: string) => {
-    session.onEvent((e) => {
-      if (e.type === "resumed") {
-        log.info(
-          { where, downMs: Math.round(e.downMs), replayedFrames: e.replayedFrames },
-          "session resumed",
-        );
-      } else {
-        log.warn(
-          { where, code: e.error.code, err: e.error.message },
-          e.type === "disconnected"
-            ? "connection lost; waiting to resume"
-            : "session could not be resumed; started afresh",
-        );
-      }
-    });
+    logSessionEvents(session, log, { where });
     void session.ready.then(
       (peer) => log.info({ where, peer: peer.id, host: peer.hostname }, "session open"),
       () => {},

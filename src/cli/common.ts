@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import pino, { type Logger } from "pino";
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { nodeKeepAliveClock } from "../platform/node.ts";
-import { openSession } from "../platform/session.ts";
+import { logSessionEvents, openSession } from "../platform/session.ts";
 import type { Session } from "../session/session.ts";
 import { Supervisor } from "../supervise/supervisor.ts";
 
@@ -100,21 +100,7 @@ export async function connectAgent(
   const session = await supervisor.ready();
   // The session is the caller's from here; the supervisor stops watching it.
   supervisor.shutdown();
-  const log = verboseLog;
-  if (log !== undefined) {
-    session.onEvent((e) => {
-      if (e.type === "disconnected") {
-        log.info({ code: e.error.code, err: e.error.message }, "connection lost; reconnecting");
-      } else if (e.type === "resumed") {
-        log.info(
-          { downMs: Math.round(e.downMs), replayedFrames: e.replayedFrames },
-          "connection restored; session resumed",
-        );
-      } else {
-        log.warn({ code: e.error.code, err: e.error.message }, "session could not be resumed");
-      }
-    });
-  }
+  if (verboseLog !== undefined) logSessionEvents(session, verboseLog);
   return session;
 }
 

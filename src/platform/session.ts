@@ -6,7 +6,7 @@ import { hostname } from "node:os";
 import { GuestlinkError } from "../errors.ts";
 import type { SessionOptions } from "../session/options.ts";
 import { SessionRegistry } from "../session/registry.ts";
-import { Session, type SessionConnection } from "../session/session.ts";
+import { Session, type SessionConnection, type SessionEvent } from "../session/session.ts";
 import type { BackoffOptions } from "../supervise/backoff.ts";
 import { Supervisor } from "../supervise/supervisor.ts";
 import { type Address, connect, listen, toAddress } from "../transport/index.ts";
@@ -153,4 +153,46 @@ export async function serveSessions(
       );
     },
   };
+}
+
+/** A logger as pino and the agent's have it. */
+export interface EventLogger {
+  info(fields: Record<string, unknown>, message: string): void;
+  warn(fields: Record<string, unknown>, message: string): void;
+}
+
+/** Logs what happens to a session's connection and peer, one line an event, with `fields`. */
+export function logSessionEvents(
+  session: Session,
+  log: EventLogger,
+  fields: Record<string, unknown> = {},
+): void {
+  session.onEvent((e: SessionEvent) => {
+    switch (e.type) {
+      case "disconnected":
+        log.info(
+          { ...fields, code: e.error.code, err: e.error.message },
+          "connection lost; the session resumes once it is back",
+        );
+        return;
+      case "resumed":
+        log.info(
+          { ...fields, downMs: Math.round(e.downMs), replayedFrames: e.replayedFrames },
+          "connection restored; session resumed",
+        );
+        return;
+      case "restarted":
+        log.warn(
+          { ...fields, code: e.error.code, err: e.error.message },
+          "session could not be resumed; it starts afresh",
+        );
+        return;
+      case "stalled":
+        log.warn({ ...fields, forMs: Math.round(e.forMs) }, "peer answers but makes no progress");
+        return;
+      case "progressing":
+        log.info(fields, "peer making progress again");
+        return;
+    }
+  });
 }

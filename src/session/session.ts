@@ -106,7 +106,17 @@ export type SessionEvent =
    * The peer could not resume (it restarted, or lacked frames no longer kept): every call and
    * stream in flight failed with `error` (RESUME_FAILED), and the session goes on afresh.
    */
-  | { type: "restarted"; error: GuestlinkError };
+  | { type: "restarted"; error: GuestlinkError }
+  /**
+   * Connected and answering keepalive, but no progress: calls or streams wait on the peer and
+   * nothing for them has arrived for the dead timeout. Busy, not dead (that is PEER_UNRESPONSIVE).
+   */
+  | { type: "stalled"; forMs: number }
+  /** Progress again after `stalled`. */
+  | { type: "progressing" };
+
+/** What is known of the peer: answering and making progress, answering only, or out of reach. */
+export type Liveness = "alive" | "stalled" | "disconnected";
 
 /** One connection of a session: `ready` once its handshake is done, `lost` when it is over. */
 export interface SessionConnection {
@@ -129,6 +139,9 @@ interface Link {
   keepalive: Keepalive | undefined;
   handshakeTimer: Timer | undefined;
   framesAtLastTick: number;
+  /** The receive sequence number at the last sign of progress, and when that was. */
+  progressSeq: number;
+  progressAt: number;
   readonly startedAt: number;
   readonly ready: Deferred<void>;
   readonly lost: Deferred<GuestlinkError | undefined>;
@@ -214,6 +227,7 @@ export class Session implements StreamOwner {
   #epoch = 0;
   #unackedFrames = 0;
   #unackedBytes = 0;
+  #stalled = false;
   #state: SessionState = "handshaking";
   #peer: PeerInfo | undefined;
   readonly #readyDeferred = deferred<PeerInfo>();
@@ -334,7 +348,13 @@ export class Session implements StreamOwner {
     return this.#link ? addStats(this.#wireTotals, this.#link.decoder.stats) : this.#wireTotals;
   }
 
-  /** Listens to what happens to the connection (resume only); returns the unsubscribe. */
+  /** Whether the peer is making progress, only answering keepalive, or out of reach. */
+  get liveness(): Liveness {
+    if (this.#link === undefined || this.#link.handshaking) return "disconnected";
+    return this.#stalled ? "stalled" : "alive";
+  }
+
+  /** Listens to what happens to the connection and the peer; returns the unsubscribe. */
   onEvent(listener: (event: SessionEvent) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
@@ -605,6 +625,8 @@ export class Session implements StreamOwner {
       keepalive: undefined,
       handshakeTimer: undefined,
       framesAtLastTick: 0,
+      progressSeq: 0,
+      progressAt: o.runtime.clock.now(),
       startedAt: o.runtime.clock.now(),
       ready: deferred<void>(),
       lost: deferred<GuestlinkError | undefined>(),
@@ -1040,6 +1062,7 @@ export class Session implements StreamOwner {
       sendPing: (sentAt) => this.#sendControl(FrameType.PING, 0, { sentAt }, false),
       tick: () => {
         this.#checkStuckFrame(link);
+        this.#checkProgress(link, deadAfterMs);
         this.#maybeAck(true);
       },
       peerDead: (silentForMs) =>
@@ -1175,6 +1198,26 @@ export class Session implements StreamOwner {
       ]);
     } catch {
       // The connection is going anyway.
+    }
+  }
+
+  /**
+   * Once per keepalive interval: with calls or streams waiting on the peer and no frame of theirs
+   * arriving for `stallAfterMs`, the peer is stalled (it still answers PINGs, or it would be dead).
+   */
+  #checkProgress(link: Link, stallAfterMs: number): void {
+    const now = this.options.runtime.clock.now();
+    const waiting = this.#outgoing.size > 0 || this.#streams.size > 0;
+    if (!waiting || this.#expectedSeq !== link.progressSeq) {
+      link.progressSeq = this.#expectedSeq;
+      link.progressAt = now;
+      if (this.#stalled) {
+        this.#stalled = false;
+        this.#emit({ type: "progressing" });
+      }
+    } else if (!this.#stalled && now - link.progressAt >= stallAfterMs) {
+      this.#stalled = true;
+      this.#emit({ type: "stalled", forMs: now - link.progressAt });
     }
   }
 

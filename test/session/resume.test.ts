@@ -303,6 +303,28 @@ describe("session: resume", () => {
     assert.equal(await w.client.call("echo", "still mine"), "still mine");
   });
 
+  it("tells a stalled peer (answering keepalive, no progress) from a dead one", async () => {
+    const w = resumable({
+      client: { keepalive: { intervalMs: 1_000, deadAfterMs: 3_000 } },
+      server: { keepalive: { intervalMs: 1_000, deadAfterMs: 3_000 } },
+    });
+    await w.client.ready;
+    let release!: (v: string) => void;
+    w.servers[0]?.handle("busy", () => new Promise<string>((r) => (release = r)));
+    const call = w.client.call("busy");
+    assert.equal(w.client.liveness, "alive");
+    await w.clock.advance(10_000);
+    assert.equal(w.client.liveness, "stalled");
+    assert.equal(w.client.state, "open", "stalled is not dead");
+    const stalled = w.events.find((e) => e.type === "stalled");
+    assert.ok(stalled && stalled.type === "stalled" && stalled.forMs >= 3_000);
+    release("finally");
+    assert.equal(await call, "finally");
+    await w.clock.advance(1_000);
+    assert.equal(w.client.liveness, "alive");
+    assert.equal(w.events.at(-1)?.type, "progressing");
+  });
+
   it("refuses reconnect() on a session without resume, closing the transport it was given", () => {
     const clock = new FakeClock();
     const [a] = memoryPair();
