@@ -16,23 +16,30 @@ export * from "./errors.ts";
 export { toDuplex } from "./platform/duplex.ts";
 export { nodeClock, nodeCrc32, nodeRuntime } from "./platform/node.ts";
 export {
+  type EventLogger,
   isLossyAddress,
+  isResumableAddress,
+  logSessionEvents,
   type NodeSessionOptions,
   type OpenSessionOptions,
   openSession,
   type SessionServer,
   serveSessions,
 } from "./platform/session.ts";
-export type { SessionOptions } from "./session/options.ts";
+export type { ResumeOptions, SessionOptions } from "./session/options.ts";
+export { SessionRegistry } from "./session/registry.ts";
 export type { Clock, Runtime, Timer } from "./session/runtime.ts";
 export {
   type CallContext,
   type Handler,
+  type Liveness,
   type OpenCall,
   type OpenOptions,
   type PeerInfo,
   RemoteError,
   Session,
+  type SessionConnection,
+  type SessionEvent,
   type SessionState,
 } from "./session/session.ts";
 export type { SessionStream } from "./session/stream.ts";

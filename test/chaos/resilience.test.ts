@@ -4,7 +4,8 @@
  * `npm run chaos -- --minutes N` runs the same scenarios for longer with more seeds.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -12,6 +13,7 @@ import { isGuestlinkError } from "../../src/errors.ts";
 import { openSession } from "../../src/platform/session.ts";
 import { runCli } from "../helpers/cli.ts";
 import { SEED } from "../helpers/seed.ts";
+import { startChaosProxy } from "./proxy.ts";
 import {
   AgentProcess,
   callsThroughProxy,
@@ -72,10 +74,37 @@ describe("chaos: riding through faults", () => {
     );
     assert.equal(figures.exitCode, 0, `seed ${seed}: ${figures.stderr}`);
     assert.equal(figures.sha256, figures.expectedSha256, `seed ${seed}: output differs`);
-    const lost = figures.stderr.match(/connection lost; the session resumes once it is back/g)?.length ?? 0;
+    const lost =
+      figures.stderr.match(/connection lost; the session resumes once it is back/g)?.length ?? 0;
     const resumed = figures.stderr.match(/connection restored; session resumed/g)?.length ?? 0;
     assert.ok(figures.cuts >= 2, `seed ${seed}: ${figures.cuts} cuts`);
     assert.ok(lost >= 1 && resumed >= 1, `seed ${seed}: ${figures.stderr}`);
+  });
+
+  it("get and put ride through cuts: 24 MiB each way, byte-exact", async () => {
+    const seed = SEED + 3;
+    const proxy = await startChaosProxy({
+      listen: proxyAt(),
+      target: { path: address.slice("unix:".length) },
+      seed,
+      faults: { cutEveryBytes: 3 * MiB },
+    });
+    try {
+      const data = randomBytes(24 * MiB);
+      const local = join(dir, "local.bin");
+      await writeFile(local, data);
+      const remote = join(dir, "remote.bin");
+      const flags = ["--payload-checksum", "--reconnect-timeout", "20"];
+      const put = await runCli(["put", ...flags, proxy.address, local, remote]);
+      assert.equal(put.code, 0, `seed ${seed}: ${put.stderr}`);
+      const back = join(dir, "back.bin");
+      const get = await runCli(["get", ...flags, proxy.address, remote, back]);
+      assert.equal(get.code, 0, `seed ${seed}: ${get.stderr}`);
+      assert.ok(data.equals(await readFile(back)), `seed ${seed}: the file came back different`);
+      assert.ok(proxy.stats.cuts >= 4, `seed ${seed}: ${proxy.stats.cuts} cuts`);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("2,000 pipelined calls through random faults: each answered once, run once", async (t) => {
