@@ -577,13 +577,22 @@ export class Session implements StreamOwner {
     return this.#closeRequested.promise;
   }
 
-  /** Ends the session at once: everything pending fails with `reason` (default SESSION_CLOSED). */
+  /**
+   * Ends the session at once: everything pending fails with `reason` (default SESSION_CLOSED).
+   * The peer is told (ERROR on stream 0), so it fails its side at once too instead of waiting to
+   * resume a session that is gone.
+   */
   abort(reason?: unknown): void {
-    this.#end(
+    const err =
       reason === undefined
         ? new GuestlinkError("SESSION_CLOSED", "session aborted")
-        : toGuestlinkError(reason),
-    );
+        : toGuestlinkError(reason);
+    const told = this.#link !== undefined && !this.#link.handshaking && this.#state !== "closed";
+    if (told) {
+      this.#sendControl(FrameType.ERROR, 0, { code: err.code, message: err.message }, false);
+      this.#outbox.flush();
+    }
+    this.#end(err, told);
   }
 
   // ---- StreamOwner ---------------------------------------------------------------------------
