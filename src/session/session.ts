@@ -10,7 +10,7 @@ import { type CallOptions, LazyAbortController } from "../abort.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
 import type { Transport } from "../transport/transport.ts";
 import { decodeControl, encodeControl } from "../wire/control.ts";
-import { type DecoderStats, FrameDecoder } from "../wire/decode.ts";
+import { type DecoderStats, FrameDecoder, sumDecoderStats } from "../wire/decode.ts";
 import { FrameEncoder } from "../wire/encode.ts";
 import { type Frame, FrameType, frameTypeName, HEADER_BYTES, isFrameType } from "../wire/frame.ts";
 import {
@@ -152,28 +152,6 @@ interface ResumeRefusal {
   message: string;
 }
 
-const ZERO_STATS: DecoderStats = Object.freeze({
-  frames: 0,
-  frameBytes: 0,
-  skippedBytes: 0,
-  badHeaders: 0,
-  badPayloads: 0,
-  oversize: 0,
-  abandoned: 0,
-});
-
-function addStats(a: DecoderStats, b: DecoderStats): DecoderStats {
-  return {
-    frames: a.frames + b.frames,
-    frameBytes: a.frameBytes + b.frameBytes,
-    skippedBytes: a.skippedBytes + b.skippedBytes,
-    badHeaders: a.badHeaders + b.badHeaders,
-    badPayloads: a.badPayloads + b.badPayloads,
-    oversize: a.oversize + b.oversize,
-    abandoned: a.abandoned + b.abandoned,
-  };
-}
-
 export interface SessionStats {
   framesSent: number;
   framesReceived: number;
@@ -215,7 +193,7 @@ export class Session implements StreamOwner {
   /** The last connection's address, for messages. */
   #description: string;
   /** Counters of the connections before the current one. */
-  #wireTotals: DecoderStats = ZERO_STATS;
+  #wireTotals: DecoderStats = sumDecoderStats();
   readonly #outbox: Outbox;
   readonly #registry: SessionRegistry | undefined;
   readonly #listeners = new Set<(event: SessionEvent) => void>();
@@ -345,7 +323,9 @@ export class Session implements StreamOwner {
 
   /** The decoders' counters, over every connection: garbage skipped, bad headers and payloads. */
   get wireStats(): DecoderStats {
-    return this.#link ? addStats(this.#wireTotals, this.#link.decoder.stats) : this.#wireTotals;
+    return this.#link
+      ? sumDecoderStats(this.#wireTotals, this.#link.decoder.stats)
+      : this.#wireTotals;
   }
 
   /** Whether the peer is making progress, only answering keepalive, or out of reach. */
@@ -773,7 +753,7 @@ export class Session implements StreamOwner {
     link.over = true;
     link.keepalive?.stop();
     link.handshakeTimer?.cancel();
-    this.#wireTotals = addStats(this.#wireTotals, link.decoder.stats);
+    this.#wireTotals = sumDecoderStats(this.#wireTotals, link.decoder.stats);
     link.ready.reject(err ?? new GuestlinkError("SESSION_CLOSED", "the session was closed"));
     link.lost.resolve(err);
   }

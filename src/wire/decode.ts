@@ -38,17 +38,23 @@ export interface DecoderStats {
 const M0 = MAGIC[0] as number;
 const EMPTY = new Uint8Array(0);
 
+/** Counters that add `a` and `b` (a session sums those of its connections); no argument: zeros. */
+export function sumDecoderStats(a?: DecoderStats, b?: DecoderStats): DecoderStats {
+  const n = (k: keyof DecoderStats) => (a?.[k] ?? 0) + (b?.[k] ?? 0);
+  return {
+    frames: n("frames"),
+    frameBytes: n("frameBytes"),
+    skippedBytes: n("skippedBytes"),
+    badHeaders: n("badHeaders"),
+    badPayloads: n("badPayloads"),
+    oversize: n("oversize"),
+    abandoned: n("abandoned"),
+  };
+}
+
 export class FrameDecoder {
   readonly options: ResolvedWireOptions;
-  readonly stats: DecoderStats = {
-    frames: 0,
-    frameBytes: 0,
-    skippedBytes: 0,
-    badHeaders: 0,
-    badPayloads: 0,
-    oversize: 0,
-    abandoned: 0,
-  };
+  readonly stats: DecoderStats = sumDecoderStats();
 
   /** Candidate header bytes; `#hdr[0]` is always the magic's first byte when `#hdrLen > 0`. */
   readonly #hdr = new Uint8Array(HEADER_BYTES);

@@ -2,6 +2,7 @@
 
 import type { SessionOptions } from "../../src/session/options.ts";
 import { Session } from "../../src/session/session.ts";
+import type { SessionStream } from "../../src/session/stream.ts";
 import { memoryPair } from "../../src/transport/memory.ts";
 import type { Transport } from "../../src/transport/transport.ts";
 import { decodeControl, encodeControl } from "../../src/wire/control.ts";
@@ -108,6 +109,21 @@ export function scriptedPair(extra: Extra = {}) {
   const [a, b] = memoryPair();
   const session = new Session(a, { role: "client", runtime: fakeRuntime(clock), ...extra });
   return { clock, session, peer: new ScriptedPeer(b) };
+}
+
+/** Reads a stream to its end, consuming as it goes; resolves with all bytes. */
+export function readAll(stream: SessionStream): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Uint8Array[] = [];
+    stream.attach({
+      data: (chunk) => {
+        chunks.push(chunk.slice());
+        stream.consumed(chunk.length);
+      },
+      end: () => resolve(Buffer.concat(chunks)),
+      error: reject,
+    });
+  });
 }
 
 export { settle };

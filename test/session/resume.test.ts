@@ -10,7 +10,7 @@ import { memoryPair } from "../../src/transport/memory.ts";
 import type { Transport } from "../../src/transport/transport.ts";
 import { FrameType } from "../../src/wire/frame.ts";
 import { FakeClock, fakeRuntime, settle } from "../helpers/fake-clock.ts";
-import { ScriptedPeer } from "../helpers/session.ts";
+import { readAll, ScriptedPeer } from "../helpers/session.ts";
 
 type Extra = Partial<Omit<SessionOptions, "role" | "runtime">>;
 
@@ -75,20 +75,6 @@ function resumable(opts: { client?: Extra; server?: Extra } = {}) {
   });
   world.client.onEvent((e) => world.events.push(e));
   return world;
-}
-
-function readAll(stream: SessionStream): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Uint8Array[] = [];
-    stream.attach({
-      data: (chunk) => {
-        chunks.push(chunk.slice());
-        stream.consumed(chunk.length);
-      },
-      end: () => resolve(Buffer.concat(chunks)),
-      error: reject,
-    });
-  });
 }
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");

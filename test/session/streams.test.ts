@@ -2,22 +2,9 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { isGuestlinkError } from "../../src/errors.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
-import { sessionPair, settle } from "../helpers/session.ts";
+import { readAll, sessionPair, settle } from "../helpers/session.ts";
 
 /** Reads a stream to its end, consuming as it goes; resolves with all bytes. */
-function readAll(stream: SessionStream): Promise<Uint8Array> {
-  return new Promise((resolve, reject) => {
-    const chunks: Uint8Array[] = [];
-    stream.attach({
-      data: (chunk) => {
-        chunks.push(chunk.slice());
-        stream.consumed(chunk.length);
-      },
-      end: () => resolve(Buffer.concat(chunks)),
-      error: reject,
-    });
-  });
-}
 
 /** Writes `total` bytes of a pattern as a well-behaved source: pauses when write() says so. */
 async function writePattern(
