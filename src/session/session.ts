@@ -86,8 +86,9 @@ export interface PeerInfo {
 }
 
 /**
- * What happens to a session's connection, as events (see `onEvent`). Only sessions with resume
- * have them: without, a lost connection ends the session.
+ * What happens to a session's connection and its peer, as events (see `onEvent`). The connection
+ * events (disconnected, resumed, restarted) come only with resume: without, a lost connection
+ * ends the session. Stalled and progressing come with keepalive.
  */
 export type SessionEvent =
   /** The connection was lost; the session waits (up to the resume window) for a new one. */
@@ -296,14 +297,7 @@ export class Session implements StreamOwner {
 
   /** The current connection; undefined while a resumable session waits for a new one. */
   get connection(): SessionConnection | undefined {
-    const link = this.#link;
-    return (
-      link && {
-        description: link.transport.description,
-        ready: link.ready.promise,
-        lost: link.lost.promise,
-      }
-    );
+    return this.#link && connectionOf(this.#link);
   }
 
   /** Sent frames kept until the peer acknowledges them (resume only). */
@@ -371,10 +365,7 @@ export class Session implements StreamOwner {
     this.#link = link;
     this.#description = transport.description;
     try {
-      const hello = encodeControl(this.#helloMessage());
-      transport.send([
-        this.#outbox.encoder.encode({ type: FrameType.HELLO, streamId: 0, seq: 0, payload: hello }),
-      ]);
+      transport.send([this.#unsequenced(FrameType.HELLO, this.#helloMessage())]);
     } catch (err) {
       this.#linkLost(link, toGuestlinkError(err));
     }
@@ -385,11 +376,7 @@ export class Session implements StreamOwner {
       );
       void this.#readLoop(link);
     }
-    return {
-      description: transport.description,
-      ready: link.ready.promise,
-      lost: link.lost.promise,
-    };
+    return connectionOf(link);
   }
 
   /** Serves `method`. The handler's return value (or thrown error) is the call's outcome. */
@@ -1094,13 +1081,7 @@ export class Session implements StreamOwner {
     this.#link = link;
     this.#description = link.transport.description;
     const answer = this.#helloMessage({ resumed: { received: this.#expectedSeq - 1 } });
-    const first = this.#outbox.encoder.encode({
-      type: FrameType.HELLO,
-      streamId: 0,
-      seq: 0,
-      payload: encodeControl(answer),
-    });
-    this.#resumeOn(link, ask.received, first);
+    this.#resumeOn(link, ask.received, this.#unsequenced(FrameType.HELLO, answer));
     return undefined;
   }
 
@@ -1179,12 +1160,20 @@ export class Session implements StreamOwner {
     this.#withOutput.clear();
   }
 
+  /** One unnumbered control frame on stream 0, encoded to write ahead of the numbered ones. */
+  #unsequenced(type: FrameType, value: unknown): Uint8Array {
+    return this.#outbox.encoder.encode({
+      type,
+      streamId: 0,
+      seq: 0,
+      payload: encodeControl(value),
+    });
+  }
+
   /** Writes one control frame straight to `link`, ahead of (and outside) the numbered frames. */
   #sendDirect(link: Link, type: FrameType, value: unknown): void {
     try {
-      link.transport.send([
-        this.#outbox.encoder.encode({ type, streamId: 0, seq: 0, payload: encodeControl(value) }),
-      ]);
+      link.transport.send([this.#unsequenced(type, value)]);
     } catch {
       // The connection is going anyway.
     }
@@ -1783,6 +1772,14 @@ export class Session implements StreamOwner {
       transport.abort(reason);
     }
   }
+}
+
+function connectionOf(link: Link): SessionConnection {
+  return {
+    description: link.transport.description,
+    ready: link.ready.promise,
+    lost: link.lost.promise,
+  };
 }
 
 /** A settled promise to queue microtasks on (`queueMicrotask` is not in ECMAScript's types). */
