@@ -24,7 +24,7 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
     .description("run the agent: serve exec, files, info and telemetry to hosts that connect")
     .option(
       "--listen <address>",
-      "listen on an address (unix:PATH, tcp:HOST:PORT); repeatable",
+      "listen on an address (unix:PATH, tcp:HOST:PORT, serial:/dev/virtio-ports/NAME, vsock:CID:PORT, fc:UDS_PATH:PORT, mailbox:FOLDER); repeatable",
       collect,
     )
     .option(
@@ -57,6 +57,7 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
 Examples:
   guestlink agent --listen unix:/run/guestlink.sock
   guestlink agent --listen unix:/run/g.sock --listen tcp:127.0.0.1:7070 --allow info,telemetry
+  guestlink agent --listen serial:/dev/virtio-ports/org.guestlink.0   # in a QEMU guest; host: unix:CHARDEV_SOCKET
   guestlink agent --stdio                      # spoken to by: guestlink exec 'exec:ssh vm guestlink agent --stdio' -- uname -a`,
     )
     .action(async (opts: AgentCommandOptions, command: Command) => {

@@ -5,7 +5,7 @@
 import * as v from "valibot";
 
 /** Protocol versions this implementation speaks: [lowest, highest]. */
-export const PROTOCOL_VERSIONS = [2, 2] as const;
+export const PROTOCOL_VERSIONS = [3, 3] as const;
 
 const u32 = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff));
 const positiveInt = (max: number) =>
@@ -55,6 +55,10 @@ export const HelloSchema = v.object({
   resumed: v.optional(v.object({ received: seqNumber })),
   /** The answer to `resume` when it cannot: this is a new session, and why. */
   resumeRefused: v.optional(v.object({ reason: shortText(64), message: shortText(1024) })),
+  /** The dialling side's mark for this connection: new for every connection it makes. */
+  nonce: v.optional(shortText(64)),
+  /** The accepting side's answer carries the dialler's `nonce`: a HELLO without it is stale. */
+  answers: v.optional(shortText(64)),
 });
 export type Hello = v.InferOutput<typeof HelloSchema>;
 

@@ -6,6 +6,7 @@
  * handlers it registers are advertised.
  */
 import type { Transport } from "../transport/transport.ts";
+import type { FrameDecoder } from "../wire/decode.ts";
 import type { SessionOptions } from "./options.ts";
 import { Session } from "./session.ts";
 
@@ -24,6 +25,14 @@ export class SessionRegistry {
   /** Runs a session on `transport`: a resumed one, or a new one once the peer's HELLO says so. */
   accept(transport: Transport): void {
     new Session(transport, this.#options);
+  }
+
+  /**
+   * A connection the peer began in mid-stream on `transport` (see `Transport.reconnectsInBand`),
+   * read on by the session whose connection it follows, with its `decoder`. For `Session` only.
+   */
+  acceptInBand(transport: Transport, decoder: FrameDecoder): Session {
+    return new Session(transport, this.#options, { decoder });
   }
 
   /** The session with this id, if it is still here. For `Session` only. */

@@ -62,6 +62,10 @@ import { SessionStream, type StreamOwner } from "./stream.ts";
 
 /** After a protocol error, how long the peer gets to read our ERROR before the transport is cut. */
 const ERROR_LINGER_MS = 1_000;
+/** The stream-0 ERROR code that asks the dialling side to make a new connection. */
+const RECONNECT = "RECONNECT";
+/** How often a guest may ask its host to dial again (see `#staleFrame`). */
+const RECONNECT_HINT_INTERVAL_MS = 1_000;
 const MAX_CREDIT = 2 ** 31 - 1;
 /** With resume, an ACK goes back after this many sequenced frames or bytes received. */
 const ACK_EVERY_FRAMES = 256;
@@ -135,6 +139,12 @@ interface Link {
   owner: Session;
   /** Until the peer's HELLO on this connection. */
   handshaking: boolean;
+  /** The dialling side's mark on its HELLO for this connection, which the answer must carry. */
+  readonly nonce: string | undefined;
+  /** The connection the peer began in mid-stream on the same transport (`reconnectsInBand`). */
+  successor: Link | undefined;
+  /** When this side last asked the peer to dial again (see `#staleFrame`). */
+  hintedAt: number;
   /** Set once the connection is dropped or its session ended: its frames are no longer read. */
   over: boolean;
   keepalive: Keepalive | undefined;
@@ -159,6 +169,11 @@ export interface SessionStats {
   dataBytesSent: number;
   dataBytesReceived: number;
   notificationErrors: number;
+  /**
+   * Frames skipped because they came before the peer's HELLO on a connection: left in the
+   * transport by an earlier connection (a virtio-serial port keeps them), or a stale answer.
+   */
+  staleFrames: number;
 }
 
 const NO_OPTIONS: OpenOptions = Object.freeze({});
@@ -187,6 +202,7 @@ export class Session implements StreamOwner {
     dataBytesSent: 0,
     dataBytesReceived: 0,
     notificationErrors: 0,
+    staleFrames: 0,
   };
 
   /** The current connection; undefined while a resumable session waits for a new one. */
@@ -244,7 +260,11 @@ export class Session implements StreamOwner {
   #goawayReceived = false;
   #closeRequested: Deferred<void> | undefined;
 
-  constructor(transport: Transport, options: SessionOptions) {
+  /**
+   * Runs a session over `transport`. `inBand` is for `SessionRegistry` only: a connection the
+   * peer began in mid-stream, read by the session whose connection it follows with `decoder`.
+   */
+  constructor(transport: Transport, options: SessionOptions, inBand?: { decoder: FrameDecoder }) {
     this.options = resolveSessionOptions(options);
     const o = this.options;
     this.#nextId = o.role === "client" ? 1 : 2;
@@ -252,7 +272,7 @@ export class Session implements StreamOwner {
     this.#deadlines = new DeadlineQueue(o.runtime.clock);
     this.#registry = o.registry;
     this.#description = transport.description;
-    this.#link = this.#newLink(transport);
+    this.#link = this.#newLink(transport, inBand?.decoder);
     this.#outbox = new Outbox(
       transport,
       new FrameEncoder({ payloadChecksum: o.payloadChecksum, checksum: o.checksum }),
@@ -267,7 +287,7 @@ export class Session implements StreamOwner {
     this.#sessionId = o.runtime.randomId();
     this.#resumeToken = o.runtime.randomId();
     // Defer the HELLO so handlers registered right after construction are advertised.
-    Promise.resolve().then(() => this.#start());
+    if (inBand === undefined) Promise.resolve().then(() => this.#start());
   }
 
   // ---- public API ----------------------------------------------------------------------------
@@ -365,15 +385,12 @@ export class Session implements StreamOwner {
     this.#link = link;
     this.#description = transport.description;
     try {
-      transport.send([this.#unsequenced(FrameType.HELLO, this.#helloMessage())]);
+      transport.send([this.#unsequenced(FrameType.HELLO, this.#helloMessage(link))]);
     } catch (err) {
       this.#linkLost(link, toGuestlinkError(err));
     }
     if (!link.over) {
-      link.handshakeTimer = this.options.runtime.clock.setTimer(
-        this.options.handshakeTimeoutMs,
-        () => this.#handshakeTimedOut(link),
-      );
+      this.#armHandshakeTimer(link);
       void this.#readLoop(link);
     }
     return connectionOf(link);
@@ -590,13 +607,18 @@ export class Session implements StreamOwner {
 
   // ---- starting ------------------------------------------------------------------------------
 
-  #newLink(transport: Transport): Link {
+  /** A new connection; `decoder` carries on one that began on the same transport. */
+  #newLink(transport: Transport, decoder?: FrameDecoder): Link {
     const o = this.options;
     return {
       transport,
-      decoder: new FrameDecoder({ maxFrameBytes: o.maxFrameBytes, checksum: o.checksum }),
+      decoder:
+        decoder ?? new FrameDecoder({ maxFrameBytes: o.maxFrameBytes, checksum: o.checksum }),
       owner: this,
       handshaking: true,
+      nonce: this.#registry === undefined ? o.runtime.randomId() : undefined,
+      successor: undefined,
+      hintedAt: Number.NEGATIVE_INFINITY,
       over: false,
       keepalive: undefined,
       handshakeTimer: undefined,
@@ -619,7 +641,8 @@ export class Session implements StreamOwner {
     }
   }
 
-  #helloMessage(extra?: Partial<Hello>): Hello {
+  /** Our HELLO: on `link` when dialling (it carries the link's nonce), else `extra` answers. */
+  #helloMessage(link: Link | undefined, extra?: Partial<Hello>): Hello {
     const o = this.options;
     const hello: Hello = {
       protocol: [PROTOCOL_VERSIONS[0], PROTOCOL_VERSIONS[1]],
@@ -636,6 +659,7 @@ export class Session implements StreamOwner {
       wallTime: o.runtime.clock.wallNow(),
       ...extra,
     };
+    if (link?.nonce !== undefined) hello.nonce = link.nonce;
     if (this.#resumeFrom !== undefined && this.#registry === undefined) {
       hello.resume = { ...this.#resumeFrom, received: this.#expectedSeq - 1 };
     }
@@ -647,11 +671,15 @@ export class Session implements StreamOwner {
     if (this.#state === "closed" || link === undefined) return;
     // A side that accepts waits for the peer's HELLO: it may ask to resume another session.
     if (this.#registry === undefined)
-      this.#sendControl(FrameType.HELLO, 0, this.#helloMessage(), false);
+      this.#sendControl(FrameType.HELLO, 0, this.#helloMessage(link), false);
+    this.#armHandshakeTimer(link);
+    void this.#readLoop(link);
+  }
+
+  #armHandshakeTimer(link: Link): void {
     link.handshakeTimer = this.options.runtime.clock.setTimer(this.options.handshakeTimeoutMs, () =>
       this.#handshakeTimedOut(link),
     );
-    void this.#readLoop(link);
   }
 
   #handshakeTimedOut(link: Link): void {
@@ -662,6 +690,11 @@ export class Session implements StreamOwner {
       if (link.over) return;
     }
     if (!link.handshaking || link.over) return;
+    if (this.#registry !== undefined && link.transport.reconnectsInBand) {
+      // A guest's port with no host yet: wait on, checking again for a HELLO behind stale bytes.
+      this.#armHandshakeTimer(link);
+      return;
+    }
     const err = new GuestlinkError(
       "HANDSHAKE_TIMEOUT",
       `no handshake from ${link.transport.description} within ${this.options.handshakeTimeoutMs} ms: is a guestlink peer on the other end?`,
@@ -671,8 +704,9 @@ export class Session implements StreamOwner {
     else this.#end(err);
   }
 
-  async #readLoop(link: Link): Promise<void> {
+  async #readLoop(first: Link): Promise<void> {
     let failure: GuestlinkError | undefined;
+    let link = first;
     try {
       for await (const chunk of link.transport) {
         if (link.over) return;
@@ -681,7 +715,11 @@ export class Session implements StreamOwner {
         if (frames.length > 0) link.keepalive?.heard();
         for (const frame of frames) {
           link.owner.#onFrame(link, frame);
-          if (link.over) return;
+          // The peer may have begun a new connection on this transport: read on for that one.
+          while (link.over) {
+            if (link.successor === undefined) return;
+            link = link.successor;
+          }
         }
         link.owner.#maybeAck(false);
       }
@@ -740,15 +778,18 @@ export class Session implements StreamOwner {
     link.over = true;
     link.keepalive?.stop();
     link.handshakeTimer?.cancel();
-    this.#wireTotals = sumDecoderStats(this.#wireTotals, link.decoder.stats);
+    // A decoder that a successor carries on with is counted when that one is dropped.
+    if (link.successor === undefined) {
+      this.#wireTotals = sumDecoderStats(this.#wireTotals, link.decoder.stats);
+    }
     link.ready.reject(err ?? new GuestlinkError("SESSION_CLOSED", "the session was closed"));
     link.lost.resolve(err);
   }
 
   /** The connection is gone; the session waits up to the resume window for another. */
-  #disconnect(link: Link, err: GuestlinkError): void {
+  #disconnect(link: Link, err: GuestlinkError, abortTransport = true): void {
     this.#dropLink(link, err);
-    link.transport.abort(err);
+    if (abortTransport) link.transport.abort(err);
     if (this.#link !== link) return;
     this.#link = undefined;
     this.#outbox.detach();
@@ -775,18 +816,10 @@ export class Session implements StreamOwner {
     if (link !== this.#link) return;
     this.stats.framesReceived++;
     if (link.handshaking) {
-      if (frame.type === FrameType.ERROR && frame.streamId === 0) {
-        this.#onSessionError(frame);
-        return;
-      }
-      if (frame.type !== FrameType.HELLO) {
-        this.#protocolError(
-          "FRAME_BEFORE_HELLO",
-          `${frameTypeName(frame.type)} frame before the handshake`,
-        );
-        return;
-      }
-      this.#onHello(link, frame);
+      if (frame.type === FrameType.HELLO) this.#onHello(link, frame);
+      else if (frame.type === FrameType.ERROR && frame.streamId === 0)
+        this.#onSessionError(link, frame);
+      else this.#staleFrame(link);
       return;
     }
     if (!isFrameType(frame.type)) {
@@ -820,6 +853,10 @@ export class Session implements StreamOwner {
     }
     switch (frame.type) {
       case FrameType.HELLO:
+        if (link.transport.reconnectsInBand && this.#registry !== undefined) {
+          this.#helloInBand(link, frame);
+          return;
+        }
         this.#protocolError("DUPLICATE_HELLO", "a second HELLO on the same connection");
         return;
       case FrameType.CALL:
@@ -911,6 +948,12 @@ export class Session implements StreamOwner {
   #onHello(link: Link, frame: Frame): void {
     const hello = this.#parse<Hello>(HelloSchema, frame);
     if (!hello) return;
+    if (hello.answers !== undefined && hello.answers !== link.nonce) {
+      // An answer to an earlier connection, which the transport kept (a virtio-serial port). A
+      // HELLO without `answers` comes from a peer that spoke first too: it answers nothing.
+      this.#staleFrame(link);
+      return;
+    }
     link.handshakeTimer?.cancel();
     const [ourLow, ourHigh] = PROTOCOL_VERSIONS;
     const [theirLow, theirHigh] = hello.protocol;
@@ -948,8 +991,9 @@ export class Session implements StreamOwner {
         }
         registry.opened(this);
         if (this.#isClosed()) return;
-        const answer = refusal === undefined ? undefined : { resumeRefused: refusal };
-        this.#sendControl(FrameType.HELLO, 0, this.#helloMessage(answer), false);
+        const answer: Partial<Hello> = refusal === undefined ? {} : { resumeRefused: refusal };
+        if (hello.nonce !== undefined) answer.answers = hello.nonce;
+        this.#sendControl(FrameType.HELLO, 0, this.#helloMessage(undefined, answer), false);
       }
       this.#open(link, hello, version);
       return;
@@ -1080,7 +1124,10 @@ export class Session implements StreamOwner {
     link.owner = this;
     this.#link = link;
     this.#description = link.transport.description;
-    const answer = this.#helloMessage({ resumed: { received: this.#expectedSeq - 1 } });
+    const answer = this.#helloMessage(undefined, {
+      resumed: { received: this.#expectedSeq - 1 },
+      ...(hello.nonce === undefined ? {} : { answers: hello.nonce }),
+    });
     this.#resumeOn(link, ask.received, this.#unsequenced(FrameType.HELLO, answer));
     return undefined;
   }
@@ -1387,7 +1434,7 @@ export class Session implements StreamOwner {
   #onReply(frame: Frame): void {
     const id = frame.streamId;
     if (id === 0 && frame.type === FrameType.ERROR) {
-      this.#onSessionError(frame);
+      this.#onSessionError(this.#link as Link, frame);
       return;
     }
     if (!this.#outgoing.has(id)) {
@@ -1429,7 +1476,7 @@ export class Session implements StreamOwner {
     this.#maybeFinishClosing();
   }
 
-  #onSessionError(frame: Frame): void {
+  #onSessionError(link: Link, frame: Frame): void {
     let msg: { code?: unknown; message?: unknown } = {};
     try {
       msg = decodeControl(frame.payload);
@@ -1438,7 +1485,63 @@ export class Session implements StreamOwner {
     }
     const code = typeof msg.code === "string" ? msg.code : "PROTOCOL_ERROR";
     const text = typeof msg.message === "string" ? msg.message : "no reason given";
+    if (code === RECONNECT) {
+      // Before the peer's HELLO it is stale: an answer to what an earlier connection left behind.
+      if (link.handshaking) {
+        this.#staleFrame(link);
+        return;
+      }
+      const err = new GuestlinkError(
+        "TRANSPORT_FAILED",
+        `${this.#description} has no session on this connection (it restarted, or lost the connection without this side seeing it): ${text}`,
+      );
+      if (this.#canResume()) this.#disconnect(link, err);
+      else this.#end(err);
+      return;
+    }
     this.#end(new RemoteError(code, `${this.#description} ended the session: ${text}`));
+  }
+
+  /**
+   * A frame before the peer's HELLO: left in the transport by an earlier connection (a
+   * virtio-serial port keeps what a host that went away sent), so it is skipped and counted. On
+   * a guest's port it also means the host believes a connection exists that this side does not
+   * know (this agent restarted, or dropped the connection): the host is asked, at most once a
+   * second, to dial again, since it cannot see that from its side of the port.
+   */
+  #staleFrame(link: Link): void {
+    this.stats.staleFrames++;
+    if (this.#registry === undefined || !link.transport.reconnectsInBand) return;
+    const now = this.options.runtime.clock.now();
+    if (now - link.hintedAt < RECONNECT_HINT_INTERVAL_MS) return;
+    link.hintedAt = now;
+    this.#sendDirect(link, FrameType.ERROR, {
+      code: RECONNECT,
+      message: "this side has no session on this connection: dial again",
+    });
+  }
+
+  /**
+   * A HELLO in mid-stream on a transport whose peer reconnects unseen (a guest's virtio-serial
+   * port): the host began a new connection, so this one is over. The new one goes to a session
+   * of the registry's, which hands it to the session it resumes: most often this one.
+   */
+  #helloInBand(link: Link, frame: Frame): void {
+    const next = (this.#registry as SessionRegistry).acceptInBand(link.transport, link.decoder)
+      .#link as Link;
+    link.successor = next;
+    const err = new GuestlinkError(
+      "TRANSPORT_FAILED",
+      `${link.transport.description}: the peer began a new connection`,
+    );
+    if (this.#canResume()) {
+      this.#disconnect(link, err, false);
+    } else {
+      this.#dropLink(link, err);
+      this.#link = undefined;
+      this.#end(err);
+    }
+    next.owner.#onFrame(next, frame);
   }
 
   #onCancel(frame: Frame): void {

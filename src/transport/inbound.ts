@@ -92,6 +92,13 @@ export class Inbound {
     this.#wake();
   }
 
+  /** Removes and returns the chunks not yet taken, in order (a transport handing them on). */
+  takeQueued(): Uint8Array[] {
+    const queued = this.#chunks.slice(this.#head);
+    this.#clear();
+    return queued;
+  }
+
   /** The consumer's iterator; a transport has one consumer, so this works once. */
   iterator(): AsyncIterableIterator<Uint8Array> {
     if (this.#iterated) {

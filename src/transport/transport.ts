@@ -10,6 +10,14 @@ export interface Transport {
   readonly description: string;
 
   /**
+   * Set when the peer can start a new connection in the middle of this byte stream without this
+   * end seeing a break: a virtio-serial port in a guest, whose host reconnects unseen. The session
+   * then takes a HELLO in mid-stream as the start of a new connection, and waits for the first
+   * HELLO without a handshake timeout (no host may come for hours).
+   */
+  readonly reconnectsInBand?: boolean;
+
+  /**
    * Queues bytes to send, in order. Returns false when the transport's send buffer is above its
    * high-water mark: the caller should await `drain()` before sending more. The chunks must not be
    * modified afterwards. Throws `TRANSPORT_CLOSED` once the transport is closed or aborted.

@@ -34,7 +34,7 @@ export function sessionPair(opts: { client?: Extra; server?: Extra; highWaterMar
 /** A valid HELLO payload, overridable field by field. */
 export function helloPayload(overrides: Record<string, unknown> = {}): Uint8Array {
   return encodeControl({
-    protocol: [2, 2],
+    protocol: [3, 3],
     peer: { id: "scripted", hostname: "scripted", version: "0" },
     services: [],
     limits: { maxFrameBytes: 1024 * 1024, streamWindowBytes: 65536, sessionWindowBytes: 262144 },

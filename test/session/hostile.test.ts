@@ -36,14 +36,16 @@ async function expectProtocolError(
 }
 
 describe("session: hostile peers", () => {
-  it("a frame before the handshake", async () => {
-    await expectProtocolError(
-      (p) => p.send(FrameType.PING, 0, 0, { sentAt: 0 }),
-      "FRAME_BEFORE_HELLO",
-      {
-        hello: false,
-      },
-    );
+  it("skips and counts frames before the peer's HELLO (stale bytes of an earlier connection)", async () => {
+    const { session, peer } = scriptedPair({ keepalive: false });
+    peer.send(FrameType.PING, 0, 0, { sentAt: 0 });
+    peer.send(FrameType.CALL, 1, 1, { method: "x" });
+    await settle();
+    assert.equal(session.stats.staleFrames, 2);
+    peer.hello();
+    await session.ready;
+    assert.equal(session.state, "open");
+    session.abort();
   });
 
   it("a second HELLO", async () => {
@@ -102,7 +104,7 @@ describe("session: hostile peers", () => {
 
   it("a HELLO missing its limits", async () => {
     await expectProtocolError(
-      (p) => p.send(FrameType.HELLO, 0, 0, encodeControl({ protocol: [2, 2] })),
+      (p) => p.send(FrameType.HELLO, 0, 0, encodeControl({ protocol: [3, 3] })),
       "BAD_MESSAGE",
       { hello: false },
     );
@@ -110,10 +112,10 @@ describe("session: hostile peers", () => {
 
   it("a peer that speaks no common protocol version gets VERSION_MISMATCH, and so do we", async () => {
     const { session, peer } = scriptedPair({ keepalive: false });
-    peer.hello({ protocol: [3, 4] });
+    peer.hello({ protocol: [4, 5] });
     const err = await session.closed;
     assert.ok(isGuestlinkError(err, "VERSION_MISMATCH"));
-    assert.match(err.message, /this side speaks 2\.\.2, the peer 3\.\.4/);
+    assert.match(err.message, /this side speaks 3\.\.3, the peer 4\.\.5/);
     await settle();
     assert.equal(peer.frames(FrameType.ERROR)[0]?.body?.code, "VERSION_MISMATCH");
     await assert.rejects(session.ready, (e: unknown) => isGuestlinkError(e, "VERSION_MISMATCH"));

@@ -1,0 +1,133 @@
+/**
+ * A virtio-serial port as QEMU and a Linux guest make it, in memory, with the behaviour measured
+ * on a real one (issue 6):
+ *
+ * - the guest opens the port once at a time (a second open fails with EBUSY);
+ * - while no host is connected, a read returns 0 at once (the stream ends) unless bytes are held;
+ * - bytes the guest writes while no host is connected wait, and go to the next host to connect;
+ * - bytes the host sent before the guest opened the port are held and delivered;
+ * - one host connection at a time; bytes in flight when the host disconnects are lost;
+ * - closing the port in the guest discards what it has not read.
+ */
+import { Duplex } from "node:stream";
+import { memoryPair } from "../../src/transport/memory.ts";
+import type { Transport } from "../../src/transport/transport.ts";
+
+export class FakeVirtioPort {
+  /** Host bytes the guest has not read. */
+  #fromHost: Uint8Array[] = [];
+  /** Guest bytes waiting for a host. */
+  #toHost: Uint8Array[] = [];
+  #guest: GuestEnd | undefined;
+  #host: Transport | undefined;
+  /** How many times the guest opened the port. */
+  opens = 0;
+
+  /** The guest's `open()` of the device. */
+  readonly open = (): Duplex => {
+    if (this.#guest !== undefined) {
+      throw Object.assign(new Error("EBUSY: resource busy"), { code: "EBUSY" });
+    }
+    this.opens++;
+    const guest = new GuestEnd(this);
+    this.#guest = guest;
+    queueMicrotask(() => this.pump());
+    return guest;
+  };
+
+  get hostConnected(): boolean {
+    return this.#host !== undefined;
+  }
+
+  /** A host connects to the chardev socket: its end of the connection. */
+  connectHost(): Transport {
+    if (this.#host !== undefined) throw new Error("QEMU serves one host connection at a time");
+    const [host, far] = memoryPair({ highWaterMark: 64 * 1024 });
+    this.#host = far;
+    const held = this.#toHost;
+    this.#toHost = [];
+    if (held.length > 0) far.send(held);
+    void (async () => {
+      try {
+        for await (const chunk of far) {
+          this.#fromHost.push(chunk);
+          this.pump();
+        }
+      } catch {
+        // the host went away
+      }
+      if (this.#host === far) this.disconnectHost();
+    })();
+    return host;
+  }
+
+  /** The host's connection breaks: what was in flight is lost. */
+  disconnectHost(): void {
+    const host = this.#host;
+    if (host === undefined) return;
+    this.#host = undefined;
+    host.abort(new Error("host disconnected"));
+    this.pump();
+  }
+
+  /** For GuestEnd. */
+  fromGuest(chunk: Uint8Array): void {
+    if (this.#host === undefined) {
+      this.#toHost.push(chunk);
+      return;
+    }
+    try {
+      this.#host.send([chunk]);
+    } catch {
+      // The host is going away: bytes in flight are lost.
+      this.disconnectHost();
+    }
+  }
+
+  /** For GuestEnd. */
+  guestClosed(guest: GuestEnd): void {
+    if (this.#guest !== guest) return;
+    this.#guest = undefined;
+    this.#fromHost = [];
+  }
+
+  /** For GuestEnd: hand the guest what it may read now. */
+  pump(): void {
+    const guest = this.#guest;
+    if (guest === undefined || !guest.reading || guest.eof) return;
+    while (this.#fromHost.length > 0) {
+      guest.reading = guest.push(this.#fromHost.shift() as Uint8Array);
+      if (!guest.reading) return;
+    }
+    if (this.#host === undefined && !guest.eof) {
+      guest.eof = true;
+      guest.push(null);
+    }
+  }
+}
+
+class GuestEnd extends Duplex {
+  readonly #port: FakeVirtioPort;
+  reading = false;
+  eof = false;
+
+  constructor(port: FakeVirtioPort) {
+    super({ allowHalfOpen: true });
+    this.#port = port;
+  }
+
+  override _read(): void {
+    this.reading = true;
+    this.#port.pump();
+  }
+
+  override _write(chunk: Uint8Array, _encoding: BufferEncoding, done: () => void): void {
+    this.#port.fromGuest(chunk);
+    done();
+  }
+
+  override _destroy(err: Error | null, done: (err: Error | null) => void): void {
+    this.#port.guestClosed(this);
+    done(err);
+  }
+}

@@ -1,0 +1,216 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { isGuestlinkError } from "../../src/errors.ts";
+import { SessionRegistry } from "../../src/session/registry.ts";
+import { Session, type SessionEvent } from "../../src/session/session.ts";
+import type { SessionStream } from "../../src/session/stream.ts";
+import { connect, listen } from "../../src/transport/index.ts";
+import { SerialListener } from "../../src/transport/serial.ts";
+import { FakeClock, fakeRuntime, settle } from "../helpers/fake-clock.ts";
+import { readAll } from "../helpers/session.ts";
+import { FakeVirtioPort } from "../helpers/virtio-port.ts";
+
+const PORT = "serial:/dev/virtio-ports/org.guestlink.0";
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+/** A guest agent on a fake virtio-serial port, and hosts that dial its chardev. */
+function vm() {
+  const clock = new FakeClock();
+  const port = new FakeVirtioPort();
+  const world = {
+    clock,
+    port,
+    guests: [] as Session[],
+    runs: new Map<string, number>(),
+    listener: undefined as unknown as SerialListener,
+    /** Starts (or restarts: a new process, new incarnation, no sessions) the guest agent. */
+    startAgent() {
+      world.listener?.close();
+      const listener = new SerialListener(PORT, port.open);
+      world.listener = listener;
+      const registry = new SessionRegistry(
+        {
+          role: "server",
+          runtime: fakeRuntime(clock),
+          keepalive: false,
+          resume: { windowMs: 60_000 },
+        },
+        (session) => {
+          world.guests.push(session);
+          session.handle("echo", (params) => {
+            const key = String(params);
+            world.runs.set(key, (world.runs.get(key) ?? 0) + 1);
+            return params;
+          });
+          session.handle("pipe", async (_p, ctx) => {
+            const input = ctx.streams.in as SessionStream;
+            const output = ctx.streams.out as SessionStream;
+            await new Promise<void>((resolve, reject) => {
+              input.attach({
+                data: (chunk) => {
+                  output.write(chunk.slice());
+                  input.consumed(chunk.length);
+                },
+                end: () => resolve(),
+                error: reject,
+              });
+            });
+            output.end();
+            input.end();
+            return "piped";
+          });
+        },
+      );
+      void (async () => {
+        for await (const connection of listener) registry.accept(connection);
+      })();
+    },
+    /** A host session dialling the port's socket. */
+    dial(): Session {
+      const client = new Session(port.connectHost(), {
+        role: "client",
+        runtime: fakeRuntime(clock),
+        keepalive: false,
+        resume: { windowMs: 60_000 },
+      });
+      client.onEvent((e) => world.events.push(e));
+      return client;
+    },
+    events: [] as SessionEvent[],
+  };
+  world.startAgent();
+  return world;
+}
+
+async function until(what: string, ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 2000 && !ok(); i++) await new Promise((r) => setTimeout(r, 2));
+  assert.ok(ok(), `timed out waiting for: ${what}`);
+}
+
+describe("transport: serial (a guest's virtio-serial port)", () => {
+  it("serves a host that connects after the agent opened the port, reopening while none is there", async () => {
+    const w = vm();
+    await until("the port to be reopened at least once", () => w.port.opens >= 2);
+    const host = w.dial();
+    await host.ready;
+    assert.equal(await host.call("echo", "hi"), "hi");
+    await host.close();
+    w.listener.close();
+  });
+
+  it("takes a host's HELLO in mid-stream as a new connection, and resumes the session over it", async () => {
+    const w = vm();
+    const host = w.dial();
+    await host.ready;
+    assert.equal(await host.call("echo", "a"), "a");
+    // The host's connection breaks and it dials again; the guest saw nothing but more bytes.
+    const pending = Array.from({ length: 20 }, (_, i) => host.call("echo", `c${i}`));
+    w.port.disconnectHost();
+    await settle();
+    host.reconnect(w.port.connectHost());
+    assert.deepEqual(
+      await Promise.all(pending),
+      pending.map((_, i) => `c${i}`),
+    );
+    for (let i = 0; i < 20; i++) assert.equal(w.runs.get(`c${i}`), 1, `c${i} ran once`);
+    assert.equal(w.guests.length, 1, "the guest's one session took the new connection");
+    assert.ok(w.events.some((e) => e.type === "resumed"));
+    await host.close();
+    w.listener.close();
+  });
+
+  it("carries a stream byte-exact through host cuts in the middle of it", async () => {
+    const w = vm();
+    const host = w.dial();
+    await host.ready;
+    const total = 2 * 1024 * 1024;
+    const data = new Uint8Array(total);
+    for (let i = 0; i < total; i++) data[i] = (i * 13 + (i >> 9)) % 251;
+    const call = host.open("pipe", undefined, { streams: ["in", "out"] });
+    const input = call.streams.in as SessionStream;
+    const received = readAll(call.streams.out as SessionStream);
+    let cuts = 0;
+    for (let off = 0; off < total; off += 64 * 1024) {
+      input.write(data.subarray(off, off + 64 * 1024));
+      if (off % (512 * 1024) === 0 && off > 0) {
+        await settle(3);
+        w.port.disconnectHost();
+        await settle(3);
+        host.reconnect(w.port.connectHost());
+        cuts++;
+      }
+      await settle(2);
+    }
+    input.end();
+    assert.equal(await call.result, "piped");
+    assert.equal(sha(await received), sha(data));
+    (call.streams.out as SessionStream).end();
+    assert.ok(cuts >= 3);
+    await host.close();
+    w.listener.close();
+  });
+
+  it("gives a new host a clean handshake past the stale frames and answers an earlier host left", async () => {
+    const w = vm();
+    const first = w.dial();
+    await first.ready;
+    // The first host goes away without a word; the guest's answers to it wait in the port.
+    const lost = first.call("echo", "for-nobody");
+    w.port.disconnectHost();
+    await settle();
+    first.abort(new Error("gone"));
+    await lost.catch(() => {});
+    // A second host, with a session of its own, connects: the first frames it reads are stale.
+    const second = w.dial();
+    await second.ready;
+    assert.equal(await second.call("echo", "fresh"), "fresh");
+    await second.close();
+    w.listener.close();
+  });
+
+  it("tells a host whose agent restarted to dial again: calls in flight fail RESUME_FAILED, new ones work", async () => {
+    const w = vm();
+    const host = w.dial();
+    await host.ready;
+    assert.equal(await host.call("echo", "before"), "before");
+    w.port.disconnectHost();
+    await settle();
+    const inFlight = host.call("echo", "lost");
+    // The agent restarts while no host is connected: a new process opens the port.
+    w.startAgent();
+    host.reconnect(w.port.connectHost());
+    await assert.rejects(inFlight, (err) => isGuestlinkError(err, "RESUME_FAILED"));
+    await until("the host to learn the agent restarted", () =>
+      w.events.some((e) => e.type === "restarted"),
+    );
+    assert.equal(await host.call("echo", "after"), "after");
+    await host.close();
+    w.listener.close();
+  });
+
+  it("refuses a second reader, and explains a missing port", async () => {
+    const w = vm();
+    assert.throws(() => w.port.open(), /EBUSY/);
+    w.listener.close();
+    const dir = mkdtempSync(join(tmpdir(), "gl-serial-"));
+    await assert.rejects(listen(`serial:${join(dir, "org.guestlink.0")}`), (err: unknown) => {
+      assert.ok(isGuestlinkError(err));
+      assert.equal(err.code, "LISTEN_FAILED");
+      assert.match(err.message, /no port at .*ENOENT.*virtserialport/);
+      return true;
+    });
+  });
+
+  it("cannot be connected to: the host reaches the port through the hypervisor's socket", async () => {
+    await assert.rejects(connect(PORT), (err: unknown) => {
+      assert.ok(isGuestlinkError(err));
+      assert.equal(err.code, "INVALID_ADDRESS");
+      assert.match(err.message, /agent --listen serial:.*unix:PATH/);
+      return true;
+    });
+  });
+});
