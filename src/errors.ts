@@ -15,7 +15,8 @@ export const ERROR_CODES = {
   BAD_CONTROL_PAYLOAD:
     "a control payload is not valid msgpack or holds types guestlink never sends",
   INVALID_ADDRESS: "an address is not one of the accepted forms, or cannot be used the way it was",
-  TRANSPORT_UNSUPPORTED: "the address names a transport this version of guestlink does not provide",
+  TRANSPORT_UNSUPPORTED:
+    "the address names a transport that cannot work here (not built, not this platform, or missing from the kernel)",
   CONNECT_FAILED: "a connection to an address (or a process to talk to) could not be established",
   ADDRESS_IN_USE: "something else already occupies the address guestlink was asked to listen on",
   LISTEN_FAILED: "guestlink could not listen on an address for a reason other than it being in use",

@@ -31,7 +31,13 @@ export function isLossyAddress(address: Address): boolean {
  * process on stdio, or one spawned by `exec:`, is gone with its pipe: a new one is another peer.
  */
 export function isResumableAddress(address: Address): boolean {
-  return address.kind === "unix" || address.kind === "tcp";
+  return (
+    address.kind === "unix" ||
+    address.kind === "tcp" ||
+    address.kind === "vsock" ||
+    address.kind === "fc" ||
+    address.kind === "mailbox"
+  );
 }
 
 /** Redialling a lost connection: quick at first (a blip), backing off to a second between tries. */

@@ -1,0 +1,13 @@
+{
+  "targets": [
+    {
+      "target_name": "guestlink_vsock",
+      "sources": ["vsock.c"],
+      "cflags": ["-Wall", "-Wextra", "-std=gnu11"],
+      "defines": ["NAPI_VERSION=8"],
+      "conditions": [
+        ["OS!='linux'", { "type": "none", "sources!": ["vsock.c"] }]
+      ]
+    }
+  ]
+}
