@@ -2,13 +2,17 @@
  * The transport layer's entry points: `connect` and `listen` take any address (a string or a
  * parsed `Address`) and dispatch on its kind.
  */
-import { InvalidAddressError, TransportUnsupportedError } from "../errors.ts";
-import { ADDRESS_FORMS, type Address, toAddress } from "./address.ts";
+import { InvalidAddressError } from "../errors.ts";
+import { type Address, toAddress } from "./address.ts";
 import { connectExec } from "./exec.ts";
+import { connectFc, listenFc } from "./fc.ts";
+import { connectMailbox, listenMailbox } from "./mailbox.ts";
+import { listenSerial } from "./serial.ts";
 import { connectStdio } from "./stdio.ts";
 import { connectTcp, listenTcp } from "./tcp.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
 import { connectUnix, listenUnix } from "./unix.ts";
+import { connectVsock, listenVsock } from "./vsock.ts";
 
 export {
   ADDRESS_FORMS,
@@ -54,10 +58,16 @@ export async function connect(
     case "exec":
       return connectExec(a.argv, options);
     case "vsock":
+      return connectVsock(a.cid, a.port, options);
     case "fc":
-    case "serial":
+      return connectFc(a.path, a.port, options);
     case "mailbox":
-      throw unsupported(a);
+      return connectMailbox(a.folder, options);
+    case "serial":
+      throw new InvalidAddressError(
+        `cannot connect to serial:${a.path}: the agent in the guest listens on its port (guestlink agent --listen serial:${a.path}); the host reaches the port through the hypervisor's socket for it, e.g. unix:PATH for QEMU's chardev`,
+        { details: { address: `serial:${a.path}` } },
+      );
   }
 }
 
@@ -80,16 +90,12 @@ export async function listen(address: string | Address, options?: CallOptions): 
         { details: { address: "exec" } },
       );
     case "vsock":
+      return listenVsock(a.cid, a.port, options);
     case "fc":
-    case "serial":
+      return listenFc(a.path, a.port, options);
     case "mailbox":
-      throw unsupported(a);
+      return listenMailbox(a.folder, options);
+    case "serial":
+      return listenSerial(a.path, options);
   }
-}
-
-function unsupported(address: Address): TransportUnsupportedError {
-  return new TransportUnsupportedError(
-    `the ${address.kind} transport (${ADDRESS_FORMS[address.kind]}) is not available in this version of guestlink`,
-    { details: { kind: address.kind } },
-  );
 }
