@@ -1,0 +1,193 @@
+/**
+ * Figures for the QEMU guest, printed for people (or as JSON with --json); never run by
+ * `npm test`, and nothing here asserts on time.
+ *
+ *   npx tsx test/e2e/qemu/figures.ts [--json] [--runs N] [--mib N]
+ *
+ * - boot: QEMU started → the agent answers `info` (and → init's start line, for the echo guest)
+ * - `guestlink exec ADDR -- true`: the median of N runs of the CLI, and of N calls in one session
+ *   through the library (openSession + remoteExec), which leaves out node's start-up on the host
+ * - throughput of the agent's exec streams over tcp, each way
+ * - the bare virtio-serial port (guestlink.mode=echo, bare-port.cjs): host→guest, guest→host
+ *   from node and from busybox dd, and a round trip; what the agent's serial figures are read
+ *   against. The agent-over-serial figures come with the serial transport: call
+ *   `agentFigures(vm.serialAddress, "agent over serial")` on a VM booted with
+ *   `listen: [GUEST_SERIAL_LISTEN]` and `readyAddress` left to default (the serial socket).
+ */
+import { randomBytes } from "node:crypto";
+import { Readable, Writable } from "node:stream";
+import { parseArgs } from "node:util";
+import { openSession, remoteExec } from "../../../src/index.ts";
+import type { Session } from "../../../src/session/session.ts";
+import { BarePort, type Transfer } from "./bare-port.ts";
+import { builtIsCurrent, describeRun, runGuestlink } from "./host.ts";
+import { prepareImage } from "./image.ts";
+import { bootVm, type Vm } from "./vm.ts";
+
+const { values: flags } = parseArgs({
+  options: {
+    json: { type: "boolean", default: false },
+    runs: { type: "string", default: "20" },
+    mib: { type: "string", default: "32" },
+  },
+});
+const RUNS = Number(flags.runs);
+const BYTES = Number(flags.mib) * 1024 * 1024;
+
+const figures: Record<string, number | string> = {};
+function record(name: string, value: number | string, unit = ""): void {
+  figures[name] = typeof value === "number" ? Math.round(value * 100) / 100 : value;
+  if (!flags.json) {
+    const shown = typeof value === "number" ? value.toFixed(value < 10 ? 2 : 1) : value;
+    process.stdout.write(`${name.padEnd(64)} ${shown}${unit ? ` ${unit}` : ""}\n`);
+  }
+}
+const progress = (line: string) => process.stderr.write(`  … ${line}\n`);
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+function counter(): Writable & { bytes: number } {
+  const sink = Object.assign(
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        sink.bytes += chunk.length;
+        done();
+      },
+    }),
+    { bytes: 0 },
+  );
+  return sink;
+}
+
+/** `bytes` zero bytes as a stream, in 64 KiB chunks. */
+function zeros(bytes: number): Readable {
+  const chunk = Buffer.alloc(64 * 1024);
+  let left = bytes;
+  return new Readable({
+    read() {
+      if (left <= 0) {
+        this.push(null);
+        return;
+      }
+      const n = Math.min(left, chunk.length);
+      left -= n;
+      this.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+    },
+  });
+}
+
+async function exec(session: Session, argv: string[], stdin?: Readable): Promise<number> {
+  const out = counter();
+  const result = await remoteExec(session, { argv }, { stdin, stdout: out, stderr: counter() });
+  if (result.status !== 0) throw new Error(`${argv.join(" ")} ended with status ${result.status}`);
+  return out.bytes;
+}
+
+/** What the agent at `address` does: exec latency (CLI and in-process) and stream throughput. */
+async function agentFigures(address: string, label: string): Promise<void> {
+  const built = await builtIsCurrent();
+  const cli = built ? "node bin/guestlink" : "guestlink from the sources (tsx; dist/ is stale)";
+  const cliMs: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const args = ["exec", address, "--", "true"];
+    const r = await runGuestlink(args, { built });
+    if (r.code !== 0) throw new Error(describeRun(args, r));
+    cliMs.push(r.ms);
+  }
+  record(`${label}: exec -- true, ${cli}, median of ${RUNS}`, median(cliMs), "ms");
+
+  const session = await openSession(address, { resume: false });
+  try {
+    const callMs: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const started = performance.now();
+      await exec(session, ["true"]);
+      callMs.push(performance.now() - started);
+    }
+    record(`${label}: exec -- true in one session, median of ${RUNS}`, median(callMs), "ms");
+
+    let started = performance.now();
+    const got = await exec(session, ["head", "-c", String(BYTES), "/dev/zero"]);
+    if (got !== BYTES) throw new Error(`exec head -c ${BYTES} gave ${got} bytes`);
+    record(`${label}: exec output guest→host (${flags.mib} MiB)`, mbPerS(BYTES, started), "MB/s");
+
+    started = performance.now();
+    await exec(session, ["sh", "-c", "cat > /dev/null"], zeros(BYTES));
+    record(`${label}: exec input host→guest (${flags.mib} MiB)`, mbPerS(BYTES, started), "MB/s");
+  } finally {
+    await session.close();
+  }
+}
+
+function mbPerS(bytes: number, startedMs: number): number {
+  return bytes / 1e6 / ((performance.now() - startedMs) / 1000);
+}
+
+/** The bare port: the best of three of each, since the figure is what the port can do. */
+async function bareFigures(vm: Vm): Promise<void> {
+  const port = await BarePort.connect(vm.serialSocket);
+  const best = async (run: () => Promise<Transfer>) => {
+    const all: Transfer[] = [];
+    for (let i = 0; i < 3; i++) all.push(await run());
+    return Math.max(...all.map((t) => t.mbPerS));
+  };
+  try {
+    const mib = `${flags.mib} MiB, best of 3`;
+    record(
+      `bare serial: host→guest (node reads, ${mib})`,
+      await best(() => port.sink(BYTES)),
+      "MB/s",
+    );
+    record(
+      `bare serial: guest→host (node writes, ${mib})`,
+      await best(() => port.receive(BYTES, "source")),
+      "MB/s",
+    );
+    record(
+      `bare serial: guest→host (busybox dd bs=64k, ${mib})`,
+      await best(() => port.receive(BYTES, "dd")),
+      "MB/s",
+    );
+    const echoBytes = Math.min(BYTES, 8 * 1024 * 1024);
+    const data = randomBytes(echoBytes);
+    record(
+      `bare serial: echo round trip (${echoBytes / 1024 / 1024} MiB, best of 3)`,
+      await best(async () => {
+        const e = await port.echo(data);
+        if (!e.back.equals(data)) throw new Error("the echo came back different");
+        return e;
+      }),
+      "MB/s",
+    );
+  } finally {
+    await port.quit();
+  }
+}
+
+const image = await prepareImage({ log: progress });
+record("kernel", `${image.kernelPackage} (uname -r ${image.kernelRelease})`);
+record("accelerator", process.env.GUESTLINK_QEMU_ACCEL ?? "tcg");
+
+progress("booting the agent guest (tcp)");
+const agentVm = await bootVm({ image });
+try {
+  record("boot: QEMU start → agent answers info (tcp)", agentVm.readyMs, "ms");
+  await agentFigures(agentVm.tcpAddress as string, "agent over tcp");
+} finally {
+  await agentVm.shutdown();
+}
+
+progress("booting the echo guest (bare virtio-serial)");
+const echoVm = await bootVm({ image, mode: "echo" });
+try {
+  record("boot: QEMU start → echo program started", echoVm.readyMs, "ms");
+  await bareFigures(echoVm);
+} finally {
+  await echoVm.shutdown();
+}
+
+if (flags.json) process.stdout.write(`${JSON.stringify(figures, null, 2)}\n`);

@@ -1,0 +1,240 @@
+/**
+ * End to end: a real Linux guest under QEMU (TCG), the guestlink agent in it, and the guestlink
+ * CLI on the host talking to it, as a user would. Also the raw virtio-serial port the serial
+ * transport rides on, with no guestlink in between.
+ *
+ * Skipped, saying why, on a machine without QEMU, a static busybox or Debian's kernel package
+ * (see image.ts); GUESTLINK_QEMU_REQUIRED=1 (CI) turns that skip into a failure.
+ */
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { after, before, describe, type TestContext, test } from "node:test";
+import { BarePort } from "./bare-port.ts";
+import { describeRun, runGuestlink } from "./host.ts";
+import { type GuestImage, ImageUnavailable, prepareImage } from "./image.ts";
+import { bootVm, type Vm, type VmExit } from "./vm.ts";
+
+/** How long a test may take at most; a stuck one fails instead of hanging the run. */
+const TEST_TIMEOUT_MS = 120_000;
+/** How long QEMU gets to exit after the guest was asked to power off. */
+const EXIT_TIMEOUT_MS = 30_000;
+const BIG_OUTPUT_BYTES = 20_000_000;
+const PUT_BYTES = 8 * 1024 * 1024;
+const bounded = { timeout: TEST_TIMEOUT_MS };
+
+let skipReason: string | undefined;
+let image: GuestImage | undefined;
+const imageReady = (async () => {
+  try {
+    image = await prepareImage();
+  } catch (err) {
+    if (!(err instanceof ImageUnavailable) || process.env.GUESTLINK_QEMU_REQUIRED === "1") {
+      throw err;
+    }
+    skipReason = `no QEMU guest on this machine: ${err.message}`;
+  }
+})();
+imageReady.catch(() => {}); // reported by the before() hooks that await it
+
+/** The booted VM, or undefined after marking the test skipped. */
+function vmOrSkip(t: TestContext, vm: Vm | undefined): Vm | undefined {
+  if (skipReason !== undefined) t.skip(skipReason);
+  else if (vm === undefined) assert.fail("the VM did not boot (see the before hook's error)");
+  return vm;
+}
+
+/** A Writable that hashes and counts what it is given. */
+function hashSink(): Writable & { digest(): { sha256: string; bytes: number } } {
+  const hash = createHash("sha256");
+  let bytes = 0;
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      done();
+    },
+  });
+  return Object.assign(sink, { digest: () => ({ sha256: hash.digest("hex"), bytes }) });
+}
+
+/** QEMU's exit, or a failure once EXIT_TIMEOUT_MS has passed (and QEMU is killed). */
+async function exitOf(vm: Vm): Promise<VmExit> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), EXIT_TIMEOUT_MS);
+  });
+  const exit = await Promise.race([vm.exited, timeout]);
+  clearTimeout(timer);
+  if (exit === "timeout") {
+    await vm.kill();
+    assert.fail(`QEMU did not exit within ${EXIT_TIMEOUT_MS} ms\n${vm.console.tail()}`);
+  }
+  return exit;
+}
+
+describe("the agent in a QEMU guest, reached over tcp (user-mode networking)", {
+  timeout: TEST_TIMEOUT_MS * 4,
+}, () => {
+  let vm: Vm | undefined;
+  let address = "";
+  let dir = "";
+
+  before(async () => {
+    await imageReady;
+    if (image === undefined) return;
+    dir = await mkdtemp(join(tmpdir(), "guestlink-qemu-test-"));
+    vm = await bootVm({ image });
+    address = vm.tcpAddress as string;
+  });
+
+  after(async () => {
+    await vm?.kill();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test("info says who the agent is and which kernel the guest runs", bounded, async (t) => {
+    if (!vmOrSkip(t, vm) || !image) return;
+    const args = ["info", address, "--json"];
+    const r = await runGuestlink(args);
+    assert.equal(r.code, 0, describeRun(args, r));
+    const info = JSON.parse(r.stdout.toString()) as {
+      hostname: string;
+      os: { type: string; release: string };
+      services: string[];
+    };
+    assert.equal(info.hostname, "guestlink-vm");
+    assert.equal(info.os.type, "Linux");
+    assert.equal(info.os.release, image.kernelRelease);
+    assert.ok(info.services.includes("exec"), `services: ${info.services.join(", ")}`);
+  });
+
+  test("exec -- uname -a prints the guest kernel's line", bounded, async (t) => {
+    if (!vmOrSkip(t, vm) || !image) return;
+    const args = ["exec", address, "--", "uname", "-a"];
+    const r = await runGuestlink(args);
+    assert.equal(r.code, 0, describeRun(args, r));
+    const line = r.stdout.toString().trim();
+    assert.match(line, /^Linux guestlink-vm \S+ #\d+/);
+    assert.ok(line.includes(image.kernelRelease), line);
+  });
+
+  test("exec -- dmesg returns the guest's kernel log from its first line", bounded, async (t) => {
+    if (!vmOrSkip(t, vm)) return;
+    const args = ["exec", address, "--", "dmesg"];
+    const r = await runGuestlink(args);
+    assert.equal(r.code, 0, describeRun(args, r));
+    const log = r.stdout.toString();
+    assert.match(log, /Linux version \d/);
+    // The first line of the boot and one near its end: the whole log, not a piece of it.
+    assert.match(log, /Run \/init as init process/);
+  });
+
+  test("20 MB of command output arrives whole and in order (sha256)", bounded, async (t) => {
+    if (!vmOrSkip(t, vm)) return;
+    // Random bytes, hashed in the guest before they are sent (on stderr, while stdout streams).
+    // busybox seq would make content the host can compute, but takes 15 s under TCG.
+    const script = `head -c ${BIG_OUTPUT_BYTES} /dev/urandom > /tmp/big && sha256sum /tmp/big >&2 && cat /tmp/big`;
+    const args = ["exec", address, "--", "sh", "-c", script];
+    const sink = hashSink();
+    const r = await runGuestlink(args, { stdout: sink });
+    assert.equal(r.code, 0, describeRun(args, r));
+    const guestSha256 = /^([0-9a-f]{64})\s/.exec(r.stderr)?.[1];
+    assert.ok(guestSha256, `no sha256 from the guest on stderr: ${JSON.stringify(r.stderr)}`);
+    assert.deepEqual(sink.digest(), { sha256: guestSha256, bytes: BIG_OUTPUT_BYTES });
+  });
+
+  test("a file put into the guest comes back byte-exact with get", bounded, async (t) => {
+    if (!vmOrSkip(t, vm)) return;
+    const local = join(dir, "out.bin");
+    const back = join(dir, "back.bin");
+    const data = randomBytes(PUT_BYTES);
+    const sha256 = createHash("sha256").update(data).digest("hex");
+    await writeFile(local, data, { mode: 0o640 });
+
+    const put = ["put", address, local, "/tmp/put.bin"];
+    const p = await runGuestlink(put);
+    assert.equal(p.code, 0, describeRun(put, p));
+
+    // The guest's own sha256sum, so the file is checked where it landed too.
+    const sum = ["exec", address, "--", "sha256sum", "/tmp/put.bin"];
+    const s = await runGuestlink(sum);
+    assert.equal(s.code, 0, describeRun(sum, s));
+    assert.equal(s.stdout.toString().split(/\s+/)[0], sha256);
+
+    const get = ["get", address, "/tmp/put.bin", back];
+    const g = await runGuestlink(get);
+    assert.equal(g.code, 0, describeRun(get, g));
+    assert.ok((await readFile(back)).equals(data), "the file that came back differs");
+  });
+
+  test("a stopped agent powers the guest off and QEMU exits with status 0", bounded, async (t) => {
+    const booted = vmOrSkip(t, vm);
+    if (!booted) return;
+    // The shell's parent is the agent: SIGTERM makes it finish this session and exit, and init
+    // powers off when it does (guest/init.sh).
+    const args = ["exec", address, "--", "sh", "-c", "kill -TERM $PPID"];
+    const r = await runGuestlink(args);
+    assert.equal(r.code, 0, describeRun(args, r));
+    const exit = await exitOf(booted);
+    assert.deepEqual(
+      exit,
+      { code: 0, signal: null, killed: false, poweredOff: true },
+      booted.console.tail(),
+    );
+    assert.ok(
+      booted.console.find(/^guestlink-init: agent exited with status 0/),
+      booted.console.tail(),
+    );
+  });
+});
+
+describe("the raw virtio-serial port of a QEMU guest (no guestlink in between)", {
+  timeout: TEST_TIMEOUT_MS * 3,
+}, () => {
+  let vm: Vm | undefined;
+  let port: BarePort | undefined;
+
+  before(async () => {
+    await imageReady;
+    if (image === undefined) return;
+    vm = await bootVm({ image, mode: "echo" });
+    port = await BarePort.connect(vm.serialSocket);
+  });
+
+  after(async () => {
+    port?.close();
+    await vm?.kill();
+  });
+
+  test("bytes sent into the port come back unchanged", bounded, async (t) => {
+    if (!vmOrSkip(t, vm) || !port) return;
+    const data = randomBytes(1024 * 1024);
+    const { back } = await port.echo(data);
+    assert.ok(back.equals(data), "the echoed bytes differ");
+  });
+
+  test("the port carries 8 MiB each way intact", bounded, async (t) => {
+    if (!vmOrSkip(t, vm) || !port) return;
+    const n = 8 * 1024 * 1024;
+    assert.equal((await port.sink(n)).bytes, n);
+    // receive() checks every byte against what the guest is known to send.
+    assert.equal((await port.receive(n, "source")).bytes, n);
+    assert.equal((await port.receive(n, "dd")).bytes, n);
+  });
+
+  test("quit ends the guest program, and QEMU exits with status 0", bounded, async (t) => {
+    const booted = vmOrSkip(t, vm);
+    if (!booted || !port) return;
+    await port.quit();
+    const exit = await exitOf(booted);
+    assert.deepEqual(
+      exit,
+      { code: 0, signal: null, killed: false, poweredOff: true },
+      booted.console.tail(),
+    );
+  });
+});
