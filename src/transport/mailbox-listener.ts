@@ -211,6 +211,11 @@ export class MailboxListener implements Listener {
       },
       this.#o,
     );
+    if (this.#closing !== undefined) {
+      // Closed while this one was being accepted: nobody will take it.
+      transport.abort(new TransportClosedError(`the listener on ${this.address} was closed`));
+      return;
+    }
     this.#accepted.push(transport);
     this.#wake();
   }

@@ -23,7 +23,9 @@ export interface MailboxOptions extends CallOptions {
   /**
    * The most bytes one file carries: whatever is sent in the same tick (and while the previous
    * file is written) goes into one file, up to this. It is also the send buffer's high-water
-   * mark: `send()` returns false once this much waits to be written. Default 1 MiB.
+   * mark: `send()` returns false once this much waits to be written. A reader refuses a file
+   * larger than its own `maxFileBytes` (the connection fails), so give both sides the same value.
+   * Default 1 MiB.
    */
   maxFileBytes?: number;
   /** Files written and not yet consumed by the reader (per direction) at which the writer waits. Default 64. */
