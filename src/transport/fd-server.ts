@@ -12,6 +12,7 @@ import { EventEmitter } from "node:events";
 import { closeSync } from "node:fs";
 import net from "node:net";
 import { getSystemErrorName } from "node:util";
+import { pipeBinding } from "./fd-socket.ts";
 
 type ServerHandle = {
   open(fd: number): number;
@@ -19,23 +20,6 @@ type ServerHandle = {
   close(callback?: () => void): void;
   onconnection: ((status: number, client: { fd: number } | undefined) => void) | null;
 };
-type PipeBinding = { Pipe: new (type: number) => ServerHandle; constants: { SOCKET: number } };
-
-let binding: PipeBinding | null | undefined;
-
-function pipeBinding(): PipeBinding | null {
-  if (binding !== undefined) return binding;
-  try {
-    const b = (process as unknown as { binding(name: string): unknown }).binding(
-      "pipe_wrap",
-    ) as Partial<PipeBinding>;
-    binding = typeof b.Pipe === "function" && b.constants !== undefined ? (b as PipeBinding) : null;
-  } catch {
-    binding = null;
-  }
-  return binding;
-}
-
 /** An errno-style error, as Node's own are: `code` is the errno name. */
 function uvError(status: number, syscall: string): Error {
   let code: string;
@@ -67,7 +51,7 @@ export class FdServer extends EventEmitter {
   /** Takes ownership of the listening descriptor `fd`, also when it throws. */
   constructor(fd: number, options: FdServerOptions) {
     super();
-    const b = pipeBinding();
+    const b = pipeBinding<ServerHandle>();
     if (b === null) {
       closeSync(fd);
       throw new Error("this Node has no pipe_wrap binding to accept on a descriptor with");

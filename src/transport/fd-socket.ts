@@ -11,21 +11,30 @@
 import net from "node:net";
 
 type PipeHandle = { open(fd: number): number };
-type PipeBinding = { Pipe: new (type: number) => PipeHandle; constants: { SOCKET: number } };
+/** Node's `pipe_wrap` binding; `H` is the part of the pipe handle a caller uses. */
+export type PipeBinding<H = PipeHandle> = {
+  Pipe: new (type: number) => H;
+  constants: { SOCKET: number };
+};
 
-let binding: PipeBinding | null | undefined;
+let binding: PipeBinding<unknown> | null | undefined;
 
-function pipeBinding(): PipeBinding | null {
-  if (binding !== undefined) return binding;
-  try {
-    const b = (process as unknown as { binding(name: string): unknown }).binding(
-      "pipe_wrap",
-    ) as Partial<PipeBinding>;
-    binding = typeof b.Pipe === "function" && b.constants !== undefined ? (b as PipeBinding) : null;
-  } catch {
-    binding = null;
+/** The `pipe_wrap` binding, or null where this Node has none. */
+export function pipeBinding<H = PipeHandle>(): PipeBinding<H> | null {
+  if (binding === undefined) {
+    try {
+      const b = (process as unknown as { binding(name: string): unknown }).binding(
+        "pipe_wrap",
+      ) as Partial<PipeBinding<unknown>>;
+      binding =
+        typeof b.Pipe === "function" && b.constants !== undefined
+          ? (b as PipeBinding<unknown>)
+          : null;
+    } catch {
+      binding = null;
+    }
   }
-  return binding;
+  return binding as PipeBinding<H> | null;
 }
 
 /** Whether `fdSocket` can work on this Node. */
