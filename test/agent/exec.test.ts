@@ -424,10 +424,14 @@ describe("exec with a slow reader", () => {
     assert.equal(result.stdoutBytes, total);
     assert.equal(received, total);
     assert.equal(nonZero, 0);
-    const after = (await session.call("rss")) as { maxRSS: number };
-    const peakMiB = after.maxRSS / 1024;
+    const after = (await session.call("rss")) as { maxRSS: number; replayPeakBytes: number };
+    // What the session holds is bounded by the peer's window (4 MiB), not by the 2 GiB sent.
+    const keptMiB = after.replayPeakBytes / MiB;
+    assert.ok(keptMiB <= 5, `the agent kept ${keptMiB.toFixed(1)} MiB for replay`);
+    // The process as a whole: V8 frees the 64 KiB buffers read from the pipe only at its own
+    // pace (growth of 30-70 MiB is usual, more on a loaded machine); a stream that piled bytes
+    // up would pass 128 MiB long before 2 GiB.
     const growthMiB = (after.maxRSS - before.maxRSS) / 1024;
-    assert.ok(peakMiB < 150, `agent peak RSS ${peakMiB.toFixed(1)} MiB`);
-    assert.ok(growthMiB < 64, `agent peak RSS grew by ${growthMiB.toFixed(1)} MiB`);
+    assert.ok(growthMiB < 128, `agent peak RSS grew by ${growthMiB.toFixed(1)} MiB`);
   });
 });
