@@ -66,6 +66,12 @@ const ERROR_LINGER_MS = 1_000;
 const RECONNECT = "RECONNECT";
 /** How often a guest may ask its host to dial again (see `#staleFrame`). */
 const RECONNECT_HINT_INTERVAL_MS = 1_000;
+/**
+ * How often the dialling side says HELLO again while it has no answer. A guest on a virtio-serial
+ * port that closes it (no host yet) just as the host's HELLO arrives never sees that HELLO; the
+ * next one gets through.
+ */
+const HELLO_REPEAT_MS = 1_000;
 const MAX_CREDIT = 2 ** 31 - 1;
 /** With resume, an ACK goes back after this many sequenced frames or bytes received. */
 const ACK_EVERY_FRAMES = 256;
@@ -141,6 +147,8 @@ interface Link {
   handshaking: boolean;
   /** The dialling side's mark on its HELLO for this connection, which the answer must carry. */
   readonly nonce: string | undefined;
+  /** The mark on the HELLO this side took on this connection: a repeat of it is ignored. */
+  peerNonce: string | undefined;
   /** The connection the peer began in mid-stream on the same transport (`reconnectsInBand`). */
   successor: Link | undefined;
   /** When this side last asked the peer to dial again (see `#staleFrame`). */
@@ -149,6 +157,7 @@ interface Link {
   over: boolean;
   keepalive: Keepalive | undefined;
   handshakeTimer: Timer | undefined;
+  helloTimer: Timer | undefined;
   framesAtLastTick: number;
   /** The receive sequence number at the last sign of progress, and when that was. */
   progressSeq: number;
@@ -390,6 +399,7 @@ export class Session implements StreamOwner {
       this.#linkLost(link, toGuestlinkError(err));
     }
     if (!link.over) {
+      this.#repeatHello(link);
       this.#armHandshakeTimer(link);
       void this.#readLoop(link);
     }
@@ -617,11 +627,13 @@ export class Session implements StreamOwner {
       owner: this,
       handshaking: true,
       nonce: this.#registry === undefined ? o.runtime.randomId() : undefined,
+      peerNonce: undefined,
       successor: undefined,
       hintedAt: Number.NEGATIVE_INFINITY,
       over: false,
       keepalive: undefined,
       handshakeTimer: undefined,
+      helloTimer: undefined,
       framesAtLastTick: 0,
       progressSeq: 0,
       progressAt: o.runtime.clock.now(),
@@ -670,10 +682,21 @@ export class Session implements StreamOwner {
     const link = this.#link;
     if (this.#state === "closed" || link === undefined) return;
     // A side that accepts waits for the peer's HELLO: it may ask to resume another session.
-    if (this.#registry === undefined)
+    if (this.#registry === undefined) {
       this.#sendControl(FrameType.HELLO, 0, this.#helloMessage(link), false);
+      this.#repeatHello(link);
+    }
     this.#armHandshakeTimer(link);
     void this.#readLoop(link);
+  }
+
+  /** Says HELLO on `link` again each HELLO_REPEAT_MS until the peer answers (see there). */
+  #repeatHello(link: Link): void {
+    link.helloTimer = this.options.runtime.clock.setTimer(HELLO_REPEAT_MS, () => {
+      if (!link.handshaking || link.over) return;
+      this.#sendDirect(link, FrameType.HELLO, this.#helloMessage(link));
+      this.#repeatHello(link);
+    });
   }
 
   #armHandshakeTimer(link: Link): void {
@@ -778,6 +801,7 @@ export class Session implements StreamOwner {
     link.over = true;
     link.keepalive?.stop();
     link.handshakeTimer?.cancel();
+    link.helloTimer?.cancel();
     // A decoder that a successor carries on with is counted when that one is dropped.
     if (link.successor === undefined) {
       this.#wireTotals = sumDecoderStats(this.#wireTotals, link.decoder.stats);
@@ -852,13 +876,18 @@ export class Session implements StreamOwner {
       }
     }
     switch (frame.type) {
-      case FrameType.HELLO:
+      case FrameType.HELLO: {
+        const hello = this.#parse<Hello>(HelloSchema, frame);
+        if (!hello) return;
+        // The dialler says HELLO again until it hears an answer: a repeat is nothing new.
+        if (hello.nonce !== undefined && hello.nonce === link.peerNonce) return;
         if (link.transport.reconnectsInBand && this.#registry !== undefined) {
           this.#helloInBand(link, frame);
           return;
         }
         this.#protocolError("DUPLICATE_HELLO", "a second HELLO on the same connection");
         return;
+      }
       case FrameType.CALL:
         this.#onCall(frame);
         return;
@@ -955,6 +984,8 @@ export class Session implements StreamOwner {
       return;
     }
     link.handshakeTimer?.cancel();
+    link.helloTimer?.cancel();
+    link.peerNonce = hello.nonce;
     const [ourLow, ourHigh] = PROTOCOL_VERSIONS;
     const [theirLow, theirHigh] = hello.protocol;
     const version = Math.min(ourHigh, theirHigh);

@@ -35,6 +35,14 @@ const SERIAL_REOPEN_MAX_MS = 1_000;
 /** Opens the port's device: an epoll-driven stream over it. */
 export type OpenPort = () => Duplex;
 
+/** Runs `fn` after `ms` unless cancelled. Tests pass their fake clock's. */
+export type Schedule = (ms: number, fn: () => void) => { cancel(): void };
+
+const realTime: Schedule = (ms, fn) => {
+  const timer = setTimeout(fn, ms);
+  return { cancel: () => clearTimeout(timer) };
+};
+
 /** Listens on a guest's virtio-serial port. Fails with LISTEN_FAILED or TRANSPORT_UNSUPPORTED. */
 export async function listenSerial(path: string, options?: CallOptions): Promise<Listener> {
   const description = formatAddress({ kind: "serial", path });
@@ -87,8 +95,9 @@ function explainOpen(err: unknown, description: string): string {
 export class SerialListener implements Listener {
   readonly address: string;
   readonly #open: OpenPort;
+  readonly #schedule: Schedule;
   #port: Duplex | undefined;
-  #reopenTimer: ReturnType<typeof setTimeout> | undefined;
+  #reopenTimer: { cancel(): void } | undefined;
   #reopenMs = SERIAL_REOPEN_MS;
   #closed = false;
   #current: SerialConnection | undefined;
@@ -98,9 +107,10 @@ export class SerialListener implements Listener {
   #waiter: ((result: IteratorResult<Transport>) => void) | undefined;
   #iterated = false;
 
-  constructor(description: string, open: OpenPort, first?: Duplex) {
+  constructor(description: string, open: OpenPort, first?: Duplex, schedule = realTime) {
     this.address = description;
     this.#open = open;
+    this.#schedule = schedule;
     if (first !== undefined) this.#attach(first);
     else this.#reopen();
   }
@@ -122,7 +132,7 @@ export class SerialListener implements Listener {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#reopenTimer !== undefined) clearTimeout(this.#reopenTimer);
+    this.#reopenTimer?.cancel();
     this.#current?.abort(new TransportClosedError(`${this.address} was closed`));
     const port = this.#port;
     this.#port = undefined;
@@ -226,7 +236,7 @@ export class SerialListener implements Listener {
     this.#current?.drained();
     if (this.#closed) return;
     this.#reopenMs = delayMs;
-    this.#reopenTimer = setTimeout(() => this.#reopen(), delayMs);
+    this.#reopenTimer = this.#schedule(delayMs, () => this.#reopen());
   }
 
   #reopen(): void {
@@ -238,7 +248,7 @@ export class SerialListener implements Listener {
     } catch {
       // The port went away (the device was unplugged) or is busy: keep trying, more slowly.
       this.#reopenMs = Math.min(this.#reopenMs * 2, SERIAL_REOPEN_MAX_MS);
-      this.#reopenTimer = setTimeout(() => this.#reopen(), this.#reopenMs);
+      this.#reopenTimer = this.#schedule(this.#reopenMs, () => this.#reopen());
       return;
     }
     this.#attach(port);

@@ -22,6 +22,15 @@ export class FakeVirtioPort {
   #host: Transport | undefined;
   /** How many times the guest opened the port. */
   opens = 0;
+  /** Host bytes lost because the guest closed the port before reading them. */
+  discardedBytes = 0;
+  /**
+   * Called as a guest's read finds no host. The guest's close of the port waits for what it
+   * returns: the window in which a host that connects loses what it sends.
+   */
+  onNoHost: (() => Promise<void> | undefined) | undefined;
+  /** The window `onNoHost` opened, which the guest's close waits out. */
+  noHostWindow: Promise<void> | undefined;
 
   /** The guest's `open()` of the device. */
   readonly open = (): Duplex => {
@@ -88,6 +97,7 @@ export class FakeVirtioPort {
   guestClosed(guest: GuestEnd): void {
     if (this.#guest !== guest) return;
     this.#guest = undefined;
+    for (const chunk of this.#fromHost) this.discardedBytes += chunk.length;
     this.#fromHost = [];
   }
 
@@ -102,6 +112,7 @@ export class FakeVirtioPort {
     if (this.#host === undefined && !guest.eof) {
       guest.eof = true;
       guest.push(null);
+      this.noHostWindow = this.onNoHost?.();
     }
   }
 }
@@ -127,7 +138,17 @@ class GuestEnd extends Duplex {
   }
 
   override _destroy(err: Error | null, done: (err: Error | null) => void): void {
-    this.#port.guestClosed(this);
-    done(err);
+    const port = this.#port;
+    const window = port.noHostWindow;
+    port.noHostWindow = undefined;
+    if (window === undefined) {
+      port.guestClosed(this);
+      done(err);
+      return;
+    }
+    void window.then(() => {
+      port.guestClosed(this);
+      done(err);
+    });
   }
 }

@@ -9,7 +9,7 @@ import { SessionRegistry } from "../../src/session/registry.ts";
 import { Session, type SessionEvent } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
 import { connect, listen } from "../../src/transport/index.ts";
-import { SerialListener } from "../../src/transport/serial.ts";
+import { SERIAL_REOPEN_MS, SerialListener } from "../../src/transport/serial.ts";
 import { FakeClock, fakeRuntime, settle } from "../helpers/fake-clock.ts";
 import { readAll } from "../helpers/session.ts";
 import { FakeVirtioPort } from "../helpers/virtio-port.ts";
@@ -30,7 +30,9 @@ function vm() {
     /** Starts (or restarts: a new process, new incarnation, no sessions) the guest agent. */
     startAgent() {
       world.listener?.close();
-      const listener = new SerialListener(PORT, port.open);
+      const listener = new SerialListener(PORT, port.open, undefined, (ms, fn) =>
+        clock.setTimer(ms, fn),
+      );
       world.listener = listener;
       const registry = new SessionRegistry(
         {
@@ -86,47 +88,59 @@ function vm() {
   return world;
 }
 
-async function until(what: string, ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 2000 && !ok(); i++) await new Promise((r) => setTimeout(r, 2));
-  assert.ok(ok(), `timed out waiting for: ${what}`);
+/** Awaits `promise` while moving the fake clock on (see `until`). */
+async function drive<T>(clock: FakeClock, promise: Promise<T>): Promise<T> {
+  let settled = false;
+  const watched = promise.finally(() => {
+    settled = true;
+  });
+  watched.catch(() => {});
+  await until(clock, "a promise to settle", () => settled);
+  return watched;
+}
+
+/** Moves the fake clock on, 10 ms at a time for up to a minute, until `ok()`. */
+async function until(clock: FakeClock, what: string, ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 6_000 && !ok(); i++) await clock.advance(10);
+  assert.ok(ok(), `not within a minute of protocol time: ${what}`);
 }
 
 describe("transport: serial (a guest's virtio-serial port)", () => {
   it("serves a host that connects after the agent opened the port, reopening while none is there", async () => {
     const w = vm();
-    await until("the port to be reopened at least once", () => w.port.opens >= 2);
+    await until(w.clock, "the port to be reopened at least once", () => w.port.opens >= 2);
     const host = w.dial();
-    await host.ready;
-    assert.equal(await host.call("echo", "hi"), "hi");
-    await host.close();
+    await drive(w.clock, host.ready);
+    assert.equal(await drive(w.clock, host.call("echo", "hi")), "hi");
+    await drive(w.clock, host.close());
     w.listener.close();
   });
 
   it("takes a host's HELLO in mid-stream as a new connection, and resumes the session over it", async () => {
     const w = vm();
     const host = w.dial();
-    await host.ready;
-    assert.equal(await host.call("echo", "a"), "a");
+    await drive(w.clock, host.ready);
+    assert.equal(await drive(w.clock, host.call("echo", "a")), "a");
     // The host's connection breaks and it dials again; the guest saw nothing but more bytes.
     const pending = Array.from({ length: 20 }, (_, i) => host.call("echo", `c${i}`));
     w.port.disconnectHost();
     await settle();
     host.reconnect(w.port.connectHost());
     assert.deepEqual(
-      await Promise.all(pending),
+      await drive(w.clock, Promise.all(pending)),
       pending.map((_, i) => `c${i}`),
     );
     for (let i = 0; i < 20; i++) assert.equal(w.runs.get(`c${i}`), 1, `c${i} ran once`);
     assert.equal(w.guests.length, 1, "the guest's one session took the new connection");
     assert.ok(w.events.some((e) => e.type === "resumed"));
-    await host.close();
+    await drive(w.clock, host.close());
     w.listener.close();
   });
 
   it("carries a stream byte-exact through host cuts in the middle of it", async () => {
     const w = vm();
     const host = w.dial();
-    await host.ready;
+    await drive(w.clock, host.ready);
     const total = 2 * 1024 * 1024;
     const data = new Uint8Array(total);
     for (let i = 0; i < total; i++) data[i] = (i * 13 + (i >> 9)) % 251;
@@ -146,18 +160,18 @@ describe("transport: serial (a guest's virtio-serial port)", () => {
       await settle(2);
     }
     input.end();
-    assert.equal(await call.result, "piped");
-    assert.equal(sha(await received), sha(data));
+    assert.equal(await drive(w.clock, call.result), "piped");
+    assert.equal(sha(await drive(w.clock, received)), sha(data));
     (call.streams.out as SessionStream).end();
     assert.ok(cuts >= 3);
-    await host.close();
+    await drive(w.clock, host.close());
     w.listener.close();
   });
 
   it("gives a new host a clean handshake past the stale frames and answers an earlier host left", async () => {
     const w = vm();
     const first = w.dial();
-    await first.ready;
+    await drive(w.clock, first.ready);
     // The first host goes away without a word; the guest's answers to it wait in the port.
     const lost = first.call("echo", "for-nobody");
     w.port.disconnectHost();
@@ -166,29 +180,90 @@ describe("transport: serial (a guest's virtio-serial port)", () => {
     await lost.catch(() => {});
     // A second host, with a session of its own, connects: the first frames it reads are stale.
     const second = w.dial();
-    await second.ready;
-    assert.equal(await second.call("echo", "fresh"), "fresh");
-    await second.close();
+    await drive(w.clock, second.ready);
+    assert.equal(await drive(w.clock, second.call("echo", "fresh")), "fresh");
+    await drive(w.clock, second.close());
     w.listener.close();
   });
 
   it("tells a host whose agent restarted to dial again: calls in flight fail RESUME_FAILED, new ones work", async () => {
     const w = vm();
     const host = w.dial();
-    await host.ready;
-    assert.equal(await host.call("echo", "before"), "before");
+    await drive(w.clock, host.ready);
+    assert.equal(await drive(w.clock, host.call("echo", "before")), "before");
     w.port.disconnectHost();
     await settle();
     const inFlight = host.call("echo", "lost");
     // The agent restarts while no host is connected: a new process opens the port.
     w.startAgent();
     host.reconnect(w.port.connectHost());
-    await assert.rejects(inFlight, (err) => isGuestlinkError(err, "RESUME_FAILED"));
-    await until("the host to learn the agent restarted", () =>
+    await assert.rejects(drive(w.clock, inFlight), (err) => isGuestlinkError(err, "RESUME_FAILED"));
+    await until(w.clock, "the host to learn the agent restarted", () =>
       w.events.some((e) => e.type === "restarted"),
     );
-    assert.equal(await host.call("echo", "after"), "after");
-    await host.close();
+    assert.equal(await drive(w.clock, host.call("echo", "after")), "after");
+    await drive(w.clock, host.close());
+    w.listener.close();
+  });
+
+  it("answers a host whose first HELLO was lost as the guest closed the port, on the repeat", async () => {
+    const w = vm();
+    let host: Session | undefined;
+    // The host connects just as the guest's read finds no host: the guest closes the port (a read
+    // after that is its only way to learn a host came), and what the host sent is discarded.
+    w.port.onNoHost = async () => {
+      w.port.onNoHost = undefined;
+      host = w.dial();
+      await settle();
+    };
+    await w.clock.advance(SERIAL_REOPEN_MS);
+    assert.ok(host !== undefined, "a host connected in the window");
+    await settle();
+    assert.ok(w.port.discardedBytes > 0, "the host's first HELLO was discarded");
+    assert.equal(w.guests.length, 0);
+    await w.clock.advance(1_000);
+    const ready = await drive(w.clock, (host as Session).ready);
+    assert.equal(ready.services.includes("echo"), true);
+    assert.equal(await drive(w.clock, (host as Session).call("echo", "through")), "through");
+    await drive(w.clock, (host as Session).close());
+    w.listener.close();
+  });
+
+  it("recovers when the agent restarts under a live host connection", async () => {
+    const w = vm();
+    const host = w.dial();
+    await drive(w.clock, host.ready);
+    assert.equal(await drive(w.clock, host.call("echo", "before")), "before");
+    // Redial whenever the connection is lost, as the CLI and the supervisor do.
+    host.onEvent((e) => {
+      if (e.type !== "disconnected") return;
+      void (async () => {
+        while (w.port.hostConnected) await settle(1);
+        host.reconnect(w.port.connectHost());
+      })();
+    });
+    // A new agent process opens the port; the host's connection to the chardev never broke.
+    w.startAgent();
+    const inFlight = host.call("echo", "lost");
+    const outcome = inFlight.then(
+      () => "answered",
+      (err) => (isGuestlinkError(err, "RESUME_FAILED") ? "RESUME_FAILED" : String(err)),
+    );
+    let result: string | undefined;
+    void outcome.then((r) => {
+      result = r;
+    });
+    // The new agent asks the host to dial again; the host's HELLOs repeat until one is taken.
+    await until(w.clock, "the call in flight to be settled", () => result !== undefined);
+    assert.equal(result, "RESUME_FAILED");
+    assert.ok(w.events.some((e) => e.type === "restarted"));
+    const timedOut = w.events.filter(
+      (e) => e.type === "disconnected" && e.error.code === "HANDSHAKE_TIMEOUT",
+    );
+    assert.deepEqual(timedOut, [], "no redial waited out a handshake timeout");
+    assert.equal(await drive(w.clock, host.call("echo", "after")), "after");
+    assert.equal(w.runs.get("after"), 1);
+    await drive(w.clock, host.close());
     w.listener.close();
   });
 
