@@ -6,10 +6,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { isGuestlinkError } from "../../src/errors.ts";
+import { SessionRegistry } from "../../src/session/registry.ts";
+import type { Session } from "../../src/session/session.ts";
+import { memoryPair } from "../../src/transport/memory.ts";
 import { encodeControl } from "../../src/wire/control.ts";
 import { FrameEncoder } from "../../src/wire/encode.ts";
 import { FrameType } from "../../src/wire/frame.ts";
-import { scriptedPair, settle } from "../helpers/session.ts";
+import { FakeClock, fakeRuntime } from "../helpers/fake-clock.ts";
+import { ScriptedPeer, scriptedPair, settle } from "../helpers/session.ts";
 
 async function expectProtocolError(
   script: (peer: ReturnType<typeof scriptedPair>["peer"]) => void,
@@ -46,6 +50,49 @@ describe("session: hostile peers", () => {
     await session.ready;
     assert.equal(session.state, "open");
     session.abort();
+  });
+
+  it("says HELLO again each second until answered, then stops", async () => {
+    const { clock, session, peer } = scriptedPair({ keepalive: false });
+    await settle();
+    await clock.advance(2_500);
+    const hellos = peer.frames(FrameType.HELLO);
+    assert.equal(hellos.length, 3, "the first HELLO and two repeats");
+    const nonce = hellos[0]?.body?.nonce;
+    assert.equal(typeof nonce, "string");
+    for (const h of hellos) assert.equal(h.body?.nonce, nonce, "every repeat has the same nonce");
+    peer.hello({ answers: nonce });
+    await session.ready;
+    await clock.advance(5_000);
+    assert.equal(peer.frames(FrameType.HELLO).length, 3, "no HELLO after the answer");
+    session.abort();
+  });
+
+  it("ignores a repeat of the HELLO it answered; another HELLO is DUPLICATE_HELLO", async () => {
+    const clock = new FakeClock();
+    const [ours, theirs] = memoryPair();
+    const sessions: Session[] = [];
+    const registry = new SessionRegistry(
+      { role: "server", runtime: fakeRuntime(clock), keepalive: false },
+      (session) => {
+        sessions.push(session);
+        session.handle("echo", (p) => p);
+      },
+    );
+    registry.accept(ours);
+    const peer = new ScriptedPeer(theirs);
+    peer.hello({ nonce: "first" });
+    await settle();
+    assert.equal(peer.frames(FrameType.HELLO)[0]?.body?.answers, "first");
+    peer.hello({ nonce: "first" });
+    peer.send(FrameType.CALL, 1, 1, { method: "echo", params: "still here" });
+    await settle();
+    assert.equal(peer.frames(FrameType.RESULT).length, 1, "the repeat changed nothing");
+    assert.equal(peer.frames(FrameType.HELLO).length, 1, "and was not answered again");
+    peer.hello({ nonce: "second" });
+    const err = await (sessions[0] as Session).closed;
+    assert.ok(isGuestlinkError(err, "PROTOCOL_ERROR"));
+    assert.equal(err.details?.violation, "DUPLICATE_HELLO");
   });
 
   it("a second HELLO", async () => {
