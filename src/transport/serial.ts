@@ -31,6 +31,8 @@ import type { CallOptions, Listener, Transport } from "./transport.ts";
 export const SERIAL_REOPEN_MS = 20;
 /** The longest wait between opens after the port failed (not just "no host"). */
 const SERIAL_REOPEN_MAX_MS = 1_000;
+/** How long a closed listener waits for its last bytes to leave before it closes the port. */
+const SERIAL_RELEASE_MS = 2_000;
 
 /** Opens the port's device: an epoll-driven stream over it. */
 export type OpenPort = () => Duplex;
@@ -97,6 +99,8 @@ export class SerialListener implements Listener {
   readonly #open: OpenPort;
   readonly #schedule: Schedule;
   #port: Duplex | undefined;
+  /** The port a closed listener is waiting to close (see `#release`). */
+  #draining: Duplex | undefined;
   #reopenTimer: { cancel(): void } | undefined;
   #reopenMs = SERIAL_REOPEN_MS;
   #closed = false;
@@ -129,16 +133,43 @@ export class SerialListener implements Listener {
     };
   }
 
+  /**
+   * Stops making connections. Like a socket listener's, it leaves the current connection be: the
+   * port stays open (and is reopened while no host is there) until that connection is over, so a
+   * session closing gracefully still gets its last frames to the host.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#reopenTimer?.cancel();
-    this.#current?.abort(new TransportClosedError(`${this.address} was closed`));
-    const port = this.#port;
-    this.#port = undefined;
-    port?.destroy();
     this.#waiter?.({ done: true, value: undefined });
     this.#waiter = undefined;
+    if (this.#current === undefined) this.#release();
+  }
+
+  /**
+   * Closes the port for good once what was written to it has gone (or no host took it), then
+   * tells `last`, the connection whose close waits for that.
+   */
+  #release(last?: SerialConnection): void {
+    this.#reopenTimer?.cancel();
+    const port = this.#port;
+    this.#port = undefined;
+    if (port === undefined) return;
+    if (port.writableLength === 0) {
+      port.destroy();
+      return;
+    }
+    this.#draining = port;
+    const done = () => {
+      timer.cancel();
+      this.#draining = undefined;
+      port.destroy();
+      last?.drained();
+    };
+    port.once("drain", done);
+    port.once("error", done);
+    // A host that never reads would hold the process open: give it a little while, then go.
+    const timer = this.#schedule(SERIAL_RELEASE_MS, done);
   }
 
   #next(): Promise<IteratorResult<Transport>> {
@@ -164,6 +195,10 @@ export class SerialListener implements Listener {
   ended(connection: SerialConnection, unread: Uint8Array[]): void {
     if (this.#current !== connection) return;
     this.#current = undefined;
+    if (this.#closed) {
+      this.#release(connection);
+      return;
+    }
     this.#carry.push(...unread);
     const waiter = this.#waiter;
     this.#waiter = undefined;
@@ -186,7 +221,7 @@ export class SerialListener implements Listener {
 
   /** Whether everything written has left for the host (or was dropped). */
   get flushed(): boolean {
-    return (this.#port?.writableLength ?? 0) === 0;
+    return ((this.#port ?? this.#draining)?.writableLength ?? 0) === 0;
   }
 
   /** The consumer took bytes: read on if it has room. For SerialConnection only. */
@@ -234,14 +269,14 @@ export class SerialListener implements Listener {
     port.destroy();
     // Writes waiting for this port are gone with it: wake the sender, whose bytes were dropped.
     this.#current?.drained();
-    if (this.#closed) return;
+    if (this.#closed && this.#current === undefined) return;
     this.#reopenMs = delayMs;
     this.#reopenTimer = this.#schedule(delayMs, () => this.#reopen());
   }
 
   #reopen(): void {
     this.#reopenTimer = undefined;
-    if (this.#closed) return;
+    if (this.#closed && this.#current === undefined) return;
     let port: Duplex;
     try {
       port = this.#open();

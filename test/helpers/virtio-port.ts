@@ -44,6 +44,11 @@ export class FakeVirtioPort {
     return guest;
   };
 
+  /** Whether the guest has the port open. */
+  get guestOpen(): boolean {
+    return this.#guest !== undefined;
+  }
+
   get hostConnected(): boolean {
     return this.#host !== undefined;
   }

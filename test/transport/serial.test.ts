@@ -10,6 +10,7 @@ import { Session, type SessionEvent } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
 import { connect, listen } from "../../src/transport/index.ts";
 import { SERIAL_REOPEN_MS, SerialListener } from "../../src/transport/serial.ts";
+import type { Transport } from "../../src/transport/transport.ts";
 import { FakeClock, fakeRuntime, settle } from "../helpers/fake-clock.ts";
 import { readAll } from "../helpers/session.ts";
 import { FakeVirtioPort } from "../helpers/virtio-port.ts";
@@ -25,11 +26,24 @@ function vm() {
     clock,
     port,
     guests: [] as Session[],
+    /** The connections the current agent's listener made. */
+    connections: [] as Transport[],
     runs: new Map<string, number>(),
+    /** What the "hold" method answers, once `release` is called. */
+    held: (() => {
+      let resolve!: (value: string) => void;
+      const promise = new Promise<string>((r) => {
+        resolve = r;
+      });
+      return { promise, resolve };
+    })(),
     listener: undefined as unknown as SerialListener,
     /** Starts (or restarts: a new process, new incarnation, no sessions) the guest agent. */
     startAgent() {
+      // The old process is gone: its listener, its sessions, its port's descriptor.
       world.listener?.close();
+      for (const connection of world.connections) connection.abort();
+      world.connections = [];
       const listener = new SerialListener(PORT, port.open, undefined, (ms, fn) =>
         clock.setTimer(ms, fn),
       );
@@ -48,6 +62,7 @@ function vm() {
             world.runs.set(key, (world.runs.get(key) ?? 0) + 1);
             return params;
           });
+          session.handle("hold", () => world.held.promise);
           session.handle("pipe", async (_p, ctx) => {
             const input = ctx.streams.in as SessionStream;
             const output = ctx.streams.out as SessionStream;
@@ -68,7 +83,10 @@ function vm() {
         },
       );
       void (async () => {
-        for await (const connection of listener) registry.accept(connection);
+        for await (const connection of listener) {
+          world.connections.push(connection);
+          registry.accept(connection);
+        }
       })();
     },
     /** A host session dialling the port's socket. */
@@ -265,6 +283,26 @@ describe("transport: serial (a guest's virtio-serial port)", () => {
     assert.equal(w.runs.get("after"), 1);
     await drive(w.clock, host.close());
     w.listener.close();
+  });
+
+  it("stops taking connections on close, but lets a running call's result reach the host", async () => {
+    const w = vm();
+    const host = w.dial();
+    await drive(w.clock, host.ready);
+    const running = host.call("hold", undefined, { deadline: Infinity });
+    await settle();
+    // The agent is told to stop (SIGTERM): its listener closes, its sessions close gracefully.
+    await w.listener.close();
+    const guestClosed = (w.guests[0] as Session).close();
+    await settle();
+    assert.ok(w.port.guestOpen, "the port stays open while the session finishes");
+    w.held.resolve("done");
+    assert.equal(await drive(w.clock, running), "done");
+    await drive(w.clock, guestClosed);
+    await drive(w.clock, host.closed);
+    await w.clock.advance(5_000);
+    assert.ok(!w.port.guestOpen, "and is closed for good after");
+    assert.equal(w.port.opens, 1, "not reopened");
   });
 
   it("refuses a second reader, and explains a missing port", async () => {
