@@ -1,10 +1,14 @@
 /**
  * Bundles the agent into one file, dist/guestlink-agent.cjs, that runs with plain `node` (20 or
  * newer) and no node_modules: what the VM tests put into a guest. msgpackr's optional native
- * extension is left out (msgpackr falls back to JavaScript without it).
+ * extension is left out (msgpackr falls back to JavaScript without it). The vsock addon, when
+ * it was built, is copied next to the bundle, where the bundled agent looks for it first; copy
+ * both files into a guest to use `vsock:` there.
  */
-import { statSync } from "node:fs";
+import { copyFileSync, existsSync, rmSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { build } from "esbuild";
+import { VSOCK_ADDON_BUILD_PATH, VSOCK_ADDON_FILE } from "../src/transport/vsock-addon.ts";
 
 const outfile = "dist/guestlink-agent.cjs";
 await build({
@@ -19,4 +23,15 @@ await build({
   legalComments: "none",
   logLevel: "warning",
 });
-console.log(`${outfile}: ${(statSync(outfile).size / 1024).toFixed(0)} KiB`);
+const kib = (path: string) => `${(statSync(path).size / 1024).toFixed(0)} KiB`;
+console.log(`${outfile}: ${kib(outfile)}`);
+
+const addon = join("dist", VSOCK_ADDON_FILE);
+if (existsSync(VSOCK_ADDON_BUILD_PATH)) {
+  copyFileSync(VSOCK_ADDON_BUILD_PATH, addon);
+  console.log(`${addon}: ${kib(addon)} (the vsock addon, for vsock: in the bundled agent)`);
+} else {
+  // A stale copy would be loaded in place of none: better to say vsock: is unavailable.
+  rmSync(addon, { force: true });
+  console.log(`${addon}: not built (no C toolchain at install), so the bundle has no vsock:`);
+}

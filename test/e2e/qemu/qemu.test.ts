@@ -14,9 +14,10 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { after, before, describe, type TestContext, test } from "node:test";
 import { BarePort } from "./bare-port.ts";
+import { CutProxy, upstreamOf } from "./cut-proxy.ts";
 import { describeRun, runGuestlink } from "./host.ts";
 import { type GuestImage, ImageUnavailable, prepareImage } from "./image.ts";
-import { bootVm, type Vm, type VmExit } from "./vm.ts";
+import { bootVm, GUEST_SERIAL_LISTEN, type Vm, type VmExit } from "./vm.ts";
 
 /** How long a test may take at most; a stuck one fails instead of hanging the run. */
 const TEST_TIMEOUT_MS = 120_000;
@@ -76,121 +77,173 @@ async function exitOf(vm: Vm): Promise<VmExit> {
   return exit;
 }
 
-describe("the agent in a QEMU guest, reached over tcp (user-mode networking)", {
-  timeout: TEST_TIMEOUT_MS * 4,
-}, () => {
-  let vm: Vm | undefined;
-  let address = "";
-  let dir = "";
+/**
+ * The checks every way of reaching the agent must pass, through the CLI: `boot` starts the VM,
+ * and `addressOf` says where the host reaches the agent in it.
+ */
+function agentSuite(
+  title: string,
+  boot: (image: GuestImage) => Promise<Vm>,
+  addressOf: (vm: Vm) => string,
+): void {
+  describe(title, { timeout: TEST_TIMEOUT_MS * 5 }, () => {
+    let vm: Vm | undefined;
+    let address = "";
+    let dir = "";
 
-  before(async () => {
-    await imageReady;
-    if (image === undefined) return;
-    dir = await mkdtemp(join(tmpdir(), "guestlink-qemu-test-"));
-    vm = await bootVm({ image });
-    address = vm.tcpAddress as string;
-  });
+    before(async () => {
+      await imageReady;
+      if (image === undefined) return;
+      dir = await mkdtemp(join(tmpdir(), "guestlink-qemu-test-"));
+      vm = await boot(image);
+      address = addressOf(vm);
+    });
 
-  after(async () => {
-    await vm?.kill();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+    after(async () => {
+      await vm?.kill();
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
 
-  test("info says who the agent is and which kernel the guest runs", bounded, async (t) => {
-    if (!vmOrSkip(t, vm) || !image) return;
-    const args = ["info", address, "--json"];
-    const r = await runGuestlink(args);
-    assert.equal(r.code, 0, describeRun(args, r));
-    const info = JSON.parse(r.stdout.toString()) as {
-      hostname: string;
-      os: { type: string; release: string };
-      services: string[];
-    };
-    assert.equal(info.hostname, "guestlink-vm");
-    assert.equal(info.os.type, "Linux");
-    assert.equal(info.os.release, image.kernelRelease);
-    assert.ok(info.services.includes("exec"), `services: ${info.services.join(", ")}`);
-  });
+    test("info says who the agent is and which kernel the guest runs", bounded, async (t) => {
+      if (!vmOrSkip(t, vm) || !image) return;
+      const args = ["info", address, "--json"];
+      const r = await runGuestlink(args);
+      assert.equal(r.code, 0, describeRun(args, r));
+      const info = JSON.parse(r.stdout.toString()) as {
+        hostname: string;
+        os: { type: string; release: string };
+        services: string[];
+      };
+      assert.equal(info.hostname, "guestlink-vm");
+      assert.equal(info.os.type, "Linux");
+      assert.equal(info.os.release, image.kernelRelease);
+      assert.ok(info.services.includes("exec"), `services: ${info.services.join(", ")}`);
+    });
 
-  test("exec -- uname -a prints the guest kernel's line", bounded, async (t) => {
-    if (!vmOrSkip(t, vm) || !image) return;
-    const args = ["exec", address, "--", "uname", "-a"];
-    const r = await runGuestlink(args);
-    assert.equal(r.code, 0, describeRun(args, r));
-    const line = r.stdout.toString().trim();
-    assert.match(line, /^Linux guestlink-vm \S+ #\d+/);
-    assert.ok(line.includes(image.kernelRelease), line);
-  });
+    test("exec -- uname -a prints the guest kernel's line", bounded, async (t) => {
+      if (!vmOrSkip(t, vm) || !image) return;
+      const args = ["exec", address, "--", "uname", "-a"];
+      const r = await runGuestlink(args);
+      assert.equal(r.code, 0, describeRun(args, r));
+      const line = r.stdout.toString().trim();
+      assert.match(line, /^Linux guestlink-vm \S+ #\d+/);
+      assert.ok(line.includes(image.kernelRelease), line);
+    });
 
-  test("exec -- dmesg returns the guest's kernel log from its first line", bounded, async (t) => {
-    if (!vmOrSkip(t, vm)) return;
-    const args = ["exec", address, "--", "dmesg"];
-    const r = await runGuestlink(args);
-    assert.equal(r.code, 0, describeRun(args, r));
-    const log = r.stdout.toString();
-    assert.match(log, /Linux version \d/);
-    // The first line of the boot and one near its end: the whole log, not a piece of it.
-    assert.match(log, /Run \/init as init process/);
-  });
+    test("exec -- dmesg returns the guest's kernel log from its first line", bounded, async (t) => {
+      if (!vmOrSkip(t, vm)) return;
+      const args = ["exec", address, "--", "dmesg"];
+      const r = await runGuestlink(args);
+      assert.equal(r.code, 0, describeRun(args, r));
+      const log = r.stdout.toString();
+      assert.match(log, /Linux version \d/);
+      // The first line of the boot and one near its end: the whole log, not a piece of it.
+      assert.match(log, /Run \/init as init process/);
+    });
 
-  test("20 MB of command output arrives whole and in order (sha256)", bounded, async (t) => {
-    if (!vmOrSkip(t, vm)) return;
-    // Random bytes, hashed in the guest before they are sent (on stderr, while stdout streams).
-    // busybox seq would make content the host can compute, but takes 15 s under TCG.
-    const script = `head -c ${BIG_OUTPUT_BYTES} /dev/urandom > /tmp/big && sha256sum /tmp/big >&2 && cat /tmp/big`;
-    const args = ["exec", address, "--", "sh", "-c", script];
-    const sink = hashSink();
-    const r = await runGuestlink(args, { stdout: sink });
-    assert.equal(r.code, 0, describeRun(args, r));
-    const guestSha256 = /^([0-9a-f]{64})\s/.exec(r.stderr)?.[1];
-    assert.ok(guestSha256, `no sha256 from the guest on stderr: ${JSON.stringify(r.stderr)}`);
-    assert.deepEqual(sink.digest(), { sha256: guestSha256, bytes: BIG_OUTPUT_BYTES });
-  });
+    test("20 MB of command output arrives whole and in order (sha256)", bounded, async (t) => {
+      if (!vmOrSkip(t, vm)) return;
+      // Random bytes, hashed in the guest before they are sent (on stderr, while stdout streams).
+      // busybox seq would make content the host can compute, but takes 15 s under TCG.
+      const script = `head -c ${BIG_OUTPUT_BYTES} /dev/urandom > /tmp/big && sha256sum /tmp/big >&2 && cat /tmp/big`;
+      const args = ["exec", address, "--", "sh", "-c", script];
+      const sink = hashSink();
+      const r = await runGuestlink(args, { stdout: sink });
+      assert.equal(r.code, 0, describeRun(args, r));
+      const guestSha256 = /^([0-9a-f]{64})\s/.exec(r.stderr)?.[1];
+      assert.ok(guestSha256, `no sha256 from the guest on stderr: ${JSON.stringify(r.stderr)}`);
+      assert.deepEqual(sink.digest(), { sha256: guestSha256, bytes: BIG_OUTPUT_BYTES });
+    });
 
-  test("a file put into the guest comes back byte-exact with get", bounded, async (t) => {
-    if (!vmOrSkip(t, vm)) return;
-    const local = join(dir, "out.bin");
-    const back = join(dir, "back.bin");
-    const data = randomBytes(PUT_BYTES);
-    const sha256 = createHash("sha256").update(data).digest("hex");
-    await writeFile(local, data, { mode: 0o640 });
+    test("a file put into the guest comes back byte-exact with get", bounded, async (t) => {
+      if (!vmOrSkip(t, vm)) return;
+      const local = join(dir, "out.bin");
+      const back = join(dir, "back.bin");
+      const data = randomBytes(PUT_BYTES);
+      const sha256 = createHash("sha256").update(data).digest("hex");
+      await writeFile(local, data, { mode: 0o640 });
 
-    const put = ["put", address, local, "/tmp/put.bin"];
-    const p = await runGuestlink(put);
-    assert.equal(p.code, 0, describeRun(put, p));
+      const put = ["put", address, local, "/tmp/put.bin"];
+      const p = await runGuestlink(put);
+      assert.equal(p.code, 0, describeRun(put, p));
 
-    // The guest's own sha256sum, so the file is checked where it landed too.
-    const sum = ["exec", address, "--", "sha256sum", "/tmp/put.bin"];
-    const s = await runGuestlink(sum);
-    assert.equal(s.code, 0, describeRun(sum, s));
-    assert.equal(s.stdout.toString().split(/\s+/)[0], sha256);
+      // The guest's own sha256sum, so the file is checked where it landed too.
+      const sum = ["exec", address, "--", "sha256sum", "/tmp/put.bin"];
+      const s = await runGuestlink(sum);
+      assert.equal(s.code, 0, describeRun(sum, s));
+      assert.equal(s.stdout.toString().split(/\s+/)[0], sha256);
 
-    const get = ["get", address, "/tmp/put.bin", back];
-    const g = await runGuestlink(get);
-    assert.equal(g.code, 0, describeRun(get, g));
-    assert.ok((await readFile(back)).equals(data), "the file that came back differs");
-  });
+      const get = ["get", address, "/tmp/put.bin", back];
+      const g = await runGuestlink(get);
+      assert.equal(g.code, 0, describeRun(get, g));
+      assert.ok((await readFile(back)).equals(data), "the file that came back differs");
+    });
 
-  test("a stopped agent powers the guest off and QEMU exits with status 0", bounded, async (t) => {
-    const booted = vmOrSkip(t, vm);
-    if (!booted) return;
-    // The shell's parent is the agent: SIGTERM makes it finish this session and exit, and init
-    // powers off when it does (guest/init.sh).
-    const args = ["exec", address, "--", "sh", "-c", "kill -TERM $PPID"];
-    const r = await runGuestlink(args);
-    assert.equal(r.code, 0, describeRun(args, r));
-    const exit = await exitOf(booted);
-    assert.deepEqual(
-      exit,
-      { code: 0, signal: null, killed: false, poweredOff: true },
-      booted.console.tail(),
+    test(
+      "a stream cut in the middle completes byte-exact after the CLI reconnects",
+      bounded,
+      async (t) => {
+        if (!vmOrSkip(t, vm)) return;
+        // The CLI reaches the agent through a proxy that breaks the connection halfway through.
+        const proxy = await CutProxy.start(upstreamOf(address), dir);
+        try {
+          proxy.cutAfter(BIG_OUTPUT_BYTES / 2);
+          const script = `head -c ${BIG_OUTPUT_BYTES} /dev/urandom > /tmp/cut && sha256sum /tmp/cut >&2 && cat /tmp/cut`;
+          const args = ["exec", proxy.address, "--", "sh", "-c", script];
+          const sink = hashSink();
+          const r = await runGuestlink(args, { stdout: sink });
+          assert.equal(r.code, 0, describeRun(args, r));
+          assert.equal(proxy.cuts.length, 1, "the connection was cut once");
+          assert.ok(
+            proxy.connections >= 2,
+            `the CLI dialled again (${proxy.connections} connections)`,
+          );
+          const guestSha256 = /^([0-9a-f]{64})\s/m.exec(r.stderr)?.[1];
+          assert.ok(guestSha256, `no sha256 from the guest on stderr: ${JSON.stringify(r.stderr)}`);
+          assert.deepEqual(sink.digest(), { sha256: guestSha256, bytes: BIG_OUTPUT_BYTES });
+        } finally {
+          await proxy.close();
+        }
+      },
     );
-    assert.ok(
-      booted.console.find(/^guestlink-init: agent exited with status 0/),
-      booted.console.tail(),
+
+    test(
+      "a stopped agent powers the guest off and QEMU exits with status 0",
+      bounded,
+      async (t) => {
+        const booted = vmOrSkip(t, vm);
+        if (!booted) return;
+        // The shell's parent is the agent: SIGTERM makes it finish this session and exit, and init
+        // powers off when it does (guest/init.sh).
+        const args = ["exec", address, "--", "sh", "-c", "kill -TERM $PPID"];
+        const r = await runGuestlink(args);
+        assert.equal(r.code, 0, describeRun(args, r));
+        const exit = await exitOf(booted);
+        assert.deepEqual(
+          exit,
+          { code: 0, signal: null, killed: false, poweredOff: true },
+          booted.console.tail(),
+        );
+        assert.ok(
+          booted.console.find(/^guestlink-init: agent exited with status 0/),
+          booted.console.tail(),
+        );
+      },
     );
   });
-});
+}
+
+agentSuite(
+  "the agent in a QEMU guest, reached over tcp (user-mode networking, hostfwd)",
+  (image) => bootVm({ image }),
+  (vm) => vm.tcpAddress as string,
+);
+
+agentSuite(
+  "the agent in a QEMU guest, on its virtio-serial port (serial:, the host on QEMU's chardev socket)",
+  (image) => bootVm({ image, listen: [GUEST_SERIAL_LISTEN] }),
+  (vm) => vm.serialAddress,
+);
 
 describe("the raw virtio-serial port of a QEMU guest (no guestlink in between)", {
   timeout: TEST_TIMEOUT_MS * 3,
