@@ -87,6 +87,7 @@ export async function connectAgent(
     resume: { windowMs },
     ...(opts.payloadChecksum ? { payloadChecksum: true } : {}),
   };
+  const overTcp = address.startsWith("tcp:");
   const supervisor = new Supervisor<Session>({
     connect: (signal) => openSession(address, { ...options, signal }),
     closed: (session) => session.closed,
@@ -95,7 +96,11 @@ export async function connectAgent(
     random: Math.random,
     backoff: { ceilingMs: CONNECT_RETRY_CEILING_MS },
     giveUpAfterMs: timeoutS * 1000,
-    retryable: (err) => isGuestlinkError(err, "CONNECT_FAILED"),
+    // Over tcp, also a connection dropped before the agent said HELLO: a port forwarded into a
+    // VM (QEMU's hostfwd) takes connections while the guest is still booting.
+    retryable: (err) =>
+      isGuestlinkError(err, "CONNECT_FAILED") ||
+      (overTcp && isGuestlinkError(err) && err.details?.beforeHandshake === true),
   });
   const session = await supervisor.ready();
   // The session is the caller's from here; the supervisor stops watching it.

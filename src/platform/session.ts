@@ -68,9 +68,10 @@ export interface OpenSessionOptions extends NodeSessionOptions, CallOptions {
  * Connects to `address` and resolves with a session once its handshake is done. The session is
  * the client side of the id space unless `role` says otherwise.
  *
- * Over unix and tcp the session resumes by default: when the connection is lost it dials again
- * (backing off with jitter) and goes on where it left off, for up to `resume.windowMs`; see
- * `session.onEvent` for what happens. `resume: false` makes a lost connection end the session.
+ * Over an address it can dial again (unix, tcp, vsock, fc, mailbox) the session resumes by
+ * default: when the connection is lost it dials again (backing off with jitter) and goes on
+ * where it left off, for up to `resume.windowMs`; see `session.onEvent` for what happens.
+ * `resume: false` makes a lost connection end the session.
  */
 export async function openSession(
   address: string | Address,

@@ -779,18 +779,33 @@ export class Session implements StreamOwner {
       );
       return;
     }
+    if (this.#state === "handshaking") {
+      // Nothing answered as a guestlink peer. A port a hypervisor forwards (QEMU's hostfwd)
+      // takes connections and drops them until the agent in the guest listens: marked, so a
+      // caller can tell this from a broken session and dial again.
+      const lost =
+        err ??
+        new GuestlinkError("SESSION_CLOSED", `${where} closed the connection during the handshake`);
+      this.#end(
+        new GuestlinkError(lost.code, lost.message, {
+          cause: lost.cause ?? lost,
+          details: { ...lost.details, beforeHandshake: true },
+        }),
+      );
+      return;
+    }
     if (err !== undefined) {
       this.#end(err);
       return;
     }
-    if (busy === 0 && this.#state !== "handshaking") {
+    if (busy === 0) {
       this.#end(undefined);
       return;
     }
     this.#end(
       new GuestlinkError(
         "SESSION_CLOSED",
-        `${where} closed the connection${this.#state === "handshaking" ? " during the handshake" : ` with ${busy} calls and streams in flight`}`,
+        `${where} closed the connection with ${busy} calls and streams in flight`,
       ),
     );
   }

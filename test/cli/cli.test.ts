@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { createConnection, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -74,6 +75,39 @@ describe("the guestlink command", () => {
     assert.equal(nobody.stderr.trim().split("\n").length, 1);
     const verbose = await runCli(["--verbose", "info", "bogus:thing"]);
     assert.ok(verbose.stderr.trim().split("\n").length > 1, "--verbose adds detail");
+  });
+
+  it("over tcp, dials again while a forwarded port drops connections before the agent's HELLO (a VM still booting)", async () => {
+    // As QEMU's hostfwd does while the guest boots: take the connection, then drop it.
+    let connections = 0;
+    let dropFirst = 3;
+    const forward: Server = createServer((client) => {
+      connections++;
+      if (connections <= dropFirst) {
+        client.destroy();
+        return;
+      }
+      const upstream = createConnection(join(dir, "agent.sock"));
+      client.pipe(upstream).pipe(client);
+      for (const s of [client, upstream]) s.on("error", () => {});
+    });
+    forward.listen(0, "127.0.0.1");
+    await once(forward, "listening");
+    const { port } = forward.address() as { port: number };
+    try {
+      const r = await runCli(["info", `tcp:127.0.0.1:${port}`, "--json"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(JSON.parse(r.stdout).session.peer, "test-agent");
+      assert.ok(connections > 3, `dialled ${connections} times`);
+      // A port that never gets an agent behind it: one line once --connect-timeout is over.
+      dropFirst = Number.POSITIVE_INFINITY;
+      const never = await runCli(["info", `tcp:127.0.0.1:${port}`, "--connect-timeout", "0.5"]);
+      assert.equal(never.code, 255);
+      assert.equal(never.stderr.trim().split("\n").length, 1, never.stderr);
+      assert.match(never.stderr, /closed the connection during the handshake/);
+    } finally {
+      forward.close();
+    }
   });
 
   it("exec streams stdout and stderr apart and exits with the command's status", async () => {
