@@ -7,22 +7,28 @@
  * - boot: QEMU started → the agent answers `info` (and → init's start line, for the echo guest)
  * - `guestlink exec ADDR -- true`: the median of N runs of the CLI, and of N calls in one session
  *   through the library (openSession + remoteExec), which leaves out node's start-up on the host
- * - throughput of the agent's exec streams over tcp, each way
+ * - throughput of the agent's exec streams, each way
+ * - time to resume after a cut: a proxy (cut-proxy.ts) breaks the connection in the middle of a
+ *   stream; from the cut to the session's `resumed` event (the CLI's library redials with its
+ *   backoff, handshakes and replays), and the `downMs` the session itself reports
+ * - all of that over tcp (user-mode networking) and over the virtio-serial port (serial:)
  * - the bare virtio-serial port (guestlink.mode=echo, bare-port.cjs): host→guest, guest→host
  *   from node and from busybox dd, and a round trip; what the agent's serial figures are read
- *   against. The agent-over-serial figures come with the serial transport: call
- *   `agentFigures(vm.serialAddress, "agent over serial")` on a VM booted with
- *   `listen: [GUEST_SERIAL_LISTEN]` and `readyAddress` left to default (the serial socket).
+ *   against
  */
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { parseArgs } from "node:util";
 import { openSession, remoteExec } from "../../../src/index.ts";
 import type { Session } from "../../../src/session/session.ts";
 import { BarePort, type Transfer } from "./bare-port.ts";
+import { CutProxy, upstreamOf } from "./cut-proxy.ts";
 import { builtIsCurrent, describeRun, runGuestlink } from "./host.ts";
 import { prepareImage } from "./image.ts";
-import { bootVm, type Vm } from "./vm.ts";
+import { bootVm, GUEST_SERIAL_LISTEN, type Vm } from "./vm.ts";
 
 const { values: flags } = parseArgs({
   options: {
@@ -123,6 +129,44 @@ async function agentFigures(address: string, label: string): Promise<void> {
   }
 }
 
+/** Cuts a stream `CUTS` times through a proxy and times each resume. */
+async function resumeFigures(address: string, label: string): Promise<void> {
+  const CUTS = Math.min(RUNS, 5);
+  const dir = await mkdtemp(join(tmpdir(), "guestlink-figures-"));
+  const proxy = await CutProxy.start(upstreamOf(address), dir);
+  const session = await openSession(proxy.address);
+  const toResumed: number[] = [];
+  const down: number[] = [];
+  let waiting: ((downMs: number) => void) | undefined;
+  let resumedAt = 0;
+  session.onEvent((e) => {
+    if (e.type !== "resumed") return;
+    resumedAt = performance.now();
+    waiting?.(e.downMs);
+  });
+  try {
+    for (let i = 0; i < CUTS; i++) {
+      const resumed = new Promise<number>((resolve) => {
+        waiting = resolve;
+      });
+      proxy.cutAfter(BYTES / 2);
+      const got = await exec(session, ["head", "-c", String(BYTES), "/dev/zero"]);
+      if (got !== BYTES) throw new Error(`exec head -c ${BYTES} gave ${got} bytes across a cut`);
+      const downMs = await resumed;
+      const cut = proxy.cuts[i];
+      if (cut === undefined) throw new Error("the proxy did not cut the stream");
+      down.push(downMs);
+      toResumed.push(resumedAt - cut.at);
+    }
+  } finally {
+    await session.close();
+    await proxy.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+  record(`${label}: cut → resumed (redial, handshake), median of ${CUTS}`, median(toResumed), "ms");
+  record(`${label}: downMs the session reports, median of ${CUTS}`, median(down), "ms");
+}
+
 function mbPerS(bytes: number, startedMs: number): number {
   return bytes / 1e6 / ((performance.now() - startedMs) / 1000);
 }
@@ -177,8 +221,19 @@ const agentVm = await bootVm({ image });
 try {
   record("boot: QEMU start → agent answers info (tcp)", agentVm.readyMs, "ms");
   await agentFigures(agentVm.tcpAddress as string, "agent over tcp");
+  await resumeFigures(agentVm.tcpAddress as string, "agent over tcp");
 } finally {
   await agentVm.shutdown();
+}
+
+progress("booting the agent guest (virtio-serial)");
+const serialVm = await bootVm({ image, listen: [GUEST_SERIAL_LISTEN] });
+try {
+  record("boot: QEMU start → agent answers info (serial)", serialVm.readyMs, "ms");
+  await agentFigures(serialVm.serialAddress, "agent over serial");
+  await resumeFigures(serialVm.serialAddress, "agent over serial");
+} finally {
+  await serialVm.shutdown();
 }
 
 progress("booting the echo guest (bare virtio-serial)");
