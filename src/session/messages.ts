@@ -59,6 +59,11 @@ export const HelloSchema = v.object({
   nonce: v.optional(shortText(64)),
   /** The accepting side's answer carries the dialler's `nonce`: a HELLO without it is stale. */
   answers: v.optional(shortText(64)),
+  /**
+   * The accepting side cannot see the connection end (a guest on a virtio-serial port): GOAWAYs
+   * are answered, and the side that closes first waits for the answer.
+   */
+  confirmsClose: v.optional(v.boolean()),
 });
 export type Hello = v.InferOutput<typeof HelloSchema>;
 

@@ -268,6 +268,14 @@ export class Session implements StreamOwner {
   #goawaySent = false;
   #goawayReceived = false;
   #closeRequested: Deferred<void> | undefined;
+  /**
+   * One side cannot see the connection end (a guest on a virtio-serial port, which said so with
+   * `confirmsClose`): each side answers a GOAWAY with its own, and the one that spoke first waits
+   * (up to ERROR_LINGER_MS) for that answer before it goes, so its GOAWAY is known to have
+   * arrived. Otherwise the guest would hold the session open until keepalive gave up on it.
+   */
+  #closeConfirmed = false;
+  #closeLinger: Timer | undefined;
 
   /**
    * Runs a session over `transport`. `inBand` is for `SessionRegistry` only: a connection the
@@ -954,6 +962,10 @@ export class Session implements StreamOwner {
       case FrameType.GOAWAY:
         if (!this.#parse(GoawaySchema, frame)) return;
         this.#goawayReceived = true;
+        if (this.#closeConfirmed && !this.#goawaySent) {
+          this.#goawaySent = true;
+          this.#sendControl(FrameType.GOAWAY, 0, { reason: "closing" });
+        }
         if (this.#state === "open") this.#state = "closing";
         this.#maybeFinishClosing();
         return;
@@ -1039,6 +1051,7 @@ export class Session implements StreamOwner {
         if (this.#isClosed()) return;
         const answer: Partial<Hello> = refusal === undefined ? {} : { resumeRefused: refusal };
         if (hello.nonce !== undefined) answer.answers = hello.nonce;
+        if (this.#seesNoEnd(link)) answer.confirmsClose = true;
         this.#sendControl(FrameType.HELLO, 0, this.#helloMessage(undefined, answer), false);
       }
       this.#open(link, hello, version);
@@ -1049,6 +1062,7 @@ export class Session implements StreamOwner {
     const same = hello.sessionId === old.sessionId && hello.incarnation === old.incarnation;
     if (this.#resumeFrom !== undefined && hello.resumed !== undefined && same) {
       if (this.#outbox.canReplayFrom(hello.resumed.received)) {
+        this.#closeConfirmed = hello.confirmsClose === true;
         this.#resumeOn(link, hello.resumed.received, undefined);
         return;
       }
@@ -1084,9 +1098,15 @@ export class Session implements StreamOwner {
     this.#open(link, hello, version);
   }
 
+  /** Whether this side cannot see `link` end: it accepted it on a guest's virtio-serial port. */
+  #seesNoEnd(link: Link): boolean {
+    return this.#registry !== undefined && link.transport.reconnectsInBand === true;
+  }
+
   /** The handshake on `link` is done and this is a session from the start: take the peer's terms. */
   #open(link: Link, hello: Hello, version: number): void {
     const o = this.options;
+    this.#closeConfirmed = hello.confirmsClose === true || this.#seesNoEnd(link);
     this.#peer = {
       id: hello.peer.id,
       hostname: hello.peer.hostname,
@@ -1170,9 +1190,11 @@ export class Session implements StreamOwner {
     link.owner = this;
     this.#link = link;
     this.#description = link.transport.description;
+    this.#closeConfirmed = this.#seesNoEnd(link);
     const answer = this.#helloMessage(undefined, {
       resumed: { received: this.#expectedSeq - 1 },
       ...(hello.nonce === undefined ? {} : { answers: hello.nonce }),
+      ...(this.#closeConfirmed ? { confirmsClose: true } : {}),
     });
     this.#resumeOn(link, ask.received, this.#unsequenced(FrameType.HELLO, answer));
     return undefined;
@@ -1866,6 +1888,12 @@ export class Session implements StreamOwner {
   #maybeFinishClosing(): void {
     if (this.#state !== "closing" && !(this.#state === "open" && this.#closeRequested)) return;
     if (this.#outgoing.size > 0 || this.#incoming.size > 0 || this.#streams.size > 0) return;
+    if (this.#closeConfirmed && !this.#goawayReceived && this.#link !== undefined) {
+      this.#closeLinger ??= this.options.runtime.clock.setTimer(ERROR_LINGER_MS, () =>
+        this.#end(undefined, true),
+      );
+      return;
+    }
     this.#outbox.flush();
     this.#end(undefined, true);
   }
@@ -1898,6 +1926,7 @@ export class Session implements StreamOwner {
     this.#state = "closed";
     this.#outbox.stop();
     this.#resumeTimer?.cancel();
+    this.#closeLinger?.cancel();
     this.#deadlines.clear();
     const reason = err ?? new GuestlinkError("SESSION_CLOSED", "the session was closed");
     this.#failPending(reason);

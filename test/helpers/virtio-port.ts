@@ -13,13 +13,27 @@ import { Duplex } from "node:stream";
 import { memoryPair } from "../../src/transport/memory.ts";
 import type { Transport } from "../../src/transport/transport.ts";
 
+export interface FakeVirtioPortOptions {
+  /**
+   * Carries each chunk the host sends to the guest later (`deliver` runs after the port's
+   * latency, on the test's clock). Chunks not yet carried when the host disconnects are lost, as
+   * QEMU drops what is still in the socket when it sees the host hang up.
+   */
+  hostToGuest?: (deliver: () => void) => void;
+}
+
 export class FakeVirtioPort {
+  readonly #hostToGuest: FakeVirtioPortOptions["hostToGuest"];
   /** Host bytes the guest has not read. */
   #fromHost: Uint8Array[] = [];
   /** Guest bytes waiting for a host. */
   #toHost: Uint8Array[] = [];
   #guest: GuestEnd | undefined;
   #host: Transport | undefined;
+  constructor(options: FakeVirtioPortOptions = {}) {
+    this.#hostToGuest = options.hostToGuest;
+  }
+
   /** How many times the guest opened the port. */
   opens = 0;
   /** Host bytes lost because the guest closed the port before reading them. */
@@ -64,8 +78,13 @@ export class FakeVirtioPort {
     void (async () => {
       try {
         for await (const chunk of far) {
-          this.#fromHost.push(chunk);
-          this.pump();
+          const deliver = () => {
+            if (this.#host !== far) return; // the host hung up first: lost
+            this.#fromHost.push(chunk);
+            this.pump();
+          };
+          if (this.#hostToGuest === undefined) deliver();
+          else this.#hostToGuest(deliver);
         }
       } catch {
         // the host went away

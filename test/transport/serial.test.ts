@@ -18,10 +18,17 @@ import { FakeVirtioPort } from "../helpers/virtio-port.ts";
 const PORT = "serial:/dev/virtio-ports/org.guestlink.0";
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
-/** A guest agent on a fake virtio-serial port, and hosts that dial its chardev. */
-function vm() {
+/**
+ * A guest agent on a fake virtio-serial port, and hosts that dial its chardev. With `latencyMs`
+ * the port carries host bytes that long later, losing those in flight when the host hangs up.
+ */
+function vm({ latencyMs }: { latencyMs?: number } = {}) {
   const clock = new FakeClock();
-  const port = new FakeVirtioPort();
+  const port = new FakeVirtioPort(
+    latencyMs === undefined
+      ? {}
+      : { hostToGuest: (deliver) => void clock.setTimer(latencyMs, deliver) },
+  );
   const world = {
     clock,
     port,
@@ -303,6 +310,30 @@ describe("transport: serial (a guest's virtio-serial port)", () => {
     await w.clock.advance(5_000);
     assert.ok(!w.port.guestOpen, "and is closed for good after");
     assert.equal(w.port.opens, 1, "not reopened");
+  });
+
+  it("a host that closes waits for the guest's answering GOAWAY, so the guest's session ends too", async () => {
+    const w = vm({ latencyMs: 5 });
+    const host = w.dial();
+    await drive(w.clock, host.ready);
+    assert.equal(await drive(w.clock, host.call("echo", "x")), "x");
+    await drive(w.clock, host.close());
+    const guest = w.guests[0] as Session;
+    // Had the host hung up at once, its GOAWAY would have been lost in the port, and the guest
+    // would hold the session open until keepalive (off here) gave up on it.
+    assert.equal(await drive(w.clock, guest.closed), undefined);
+    w.listener.close();
+  });
+
+  it("a guest that closes first waits for the host's answering GOAWAY", async () => {
+    const w = vm({ latencyMs: 5 });
+    const host = w.dial();
+    await drive(w.clock, host.ready);
+    const guest = w.guests[0] as Session;
+    await drive(w.clock, guest.close());
+    assert.equal(await drive(w.clock, host.closed), undefined);
+    assert.equal(host.state, "closed");
+    w.listener.close();
   });
 
   it("refuses a second reader, and explains a missing port", async () => {
