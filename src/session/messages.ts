@@ -60,8 +60,9 @@ export const HelloSchema = v.object({
   /** The accepting side's answer carries the dialler's `nonce`: a HELLO without it is stale. */
   answers: v.optional(shortText(64)),
   /**
-   * The accepting side cannot see the connection end (a guest on a virtio-serial port): GOAWAYs
-   * are answered, and the side that closes first waits for the answer.
+   * The accepting side cannot see the connection end (a guest on a virtio-serial port): while
+   * closing, frames are acknowledged at once, and a side waits for its last ones to be before it
+   * hangs up.
    */
   confirmsClose: v.optional(v.boolean()),
 });

@@ -270,9 +270,11 @@ export class Session implements StreamOwner {
   #closeRequested: Deferred<void> | undefined;
   /**
    * One side cannot see the connection end (a guest on a virtio-serial port, which said so with
-   * `confirmsClose`): each side answers a GOAWAY with its own, and the one that spoke first waits
-   * (up to ERROR_LINGER_MS) for that answer before it goes, so its GOAWAY is known to have
-   * arrived. Otherwise the guest would hold the session open until keepalive gave up on it.
+   * `confirmsClose`), and the port loses what the host sent last if it hangs up before the guest
+   * read it. So while closing, each side acknowledges every frame at once, and a side that is
+   * done waits (up to ERROR_LINGER_MS) until the peer has acknowledged all it sent before it
+   * goes: its last RESET or GOAWAY is known to have arrived. Otherwise the guest would hold a
+   * stream, and so the session, open until keepalive gave up on the host.
    */
   #closeConfirmed = false;
   #closeLinger: Timer | undefined;
@@ -957,15 +959,12 @@ export class Session implements StreamOwner {
           return;
         }
         this.#outbox.ack(ack.received);
+        if (this.#closeLinger !== undefined) this.#maybeFinishClosing();
         return;
       }
       case FrameType.GOAWAY:
         if (!this.#parse(GoawaySchema, frame)) return;
         this.#goawayReceived = true;
-        if (this.#closeConfirmed && !this.#goawaySent) {
-          this.#goawaySent = true;
-          this.#sendControl(FrameType.GOAWAY, 0, { reason: "closing" });
-        }
         if (this.#state === "open") this.#state = "closing";
         this.#maybeFinishClosing();
         return;
@@ -1317,7 +1316,13 @@ export class Session implements StreamOwner {
   /** With resume: tells the peer what has arrived, so it can forget it (`force`: if anything). */
   #maybeAck(force: boolean): void {
     if (this.#unackedFrames === 0 || this.#link === undefined || this.#link.handshaking) return;
-    if (!force && this.#unackedFrames < ACK_EVERY_FRAMES && this.#unackedBytes < ACK_EVERY_BYTES) {
+    const closing = this.#closeConfirmed && (this.#goawaySent || this.#goawayReceived);
+    if (
+      !force &&
+      !closing &&
+      this.#unackedFrames < ACK_EVERY_FRAMES &&
+      this.#unackedBytes < ACK_EVERY_BYTES
+    ) {
       return;
     }
     this.#unackedFrames = 0;
@@ -1888,11 +1893,16 @@ export class Session implements StreamOwner {
   #maybeFinishClosing(): void {
     if (this.#state !== "closing" && !(this.#state === "open" && this.#closeRequested)) return;
     if (this.#outgoing.size > 0 || this.#incoming.size > 0 || this.#streams.size > 0) return;
-    if (this.#closeConfirmed && !this.#goawayReceived && this.#link !== undefined) {
-      this.#closeLinger ??= this.options.runtime.clock.setTimer(ERROR_LINGER_MS, () =>
-        this.#end(undefined, true),
-      );
-      return;
+    const link = this.#link;
+    if (this.#closeConfirmed && link !== undefined && !link.handshaking) {
+      this.#maybeAck(true); // our last word: the peer may be waiting for it
+      if (this.#outbox.kept.frames > 0) {
+        this.#closeLinger ??= this.options.runtime.clock.setTimer(ERROR_LINGER_MS, () => {
+          this.#outbox.flush();
+          this.#end(undefined, true);
+        });
+        return;
+      }
     }
     this.#outbox.flush();
     this.#end(undefined, true);

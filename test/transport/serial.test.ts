@@ -336,6 +336,30 @@ describe("transport: serial (a guest's virtio-serial port)", () => {
     w.listener.close();
   });
 
+  it("a host's last frames reach the guest before it hangs up, so a stopping guest's session ends cleanly", async () => {
+    const w = vm({ latencyMs: 5 });
+    const host = w.dial();
+    await drive(w.clock, host.ready);
+    const call = host.open("pipe", undefined, { streams: ["in", "out"] });
+    const input = call.streams.in as SessionStream;
+    const output = call.streams.out as SessionStream;
+    const received = readAll(output);
+    await drive(w.clock, settle());
+    // The agent is told to stop: its session finishes its work, then closes.
+    const guest = w.guests[0] as Session;
+    const guestClosed = guest.close();
+    input.write(new Uint8Array([1, 2, 3]));
+    input.end();
+    assert.equal(await drive(w.clock, call.result), "piped");
+    assert.deepEqual([...(await drive(w.clock, received))], [1, 2, 3]);
+    // The host's END on the stream and its GOAWAY are the last it sends before it hangs up.
+    output.end();
+    await drive(w.clock, host.close());
+    await drive(w.clock, guestClosed);
+    assert.equal(await guest.closed, undefined);
+    w.listener.close();
+  });
+
   it("refuses a second reader, and explains a missing port", async () => {
     const w = vm();
     assert.throws(() => w.port.open(), /EBUSY/);
