@@ -228,6 +228,9 @@ function agentSuite(
           booted.console.find(/^guestlink-init: agent exited with status 0/),
           booted.console.tail(),
         );
+        // Every session ended with its host's close, none by keepalive giving up on a host long
+        // gone (which also kept the agent from stopping for 15 s).
+        assert.equal(booted.console.find(/"session ended"/), undefined, booted.console.tail());
       },
     );
   });
