@@ -6,7 +6,8 @@ import { type FSWatcher, watch as fsWatch } from "node:fs";
 import { lstat, readdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { ListenFailedError, TransportClosedError } from "../errors.ts";
+import { ListenFailedError } from "../errors.ts";
+import { AcceptQueue } from "./accept-queue.ts";
 import {
   ACCEPTED_FILE,
   ALIVE_FILE,
@@ -26,8 +27,6 @@ import type { ResolvedMailboxOptions } from "./mailbox-options.ts";
 import { MailboxTransport } from "./mailbox-transport.ts";
 import type { Listener, Transport } from "./transport.ts";
 
-type Waiter = { resolve(r: IteratorResult<Transport>): void; reject(err: unknown): void };
-
 /** A connection folder this listener knows of and is not reading: cleared once its connector is gone. */
 type Leftover = {
   readonly since: number;
@@ -45,11 +44,8 @@ export class MailboxListener implements Listener {
   readonly #active = new Set<string>();
   /** Every other connection folder seen: dead, finished, or being prepared. */
   readonly #leftovers = new Map<string, Leftover>();
-  #accepted: Transport[] = [];
-  #waiters: Waiter[] = [];
-  #error: Error | undefined;
+  readonly #queue: AcceptQueue;
   #closing: Promise<void> | undefined;
-  #iterated = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #watcher: FSWatcher | undefined;
   #scanning = false;
@@ -61,6 +57,7 @@ export class MailboxListener implements Listener {
     this.address = address;
     this.#incarnation = incarnation;
     this.#o = o;
+    this.#queue = new AcceptQueue(address);
     if (o.watch) {
       try {
         this.#watcher = fsWatch(folder, { persistent: false }, () => this.#scan());
@@ -73,22 +70,7 @@ export class MailboxListener implements Listener {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Transport> {
-    if (this.#iterated) {
-      throw new TypeError(`the listener on ${this.address} already has a reader`);
-    }
-    this.#iterated = true;
-    return {
-      next: () =>
-        new Promise((resolve, reject) => {
-          this.#waiters.push({ resolve, reject });
-          this.#wake();
-        }),
-      // Leaving the accept loop early means no more connections are wanted.
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
+    return this.#queue.iterator(() => this.close());
   }
 
   close(): Promise<void> {
@@ -96,12 +78,8 @@ export class MailboxListener implements Listener {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#watcher?.close();
-    const unclaimed = this.#accepted;
-    this.#accepted = [];
-    const reason = new TransportClosedError(`the listener on ${this.address} was closed`);
-    for (const t of unclaimed) t.abort(reason);
     this.#closing = releaseLock(this.#folder, this.#incarnation);
-    this.#wake();
+    this.#queue.close();
     return this.#closing;
   }
 
@@ -118,12 +96,13 @@ export class MailboxListener implements Listener {
       .catch((err: unknown) => {
         // The folder went away or stopped answering: the consumer hears of it, and the lock
         // is released rather than left half-working.
-        this.#error ??= new ListenFailedError(
-          `accepting connections on ${this.address} failed (${fsCode(err) ?? String(err)})`,
-          { cause: err, details: { address: this.address } },
+        this.#queue.fail(
+          new ListenFailedError(
+            `accepting connections on ${this.address} failed (${fsCode(err) ?? String(err)})`,
+            { cause: err, details: { address: this.address } },
+          ),
         );
         void this.close().catch(() => {});
-        this.#wake();
       })
       .finally(() => {
         this.#scanning = false;
@@ -211,13 +190,8 @@ export class MailboxListener implements Listener {
       },
       this.#o,
     );
-    if (this.#closing !== undefined) {
-      // Closed while this one was being accepted: nobody will take it.
-      transport.abort(new TransportClosedError(`the listener on ${this.address} was closed`));
-      return;
-    }
-    this.#accepted.push(transport);
-    this.#wake();
+    // Closed while this one was being accepted: the queue aborts it, since nobody will take it.
+    this.#queue.push(transport);
   }
 
   /** Removes leftover folders whose connector has shown no sign of life for peerTimeoutMs. */
@@ -239,25 +213,6 @@ export class MailboxListener implements Listener {
       } else if (now - leftover.lastChange > this.#o.peerTimeoutMs) {
         await removeFolder(dir);
         this.#leftovers.delete(name);
-      }
-    }
-  }
-
-  #wake(): void {
-    while (this.#waiters.length > 0) {
-      const waiter = this.#waiters[0] as Waiter;
-      const transport = this.#accepted.shift();
-      if (transport !== undefined) {
-        this.#waiters.shift();
-        waiter.resolve({ done: false, value: transport });
-      } else if (this.#error !== undefined) {
-        this.#waiters.shift();
-        waiter.reject(this.#error);
-      } else if (this.#closing !== undefined) {
-        this.#waiters.shift();
-        waiter.resolve({ done: true, value: undefined });
-      } else {
-        return;
       }
     }
   }

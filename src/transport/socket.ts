@@ -5,7 +5,8 @@
  * peer free to finish sending, as the Transport contract requires.
  */
 import net from "node:net";
-import { ConnectFailedError, ListenFailedError, TransportClosedError } from "../errors.ts";
+import { ConnectFailedError, ListenFailedError } from "../errors.ts";
+import { AcceptQueue } from "./accept-queue.ts";
 import { raceCallOptions, throwIfDone } from "./call-options.ts";
 import { errorLabel } from "./node-stream.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
@@ -69,22 +70,14 @@ export function startListening(
   });
 }
 
-type Waiter = { resolve(r: IteratorResult<Transport>): void; reject(err: unknown): void };
-
-/**
- * Accepted connections, in order, for one consumer. Connections accepted but not yet taken are
- * aborted when the listener closes; those already taken belong to the consumer.
- */
+/** A listening `net.Server` (Unix socket or TCP): its connections, through an AcceptQueue. */
 export class NetListener implements Listener {
   readonly address: string;
   readonly #server: net.Server;
   readonly #wrap: (socket: net.Socket) => Transport;
   readonly #release: () => Promise<void>;
-  #accepted: Transport[] = [];
-  #waiters: Waiter[] = [];
-  #error: Error | undefined;
+  readonly #queue: AcceptQueue;
   #closing: Promise<void> | undefined;
-  #iterated = false;
 
   /**
    * @param server a server that is already listening.
@@ -100,23 +93,13 @@ export class NetListener implements Listener {
     this.#server = server;
     this.#wrap = wrap;
     this.#release = release;
+    this.#queue = new AcceptQueue(address);
     server.on("connection", (socket) => this.#onConnection(socket));
     server.on("error", (err) => this.#onError(err));
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Transport> {
-    if (this.#iterated) {
-      throw new TypeError(`the listener on ${this.address} already has a reader`);
-    }
-    this.#iterated = true;
-    return {
-      next: () => this.#next(),
-      // Leaving the accept loop early means no more connections are wanted.
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
+    return this.#queue.iterator(() => this.close());
   }
 
   close(): Promise<void> {
@@ -124,58 +107,30 @@ export class NetListener implements Listener {
     // Closing the server closes the listening handle now; its callback would wait for every
     // accepted connection to end, which belongs to the consumer, so it is not awaited.
     this.#server.close();
-    const unclaimed = this.#accepted;
-    this.#accepted = [];
-    const reason = new TransportClosedError(`the listener on ${this.address} was closed`);
-    for (const t of unclaimed) t.abort(reason);
     this.#closing = this.#release();
-    this.#wake();
+    this.#queue.close();
     return this.#closing;
   }
 
-  #next(): Promise<IteratorResult<Transport>> {
-    return new Promise((resolve, reject) => {
-      this.#waiters.push({ resolve, reject });
-      this.#wake();
-    });
-  }
-
   #onConnection(socket: net.Socket): void {
-    if (this.#closing !== undefined) {
+    if (this.#queue.closed) {
       socket.destroy();
       return;
     }
-    this.#accepted.push(this.#wrap(socket));
-    this.#wake();
+    this.#queue.push(this.#wrap(socket));
   }
 
   #onError(err: Error): void {
     // After listening, the server reports only accept failures (EMFILE and the like): the
     // consumer hears of it, and the address is released rather than left half-working.
-    this.#error ??= new ListenFailedError(
-      `accepting connections on ${this.address} failed (${errorLabel(err)})`,
-      { cause: err },
+    this.#queue.fail(
+      new ListenFailedError(
+        `accepting connections on ${this.address} failed (${errorLabel(err)})`,
+        {
+          cause: err,
+        },
+      ),
     );
     void this.close().catch(() => {});
-    this.#wake();
-  }
-
-  #wake(): void {
-    while (this.#waiters.length > 0) {
-      const waiter = this.#waiters[0] as Waiter;
-      const transport = this.#accepted.shift();
-      if (transport !== undefined) {
-        this.#waiters.shift();
-        waiter.resolve({ done: false, value: transport });
-      } else if (this.#error !== undefined) {
-        this.#waiters.shift();
-        waiter.reject(this.#error);
-      } else if (this.#closing !== undefined) {
-        this.#waiters.shift();
-        waiter.resolve({ done: true, value: undefined });
-      } else {
-        return;
-      }
-    }
   }
 }
