@@ -1,8 +1,9 @@
 /**
  * The bookkeeping every transport does the same way: whether it may still send and who waits
- * for a drain (`SendGate`), and the one promise its `close()` returns (`CloseLatch`).
+ * for a drain (`SendGate`), the one promise its `close()` returns (`CloseLatch`), and the error
+ * an aborted one fails with (`abortedError`).
  */
-import type { TransportClosedError } from "../errors.ts";
+import { TransportClosedError } from "../errors.ts";
 
 type Drain = { resolve(): void; reject(err: unknown): void };
 
@@ -81,4 +82,12 @@ export class CloseLatch {
     this.#done = undefined;
     done?.(err);
   }
+}
+
+/** What `abort(reason)` fails the sender and reader of `description` with. */
+export function abortedError(description: string, reason?: Error): TransportClosedError {
+  return new TransportClosedError(
+    `${description} was aborted`,
+    reason === undefined ? undefined : { cause: reason },
+  );
 }

@@ -26,7 +26,7 @@ import { type FSWatcher, watch as fsWatch } from "node:fs";
 import { lstat, lutimes, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { TransportClosedError, TransportFailedError } from "../errors.ts";
-import { CloseLatch, SendGate } from "./gates.ts";
+import { abortedError, CloseLatch, SendGate } from "./gates.ts";
 import { Inbound } from "./inbound.ts";
 import {
   ALIVE_FILE,
@@ -224,10 +224,7 @@ export class MailboxTransport implements Transport {
   abort(reason?: Error): void {
     if (this.#aborted) return;
     this.#aborted = true;
-    const closed = new TransportClosedError(
-      `${this.description} was aborted`,
-      reason === undefined ? undefined : { cause: reason },
-    );
+    const closed = abortedError(this.description, reason);
     this.#send.stop(closed);
     this.#inbound.fail(closed, true);
     if (!this.#finished) {

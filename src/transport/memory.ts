@@ -6,7 +6,7 @@
  * resolution, so a test's outcome depends only on the order of its own awaits.
  */
 import { InvalidOptionError, TransportClosedError, TransportFailedError } from "../errors.ts";
-import { CloseLatch, SendGate } from "./gates.ts";
+import { abortedError, CloseLatch, SendGate } from "./gates.ts";
 import { Inbound } from "./inbound.ts";
 import type { Transport } from "./transport.ts";
 
@@ -94,10 +94,7 @@ class MemoryTransport implements Transport {
   abort(reason?: Error): void {
     if (this.#aborted) return;
     this.#aborted = true;
-    const closed = new TransportClosedError(
-      `${this.description} was aborted`,
-      reason === undefined ? undefined : { cause: reason },
-    );
+    const closed = abortedError(this.description, reason);
     this.#send.stop(closed);
     this.inbound.fail(closed, true);
     const peer = this.#target();

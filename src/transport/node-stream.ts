@@ -15,7 +15,7 @@
  */
 import type { Readable, Writable } from "node:stream";
 import { TransportClosedError, TransportFailedError } from "../errors.ts";
-import { CloseLatch, SendGate } from "./gates.ts";
+import { abortedError, CloseLatch, SendGate } from "./gates.ts";
 import { Inbound } from "./inbound.ts";
 import type { Transport } from "./transport.ts";
 
@@ -145,10 +145,7 @@ export class NodeStreamTransport implements Transport {
   abort(reason?: Error): void {
     if (this.#aborted) return;
     this.#aborted = true;
-    const closed = new TransportClosedError(
-      `${this.description} was aborted`,
-      reason === undefined ? undefined : { cause: reason },
-    );
+    const closed = abortedError(this.description, reason);
     this.#send.stop(closed);
     this.#inbound.fail(closed, true);
     this.#inputDone = true;

@@ -22,7 +22,7 @@ import { ListenFailedError, TransportClosedError, TransportUnsupportedError } fr
 import { formatAddress } from "./address.ts";
 import { throwIfDone } from "./call-options.ts";
 import { fdSocket, fdSocketSupported } from "./fd-socket.ts";
-import { CloseLatch, SendGate } from "./gates.ts";
+import { abortedError, CloseLatch, SendGate } from "./gates.ts";
 import { Inbound } from "./inbound.ts";
 import { errorLabel, READ_HIGH_WATER_MARK_BYTES } from "./node-stream.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
@@ -344,12 +344,7 @@ class SerialConnection implements Transport {
 
   abort(reason?: Error): void {
     if (this.#over && !this.#close.pending) return;
-    this.#finish(
-      new TransportClosedError(
-        `${this.description} was aborted`,
-        reason === undefined ? undefined : { cause: reason },
-      ),
-    );
+    this.#finish(abortedError(this.description, reason));
     this.#close.finish();
   }
 
