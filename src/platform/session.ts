@@ -151,6 +151,7 @@ export async function serveSessions(
     async close({ abort = false } = {}) {
       await listener.close();
       await accepting;
+      registry.abortWaiting(new GuestlinkError("SESSION_CLOSED", "the server is shutting down"));
       await Promise.all(
         [...sessions].map((s) => {
           if (abort) s.abort(new GuestlinkError("SESSION_CLOSED", "the server is shutting down"));

@@ -14,6 +14,8 @@ export class SessionRegistry {
   /** The sessions this registry made that have not ended, connected or waiting to be resumed. */
   readonly sessions: ReadonlySet<Session> = new Set<Session>();
   readonly #byId = new Map<string, Session>();
+  /** Sessions on accepted connections whose peer has not said HELLO yet. */
+  readonly #waiting = new Set<Session>();
   readonly #options: SessionOptions;
   readonly #onSession: (session: Session) => void;
 
@@ -24,7 +26,7 @@ export class SessionRegistry {
 
   /** Runs a session on `transport`: a resumed one, or a new one once the peer's HELLO says so. */
   accept(transport: Transport): void {
-    new Session(transport, this.#options);
+    this.#wait(new Session(transport, this.#options));
   }
 
   /**
@@ -32,7 +34,21 @@ export class SessionRegistry {
    * read on by the session whose connection it follows, with its `decoder`. For `Session` only.
    */
   acceptInBand(transport: Transport, decoder: FrameDecoder): Session {
-    return new Session(transport, this.#options, { decoder });
+    return this.#wait(new Session(transport, this.#options, { decoder }));
+  }
+
+  /**
+   * Ends the sessions whose peer has not said HELLO yet: a server that stops has no use for
+   * them, and on a guest's port one would wait for a host for as long as the agent runs.
+   */
+  abortWaiting(reason: Error): void {
+    for (const session of [...this.#waiting]) session.abort(reason);
+  }
+
+  #wait(session: Session): Session {
+    this.#waiting.add(session);
+    void session.closed.then(() => this.#waiting.delete(session));
+    return session;
   }
 
   /** The session with this id, if it is still here. For `Session` only. */
@@ -42,6 +58,7 @@ export class SessionRegistry {
 
   /** A new session is about to answer its peer's HELLO. For `Session` only. */
   opened(session: Session): void {
+    this.#waiting.delete(session);
     const sessions = this.sessions as Set<Session>;
     sessions.add(session);
     this.#byId.set(session.id, session);

@@ -403,13 +403,8 @@ export class Session implements StreamOwner {
     const link = this.#newLink(transport);
     this.#link = link;
     this.#description = transport.description;
-    try {
-      transport.send([this.#unsequenced(FrameType.HELLO, this.#helloMessage(link))]);
-    } catch (err) {
-      this.#linkLost(link, toGuestlinkError(err));
-    }
+    this.#sayHello(link);
     if (!link.over) {
-      this.#repeatHello(link);
       this.#armHandshakeTimer(link);
       void this.#readLoop(link);
     }
@@ -692,20 +687,26 @@ export class Session implements StreamOwner {
     const link = this.#link;
     if (this.#state === "closed" || link === undefined) return;
     // A side that accepts waits for the peer's HELLO: it may ask to resume another session.
-    if (this.#registry === undefined) {
-      this.#sendControl(FrameType.HELLO, 0, this.#helloMessage(link), false);
-      this.#repeatHello(link);
-    }
+    if (this.#registry === undefined) this.#sayHello(link);
+    if (link.over) return;
     this.#armHandshakeTimer(link);
     void this.#readLoop(link);
   }
 
-  /** Says HELLO on `link` again each HELLO_REPEAT_MS until the peer answers (see there). */
-  #repeatHello(link: Link): void {
+  /**
+   * The dialling side's HELLO on `link`, straight to the transport (nothing else may precede
+   * it), said again each HELLO_REPEAT_MS until the peer answers (see there).
+   */
+  #sayHello(link: Link): void {
+    try {
+      link.transport.send([this.#unsequenced(FrameType.HELLO, this.#helloMessage(link))]);
+    } catch (err) {
+      this.#linkLost(link, toGuestlinkError(err));
+      return;
+    }
+    this.stats.framesSent++;
     link.helloTimer = this.options.runtime.clock.setTimer(HELLO_REPEAT_MS, () => {
-      if (!link.handshaking || link.over) return;
-      this.#sendDirect(link, FrameType.HELLO, this.#helloMessage(link));
-      this.#repeatHello(link);
+      if (link.handshaking && !link.over) this.#sayHello(link);
     });
   }
 
@@ -793,15 +794,22 @@ export class Session implements StreamOwner {
       // Nothing answered as a guestlink peer. A port a hypervisor forwards (QEMU's hostfwd)
       // takes connections and drops them until the agent in the guest listens: marked, so a
       // caller can tell this from a broken session and dial again.
-      const lost =
-        err ??
-        new GuestlinkError("SESSION_CLOSED", `${where} closed the connection during the handshake`);
-      this.#end(
-        new GuestlinkError(lost.code, lost.message, {
-          cause: lost.cause ?? lost,
-          details: { ...lost.details, beforeHandshake: true },
-        }),
-      );
+      if (err === undefined) {
+        this.#end(
+          new GuestlinkError(
+            "SESSION_CLOSED",
+            `${where} closed the connection during the handshake`,
+            { details: { beforeHandshake: true } },
+          ),
+        );
+        return;
+      }
+      // The transport's own error, of its own class, made for this failure: marked in place.
+      (err as { details: Record<string, unknown> }).details = {
+        ...err.details,
+        beforeHandshake: true,
+      };
+      this.#end(err);
       return;
     }
     if (err !== undefined) {
@@ -842,6 +850,9 @@ export class Session implements StreamOwner {
     if (this.#link !== link) return;
     this.#link = undefined;
     this.#outbox.detach();
+    // Waiting for the peer's ACKs is over with the connection; a resume asks again.
+    this.#closeLinger?.cancel();
+    this.#closeLinger = undefined;
     const resume = this.options.resume;
     if (resume === false) return;
     const clock = this.options.runtime.clock;
@@ -902,10 +913,8 @@ export class Session implements StreamOwner {
     }
     switch (frame.type) {
       case FrameType.HELLO: {
-        const hello = this.#parse<Hello>(HelloSchema, frame);
-        if (!hello) return;
         // The dialler says HELLO again until it hears an answer: a repeat is nothing new.
-        if (hello.nonce !== undefined && hello.nonce === link.peerNonce) return;
+        if (isRepeatOf(link.peerNonce, frame)) return;
         if (link.transport.reconnectsInBand && this.#registry !== undefined) {
           this.#helloInBand(link, frame);
           return;
@@ -1061,7 +1070,7 @@ export class Session implements StreamOwner {
     const same = hello.sessionId === old.sessionId && hello.incarnation === old.incarnation;
     if (this.#resumeFrom !== undefined && hello.resumed !== undefined && same) {
       if (this.#outbox.canReplayFrom(hello.resumed.received)) {
-        this.#closeConfirmed = hello.confirmsClose === true;
+        this.#closeConfirmed = this.#confirmsClose(link, hello);
         this.#resumeOn(link, hello.resumed.received, undefined);
         return;
       }
@@ -1102,10 +1111,15 @@ export class Session implements StreamOwner {
     return this.#registry !== undefined && link.transport.reconnectsInBand === true;
   }
 
+  /** Whether closing on `link` waits for ACKs (see `#closeConfirmed`): either side says so. */
+  #confirmsClose(link: Link, peerHello: Hello): boolean {
+    return peerHello.confirmsClose === true || this.#seesNoEnd(link);
+  }
+
   /** The handshake on `link` is done and this is a session from the start: take the peer's terms. */
   #open(link: Link, hello: Hello, version: number): void {
     const o = this.options;
-    this.#closeConfirmed = hello.confirmsClose === true || this.#seesNoEnd(link);
+    this.#closeConfirmed = this.#confirmsClose(link, hello);
     this.#peer = {
       id: hello.peer.id,
       hostname: hello.peer.hostname,
@@ -1189,7 +1203,7 @@ export class Session implements StreamOwner {
     link.owner = this;
     this.#link = link;
     this.#description = link.transport.description;
-    this.#closeConfirmed = this.#seesNoEnd(link);
+    this.#closeConfirmed = this.#confirmsClose(link, hello);
     const answer = this.#helloMessage(undefined, {
       resumed: { received: this.#expectedSeq - 1 },
       ...(hello.nonce === undefined ? {} : { answers: hello.nonce }),
@@ -1216,6 +1230,7 @@ export class Session implements StreamOwner {
     });
     link.ready.resolve();
     this.#pump();
+    this.#maybeFinishClosing();
   }
 
   #replayExceeded(received: number): GuestlinkError {
@@ -1959,6 +1974,19 @@ export class Session implements StreamOwner {
     } else {
       transport.abort(reason);
     }
+  }
+}
+
+/**
+ * Whether `frame` (a HELLO) carries `nonce`, the one already taken on its connection. A HELLO
+ * that cannot be read is not a repeat: it is left to whoever takes it next to refuse.
+ */
+function isRepeatOf(nonce: string | undefined, frame: Frame): boolean {
+  if (nonce === undefined) return false;
+  try {
+    return decodeControl(frame.payload).nonce === nonce;
+  } catch {
+    return false;
   }
 }
 

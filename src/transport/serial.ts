@@ -99,6 +99,8 @@ export class SerialListener implements Listener {
   readonly #open: OpenPort;
   readonly #schedule: Schedule;
   #port: Duplex | undefined;
+  /** Connections that ended with writes still in the port, whose close waits for them. */
+  readonly #flushing = new Set<SerialConnection>();
   /** The port a closed listener is waiting to close (see `#release`). */
   #draining: Duplex | undefined;
   #reopenTimer: { cancel(): void } | undefined;
@@ -146,11 +148,8 @@ export class SerialListener implements Listener {
     if (this.#current === undefined) this.#release();
   }
 
-  /**
-   * Closes the port for good once what was written to it has gone (or no host took it), then
-   * tells `last`, the connection whose close waits for that.
-   */
-  #release(last?: SerialConnection): void {
+  /** Closes the port for good once what was written to it has gone (or no host took it). */
+  #release(): void {
     this.#reopenTimer?.cancel();
     const port = this.#port;
     this.#port = undefined;
@@ -164,7 +163,7 @@ export class SerialListener implements Listener {
       timer.cancel();
       this.#draining = undefined;
       port.destroy();
-      last?.drained();
+      this.#drained();
     };
     port.once("drain", done);
     port.once("error", done);
@@ -195,8 +194,10 @@ export class SerialListener implements Listener {
   ended(connection: SerialConnection, unread: Uint8Array[]): void {
     if (this.#current !== connection) return;
     this.#current = undefined;
+    // Its close waits for what it wrote to leave; the port's next drain must reach it.
+    if (!this.flushed) this.#flushing.add(connection);
     if (this.#closed) {
-      this.#release(connection);
+      this.#release();
       return;
     }
     this.#carry.push(...unread);
@@ -246,7 +247,7 @@ export class SerialListener implements Listener {
         port.pause();
       }
     });
-    port.on("drain", () => this.#current?.drained());
+    port.on("drain", () => this.#drained());
     // A read of 0 bytes: no host is connected. Look again shortly.
     port.once("end", () => this.#lost(port, SERIAL_REOPEN_MS));
     port.on("error", () => this.#lost(port, Math.min(this.#reopenMs * 2, SERIAL_REOPEN_MAX_MS)));
@@ -263,12 +264,19 @@ export class SerialListener implements Listener {
     return current.push(chunk);
   }
 
+  /** The port's buffer drained (or the port is gone): wake whoever waits on that. */
+  #drained(): void {
+    this.#current?.drained();
+    for (const connection of this.#flushing) connection.drained();
+    if (this.flushed) this.#flushing.clear();
+  }
+
   #lost(port: Duplex, delayMs: number): void {
     if (this.#port !== port) return;
     this.#port = undefined;
     port.destroy();
     // Writes waiting for this port are gone with it: wake the sender, whose bytes were dropped.
-    this.#current?.drained();
+    this.#drained();
     if (this.#closed && this.#current === undefined) return;
     this.#reopenMs = delayMs;
     this.#reopenTimer = this.#schedule(delayMs, () => this.#reopen());

@@ -45,6 +45,7 @@ function vm({ latencyMs }: { latencyMs?: number } = {}) {
       return { promise, resolve };
     })(),
     listener: undefined as unknown as SerialListener,
+    registry: undefined as unknown as SessionRegistry,
     /** Starts (or restarts: a new process, new incarnation, no sessions) the guest agent. */
     startAgent() {
       // The old process is gone: its listener, its sessions, its port's descriptor.
@@ -89,6 +90,7 @@ function vm({ latencyMs }: { latencyMs?: number } = {}) {
           });
         },
       );
+      world.registry = registry;
       void (async () => {
         for await (const connection of listener) {
           world.connections.push(connection);
@@ -312,7 +314,7 @@ describe("transport: serial (a guest's virtio-serial port)", () => {
     assert.equal(w.port.opens, 1, "not reopened");
   });
 
-  it("a host that closes waits for the guest's answering GOAWAY, so the guest's session ends too", async () => {
+  it("a host that closes waits for the guest's ACK of its GOAWAY, so the guest's session ends too", async () => {
     const w = vm({ latencyMs: 5 });
     const host = w.dial();
     await drive(w.clock, host.ready);
@@ -325,7 +327,7 @@ describe("transport: serial (a guest's virtio-serial port)", () => {
     w.listener.close();
   });
 
-  it("a guest that closes first waits for the host's answering GOAWAY", async () => {
+  it("a guest that closes first has the host's session end cleanly too", async () => {
     const w = vm({ latencyMs: 5 });
     const host = w.dial();
     await drive(w.clock, host.ready);
@@ -358,6 +360,20 @@ describe("transport: serial (a guest's virtio-serial port)", () => {
     await drive(w.clock, guestClosed);
     assert.equal(await guest.closed, undefined);
     w.listener.close();
+  });
+
+  it("an agent stopped while no host is there closes the port for good", async () => {
+    const w = vm();
+    await until(w.clock, "the port to be reopened at least once", () => w.port.opens >= 2);
+    // What serveSessions.close() does: the listener closes, and the session still waiting for
+    // a host's HELLO on the port's connection is ended, so the port can be let go.
+    await w.listener.close();
+    w.registry.abortWaiting(new Error("the server is shutting down"));
+    await w.clock.advance(5_000);
+    const opens = w.port.opens;
+    await w.clock.advance(5_000);
+    assert.equal(w.port.opens, opens, "not reopened after close");
+    assert.ok(!w.port.guestOpen, "the port is closed");
   });
 
   it("refuses a second reader, and explains a missing port", async () => {
