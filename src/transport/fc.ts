@@ -106,8 +106,7 @@ export async function listenFc(
   options?: CallOptions,
 ): Promise<Listener> {
   const description = describe(path, port);
-  const listener = await listenUnix(`${path}_${port}`, options);
-  return new FcListener(listener, description);
+  return await listenUnix(`${path}_${port}`, options, description);
 }
 
 function describe(path: string, port: number): string {
@@ -275,62 +274,5 @@ function explainSocket(err: Error, path: string, description: string): string {
       return `${path} is not a socket (ENOTSOCK): give the vsock device's uds_path`;
     default:
       return `cannot connect to ${path} for ${description} (${code}): ${err.message}`;
-  }
-}
-
-/** A Unix listener on `PATH_PORT` that presents itself, and what it accepts, as `fc:PATH:PORT`. */
-class FcListener implements Listener {
-  readonly address: string;
-  readonly #inner: Listener;
-
-  constructor(inner: Listener, address: string) {
-    this.#inner = inner;
-    this.address = address;
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<Transport> {
-    const accepted = this.#inner[Symbol.asyncIterator]();
-    return {
-      next: async () => {
-        const next = await accepted.next();
-        return next.done ? next : { done: false, value: new FcTransport(next.value, this.address) };
-      },
-      return: async () => (await accepted.return?.()) ?? { done: true, value: undefined },
-    };
-  }
-
-  close(): Promise<void> {
-    return this.#inner.close();
-  }
-}
-
-/** A transport under another name. */
-class FcTransport implements Transport {
-  readonly description: string;
-  readonly #inner: Transport;
-
-  constructor(inner: Transport, description: string) {
-    this.#inner = inner;
-    this.description = description;
-  }
-
-  send(chunks: readonly Uint8Array[]): boolean {
-    return this.#inner.send(chunks);
-  }
-
-  drain(): Promise<void> {
-    return this.#inner.drain();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
-    return this.#inner[Symbol.asyncIterator]();
-  }
-
-  close(): Promise<void> {
-    return this.#inner.close();
-  }
-
-  abort(reason?: Error): void {
-    this.#inner.abort(reason);
   }
 }

@@ -32,9 +32,18 @@ export async function connectUnix(path: string, options?: CallOptions): Promise<
   );
 }
 
-/** Listens on a Unix socket, replacing a stale socket file that nobody answers on. */
-export async function listenUnix(path: string, options?: CallOptions): Promise<Listener> {
+/**
+ * Listens on a Unix socket, replacing a stale socket file that nobody answers on. `presentAs`
+ * names the listener and its connections when the socket stands for another kind of address
+ * (Firecracker's `fc:PATH:PORT` is a socket at `PATH_PORT`); errors name the socket.
+ */
+export async function listenUnix(
+  path: string,
+  options?: CallOptions,
+  presentAs?: string,
+): Promise<Listener> {
   const description = describe(path);
+  const name = presentAs ?? description;
   const onDeadline = () =>
     new ListenFailedError(`listening on ${description} did not finish before the deadline`, {
       details: { address: description, reason: "deadline" },
@@ -61,8 +70,8 @@ export async function listenUnix(path: string, options?: CallOptions): Promise<L
     const ours = await lstat(path).catch(() => undefined);
     return new NetListener(
       server,
-      description,
-      (socket) => wrap(socket, description),
+      name,
+      (socket) => wrap(socket, name),
       () => removeOwnSocket(path, ours?.ino, description),
     );
   })();
