@@ -1,5 +1,7 @@
 /** Sessions over an in-memory pair with a fake clock, and a scripted (possibly hostile) peer. */
 
+import { createHash } from "node:crypto";
+import { toDuplex } from "../../src/platform/duplex.ts";
 import type { SessionOptions } from "../../src/session/options.ts";
 import { Session } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
@@ -109,6 +111,33 @@ export function scriptedPair(extra: Extra = {}) {
   const [a, b] = memoryPair();
   const session = new Session(a, { role: "client", runtime: fakeRuntime(clock), ...extra });
   return { clock, session, peer: new ScriptedPeer(b) };
+}
+
+/** Writes what arrives on `input` to `output`, consuming as it goes; resolves at input's end. */
+export function copyStream(input: SessionStream, output: SessionStream): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    input.attach({
+      data: (chunk) => {
+        output.write(chunk.slice());
+        input.consumed(chunk.length);
+      },
+      end: () => resolve(),
+      error: reject,
+    });
+  });
+}
+
+/** Reads a stream to its end as a Node stream would: its sha256 and length, nothing kept. */
+export async function hashStream(
+  stream: SessionStream,
+): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash("sha256");
+  let bytes = 0;
+  for await (const chunk of toDuplex(stream)) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest("hex"), bytes };
 }
 
 /** Reads a stream to its end, consuming as it goes; resolves with all bytes. */

@@ -11,10 +11,10 @@ import { readdir } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { isGuestlinkError } from "../../src/errors.ts";
-import { toDuplex } from "../../src/platform/duplex.ts";
 import { openSession } from "../../src/platform/session.ts";
 import type { Session, SessionEvent } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
+import { hashStream } from "../helpers/session.ts";
 import { tempDir } from "../helpers/transport.ts";
 
 const AGENT = fileURLToPath(new URL("../fixtures/mailbox-agent.ts", import.meta.url));
@@ -119,16 +119,12 @@ describe("mailbox: an agent and a host that share only a folder", () => {
   it("carries a 100 MB stream out of the agent, sha256 checked", async (t) => {
     const started = performance.now();
     const produce = session.open("produce", { bytes: STREAM_BYTES }, { streams: ["out"] });
-    const hash = createHash("sha256");
-    let received = 0;
-    for await (const chunk of toDuplex(produce.streams.out as SessionStream)) {
-      hash.update(chunk as Buffer);
-      received += (chunk as Buffer).length;
-    }
+    const arrived = hashStream(produce.streams.out as SessionStream);
+    const { sha256, bytes } = await arrived;
     assert.equal(await produce.result, STREAM_BYTES);
     const seconds = (performance.now() - started) / 1000;
-    assert.equal(received, STREAM_BYTES);
-    assert.equal(hash.digest("hex"), patternHash(STREAM_BYTES));
+    assert.equal(bytes, STREAM_BYTES);
+    assert.equal(sha256, patternHash(STREAM_BYTES));
     t.diagnostic(
       `100 MB in ${seconds.toFixed(2)} s: ${(STREAM_BYTES / 1e6 / seconds).toFixed(0)} MB/s`,
     );

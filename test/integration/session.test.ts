@@ -14,6 +14,7 @@ import { openSession, type SessionServer, serveSessions } from "../../src/platfo
 import type { Session } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
 import { serveTestServices } from "../fixtures/services.ts";
+import { hashStream } from "../helpers/session.ts";
 
 function patternHash(bytes: number): string {
   const block = Buffer.alloc(64 * 1024);
@@ -41,15 +42,10 @@ async function exercise(session: Session) {
   // 16 MiB out of the peer, hashed on arrival.
   const total = 16 * 1024 * 1024;
   const produce = session.open("produce", { bytes: total }, { streams: ["out"] });
-  const hash = createHash("sha256");
-  let received = 0;
-  for await (const chunk of toDuplex(produce.streams.out as SessionStream)) {
-    hash.update(chunk as Buffer);
-    received += (chunk as Buffer).length;
-  }
+  const { sha256, bytes } = await hashStream(produce.streams.out as SessionStream);
   assert.equal(await produce.result, total);
-  assert.equal(received, total);
-  assert.equal(hash.digest("hex"), patternHash(total));
+  assert.equal(bytes, total);
+  assert.equal(sha256, patternHash(total));
 
   // 8 MiB through the peer and back.
   const cat = session.open("cat", {}, { streams: ["in", "out"] });

@@ -10,7 +10,7 @@ import { memoryPair } from "../../src/transport/memory.ts";
 import type { Transport } from "../../src/transport/transport.ts";
 import { FrameType } from "../../src/wire/frame.ts";
 import { FakeClock, fakeRuntime, settle } from "../helpers/fake-clock.ts";
-import { readAll, ScriptedPeer } from "../helpers/session.ts";
+import { copyStream, readAll, ScriptedPeer } from "../helpers/session.ts";
 
 type Extra = Partial<Omit<SessionOptions, "role" | "runtime">>;
 
@@ -134,16 +134,7 @@ describe("session: resume", () => {
     w.servers[0]?.handle("pipe", async (_p, ctx) => {
       const input = ctx.streams.in as SessionStream;
       const output = ctx.streams.out as SessionStream;
-      await new Promise<void>((resolve, reject) => {
-        input.attach({
-          data: (chunk) => {
-            output.write(chunk.slice());
-            input.consumed(chunk.length);
-          },
-          end: () => resolve(),
-          error: reject,
-        });
-      });
+      await copyStream(input, output);
       return "ok";
     });
     const call = w.client.open("pipe", undefined, { streams: ["in", "out"] });

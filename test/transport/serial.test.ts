@@ -12,7 +12,7 @@ import { connect, listen } from "../../src/transport/index.ts";
 import { SERIAL_REOPEN_MS, SerialListener } from "../../src/transport/serial.ts";
 import type { Transport } from "../../src/transport/transport.ts";
 import { FakeClock, fakeRuntime, settle } from "../helpers/fake-clock.ts";
-import { readAll } from "../helpers/session.ts";
+import { copyStream, readAll } from "../helpers/session.ts";
 import { FakeVirtioPort } from "../helpers/virtio-port.ts";
 
 const PORT = "serial:/dev/virtio-ports/org.guestlink.0";
@@ -74,16 +74,7 @@ function vm({ latencyMs }: { latencyMs?: number } = {}) {
           session.handle("pipe", async (_p, ctx) => {
             const input = ctx.streams.in as SessionStream;
             const output = ctx.streams.out as SessionStream;
-            await new Promise<void>((resolve, reject) => {
-              input.attach({
-                data: (chunk) => {
-                  output.write(chunk.slice());
-                  input.consumed(chunk.length);
-                },
-                end: () => resolve(),
-                error: reject,
-              });
-            });
+            await copyStream(input, output);
             output.end();
             input.end();
             return "piped";
