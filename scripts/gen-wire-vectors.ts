@@ -17,7 +17,12 @@ const examples: {
   control?: unknown;
   data?: string;
 }[] = [
-  { type: FrameType.HELLO, streamId: 0, seq: 0, control: { protocol: [1, 1], agent: "vm-1" } },
+  {
+    type: FrameType.HELLO,
+    streamId: 0,
+    seq: 0,
+    control: { protocol: [4, 4], peer: { id: "vm-1" }, uncheckedPayloads: true },
+  },
   { type: FrameType.CALL, streamId: 1, seq: 1, control: { method: "info", params: {} } },
   { type: FrameType.RESULT, streamId: 1, seq: 2, control: { value: { hostname: "guest" } } },
   {
@@ -33,7 +38,7 @@ const examples: {
   { type: FrameType.RESET, streamId: 5, seq: 8, control: { code: "CANCELLED" } },
   { type: FrameType.PING, streamId: 0, seq: 9, data: "\u0000\u0000\u0000\u0001" },
   { type: FrameType.PONG, streamId: 0, seq: 10, data: "\u0000\u0000\u0000\u0001" },
-  { type: FrameType.ACK, streamId: 0, seq: 11, control: { seq: 10 } },
+  { type: FrameType.ACK, streamId: 0, seq: 0, control: { received: 10, resend: true } },
   { type: FrameType.GOAWAY, streamId: 0, seq: 2 ** 40, control: { reason: "shutdown" } },
 ];
 
@@ -81,6 +86,11 @@ const badPayload = new FrameEncoder({ payloadChecksum: true }).encode({
   payload: new TextEncoder().encode("abc"),
 });
 flip(badPayload, badPayload.length - 1);
+const unchecked = new FrameEncoder({ payloadChecksum: false }).encode({
+  type: FrameType.DATA,
+  streamId: 1,
+  payload: new TextEncoder().encode("abc"),
+});
 
 const rejects = [
   {
@@ -98,6 +108,12 @@ const rejects = [
     hex: hex(badPayload),
     expect: { frames: 0, badHeaders: 0, oversize: 0, badPayloads: 1 },
   },
+  {
+    name: "payload without a checksum where one is required (requirePayloadChecksum)",
+    hex: hex(unchecked),
+    requirePayloadChecksum: true,
+    expect: { frames: 0, badHeaders: 0, oversize: 0, badPayloads: 1 },
+  },
 ];
 
 writeFileSync(
@@ -105,7 +121,7 @@ writeFileSync(
   `${JSON.stringify(
     {
       description:
-        "guestlink wire test vectors (frame format version 1). Each 'frames' entry decodes to exactly one frame with no skipped bytes, and encoding that frame (with the payload checksum when flags bit 0 is set) gives the same bytes. Each 'rejects' entry decodes to no frame with the given counters. Payloads of control frames are msgpack maps; their decoded value is in 'control'. See docs/protocol.md.",
+        "guestlink wire test vectors (frame format version 1). Each 'frames' entry decodes to exactly one frame with no skipped bytes, and encoding that frame (with the payload checksum when flags bit 0 is set) gives the same bytes. Each 'rejects' entry decodes to no frame with the given counters (with 'requirePayloadChecksum', by a receiver that requires payload checksums, as a session does unless both sides agreed to go without). Payloads of control frames are msgpack maps; their decoded value is in 'control'. See docs/protocol.md.",
       frames,
       rejects,
     },

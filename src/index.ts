@@ -17,8 +17,6 @@ export { toDuplex } from "./platform/duplex.ts";
 export { nodeClock, nodeCrc32, nodeRuntime } from "./platform/node.ts";
 export {
   type EventLogger,
-  isLossyAddress,
-  isResumableAddress,
   logSessionEvents,
   type NodeSessionOptions,
   type OpenSessionOptions,

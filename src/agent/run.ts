@@ -30,7 +30,10 @@ export interface RunAgentOptions {
   log: AgentLogger;
   /** Upper bound of the first reconnect delay with `connect` (full jitter; doubles up to 30 s). */
   reconnectDelayMs?: number;
-  /** Checksum every payload sent, whatever the transport. */
+  /**
+   * `false` asks hosts to go without payload checksums (both sides must agree; never over a
+   * lossy pipe). Default: every payload checked.
+   */
   payloadChecksum?: boolean;
   /** How long a session whose connection was lost waits to be resumed (default 60 s). */
   resumeWindowMs?: number;
@@ -61,7 +64,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
   }
   const sessionOptions = {
     ...agent.sessionOptions(),
-    ...(options.payloadChecksum ? { payloadChecksum: true } : {}),
+    ...(options.payloadChecksum === false ? { payloadChecksum: false } : {}),
     ...(options.resumeWindowMs ? { resume: { windowMs: options.resumeWindowMs } } : {}),
   };
   const watch = (session: Session, where: string) => {
@@ -82,7 +85,6 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     const session = new Session(transport, {
       role: "server",
       runtime: nodeRuntime(),
-      payloadChecksum: true,
       ...sessionOptions,
     });
     agent.attach(session);

@@ -11,7 +11,7 @@ interface AgentCommandOptions {
   allow?: string;
   id?: string;
   logLevel?: string;
-  payloadChecksum?: boolean;
+  payloadChecksum: boolean;
   resumeWindow: number;
 }
 
@@ -41,8 +41,8 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
     )
     .option("--id <name>", "the agent's id in handshakes (default: the host name)")
     .option(
-      "--payload-checksum",
-      "checksum every frame's payload, whatever the transport (for links that may corrupt bytes)",
+      "--no-payload-checksum",
+      "go without payload checksums if the peer agrees too (never over a lossy pipe: serial, stdio, exec, mailbox)",
     )
     .option(
       "--resume-window <seconds>",

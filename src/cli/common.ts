@@ -85,9 +85,8 @@ export async function connectAgent(
   const windowMs = (opts.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_S) * 1000;
   const options = {
     resume: { windowMs },
-    ...(opts.payloadChecksum ? { payloadChecksum: true } : {}),
+    ...(opts.payloadChecksum === false ? { payloadChecksum: false } : {}),
   };
-  const overTcp = address.startsWith("tcp:");
   const supervisor = new Supervisor<Session>({
     connect: (signal) => openSession(address, { ...options, signal }),
     closed: (session) => session.closed,
@@ -96,11 +95,11 @@ export async function connectAgent(
     random: Math.random,
     backoff: { ceilingMs: CONNECT_RETRY_CEILING_MS },
     giveUpAfterMs: timeoutS * 1000,
-    // Over tcp, also a connection dropped before the agent said HELLO: a port forwarded into a
-    // VM (QEMU's hostfwd) takes connections while the guest is still booting.
+    // Also a connection dropped before the agent said HELLO where the transport says that means
+    // "not up yet": a port forwarded into a VM (QEMU's hostfwd) while the guest is still booting.
     retryable: (err) =>
       isGuestlinkError(err, "CONNECT_FAILED") ||
-      (overTcp && isGuestlinkError(err) && err.details?.beforeHandshake === true),
+      (isGuestlinkError(err) && err.details?.dialAgain === true),
   });
   const session = await supervisor.ready();
   // The session is the caller's from here; the supervisor stops watching it.
@@ -154,7 +153,7 @@ export function agentCommand(program: Command, name: string, description: string
       DEFAULT_RECONNECT_TIMEOUT_S,
     )
     .option(
-      "--payload-checksum",
-      "checksum every frame's payload, whatever the transport (for links that may corrupt bytes)",
+      "--no-payload-checksum",
+      "go without payload checksums if the peer agrees too (never over a lossy pipe: serial, stdio, exec, mailbox)",
     );
 }

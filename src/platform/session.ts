@@ -1,6 +1,6 @@
 /**
  * Sessions over real addresses on Node: connect a transport, run a session on it with Node's
- * clock and CRC, and switch payload checksums on for byte pipes that can lose or mangle bytes.
+ * clock and CRC, and keep a session that can resume connected.
  */
 import { hostname } from "node:os";
 import { GuestlinkError } from "../errors.ts";
@@ -16,41 +16,12 @@ import { nodeKeepAliveClock, nodeRuntime } from "./node.ts";
 
 export type NodeSessionOptions = Partial<Omit<SessionOptions, "runtime">>;
 
-/** Byte pipes with no integrity of their own, where stray output or stale bytes can appear. */
-export function isLossyAddress(address: Address): boolean {
-  return (
-    address.kind === "stdio" ||
-    address.kind === "exec" ||
-    address.kind === "serial" ||
-    address.kind === "mailbox"
-  );
-}
-
-/**
- * Connections that can be dialled again to the same peer, so a session over them resumes. A
- * process on stdio, or one spawned by `exec:`, is gone with its pipe: a new one is another peer.
- */
-export function isResumableAddress(address: Address): boolean {
-  return (
-    address.kind === "unix" ||
-    address.kind === "tcp" ||
-    address.kind === "vsock" ||
-    address.kind === "fc" ||
-    address.kind === "mailbox"
-  );
-}
-
 /** Redialling a lost connection: quick at first (a blip), backing off to a second between tries. */
 const RECONNECT_BACKOFF: BackoffOptions = { baseMs: 20, ceilingMs: 1_000 };
 
-function sessionOptions(
-  address: Address,
-  role: "client" | "server",
-  options: NodeSessionOptions,
-): SessionOptions {
+function sessionOptions(role: "client" | "server", options: NodeSessionOptions): SessionOptions {
   return {
     role,
-    payloadChecksum: isLossyAddress(address),
     peer: { id: `${hostname()}:${process.pid}`, hostname: hostname(), version: VERSION },
     ...options,
     runtime: nodeRuntime(),
@@ -79,11 +50,12 @@ export async function openSession(
 ): Promise<Session> {
   const { signal, deadline, setup, reconnectBackoff, ...rest } = options;
   const parsed = toAddress(address);
-  const resume = isResumableAddress(parsed) ? (rest.resume ?? true) : false;
   const transport = await connect(parsed, { signal, deadline });
+  // Only where dialling again reaches the same peer can a lost connection be resumed.
+  const resume = transport.redialable === true ? (rest.resume ?? true) : false;
   const session = new Session(
     transport,
-    sessionOptions(parsed, rest.role ?? "client", { ...rest, resume }),
+    sessionOptions(rest.role ?? "client", { ...rest, resume }),
   );
   setup?.(session);
   await session.ready;
@@ -140,7 +112,7 @@ export async function serveSessions(
   const parsed = toAddress(address);
   const listener: Listener = await listen(parsed);
   // Every connection waits for its peer's HELLO, which may resume a session it had before.
-  const registry = new SessionRegistry(sessionOptions(parsed, "server", options), setup);
+  const registry = new SessionRegistry(sessionOptions("server", options), setup);
   const sessions = registry.sessions;
   const accepting = (async () => {
     for await (const transport of listener) registry.accept(transport);

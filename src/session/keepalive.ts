@@ -19,6 +19,11 @@ export interface KeepalivePort {
   /** Called once per tick, after the ping: lets the session check on a stuck partial frame. */
   tick(): void;
   peerDead(silentForMs: number): void;
+  /**
+   * True while the session is not reading from the peer (it holds back a peer that floods it):
+   * silence is then this side's doing, and does not count against the peer.
+   */
+  notReading?(): boolean;
 }
 
 export class Keepalive {
@@ -84,6 +89,7 @@ export class Keepalive {
   #tick(): void {
     if (this.#stopped) return;
     const now = this.#clock.now();
+    if (this.#port.notReading?.()) this.lastHeardAt = now;
     const silentFor = now - this.lastHeardAt;
     if (silentFor >= this.#options.deadAfterMs) {
       this.#port.peerDead(silentFor);

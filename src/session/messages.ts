@@ -5,7 +5,7 @@
 import * as v from "valibot";
 
 /** Protocol versions this implementation speaks: [lowest, highest]. */
-export const PROTOCOL_VERSIONS = [3, 3] as const;
+export const PROTOCOL_VERSIONS = [4, 4] as const;
 
 const u32 = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff));
 const positiveInt = (max: number) =>
@@ -65,6 +65,11 @@ export const HelloSchema = v.object({
    * hangs up.
    */
   confirmsClose: v.optional(v.boolean()),
+  /**
+   * The sender agrees to go without payload checksums on this connection, in both directions.
+   * They are off only when both HELLOs say so; a side that receives over a lossy pipe never does.
+   */
+  uncheckedPayloads: v.optional(v.boolean()),
 });
 export type Hello = v.InferOutput<typeof HelloSchema>;
 
@@ -99,7 +104,15 @@ export const WindowSchema = v.object({ credit: positiveInt(2 ** 31 - 1) });
 
 export const ResetSchema = ErrorSchema;
 
-export const AckSchema = v.object({ received: seqNumber });
+export const AckSchema = v.object({
+  /** The last sequence number received in order. */
+  received: seqNumber,
+  /**
+   * Asks the peer to send again, on this connection, every frame after `received`: one was lost
+   * or damaged on the way, and those after it were dropped (docs/protocol.md 9.2).
+   */
+  resend: v.optional(v.boolean()),
+});
 
 export const PingSchema = v.object({ sentAt: v.number() });
 

@@ -22,8 +22,12 @@ export const HANDSHAKE_TIMEOUT_MS = 10_000;
 export const DEFAULT_CALL_TIMEOUT_MS = 120_000;
 /** How long a session with resume waits for a lost connection to come back. */
 export const DEFAULT_RESUME_WINDOW_MS = 60_000;
-/** Sent frames kept until the peer acknowledges them, for replay after a reconnect. */
+/** Sent frames kept until the peer acknowledges them, for resending and for resume. */
 export const DEFAULT_REPLAY_BUFFER_BYTES = 16 * 1024 * 1024;
+/** Calls from the peer running (or waiting to) at once before the session stops reading. */
+export const DEFAULT_MAX_INCOMING_CALLS = 1024;
+/** Bytes queued toward a peer that does not read before the session stops reading from it. */
+export const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 
 export interface ResumeOptions {
   /** How long a lost connection may stay lost before the session fails with RESUME_FAILED. */
@@ -50,8 +54,23 @@ export interface SessionOptions {
   maxFrameBytes?: number;
   streamWindowBytes?: number;
   sessionWindowBytes?: number;
-  /** Add payload checksums to what we send: on for lossy pipes (serial, stdio, shared folders). */
+  /**
+   * Payload checksums, on by default in both directions. `false` asks the peer to go without:
+   * they are off only when both sides ask in the handshake, and never when either side receives
+   * over a lossy pipe (`Transport.lossy`: serial, stdio, exec, shared folders).
+   */
   payloadChecksum?: boolean;
+  /**
+   * Calls from the peer running at once (their handlers not yet done). At the bound the session
+   * stops reading from the peer until one finishes, so a flooding peer is held by the transport's
+   * backpressure instead of being buffered. Default 1024.
+   */
+  maxIncomingCalls?: number;
+  /**
+   * Bytes queued toward the peer while its transport is congested (it does not read). At the
+   * bound the session stops reading from the peer until the queue drains. Default 4 MiB.
+   */
+  maxQueuedBytes?: number;
   /** `false` turns keepalive off (tests of other things; never in production). */
   keepalive?: { intervalMs?: number; deadAfterMs?: number } | false;
   handshakeTimeoutMs?: number;
@@ -77,6 +96,10 @@ export interface ResolvedSessionOptions {
   streamWindowBytes: number;
   sessionWindowBytes: number;
   payloadChecksum: boolean;
+  maxIncomingCalls: number;
+  maxQueuedBytes: number;
+  /** Sent frames kept until acknowledged: for resending on the live connection, and for resume. */
+  replayBufferBytes: number;
   keepalive: { intervalMs: number; deadAfterMs: number } | false;
   handshakeTimeoutMs: number;
   defaultCallTimeoutMs: number;
@@ -155,7 +178,18 @@ export function resolveSessionOptions(options: SessionOptions): ResolvedSessionO
       options.sessionWindowBytes,
       DEFAULT_SESSION_WINDOW_BYTES,
     ),
-    payloadChecksum: options.payloadChecksum ?? false,
+    payloadChecksum: options.payloadChecksum ?? true,
+    maxIncomingCalls: positive(
+      "maxIncomingCalls",
+      options.maxIncomingCalls,
+      DEFAULT_MAX_INCOMING_CALLS,
+    ),
+    maxQueuedBytes: positive("maxQueuedBytes", options.maxQueuedBytes, DEFAULT_MAX_QUEUED_BYTES),
+    replayBufferBytes: positive(
+      "resume.replayBufferBytes",
+      typeof options.resume === "object" ? options.resume.replayBufferBytes : undefined,
+      DEFAULT_REPLAY_BUFFER_BYTES,
+    ),
     keepalive,
     handshakeTimeoutMs: positive(
       "handshakeTimeoutMs",

@@ -3,13 +3,15 @@
  * batches. Small frames are assembled side by side in one shared slab, so a burst of calls is
  * one write; payloads over `COPY_PAYLOAD_MAX_BYTES` go out as they are, uncopied. A batch is
  * written at the end of the current microtask, or at once past `FLUSH_THRESHOLD_BYTES`. When the
- * transport reports its buffer full the outbox is `congested` until it drains, and the session's
- * pump stops making DATA frames meanwhile.
+ * transport reports its buffer full the outbox is `congested` until it drains: the session's
+ * pump stops making DATA frames meanwhile, and other frames wait here (`queuedBytes`), where the
+ * session can see how much a peer that does not read has made it hold.
  *
- * With a replay buffer, every sequenced frame is also kept, as the bytes that were (or will be)
- * written, until the peer acknowledges it: when the transport is replaced, what the peer has not
- * received is written again on the new one, byte for byte. Between transports (`detach`) the
- * outbox is congested, sequenced frames are only kept, and the rest (keepalive, acks) is dropped.
+ * Every sequenced frame is also kept, as the bytes that were (or will be) written, until the peer
+ * acknowledges it: frames the peer asks for again (damaged on the way) are written again on the
+ * same transport (`resend`), and when the transport is replaced, what the peer has not received
+ * is written again on the new one, byte for byte. Between transports (`detach`) the outbox is
+ * congested, sequenced frames are only kept, and the rest (keepalive, acks) is dropped.
  */
 import { GuestlinkError } from "../errors.ts";
 import type { Transport } from "../transport/transport.ts";
@@ -49,8 +51,8 @@ export class Outbox {
   encoder: FrameEncoder;
   #transport: Transport | undefined;
   readonly #port: OutboxPort;
-  /** Largest number of bytes kept for replay; undefined keeps nothing (no resume). */
-  readonly #replayLimit: number | undefined;
+  /** Largest number of bytes kept for replay. */
+  readonly #replayLimit: number;
   #nextSeq = 1;
   /** Kept frames, oldest first, from `#logHead`; all unacknowledged. */
   #log: Kept[] = [];
@@ -74,7 +76,7 @@ export class Outbox {
     transport: Transport | undefined,
     encoder: FrameEncoder,
     port: OutboxPort,
-    replayBufferBytes?: number,
+    replayBufferBytes: number,
   ) {
     this.#transport = transport;
     this.#congested = transport === undefined;
@@ -99,7 +101,6 @@ export class Outbox {
    */
   canReplayFrom(received: number): boolean {
     return (
-      this.#replayLimit !== undefined &&
       Number.isInteger(received) &&
       received >= this.#acked &&
       received >= this.#overflowedThrough &&
@@ -155,6 +156,28 @@ export class Outbox {
     this.#bytes = bytes;
     this.flush();
     return { frames: this.#log.length - this.#logHead, bytes };
+  }
+
+  /**
+   * Writes again, after what is queued, every kept frame: the peer lost one of them and dropped
+   * those after it. Call `ack` first with what the peer did receive. Returns how many frames.
+   */
+  resendAll(): number {
+    if (this.#stopped || this.#transport === undefined) return 0;
+    this.#closeSlabRun();
+    for (let i = this.#logHead; i < this.#log.length; i++) {
+      const kept = this.#log[i] as Kept;
+      this.#parts.push(kept.head);
+      if (kept.payload !== undefined) this.#parts.push(kept.payload);
+      this.#bytes += kept.bytes;
+    }
+    this.flush();
+    return this.#log.length - this.#logHead;
+  }
+
+  /** Bytes queued here and not yet handed to the transport (it is congested, or not yet flushed). */
+  get queuedBytes(): number {
+    return this.#bytes;
   }
 
   /** Forgets everything: the session starts afresh with a new peer, numbering from 1. */
@@ -213,7 +236,7 @@ export class Outbox {
       this.#closeSlabRun();
       if (this.#transport !== undefined) this.#parts.push(payload as Uint8Array);
     }
-    if (sequenced && this.#replayLimit !== undefined) {
+    if (sequenced) {
       this.#keep(
         seq,
         slab.subarray(at, at + need),
@@ -229,10 +252,15 @@ export class Outbox {
     }
   }
 
-  /** Writes everything queued in one go; notes congestion so the pump pauses until drain. */
-  flush(): void {
+  /**
+   * Writes everything queued in one go; notes congestion so the pump pauses until drain. While the
+   * transport is congested, frames stay queued here until it drains, unless `force` (last words
+   * before the transport is closed or cut).
+   */
+  flush(force = false): void {
     this.#flushQueued = false;
     if (this.#stopped) return;
+    if (this.#congested && !force && this.#transport !== undefined) return;
     this.#closeSlabRun();
     const transport = this.#transport;
     if (transport === undefined) {
@@ -257,6 +285,7 @@ export class Outbox {
         () => {
           if (this.#transport !== transport) return; // replaced meanwhile: attach() decides
           this.#congested = false;
+          this.flush();
           this.#port.drained();
         },
         (err: unknown) => this.#port.failed(toGuestlinkError(err), transport),
@@ -284,7 +313,7 @@ export class Outbox {
   #keep(seq: number, frame: Uint8Array, payload: Uint8Array | undefined, bytes: number): void {
     this.#log.push({ seq, head: frame, payload, bytes });
     this.#logBytes += bytes;
-    const limit = this.#replayLimit as number;
+    const limit = this.#replayLimit;
     if (this.#logBytes <= limit) return;
     // Over the limit: the oldest frames go, and a peer that lacks them can no longer resume.
     const log = this.#log;

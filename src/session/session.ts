@@ -56,6 +56,7 @@ import {
   type SessionOptions,
 } from "./options.ts";
 import { Outbox } from "./outbox.ts";
+import { Arrival, ReceiveSequence } from "./receive-sequence.ts";
 import type { SessionRegistry } from "./registry.ts";
 import type { Timer } from "./runtime.ts";
 import { SessionStream, type StreamOwner } from "./stream.ts";
@@ -73,9 +74,6 @@ const RECONNECT_HINT_INTERVAL_MS = 1_000;
  */
 const HELLO_REPEAT_MS = 1_000;
 const MAX_CREDIT = 2 ** 31 - 1;
-/** With resume, an ACK goes back after this many sequenced frames or bytes received. */
-const ACK_EVERY_FRAMES = 256;
-const ACK_EVERY_BYTES = 64 * 1024;
 
 export type SessionState = "handshaking" | "open" | "closing" | "closed";
 
@@ -159,6 +157,8 @@ interface Link {
   handshakeTimer: Timer | undefined;
   helloTimer: Timer | undefined;
   framesAtLastTick: number;
+  /** The decoder's count of dropped frames and headers when last looked at (see `#readLoop`). */
+  damageSeen: number;
   /** The receive sequence number at the last sign of progress, and when that was. */
   progressSeq: number;
   progressAt: number;
@@ -183,6 +183,11 @@ export interface SessionStats {
    * transport by an earlier connection (a virtio-serial port keeps them), or a stale answer.
    */
   staleFrames: number;
+  /** Times this side asked the peer to send again what was lost on the live connection. */
+  resendAsks: number;
+  /** Times the peer asked this side to send again, and the frames sent again for it. */
+  resendsAnswered: number;
+  framesResent: number;
 }
 
 const NO_OPTIONS: OpenOptions = Object.freeze({});
@@ -212,6 +217,9 @@ export class Session implements StreamOwner {
     dataBytesReceived: 0,
     notificationErrors: 0,
     staleFrames: 0,
+    resendAsks: 0,
+    resendsAnswered: 0,
+    framesResent: 0,
   };
 
   /** The current connection; undefined while a resumable session waits for a new one. */
@@ -229,8 +237,8 @@ export class Session implements StreamOwner {
   #lostAt = 0;
   /** Bumped when the session starts afresh: work from before must not reach the new peer. */
   #epoch = 0;
-  #unackedFrames = 0;
-  #unackedBytes = 0;
+  /** Numbering of what arrives: the next frame expected, ACKs due, asks to send again. */
+  readonly #rx: ReceiveSequence;
   #stalled = false;
   #state: SessionState = "handshaking";
   #peer: PeerInfo | undefined;
@@ -248,7 +256,6 @@ export class Session implements StreamOwner {
   #nextId: number;
   /** The highest call or stream id the peer has allocated; lower unknown ids are closed ones. */
   #highestPeerId = 0;
-  #expectedSeq = 1;
 
   #sessionSendCredit = 0;
   #sessionReceiveWindow: number;
@@ -278,6 +285,10 @@ export class Session implements StreamOwner {
    */
   #closeConfirmed = false;
   #closeLinger: Timer | undefined;
+  /** Notification handlers still running (calls are counted in `#incoming`). */
+  #notificationsRunning = 0;
+  /** Settled when the read loop, paused by `#mustPauseReading`, may read on. */
+  #readWaiter: Deferred<void> | undefined;
 
   /**
    * Runs a session over `transport`. `inBand` is for `SessionRegistry` only: a connection the
@@ -292,17 +303,33 @@ export class Session implements StreamOwner {
     this.#registry = o.registry;
     this.#description = transport.description;
     this.#link = this.#newLink(transport, inBand?.decoder);
+    // The HELLO is always checksummed: whether to go without is agreed in it (9.1).
     this.#outbox = new Outbox(
       transport,
-      new FrameEncoder({ payloadChecksum: o.payloadChecksum, checksum: o.checksum }),
+      new FrameEncoder({ payloadChecksum: true, checksum: o.checksum }),
       {
         failed: (err, t) => {
           if (this.#link?.transport === t) this.#linkLost(this.#link, err);
         },
-        drained: () => this.#pump(),
+        drained: () => {
+          this.#pump();
+          this.#wakeReader();
+        },
       },
-      o.resume ? o.resume.replayBufferBytes : undefined,
+      o.replayBufferBytes,
     );
+    this.#rx = new ReceiveSequence(o.runtime.clock, {
+      askResend: (received) => {
+        this.stats.resendAsks++;
+        this.#sendControl(FrameType.ACK, 0, { received, resend: true }, false);
+      },
+      unhealed: (expected, asks) =>
+        this.#framesLost(
+          `frame ${expected} from ${this.#description} was lost and ${asks} requests to send it again did not bring it`,
+          { expected, asks },
+        ),
+      rttMs: () => this.#link?.keepalive?.srttMs,
+    });
     this.#sessionId = o.runtime.randomId();
     this.#resumeToken = o.runtime.randomId();
     // Defer the HELLO so handlers registered right after construction are advertised.
@@ -589,7 +616,7 @@ export class Session implements StreamOwner {
     const told = this.#link !== undefined && !this.#link.handshaking && this.#state !== "closed";
     if (told) {
       this.#sendControl(FrameType.ERROR, 0, { code: err.code, message: err.message }, false);
-      this.#outbox.flush();
+      this.#outbox.flush(true);
     }
     this.#end(err, told);
   }
@@ -628,7 +655,12 @@ export class Session implements StreamOwner {
     return {
       transport,
       decoder:
-        decoder ?? new FrameDecoder({ maxFrameBytes: o.maxFrameBytes, checksum: o.checksum }),
+        decoder ??
+        new FrameDecoder({
+          maxFrameBytes: o.maxFrameBytes,
+          checksum: o.checksum,
+          requirePayloadChecksum: true,
+        }),
       owner: this,
       handshaking: true,
       nonce: this.#registry === undefined ? o.runtime.randomId() : undefined,
@@ -640,6 +672,7 @@ export class Session implements StreamOwner {
       handshakeTimer: undefined,
       helloTimer: undefined,
       framesAtLastTick: 0,
+      damageSeen: 0,
       progressSeq: 0,
       progressAt: o.runtime.clock.now(),
       startedAt: o.runtime.clock.now(),
@@ -677,8 +710,9 @@ export class Session implements StreamOwner {
       ...extra,
     };
     if (link?.nonce !== undefined) hello.nonce = link.nonce;
+    if (link !== undefined && this.#wantsUnchecked(link)) hello.uncheckedPayloads = true;
     if (this.#resumeFrom !== undefined && this.#registry === undefined) {
-      hello.resume = { ...this.#resumeFrom, received: this.#expectedSeq - 1 };
+      hello.resume = { ...this.#resumeFrom, received: this.#rx.received };
     }
     return hello;
   }
@@ -755,7 +789,12 @@ export class Session implements StreamOwner {
             link = link.successor;
           }
         }
-        link.owner.#maybeAck(false);
+        const owner = link.owner;
+        owner.#noticeDamage(link);
+        owner.#maybeAck(false);
+        // A peer that floods us with calls, or does not read what we answer, waits here: not
+        // reading is the backpressure that reaches it through the transport.
+        while (owner.#mustPauseReading() && !link.over) await owner.#readingResumed();
       }
     } catch (err) {
       failure = isGuestlinkError(err)
@@ -769,6 +808,47 @@ export class Session implements StreamOwner {
           );
     }
     link.owner.#linkLost(link, failure);
+  }
+
+  /**
+   * After a read: if the decoder dropped a frame or a header since the last look, something sent
+   * on this connection may be lost; the peer is asked at once to send it again, as the next frame
+   * (which would show the gap) may be long in coming.
+   */
+  #noticeDamage(link: Link): void {
+    const stats = link.decoder.stats;
+    const damage = stats.badPayloads + stats.badHeaders + stats.abandoned;
+    if (damage === link.damageSeen) return;
+    link.damageSeen = damage;
+    if (link === this.#link && !link.handshaking && this.#state !== "closed") this.#rx.damaged();
+  }
+
+  /**
+   * Whether to stop reading from the peer: as many of its calls as we run at once are running,
+   * or what we owe it has piled up because it does not read.
+   */
+  #mustPauseReading(): boolean {
+    return (
+      this.#state !== "closed" &&
+      (this.#incoming.size + this.#notificationsRunning >= this.options.maxIncomingCalls ||
+        this.#outbox.queuedBytes >= this.options.maxQueuedBytes)
+    );
+  }
+
+  #readingResumed(): Promise<void> {
+    this.#readWaiter ??= deferred<void>();
+    return this.#readWaiter.promise;
+  }
+
+  /**
+   * A call finished, the transport drained, or the session ended: look again. `always` when the
+   * connection is over, so its read loop can see that.
+   */
+  #wakeReader(always = false): void {
+    const waiter = this.#readWaiter;
+    if (waiter === undefined || (!always && this.#mustPauseReading())) return;
+    this.#readWaiter = undefined;
+    waiter.resolve();
   }
 
   /** Whether a lost connection leaves this session waiting for another (instead of ending it). */
@@ -793,22 +873,21 @@ export class Session implements StreamOwner {
     if (this.#state === "handshaking") {
       // Nothing answered as a guestlink peer. A port a hypervisor forwards (QEMU's hostfwd)
       // takes connections and drops them until the agent in the guest listens: marked, so a
-      // caller can tell this from a broken session and dial again.
+      // caller can tell this from a broken session and dial again (`dialAgain`, where the
+      // transport says a drop may mean the peer is not up yet).
+      const mark = { beforeHandshake: true, dialAgain: link.transport.dropsBeforePeer === true };
       if (err === undefined) {
         this.#end(
           new GuestlinkError(
             "SESSION_CLOSED",
             `${where} closed the connection during the handshake`,
-            { details: { beforeHandshake: true } },
+            { details: mark },
           ),
         );
         return;
       }
       // The transport's own error, of its own class, made for this failure: marked in place.
-      (err as { details: Record<string, unknown> }).details = {
-        ...err.details,
-        beforeHandshake: true,
-      };
+      (err as { details: Record<string, unknown> }).details = { ...err.details, ...mark };
       this.#end(err);
       return;
     }
@@ -832,6 +911,7 @@ export class Session implements StreamOwner {
   #dropLink(link: Link, err: GuestlinkError | undefined): void {
     if (link.over) return;
     link.over = true;
+    this.#wakeReader(true);
     link.keepalive?.stop();
     link.handshakeTimer?.cancel();
     link.helloTimer?.cancel();
@@ -850,6 +930,7 @@ export class Session implements StreamOwner {
     if (this.#link !== link) return;
     this.#link = undefined;
     this.#outbox.detach();
+    this.#rx.newConnection();
     // Waiting for the peer's ACKs is over with the connection; a resume asks again.
     this.#closeLinger?.cancel();
     this.#closeLinger = undefined;
@@ -886,30 +967,11 @@ export class Session implements StreamOwner {
       this.#protocolError("UNKNOWN_FRAME_TYPE", `unknown frame type ${frame.type}`);
       return;
     }
-    if (isSequenced(frame.type, frame.streamId)) {
-      if (frame.seq < this.#expectedSeq) return; // a duplicate (replayed); already handled
-      if (frame.seq > this.#expectedSeq) {
-        const err = new GuestlinkError(
-          "FRAMES_LOST",
-          `frames ${this.#expectedSeq}..${frame.seq - 1} from ${this.#description} were lost (damaged in transit and dropped)`,
-          {
-            details: {
-              expected: this.#expectedSeq,
-              received: frame.seq,
-              wire: { ...link.decoder.stats },
-            },
-          },
-        );
-        // With resume, a new connection gets them sent again; without, they are gone.
-        if (this.#canResume()) this.#disconnect(link, err);
-        else this.#end(err);
-        return;
-      }
-      this.#expectedSeq++;
-      if (this.options.resume !== false) {
-        this.#unackedFrames++;
-        this.#unackedBytes += HEADER_BYTES + frame.payload.length;
-      }
+    if (
+      isSequenced(frame.type, frame.streamId) &&
+      this.#rx.arrive(frame.seq, HEADER_BYTES + frame.payload.length) !== Arrival.NEXT
+    ) {
+      return; // a duplicate (replayed), or after a gap: what is missing is asked for again
     }
     switch (frame.type) {
       case FrameType.HELLO: {
@@ -958,13 +1020,17 @@ export class Session implements StreamOwner {
         return;
       }
       case FrameType.ACK: {
-        const ack = this.#parse<{ received: number }>(AckSchema, frame);
+        const ack = this.#parse<{ received: number; resend?: boolean }>(AckSchema, frame);
         if (!ack) return;
         if (ack.received > this.#outbox.lastSeq) {
           this.#protocolError(
             "BAD_ACK",
             `ACK of frame ${ack.received}, but only ${this.#outbox.lastSeq} were sent`,
           );
+          return;
+        }
+        if (ack.resend === true) {
+          this.#resendAfter(ack.received);
           return;
         }
         this.#outbox.ack(ack.received);
@@ -1027,7 +1093,7 @@ export class Session implements StreamOwner {
     if (version < Math.max(ourLow, theirLow)) {
       const message = `incompatible protocol versions: this side speaks ${ourLow}..${ourHigh}, the peer ${theirLow}..${theirHigh}; upgrade the older side`;
       this.#sendControl(FrameType.ERROR, 0, { code: "VERSION_MISMATCH", message }, false);
-      this.#outbox.flush();
+      this.#outbox.flush(true);
       this.#end(
         new GuestlinkError("VERSION_MISMATCH", message, {
           details: { ours: PROTOCOL_VERSIONS, theirs: hello.protocol },
@@ -1060,7 +1126,7 @@ export class Session implements StreamOwner {
         const answer: Partial<Hello> = refusal === undefined ? {} : { resumeRefused: refusal };
         if (hello.nonce !== undefined) answer.answers = hello.nonce;
         if (this.#seesNoEnd(link)) answer.confirmsClose = true;
-        this.#sendControl(FrameType.HELLO, 0, this.#helloMessage(undefined, answer), false);
+        this.#sendControl(FrameType.HELLO, 0, this.#helloMessage(link, answer), false);
       }
       this.#open(link, hello, version);
       return;
@@ -1071,7 +1137,7 @@ export class Session implements StreamOwner {
     if (this.#resumeFrom !== undefined && hello.resumed !== undefined && same) {
       if (this.#outbox.canReplayFrom(hello.resumed.received)) {
         this.#closeConfirmed = this.#confirmsClose(link, hello);
-        this.#resumeOn(link, hello.resumed.received, undefined);
+        this.#resumeOn(link, hello, hello.resumed.received, undefined);
         return;
       }
       const err = this.#replayExceeded(hello.resumed.received);
@@ -1106,6 +1172,29 @@ export class Session implements StreamOwner {
     this.#open(link, hello, version);
   }
 
+  /**
+   * Whether this side asks to go without payload checksums on `link`: only when told to, and
+   * never when it receives over a pipe that can damage bytes.
+   */
+  #wantsUnchecked(link: Link): boolean {
+    return !this.options.payloadChecksum && link.transport.lossy !== true;
+  }
+
+  /**
+   * Payload checksums on `link`, both ways: off only when both HELLOs asked to go without (9.1).
+   * Otherwise every payload we send carries one, and one that arrives without is dropped.
+   * Frames kept for replay go out again as they were encoded.
+   */
+  #agreeChecksums(link: Link, hello: Hello): void {
+    const unchecked = this.#wantsUnchecked(link) && hello.uncheckedPayloads === true;
+    link.decoder.requirePayloadChecksum = !unchecked;
+    this.#outbox.encoder = new FrameEncoder({
+      payloadChecksum: !unchecked,
+      checksum: this.options.checksum,
+      maxFrameBytes: Math.max(1024, Math.min(hello.limits.maxFrameBytes, 64 * 1024 * 1024)),
+    });
+  }
+
   /** Whether this side cannot see `link` end: it accepted it on a guest's virtio-serial port. */
   #seesNoEnd(link: Link): boolean {
     return this.#registry !== undefined && link.transport.reconnectsInBand === true;
@@ -1134,11 +1223,7 @@ export class Session implements StreamOwner {
     if (o.resume !== false)
       this.#resumeFrom = { sessionId: hello.sessionId, token: hello.resumeToken };
     // Send what the peer can take: frames up to its limit, bytes up to its windows.
-    this.#outbox.encoder = new FrameEncoder({
-      payloadChecksum: o.payloadChecksum,
-      checksum: o.checksum,
-      maxFrameBytes: Math.max(1024, Math.min(hello.limits.maxFrameBytes, 64 * 1024 * 1024)),
-    });
+    this.#agreeChecksums(link, hello);
     this.#maxDataFrame = Math.min(DEFAULT_MAX_DATA_FRAME_BYTES, hello.limits.maxFrameBytes);
     this.#sessionSendCredit = hello.limits.sessionWindowBytes;
     for (const stream of this.#streams.values()) stream.sendCredit = hello.limits.streamWindowBytes;
@@ -1159,6 +1244,7 @@ export class Session implements StreamOwner {
     const deadAfterMs = o.keepalive.deadAfterMs;
     link.keepalive = new Keepalive(o.runtime.clock, o.keepalive, {
       sendPing: (sentAt) => this.#sendControl(FrameType.PING, 0, { sentAt }, false),
+      notReading: () => this.#readWaiter !== undefined,
       tick: () => {
         this.#checkStuckFrame(link);
         this.#checkProgress(link, deadAfterMs);
@@ -1204,20 +1290,22 @@ export class Session implements StreamOwner {
     this.#link = link;
     this.#description = link.transport.description;
     this.#closeConfirmed = this.#confirmsClose(link, hello);
-    const answer = this.#helloMessage(undefined, {
-      resumed: { received: this.#expectedSeq - 1 },
+    const answer = this.#helloMessage(link, {
+      resumed: { received: this.#rx.received },
       ...(hello.nonce === undefined ? {} : { answers: hello.nonce }),
       ...(this.#closeConfirmed ? { confirmsClose: true } : {}),
     });
-    this.#resumeOn(link, ask.received, this.#unsequenced(FrameType.HELLO, answer));
+    this.#resumeOn(link, hello, ask.received, this.#unsequenced(FrameType.HELLO, answer));
     return undefined;
   }
 
   /** Goes on over `link`: everything after `received` is sent again, after `first` if given. */
-  #resumeOn(link: Link, received: number, first: Uint8Array | undefined): void {
+  #resumeOn(link: Link, hello: Hello, received: number, first: Uint8Array | undefined): void {
     this.#resumeTimer?.cancel();
     this.#resumeTimer = undefined;
     link.handshaking = false;
+    this.#agreeChecksums(link, hello);
+    this.#rx.newConnection();
     const replayed = this.#outbox.attach(link.transport, first, received);
     this.#startKeepalive(link);
     const now = this.options.runtime.clock.now();
@@ -1234,7 +1322,7 @@ export class Session implements StreamOwner {
   }
 
   #replayExceeded(received: number): GuestlinkError {
-    const limit = this.options.resume ? this.options.resume.replayBufferBytes : 0;
+    const limit = this.options.replayBufferBytes;
     return new GuestlinkError(
       "RESUME_FAILED",
       `the session could not be resumed: frames after ${received} that the peer lacks were dropped from the replay buffer (${limit} bytes); raise resume.replayBufferBytes`,
@@ -1261,10 +1349,8 @@ export class Session implements StreamOwner {
     this.#epoch++;
     this.#failPending(err);
     this.#outbox.reset();
-    this.#expectedSeq = 1;
+    this.#rx.reset();
     this.#highestPeerId = 0;
-    this.#unackedFrames = 0;
-    this.#unackedBytes = 0;
     this.#sessionReceiveWindow = this.options.sessionWindowBytes;
     this.#sessionUngranted = 0;
     this.#resumeFrom = undefined;
@@ -1287,6 +1373,7 @@ export class Session implements StreamOwner {
     }
     this.#streams.clear();
     this.#withOutput.clear();
+    this.#wakeReader();
   }
 
   /** One unnumbered control frame on stream 0, encoded to write ahead of the numbered ones. */
@@ -1315,8 +1402,8 @@ export class Session implements StreamOwner {
   #checkProgress(link: Link, stallAfterMs: number): void {
     const now = this.options.runtime.clock.now();
     const waiting = this.#outgoing.size > 0 || this.#streams.size > 0;
-    if (!waiting || this.#expectedSeq !== link.progressSeq) {
-      link.progressSeq = this.#expectedSeq;
+    if (!waiting || this.#rx.expected !== link.progressSeq) {
+      link.progressSeq = this.#rx.expected;
       link.progressAt = now;
       if (this.#stalled) {
         this.#stalled = false;
@@ -1328,21 +1415,45 @@ export class Session implements StreamOwner {
     }
   }
 
-  /** With resume: tells the peer what has arrived, so it can forget it (`force`: if anything). */
+  /** Tells the peer what has arrived, so it can forget it (`force`: if anything). */
   #maybeAck(force: boolean): void {
-    if (this.#unackedFrames === 0 || this.#link === undefined || this.#link.handshaking) return;
+    if (this.#link === undefined || this.#link.handshaking) return;
     const closing = this.#closeConfirmed && (this.#goawaySent || this.#goawayReceived);
-    if (
-      !force &&
-      !closing &&
-      this.#unackedFrames < ACK_EVERY_FRAMES &&
-      this.#unackedBytes < ACK_EVERY_BYTES
-    ) {
+    if (!this.#rx.takeAck(force || closing)) return;
+    this.#sendControl(FrameType.ACK, 0, { received: this.#rx.received }, false);
+  }
+
+  /**
+   * The peer lost what we sent after `received` (it arrived damaged, or not at all): everything
+   * kept after it goes again, on this connection. If some of it is no longer kept, resending
+   * cannot heal the connection.
+   */
+  #resendAfter(received: number): void {
+    if (!this.#outbox.canReplayFrom(received)) {
+      this.#framesLost(
+        `${this.#description} lost frames after ${received} that are no longer kept for sending again (replay buffer ${this.options.replayBufferBytes} bytes)`,
+        { received, replayBufferBytes: this.options.replayBufferBytes },
+      );
       return;
     }
-    this.#unackedFrames = 0;
-    this.#unackedBytes = 0;
-    this.#sendControl(FrameType.ACK, 0, { received: this.#expectedSeq - 1 }, false);
+    this.#outbox.ack(received);
+    this.stats.resendsAnswered++;
+    this.stats.framesResent += this.#outbox.resendAll();
+  }
+
+  /**
+   * Frames were lost on the connection and resending did not bring them: with resume the
+   * connection is dropped (the next one brings them again, or says it cannot); without, the
+   * session ends.
+   */
+  #framesLost(message: string, details: Record<string, unknown>): void {
+    const link = this.#link;
+    if (link === undefined) return;
+    const err = new GuestlinkError("FRAMES_LOST", message, {
+      details: { ...details, wire: { ...link.decoder.stats } },
+    });
+    if (this.#canResume()) this.#disconnect(link, err);
+    else this.#end(err);
   }
 
   /** A frame that stopped arriving mid-way for a whole keepalive interval was stale: rescan it. */
@@ -1380,10 +1491,15 @@ export class Session implements StreamOwner {
         return;
       }
       const ctx = new HandlerContext(msg.method, new LazyAbortController(), Infinity, {}, this);
+      this.#notificationsRunning++;
       Promise.resolve()
         .then(() => handler(msg.params, ctx))
         .catch(() => {
           this.stats.notificationErrors++;
+        })
+        .finally(() => {
+          this.#notificationsRunning--;
+          this.#wakeReader();
         });
       return;
     }
@@ -1438,6 +1554,7 @@ export class Session implements StreamOwner {
       timer?.cancel();
       if (this.#epoch !== epoch) return;
       this.#incoming.delete(id);
+      this.#wakeReader();
       this.#maybeFinishClosing();
     };
     const sendResult = (value: unknown) => {
@@ -1913,13 +2030,13 @@ export class Session implements StreamOwner {
       this.#maybeAck(true); // our last word: the peer may be waiting for it
       if (this.#outbox.kept.frames > 0) {
         this.#closeLinger ??= this.options.runtime.clock.setTimer(ERROR_LINGER_MS, () => {
-          this.#outbox.flush();
+          this.#outbox.flush(true);
           this.#end(undefined, true);
         });
         return;
       }
     }
-    this.#outbox.flush();
+    this.#outbox.flush(true);
     this.#end(undefined, true);
   }
 
@@ -1932,7 +2049,7 @@ export class Session implements StreamOwner {
       { code: "PROTOCOL_ERROR", message, details: { violation } },
       false,
     );
-    this.#outbox.flush();
+    this.#outbox.flush(true);
     this.#end(
       new GuestlinkError("PROTOCOL_ERROR", `${this.#description} broke the protocol: ${message}`, {
         details: { violation },
@@ -1950,6 +2067,8 @@ export class Session implements StreamOwner {
     if (this.#state === "closed") return;
     this.#state = "closed";
     this.#outbox.stop();
+    this.#rx.stop();
+    this.#wakeReader();
     this.#resumeTimer?.cancel();
     this.#closeLinger?.cancel();
     this.#deadlines.clear();

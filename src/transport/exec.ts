@@ -102,6 +102,8 @@ export async function connectExec(
 
 /** A running child process as a transport; also tells its pid and how it ended. */
 export class ExecTransport implements Transport {
+  /** The child's stdout may carry stray output, and the child is gone with its pipes. */
+  readonly lossy = true;
   readonly description: string;
   readonly pid: number;
   /** Resolves when the child has exited. */

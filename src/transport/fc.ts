@@ -204,7 +204,7 @@ function handshake(
       socket.pause();
       const rest = received.subarray(newline + 1);
       if (rest.length > 0) socket.unshift(rest);
-      const transport = new NodeStreamTransport(socket, socket, { description });
+      const transport = new NodeStreamTransport(socket, socket, { description, redialable: true });
       // Paused above, so the transport's 'data' listener did not start the flow: start it now.
       socket.resume();
       resolve(transport);

@@ -52,9 +52,13 @@ export class SendGate {
   }
 }
 
+/** How long `close()` waits for our bytes to leave and the peer to close its side before cutting. */
+export const CLOSE_TIMEOUT_MS = 10_000;
+
 export class CloseLatch {
   #promise: Promise<void> | undefined;
   #done: ((err?: Error) => void) | undefined;
+  #deadline: ReturnType<typeof setTimeout> | undefined;
 
   /** The close under way (or done), if `close()` was called. */
   get promise(): Promise<void> | undefined {
@@ -76,8 +80,23 @@ export class CloseLatch {
     return this.#promise;
   }
 
+  /**
+   * Calls `onTimeout` if the close is still pending after `ms` (a peer that never closes its
+   * side must not hold a close forever); it should cut the transport and `finish`.
+   */
+  deadline(ms: number, onTimeout: () => void): void {
+    if (this.#done === undefined || this.#deadline !== undefined) return;
+    this.#deadline = setTimeout(() => {
+      this.#deadline = undefined;
+      if (this.#done !== undefined) onTimeout();
+    }, ms);
+    this.#deadline.unref();
+  }
+
   /** Settles a pending close, with `err` if what was sent may not have arrived. */
   finish(err?: Error): void {
+    if (this.#deadline !== undefined) clearTimeout(this.#deadline);
+    this.#deadline = undefined;
     const done = this.#done;
     this.#done = undefined;
     done?.(err);

@@ -26,7 +26,7 @@ import { type FSWatcher, watch as fsWatch } from "node:fs";
 import { lstat, lutimes, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { TransportClosedError, TransportFailedError } from "../errors.ts";
-import { abortedError, CloseLatch, SendGate } from "./gates.ts";
+import { abortedError, CLOSE_TIMEOUT_MS, CloseLatch, SendGate } from "./gates.ts";
 import { Inbound } from "./inbound.ts";
 import {
   ALIVE_FILE,
@@ -100,6 +100,9 @@ type Held = {
 };
 
 export class MailboxTransport implements Transport {
+  /** A shared folder (NFS, virtiofs, 9p) can hand over stale or torn files. */
+  readonly lossy = true;
+  readonly redialable = true;
   readonly description: string;
   readonly #c: MailboxConnection;
   readonly #o: ResolvedMailboxOptions;
@@ -218,6 +221,16 @@ export class MailboxTransport implements Transport {
     this.#closing = true;
     this.#send.stop(new TransportClosedError(`${this.description} is closed`));
     this.#kickPump();
+    // A peer that never takes our last files must not hold the close forever.
+    this.#close.deadline(CLOSE_TIMEOUT_MS, () => {
+      this.#close.finish(
+        new TransportFailedError(
+          `${this.description}: the peer had not taken what was sent ${CLOSE_TIMEOUT_MS} ms after closing; the connection was cut`,
+          { details: { timeoutMs: CLOSE_TIMEOUT_MS } },
+        ),
+      );
+      this.abort();
+    });
     return closing;
   }
 

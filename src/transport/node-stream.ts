@@ -15,7 +15,7 @@
  */
 import type { Readable, Writable } from "node:stream";
 import { TransportClosedError, TransportFailedError } from "../errors.ts";
-import { abortedError, CloseLatch, SendGate } from "./gates.ts";
+import { abortedError, CLOSE_TIMEOUT_MS, CloseLatch, SendGate } from "./gates.ts";
 import { Inbound } from "./inbound.ts";
 import type { Transport } from "./transport.ts";
 
@@ -34,6 +34,12 @@ export interface NodeStreamTransportOptions {
   beforeEnd?: () => Promise<Error | undefined>;
   /** Replaces destroying both streams on `abort()` (TCP resets the connection instead). */
   destroy?: () => void;
+  /** How long `close()` waits before cutting the connection. Default `CLOSE_TIMEOUT_MS`. */
+  closeTimeoutMs?: number;
+  /** What the connection is: see `Transport`. */
+  lossy?: boolean;
+  redialable?: boolean;
+  dropsBeforePeer?: boolean;
 }
 
 /** What to call an errno-style error in a message: its code when it has one. */
@@ -47,6 +53,9 @@ export function errorLabel(err: unknown): string {
 
 export class NodeStreamTransport implements Transport {
   readonly description: string;
+  readonly lossy: boolean;
+  readonly redialable: boolean;
+  readonly dropsBeforePeer: boolean;
   readonly #readable: Readable;
   readonly #writable: Writable;
   readonly #duplex: boolean;
@@ -71,6 +80,9 @@ export class NodeStreamTransport implements Transport {
 
   constructor(readable: Readable, writable: Writable, options: NodeStreamTransportOptions) {
     this.description = options.description;
+    this.lossy = options.lossy === true;
+    this.redialable = options.redialable === true;
+    this.dropsBeforePeer = options.dropsBeforePeer === true;
     this.#readable = readable;
     this.#writable = writable;
     this.#duplex = (readable as unknown) === writable;
@@ -139,6 +151,20 @@ export class NodeStreamTransport implements Transport {
     this.#send.stop(new TransportClosedError(`${this.description} is closed`));
     this.#writable.end();
     this.#waitClosed();
+    const timeoutMs = this.#options.closeTimeoutMs ?? CLOSE_TIMEOUT_MS;
+    this.#close.deadline(timeoutMs, () => {
+      // The peer never closed its side (or never read what we sent): cut. If all our bytes had
+      // left, the close still did its job; if not, it must say so.
+      this.#finishClose(
+        this.#finished
+          ? undefined
+          : new TransportFailedError(
+              `${this.description}: what was sent had not left ${timeoutMs} ms after closing (the peer does not read); the connection was cut`,
+              { details: { timeoutMs } },
+            ),
+      );
+      this.abort();
+    });
     return closing;
   }
 

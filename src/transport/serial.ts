@@ -302,6 +302,8 @@ export class SerialListener implements Listener {
 class SerialConnection implements Transport {
   readonly description: string;
   readonly reconnectsInBand = true;
+  /** A virtio-serial port keeps stale bytes and loses what is in flight when the host goes. */
+  readonly lossy = true;
   readonly #port: SerialListener;
   readonly #inbound: Inbound;
   readonly #send = new SendGate();

@@ -26,5 +26,9 @@ export async function connectStdio(options?: CallOptions): Promise<Transport> {
     );
   }
   inUse = true;
-  return new NodeStreamTransport(process.stdin, process.stdout, { description: "stdio" });
+  // Stray output on stdout (a library that prints) lands in the byte stream: lossy.
+  return new NodeStreamTransport(process.stdin, process.stdout, {
+    description: "stdio",
+    lossy: true,
+  });
 }

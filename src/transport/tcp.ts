@@ -76,6 +76,9 @@ function wrap(socket: net.Socket, description: string): Transport {
   return new NodeStreamTransport(socket, socket, {
     description,
     destroy: () => reset(socket),
+    redialable: true,
+    // QEMU's user-mode hostfwd accepts on the host and drops while the guest boots.
+    dropsBeforePeer: true,
   });
 }
 

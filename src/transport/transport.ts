@@ -18,6 +18,27 @@ export interface Transport {
   readonly reconnectsInBand?: boolean;
 
   /**
+   * Set when the byte pipe has no integrity of its own: stray output, stale or damaged bytes can
+   * appear in it (stdio, a spawned process, a virtio-serial port, a shared folder). A session that
+   * receives over such a pipe never agrees to go without payload checksums.
+   */
+  readonly lossy?: boolean;
+
+  /**
+   * Set when dialling the same address again reaches the same peer (unix, tcp, vsock, fc,
+   * mailbox), so the dialling side's session can resume after losing the connection. A process
+   * on stdio, or one spawned by `exec:`, is gone with its pipe: a new one is another peer.
+   */
+  readonly redialable?: boolean;
+
+  /**
+   * Set when something in between may accept the connection before the peer listens, and then
+   * drop it: a port a hypervisor forwards (QEMU's user-mode hostfwd) while the guest boots. A drop
+   * before the handshake then means "not up yet", and dialling again is worthwhile.
+   */
+  readonly dropsBeforePeer?: boolean;
+
+  /**
    * Queues bytes to send, in order. Returns false when the transport's send buffer is above its
    * high-water mark: the caller should await `drain()` before sending more. The chunks must not be
    * modified afterwards. Throws `TRANSPORT_CLOSED` once the transport is closed or aborted.

@@ -95,7 +95,7 @@ function describe(path: string): string {
 }
 
 function wrap(socket: net.Socket, description: string): Transport {
-  return new NodeStreamTransport(socket, socket, { description });
+  return new NodeStreamTransport(socket, socket, { description, redialable: true });
 }
 
 function explainConnect(err: Error, description: string): string {

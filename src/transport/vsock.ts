@@ -94,7 +94,7 @@ export async function connectVsock(
       { cause: err, details: { address: description } },
     );
   }
-  return new NodeStreamTransport(socket, socket, { description });
+  return new NodeStreamTransport(socket, socket, { description, redialable: true });
 }
 
 /**
@@ -153,7 +153,10 @@ export async function listenVsock(
     server as unknown as net.Server,
     address,
     (socket) =>
-      new NodeStreamTransport(socket, socket, { description: peers.get(socket) ?? address }),
+      new NodeStreamTransport(socket, socket, {
+        description: peers.get(socket) ?? address,
+        redialable: true,
+      }),
     async () => {},
   );
 }

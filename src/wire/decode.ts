@@ -6,7 +6,7 @@
  * believed, and the length must be within `maxFrameBytes`. On any failure it skips ONE byte (not
  * the claimed length) and scans for the next magic, as node-mavlink's splitter does, so a frame
  * that follows garbage, a stray log line or half a frame is still found. A frame whose payload
- * checksum fails is dropped, and its bytes after the first are scanned again: the "payload" may
+ * checksum fails (or that has none when one is required) is dropped, and its bytes after the first are scanned again: the "payload" may
  * have swallowed the start of real frames (a truncated frame left in a serial port by an earlier
  * connection, then a new connection's frames).
  *
@@ -27,7 +27,7 @@ export interface DecoderStats {
   skippedBytes: number;
   /** Candidates with a full magic whose header checksum or fields were bad. */
   badHeaders: number;
-  /** Frames dropped because their payload checksum did not match. */
+  /** Frames dropped because their payload checksum did not match (or was missing, when required). */
   badPayloads: number;
   /** Headers that checked out but claimed a length beyond `maxFrameBytes`. */
   oversize: number;
@@ -54,6 +54,8 @@ export function sumDecoderStats(a?: DecoderStats, b?: DecoderStats): DecoderStat
 
 export class FrameDecoder {
   readonly options: ResolvedWireOptions;
+  /** Drop frames whose payload has no checksum (see `WireOptions.requirePayloadChecksum`). */
+  requirePayloadChecksum: boolean;
   readonly stats: DecoderStats = sumDecoderStats();
 
   /** Candidate header bytes; `#hdr[0]` is always the magic's first byte when `#hdrLen > 0`. */
@@ -74,6 +76,7 @@ export class FrameDecoder {
 
   constructor(options?: WireOptions) {
     this.options = resolveWireOptions(options);
+    this.requirePayloadChecksum = this.options.requirePayloadChecksum;
   }
 
   /** Bytes held for a frame not yet complete (never more than a header plus `maxFrameBytes`). */
@@ -244,10 +247,10 @@ export class FrameDecoder {
 
   #payloadChecks(payload: Uint8Array): boolean {
     const f = this.#fields;
-    return (
-      (f.flags & FrameFlag.PAYLOAD_CHECKSUM) === 0 ||
-      this.options.checksum(payload) === f.payloadCrc
-    );
+    if ((f.flags & FrameFlag.PAYLOAD_CHECKSUM) === 0) {
+      return payload.length === 0 || !this.requirePayloadChecksum;
+    }
+    return this.options.checksum(payload) === f.payloadCrc;
   }
 
   #countRejection(verdict: HeaderVerdict): void {

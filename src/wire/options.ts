@@ -7,10 +7,16 @@ export interface WireOptions {
   /** Largest payload accepted or produced. Default 1 MiB; from 1 KiB to 64 MiB. */
   maxFrameBytes?: number;
   /**
-   * Encoder only: add a payload checksum to every frame that has a payload. Default false; turn
-   * it on for lossy byte pipes (serial ports, stdio, shared folders).
+   * Encoder only: add a payload checksum to every frame that has a payload. Default true: only a
+   * session whose two sides agreed to go without (docs/protocol.md 9.1) turns it off.
    */
   payloadChecksum?: boolean;
+  /**
+   * Decoder only: drop a frame whose payload has no checksum, as one whose checksum fails. Default
+   * false (a receiver checks what is flagged); a session turns it on unless both sides agreed to
+   * go without, so a peer cannot send unchecked payloads it was not allowed to.
+   */
+  requirePayloadChecksum?: boolean;
   /** CRC-32 used for payloads. Default: the wire's own; Node passes `zlib.crc32`, which is faster. */
   checksum?: Crc32;
 }
@@ -18,6 +24,7 @@ export interface WireOptions {
 export interface ResolvedWireOptions {
   maxFrameBytes: number;
   payloadChecksum: boolean;
+  requirePayloadChecksum: boolean;
   checksum: Crc32;
 }
 
@@ -40,7 +47,8 @@ export function resolveWireOptions(options: WireOptions = {}): ResolvedWireOptio
   }
   return {
     maxFrameBytes,
-    payloadChecksum: options.payloadChecksum ?? false,
+    payloadChecksum: options.payloadChecksum ?? true,
+    requirePayloadChecksum: options.requirePayloadChecksum ?? false,
     checksum: options.checksum ?? crc32,
   };
 }

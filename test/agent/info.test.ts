@@ -45,7 +45,7 @@ describe("info over a Unix socket", () => {
         version: VERSION,
         pid: process.pid,
         node: process.version,
-        protocol: 3,
+        protocol: 4,
       });
       assert.equal(info.hostname, os.hostname());
       assert.deepEqual(info.os, {

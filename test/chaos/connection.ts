@@ -5,7 +5,14 @@
 import { createConnection, type Socket } from "node:net";
 import { type GarbageKind, makeGarbage } from "./garbage.ts";
 import { deriveRandom, jitter, type Random, randomInt } from "./prng.ts";
-import type { ChaosDirection, ChaosEndpoint, ChaosFault, ChaosStats, FaultAt } from "./proxy.ts";
+import type {
+  ChaosDirection,
+  ChaosEndpoint,
+  ChaosFault,
+  ChaosStats,
+  FaultAt,
+  ForwardAt,
+} from "./proxy.ts";
 
 export const DEFAULT_TCP_HOST = "127.0.0.1";
 
@@ -33,6 +40,7 @@ export interface ConnectionHost {
   readonly thawWaiters: Set<() => void>;
   readonly frozen: boolean;
   report(fault: ChaosFault): void;
+  forwarded(at: ForwardAt, bytes: Uint8Array): void;
   faultsFor(direction: ChaosDirection): ResolvedFaults | undefined;
 }
 
@@ -255,6 +263,7 @@ class Pipe {
         off += take;
         this.inBytes += take;
         stats.bytesForwarded[this.key] += take;
+        this.conn.proxy.forwarded({ connection: this.conn.id, direction: this.direction }, piece);
         await this.write(piece);
       } else {
         await this.fault();

@@ -56,7 +56,16 @@ export interface ChaosProxyOptions {
   direction?: "both" | ChaosDirection;
   /** Told of every fault as it is injected, in order. */
   onFault?: (fault: ChaosFault) => void;
+  /**
+   * Told of the original bytes (garbage not included) as they are forwarded, in order, before
+   * any fault that follows them is reported: so a test can tell where in the stream each fault
+   * landed (test/chaos/frames.ts: between frames, in a header, inside a payload).
+   */
+  onForward?: (at: ForwardAt, bytes: Uint8Array) => void;
 }
+
+/** Which stream some forwarded bytes belong to. */
+export type ForwardAt = Omit<FaultAt, "atByte">;
 
 export interface FaultAt {
   /** Accept order of the connection, from 0. */
@@ -269,9 +278,17 @@ class ProxyServer implements ChaosProxy, ConnectionHost {
 
   report(fault: ChaosFault): void {
     const onFault = this.options.onFault;
-    if (onFault === undefined) return;
+    if (onFault !== undefined) this.tell(() => onFault(fault));
+  }
+
+  forwarded(at: ForwardAt, bytes: Uint8Array): void {
+    const onForward = this.options.onForward;
+    if (onForward !== undefined) this.tell(() => onForward(at, bytes));
+  }
+
+  private tell(callback: () => void): void {
     try {
-      onFault(fault);
+      callback();
     } catch (err) {
       // A failing callback is usually a failing assertion: surface it, never swallow it.
       process.nextTick(() => {

@@ -52,8 +52,8 @@ describe("chaos: riding through faults", () => {
     t.diagnostic(`seed ${seed}: ${JSON.stringify({ ...figures, stderr: undefined })}`);
     assert.equal(figures.exitCode, 0, `seed ${seed}: ${figures.stderr}`);
     assert.equal(figures.sha256, figures.expectedSha256, `seed ${seed}: output differs`);
-    // Most bursts land inside a DATA frame: it is dropped, and the gap makes the client reconnect
-    // (and the proxy count afresh), often before a connection reaches its scheduled cut.
+    // A burst that damages a frame may end its connection (a new one makes the proxy count
+    // afresh, often before it reaches its scheduled cut): count both kinds of fault together.
     assert.ok(
       figures.cuts + figures.garbageBursts >= 5,
       `seed ${seed}: only ${figures.cuts} cuts and ${figures.garbageBursts} bursts`,
@@ -94,11 +94,10 @@ describe("chaos: riding through faults", () => {
       const local = join(dir, "local.bin");
       await writeFile(local, data);
       const remote = join(dir, "remote.bin");
-      const flags = ["--payload-checksum", "--reconnect-timeout", "20"];
-      const put = await runCli(["put", ...flags, proxy.address, local, remote]);
+      const put = await runCli(["put", proxy.address, local, remote]);
       assert.equal(put.code, 0, `seed ${seed}: ${put.stderr}`);
       const back = join(dir, "back.bin");
-      const get = await runCli(["get", ...flags, proxy.address, remote, back]);
+      const get = await runCli(["get", proxy.address, remote, back]);
       assert.equal(get.code, 0, `seed ${seed}: ${get.stderr}`);
       assert.ok(data.equals(await readFile(back)), `seed ${seed}: the file came back different`);
       assert.ok(proxy.stats.cuts >= 4, `seed ${seed}: ${proxy.stats.cuts} cuts`);
@@ -111,18 +110,29 @@ describe("chaos: riding through faults", () => {
     const seed = SEED + 1;
     const figures = await callsThroughProxy(address, proxyAt(), 2_000, seed, {
       cutEveryBytes: 20 * 1024,
-      garbageEveryBytes: 40 * 1024,
+      garbageEveryBytes: 6 * 1024,
       splitWrites: 700,
       delayMs: 2,
     });
     t.diagnostic(
-      `seed ${seed}: ${figures.cuts} cuts, ${figures.resumes} resumes, median handshake ${median(figures.handshakeMs).toFixed(1)} ms`,
+      `seed ${seed}: ${figures.cuts} cuts, ${figures.resumes} resumes, median handshake ${median(figures.handshakeMs).toFixed(1)} ms; ${figures.burstPlaces}`,
     );
-    assert.deepEqual(figures.failed, [], `seed ${seed}`);
+    assert.equal(
+      figures.failed.length,
+      0,
+      `seed ${seed}: ${figures.failed.length} calls failed, the first with: ${figures.failed[0]}`,
+    );
     assert.equal(figures.answered, 2_000);
     assert.equal(figures.wrong, 0);
     assert.deepEqual(figures.executions, [[1, 2_000]], `seed ${seed}: every call ran exactly once`);
-    assert.ok(figures.cuts >= 1 && figures.resumes >= 1, `seed ${seed}: no connection was cut`);
+    // A cut or a damaged frame ends a connection; either way the session must have resumed.
+    assert.ok(figures.resumes >= 1, `seed ${seed}: never resumed (${figures.cuts} cuts)`);
+    // Garbage is denser than cuts, or most connections would be cut before their first burst.
+    const { toAgent, toCli } = figures.burstsInPayloads;
+    assert.ok(
+      toAgent + toCli >= 1,
+      `seed ${seed}: no burst inside a payload; ${figures.burstPlaces}`,
+    );
   });
 });
 

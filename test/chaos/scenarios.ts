@@ -11,6 +11,8 @@ import { fileURLToPath } from "node:url";
 import { openSession } from "../../src/platform/session.ts";
 import type { Session, SessionEvent } from "../../src/session/session.ts";
 import { startCli } from "../helpers/cli.ts";
+import { FramePlaces } from "./frames.ts";
+import { deriveRandom, randomBytes } from "./prng.ts";
 import { type ChaosFaultOptions, type ChaosProxy, startChaosProxy } from "./proxy.ts";
 
 const AGENT = fileURLToPath(new URL("../fixtures/chaos-agent.ts", import.meta.url));
@@ -100,6 +102,10 @@ export interface ExecFigures {
   mbPerS: number;
   cuts: number;
   garbageBursts: number;
+  /** Bursts that landed inside a DATA frame's payload: the ones a payload checksum must catch. */
+  burstsInData: { toAgent: number; toCli: number };
+  /** Where every burst landed, in words. */
+  burstPlaces: string;
   peakCliMiB: number;
 }
 
@@ -124,10 +130,34 @@ export function seqSha256(n: number): { sha256: string; bytes: number } {
 }
 
 /**
- * `guestlink exec ADDR -- seq 1 N` through the proxy with the given faults: stdout hashed as it
- * arrives, the CLI's memory sampled.
+ * A chaos proxy in front of the agent, faulting both directions, with every garbage burst placed
+ * in the frame stream (frames.ts) so a scenario can tell how many landed inside payloads.
  */
-export async function execThroughProxy(
+async function proxyToAgent(
+  agentAddress: string,
+  proxyAt: { path: string },
+  seed: number,
+  faults: ChaosFaultOptions,
+): Promise<{ proxy: ChaosProxy; places: FramePlaces }> {
+  const places = new FramePlaces();
+  const proxy = await startChaosProxy({
+    listen: proxyAt,
+    target: { path: agentAddress.slice("unix:".length) },
+    seed,
+    faults,
+    direction: "both",
+    onForward: places.forwarded,
+    onFault: places.fault,
+  });
+  return { proxy, places };
+}
+
+/**
+ * `guestlink exec ADDR -- seq 1 N` through the proxy with the given faults, in both directions,
+ * and no options but the address, as a user would run it: stdout hashed as it arrives, the CLI's
+ * memory sampled.
+ */
+export function execThroughProxy(
   agentAddress: string,
   proxyAt: { path: string },
   n: number,
@@ -136,23 +166,66 @@ export async function execThroughProxy(
   sampler?: RssSampler,
   verbose = false,
 ): Promise<ExecFigures> {
-  const target = { path: agentAddress.slice("unix:".length) };
-  const proxy = await startChaosProxy({ listen: proxyAt, target, seed, faults });
-  try {
-    const started = performance.now();
-    const cli = startCli([
+  return cliThroughProxy(agentAddress, proxyAt, seed, faults, {
+    args: (address) => [
       ...(verbose ? ["--verbose"] : []),
       "exec",
-      "--payload-checksum",
-      "--reconnect-timeout",
-      "20",
-      proxy.address,
+      address,
       "--",
       "seq",
       "1",
-      String(n),
-    ]);
-    sampler?.watch(`cli-${seed}`, cli.pid as number);
+      `${n}`,
+    ],
+    expectedSha256: seqSha256(n).sha256,
+    sampler,
+  });
+}
+
+/** `bytes` pseudo-random bytes drawn from `seed`: the same data for the same seed. */
+export function seededData(seed: number, bytes: number): Buffer {
+  return Buffer.from(randomBytes(deriveRandom(seed, 0x5eed), bytes));
+}
+
+/**
+ * `guestlink exec ADDR -- sha256sum` through the proxy with `data` on its stdin, so the bulk of
+ * the bytes (and of the faults) go from the host to the agent. The figures' hashes are those of
+ * the CLI's stdout and of the line sha256sum prints for `data`.
+ */
+export function stdinThroughProxy(
+  agentAddress: string,
+  proxyAt: { path: string },
+  data: Buffer,
+  seed: number,
+  faults: ChaosFaultOptions,
+): Promise<ExecFigures> {
+  return cliThroughProxy(agentAddress, proxyAt, seed, faults, {
+    args: (address) => ["exec", address, "--", "sha256sum"],
+    stdin: data,
+    expectedSha256: sha(`${sha(data)}  -\n`),
+  });
+}
+
+/**
+ * Runs the CLI with `args(address)`, the address being that of a chaos proxy started for it,
+ * feeds it `stdin` and hashes its stdout as it arrives.
+ */
+async function cliThroughProxy(
+  agentAddress: string,
+  proxyAt: { path: string },
+  seed: number,
+  faults: ChaosFaultOptions,
+  run: {
+    args: (address: string) => string[];
+    stdin?: Buffer;
+    expectedSha256: string;
+    sampler?: RssSampler | undefined;
+  },
+): Promise<ExecFigures> {
+  const { proxy, places } = await proxyToAgent(agentAddress, proxyAt, seed, faults);
+  try {
+    const started = performance.now();
+    const cli = startCli(run.args(proxy.address));
+    run.sampler?.watch(`cli-${seed}`, cli.pid as number);
     const hash = createHash("sha256");
     let bytes = 0;
     cli.stdout.on("data", (d: Buffer) => {
@@ -163,7 +236,9 @@ export async function execThroughProxy(
     cli.stderr.setEncoding("utf8").on("data", (d: string) => {
       stderr += d;
     });
-    cli.stdin.end();
+    // The CLI may exit before it has read all of stdin (it failed): that is its exit code's story.
+    cli.stdin.on("error", () => {});
+    cli.stdin.end(run.stdin);
     const exitCode = await new Promise<number | null>((resolve) => cli.on("close", resolve));
     const seconds = (performance.now() - started) / 1000;
     const stats = proxy.stats;
@@ -171,14 +246,19 @@ export async function execThroughProxy(
       seed,
       bytes,
       sha256: hash.digest("hex"),
-      expectedSha256: seqSha256(n).sha256,
+      expectedSha256: run.expectedSha256,
       exitCode,
       stderr,
       seconds,
-      mbPerS: bytes / 1e6 / seconds,
+      mbPerS: (bytes + (run.stdin?.length ?? 0)) / 1e6 / seconds,
       cuts: stats.cuts,
       garbageBursts: stats.garbageBursts,
-      peakCliMiB: (sampler?.peakKiB.get(`cli-${seed}`) ?? 0) / 1024,
+      burstsInData: {
+        toAgent: places.inside("to-target", "DATA"),
+        toCli: places.inside("to-client", "DATA"),
+      },
+      burstPlaces: places.describe(),
+      peakCliMiB: (run.sampler?.peakKiB.get(`cli-${seed}`) ?? 0) / 1024,
     };
   } finally {
     await proxy.close();
@@ -195,14 +275,17 @@ export interface CallsFigures {
   resumes: number;
   handshakeMs: number[];
   cuts: number;
+  /** Bursts that landed inside a frame's payload (CALL, RESULT…): a payload checksum's work. */
+  burstsInPayloads: { toAgent: number; toCli: number };
+  /** Where every garbage burst landed, in words. */
+  burstPlaces: string;
 }
 
-/** A library session through `proxy` with payload checksums and resume. */
+/** A library session through `proxy` with the default wire options, resume and a quick keepalive. */
 export async function chaosSession(
   address: string,
 ): Promise<{ session: Session; events: SessionEvent[] }> {
   const session = await openSession(address, {
-    payloadChecksum: true,
     resume: { windowMs: 20_000 },
     keepalive: { intervalMs: 500, deadAfterMs: 5_000 },
   });
@@ -219,8 +302,7 @@ export async function callsThroughProxy(
   seed: number,
   faults: ChaosFaultOptions,
 ): Promise<CallsFigures> {
-  const target = { path: agentAddress.slice("unix:".length) };
-  const proxy: ChaosProxy = await startChaosProxy({ listen: proxyAt, target, seed, faults });
+  const { proxy, places } = await proxyToAgent(agentAddress, proxyAt, seed, faults);
   const { session, events } = await chaosSession(proxy.address);
   try {
     const prefix = `s${seed}-`;
@@ -236,7 +318,12 @@ export async function callsThroughProxy(
         if (o.value !== `${prefix}${i}`) wrong++;
       } else failed.push(String((o.reason as Error).message));
     });
-    const executions = (await session.call("executions")) as [number, number][];
+    const executions = (await session.call("executions").catch(async (err: Error) => {
+      // Usually because the session ended: then say why, not only that it is closed (a session
+      // still open loses the race to `undefined`, so this never waits).
+      const ended = (await Promise.race([session.closed, undefined])) ?? err;
+      throw new Error(`seed ${seed}: cannot ask what ran: ${ended.message}`, { cause: ended });
+    })) as [number, number][];
     const resumed = events.filter((e) => e.type === "resumed");
     return {
       seed,
@@ -247,6 +334,8 @@ export async function callsThroughProxy(
       resumes: resumed.length,
       handshakeMs: resumed.map((e) => (e.type === "resumed" ? e.handshakeMs : 0)),
       cuts: proxy.stats.cuts,
+      burstsInPayloads: { toAgent: places.inside("to-target"), toCli: places.inside("to-client") },
+      burstPlaces: places.describe(),
     };
   } finally {
     await session.close();

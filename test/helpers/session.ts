@@ -2,6 +2,7 @@
 
 import { createHash } from "node:crypto";
 import { toDuplex } from "../../src/platform/duplex.ts";
+import { PROTOCOL_VERSIONS } from "../../src/session/messages.ts";
 import type { SessionOptions } from "../../src/session/options.ts";
 import { Session } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
@@ -36,7 +37,7 @@ export function sessionPair(opts: { client?: Extra; server?: Extra; highWaterMar
 /** A valid HELLO payload, overridable field by field. */
 export function helloPayload(overrides: Record<string, unknown> = {}): Uint8Array {
   return encodeControl({
-    protocol: [3, 3],
+    protocol: [...PROTOCOL_VERSIONS],
     peer: { id: "scripted", hostname: "scripted", version: "0" },
     services: [],
     limits: { maxFrameBytes: 1024 * 1024, streamWindowBytes: 65536, sessionWindowBytes: 262144 },

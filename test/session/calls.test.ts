@@ -22,7 +22,7 @@ describe("session: handshake", () => {
     assert.equal(serverSeen.id, "agent-1");
     assert.equal(serverSeen.hostname, "guest.local");
     assert.deepEqual(serverSeen.services, ["info", "exec"]);
-    assert.equal(serverSeen.protocol, 3);
+    assert.equal(serverSeen.protocol, 4);
     assert.equal(serverSeen.limits.maxFrameBytes, 65536);
     assert.equal(clientSeen.id, "host");
     assert.notEqual(serverSeen.sessionId, "");

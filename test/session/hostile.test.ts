@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { isGuestlinkError } from "../../src/errors.ts";
+import { MAX_RESEND_ASKS } from "../../src/session/receive-sequence.ts";
 import { SessionRegistry } from "../../src/session/registry.ts";
 import type { Session } from "../../src/session/session.ts";
 import { memoryPair } from "../../src/transport/memory.ts";
@@ -159,24 +160,77 @@ describe("session: hostile peers", () => {
 
   it("a peer that speaks no common protocol version gets VERSION_MISMATCH, and so do we", async () => {
     const { session, peer } = scriptedPair({ keepalive: false });
-    peer.hello({ protocol: [4, 5] });
+    peer.hello({ protocol: [5, 6] });
     const err = await session.closed;
     assert.ok(isGuestlinkError(err, "VERSION_MISMATCH"));
-    assert.match(err.message, /this side speaks 3\.\.3, the peer 4\.\.5/);
+    assert.match(err.message, /this side speaks 4\.\.4, the peer 5\.\.6/);
     await settle();
     assert.equal(peer.frames(FrameType.ERROR)[0]?.body?.code, "VERSION_MISMATCH");
     await assert.rejects(session.ready, (e: unknown) => isGuestlinkError(e, "VERSION_MISMATCH"));
   });
 
-  it("a gap in sequence numbers (a frame dropped for a bad checksum) is FRAMES_LOST, never silent", async () => {
-    const { session, peer } = scriptedPair({ keepalive: false });
+  it("a gap in sequence numbers asks the peer to send again, and ends with FRAMES_LOST when it never does", async () => {
+    const { clock, session, peer } = scriptedPair({ keepalive: false, resume: false });
     peer.hello();
     await session.ready;
     peer.send(FrameType.CALL, 0, 1, { method: "a", notify: true });
     peer.send(FrameType.CALL, 0, 3, { method: "b", notify: true });
+    await settle();
+    const asks = () => peer.frames(FrameType.ACK).filter((a) => a.body?.resend === true);
+    assert.deepEqual(
+      asks().map((a) => a.body),
+      [{ received: 1, resend: true }],
+    );
+    // The scripted peer never sends frame 2 again: the session asks a bounded number of times.
+    for (let i = 0; i < 20 && session.state !== "closed"; i++) await clock.advance(1_000);
     const err = await session.closed;
-    assert.ok(isGuestlinkError(err, "FRAMES_LOST"));
-    assert.deepEqual([err.details?.expected, err.details?.received], [2, 3]);
+    assert.ok(isGuestlinkError(err, "FRAMES_LOST"), String(err));
+    assert.deepEqual([err.details?.expected, err.details?.asks], [2, MAX_RESEND_ASKS]);
+    assert.equal(asks().length, MAX_RESEND_ASKS);
+  });
+
+  it("a frame sent again after a gap is taken, and the frames after it in order", async () => {
+    const { session, peer } = scriptedPair({ keepalive: false });
+    const seen: unknown[] = [];
+    session.handle("n", (p) => {
+      seen.push(p);
+    });
+    peer.hello();
+    await session.ready;
+    peer.send(FrameType.CALL, 0, 1, { method: "n", params: 1, notify: true });
+    peer.send(FrameType.CALL, 0, 3, { method: "n", params: 3, notify: true });
+    await settle();
+    assert.deepEqual(seen, [1]);
+    // The go-back: everything after 1, again.
+    peer.send(FrameType.CALL, 0, 2, { method: "n", params: 2, notify: true });
+    peer.send(FrameType.CALL, 0, 3, { method: "n", params: 3, notify: true });
+    await settle();
+    assert.deepEqual(seen, [1, 2, 3]);
+    assert.equal(session.state, "open");
+    assert.equal(session.stats.resendAsks, 1);
+  });
+
+  it("an unchecked payload is dropped and asked for again unless both sides agreed to go without", async () => {
+    const { session, peer } = scriptedPair({ keepalive: false });
+    const seen: unknown[] = [];
+    session.handle("n", (p) => {
+      seen.push(p);
+    });
+    peer.hello({ uncheckedPayloads: true }); // we did not ask for it: checksums stay on
+    await session.ready;
+    const unchecked = new FrameEncoder({ payloadChecksum: false });
+    const call = (params: number) => encodeControl({ method: "n", params, notify: true });
+    peer.sendBytes(unchecked.encode({ type: FrameType.CALL, seq: 1, payload: call(1) }));
+    await settle();
+    assert.deepEqual(seen, []);
+    assert.equal(session.wireStats.badPayloads, 1);
+    assert.deepEqual(
+      peer.frames(FrameType.ACK).map((a) => a.body),
+      [{ received: 0, resend: true }],
+    );
+    peer.send(FrameType.CALL, 0, 1, call(1));
+    await settle();
+    assert.deepEqual(seen, [1]);
   });
 
   it("ignores a replayed frame it already has", async () => {

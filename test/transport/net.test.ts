@@ -4,7 +4,7 @@ import net from "node:net";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { connect, listen } from "../../src/transport/index.ts";
+import { connect, listen, NodeStreamTransport } from "../../src/transport/index.ts";
 import type { Listener, Transport } from "../../src/transport/transport.ts";
 import {
   accept,
@@ -181,6 +181,36 @@ for (const kind of KINDS) {
     });
   });
 }
+
+describe("closing a stream transport", () => {
+  it("cuts a connection whose peer never closes its side, instead of waiting forever", {
+    timeout: 20_000,
+  }, async () => {
+    const path = socketPath();
+    // Half-open allowed: it reads what it is sent, and its side stays open after ours ends.
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.resume();
+      held.push(socket);
+    });
+    const held: net.Socket[] = [];
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    try {
+      const socket = net.connect(path);
+      await new Promise<void>((resolve) => socket.once("connect", resolve));
+      const transport = new NodeStreamTransport(socket, socket, {
+        description: "unix:test",
+        closeTimeoutMs: 50,
+      });
+      transport.send([text("last words")]);
+      // Our bytes left, so the close did its job: it resolves, and the socket is gone.
+      await transport.close();
+      assert.equal(socket.destroyed, true);
+    } finally {
+      for (const s of held) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
 
 describe("unix transport addresses", () => {
   it("fails with CONNECT_FAILED naming what to check when no socket exists", async () => {

@@ -45,11 +45,17 @@ describe("FrameEncoder", () => {
     assert.deepEqual(bytes.subarray(HEADER_BYTES), payload);
   });
 
-  it("leaves the payload checksum off unless asked, and off for empty payloads", () => {
-    const plain = new FrameEncoder().encode({ type: FrameType.DATA, payload: Uint8Array.of(1) });
+  it("checksums every payload unless told not to, and never an empty payload", () => {
+    const checked = new FrameEncoder().encode({ type: FrameType.DATA, payload: Uint8Array.of(1) });
+    assert.equal(checked[6], FrameFlag.PAYLOAD_CHECKSUM);
+    assert.equal(new DataView(checked.buffer).getUint32(24), zlib.crc32(Uint8Array.of(1)));
+    const plain = new FrameEncoder({ payloadChecksum: false }).encode({
+      type: FrameType.DATA,
+      payload: Uint8Array.of(1),
+    });
     assert.equal(plain[6], 0);
     assert.equal(new DataView(plain.buffer).getUint32(24), 0);
-    const empty = new FrameEncoder({ payloadChecksum: true }).encode({ type: FrameType.PING });
+    const empty = new FrameEncoder().encode({ type: FrameType.PING });
     assert.equal(empty[6], 0);
   });
 

@@ -25,17 +25,23 @@ interface Vectors {
       control?: unknown;
     };
   }[];
-  rejects: { name: string; hex: string; expect: Record<string, number> }[];
+  rejects: {
+    name: string;
+    hex: string;
+    requirePayloadChecksum?: boolean;
+    expect: Record<string, number>;
+  }[];
 }
 
 const vectors: Vectors = JSON.parse(readFileSync(new URL("vectors.json", import.meta.url), "utf8"));
 const fromHex = (h: string) => new Uint8Array(Buffer.from(h, "hex"));
 
 describe("wire test vectors", () => {
-  it("cover every frame type, with and without payload checksums", () => {
+  it("cover every frame type, with and without payload checksums, and a required one missing", () => {
     const types = new Set(vectors.frames.map((v) => v.frame.type));
     for (const type of Object.values(FrameType)) assert.ok(types.has(type), frameTypeName(type));
     assert.ok(vectors.frames.some((v) => v.frame.flags & FrameFlag.PAYLOAD_CHECKSUM));
+    assert.ok(vectors.rejects.some((v) => v.requirePayloadChecksum));
   });
 
   for (const v of vectors.frames) {
@@ -73,7 +79,7 @@ describe("wire test vectors", () => {
 
   for (const v of vectors.rejects) {
     it(`rejects: ${v.name}`, () => {
-      const decoder = new FrameDecoder();
+      const decoder = new FrameDecoder({ requirePayloadChecksum: v.requirePayloadChecksum });
       const frames = decoder.push(fromHex(v.hex));
       assert.equal(frames.length, v.expect.frames);
       for (const [counter, value] of Object.entries(v.expect)) {
