@@ -2026,6 +2026,11 @@ export class Session implements StreamOwner {
     if (this.#state !== "closing" && !(this.#state === "open" && this.#closeRequested)) return;
     if (this.#outgoing.size > 0 || this.#incoming.size > 0 || this.#streams.size > 0) return;
     const link = this.#link;
+    if (link === undefined && this.#canResume() && this.#outbox.kept.frames > 0) {
+      // Disconnected with frames the peer has not acknowledged (a call's final RESULT, say):
+      // they wait for the peer to resume, within the resume window, rather than vanish.
+      return;
+    }
     if (this.#closeConfirmed && link !== undefined && !link.handshaking) {
       this.#maybeAck(true); // our last word: the peer may be waiting for it
       if (this.#outbox.kept.frames > 0) {

@@ -80,6 +80,30 @@ function resumable(opts: { client?: Extra; server?: Extra } = {}) {
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 describe("session: resume", () => {
+  it("a session closed while disconnected keeps its unacknowledged result until the caller resumes", async () => {
+    const w = resumable();
+    await w.client.ready;
+    const server = w.servers[0] as Session;
+    let finish: (value: unknown) => void = () => {};
+    server.handle("slow", () => new Promise((resolve) => (finish = resolve)));
+    const result = w.client.call("slow");
+    await settle();
+    w.cut();
+    await settle();
+    // The work finishes while nobody is connected, and the agent is told to close.
+    finish("done");
+    await settle();
+    let closed = false;
+    const closing = server.close().then(() => (closed = true));
+    await settle();
+    assert.equal(closed, false, "the result would be lost with the session");
+    assert.notEqual(server.state, "closed");
+    w.reconnect();
+    assert.equal(await result, "done");
+    await closing;
+    assert.equal(server.state, "closed");
+  });
+
   it("completes a call that was in flight when the connection dropped, running it once", async () => {
     const w = resumable();
     await w.client.ready;
