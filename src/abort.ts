@@ -57,3 +57,24 @@ export class LazyAbortController implements AbortControllerLike {
     this.#controller?.abort(reason);
   }
 }
+
+/** Does nothing: attached to a promise so that its rejection does not count as unhandled. */
+export const IGNORE = (): void => {};
+
+/** A promise with its settling functions. */
+export interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(err: unknown): void;
+}
+
+export function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(IGNORE); // callers may never look; a rejection here is not "unhandled"
+  return { promise, resolve, reject };
+}

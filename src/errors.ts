@@ -150,3 +150,16 @@ export class TransportClosedError extends GuestlinkError {
     super("TRANSPORT_CLOSED", message, options);
   }
 }
+
+/** Any thrown value as a GuestlinkError: one of ours as it is, an abort or anything else CANCELLED. */
+export function toGuestlinkError(err: unknown): GuestlinkError {
+  if (isGuestlinkError(err)) return err;
+  if (err instanceof Error && err.name === "AbortError") {
+    return new GuestlinkError("CANCELLED", err.message || "aborted", { cause: err });
+  }
+  return new GuestlinkError(
+    "CANCELLED",
+    err instanceof Error ? err.message : String(err ?? "aborted"),
+    { cause: err },
+  );
+}

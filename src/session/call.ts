@@ -2,14 +2,21 @@
  * Calls as the session keeps them: the handle a caller gets (`OpenCall`, kept as an
  * `OutgoingCall`), the context a handler gets, remote errors, and how a failure travels.
  */
-import type { AbortSignalLike, CallOptions, LazyAbortController } from "../abort.ts";
+import {
+  type AbortSignalLike,
+  type CallOptions,
+  type Deferred,
+  deferred,
+  IGNORE,
+  type LazyAbortController,
+} from "../abort.ts";
 import { ERROR_CODES, type ErrorCode, GuestlinkError, isGuestlinkError } from "../errors.ts";
 import { decodeControl, encodeControl } from "../wire/control.ts";
 import type { Deadline } from "./deadlines.ts";
-import type { Session } from "./session.ts";
 import type { SessionStream } from "./stream.ts";
 
-export interface CallContext {
+/** What a handler is given; `S` is the session (`Session` in the public types). */
+export interface CallContext<S = unknown> {
   method: string;
   /** Aborted when the caller cancels, the deadline passes or the session ends. */
   signal: AbortSignalLike;
@@ -17,10 +24,10 @@ export interface CallContext {
   deadline: number;
   /** The streams the caller opened with the call, by name. */
   streams: Record<string, SessionStream>;
-  session: Session;
+  session: S;
 }
 
-export type Handler = (params: unknown, ctx: CallContext) => unknown;
+export type Handler<S = unknown> = (params: unknown, ctx: CallContext<S>) => unknown;
 
 export interface OpenOptions extends CallOptions {
   /** Names of byte streams to open with the call (e.g. `["stdin", "stdout", "stderr"]`). */
@@ -54,9 +61,6 @@ export class RemoteError extends GuestlinkError {
     this.remoteCode = remoteCode;
   }
 }
-
-/** Does nothing: attached to a promise so that its rejection does not count as unhandled. */
-export const IGNORE = (): void => {};
 
 /** How an `OutgoingCall` asks its session to cancel it (one function per session, not per call). */
 export type CancelOutgoing = (call: OutgoingCall, err: GuestlinkError, reason: string) => void;
@@ -149,11 +153,11 @@ export class OutgoingCall implements OpenCall {
  * What a handler is given. A class: an object literal with a getter costs about as much to make
  * as the rest of a call put together (V8 makes a new accessor for each).
  */
-export class HandlerContext implements CallContext {
+export class HandlerContext<S> implements CallContext<S> {
   readonly method: string;
   readonly deadline: number;
   readonly streams: Record<string, SessionStream>;
-  readonly session: Session;
+  readonly session: S;
   readonly #controller: LazyAbortController;
 
   constructor(
@@ -161,7 +165,7 @@ export class HandlerContext implements CallContext {
     controller: LazyAbortController,
     deadline: number,
     streams: Record<string, SessionStream>,
-    session: Session,
+    session: S,
   ) {
     this.method = method;
     this.#controller = controller;
@@ -177,35 +181,6 @@ export class HandlerContext implements CallContext {
 
 export interface IncomingCall {
   abort(reason: GuestlinkError): void;
-}
-
-export interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-  reject(err: unknown): void;
-}
-
-export function deferred<T>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (err: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  promise.catch(IGNORE); // callers may never look; a rejection here is not "unhandled"
-  return { promise, resolve, reject };
-}
-
-export function toGuestlinkError(err: unknown): GuestlinkError {
-  if (isGuestlinkError(err)) return err;
-  if (err instanceof Error && err.name === "AbortError") {
-    return new GuestlinkError("CANCELLED", err.message || "aborted", { cause: err });
-  }
-  return new GuestlinkError(
-    "CANCELLED",
-    err instanceof Error ? err.message : String(err ?? "aborted"),
-    { cause: err },
-  );
 }
 
 /**

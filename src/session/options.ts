@@ -6,7 +6,6 @@ import {
   LIMIT_MAX_FRAME_BYTES,
   MIN_MAX_FRAME_BYTES,
 } from "../wire/frame.ts";
-import type { SessionRegistry } from "./registry.ts";
 import type { Runtime } from "./runtime.ts";
 
 /** Stream window: bytes a peer may send on one stream before we grant more (see bench/session). */
@@ -82,8 +81,6 @@ export interface SessionOptions {
    * session layer, which cannot dial; `openSession` and `serveSessions` turn it on.
    */
   resume?: ResumeOptions | boolean;
-  /** Set by `SessionRegistry.accept`: this side waits for the peer's HELLO, which may resume. */
-  registry?: SessionRegistry;
 }
 
 export interface ResolvedSessionOptions {
@@ -104,7 +101,6 @@ export interface ResolvedSessionOptions {
   handshakeTimeoutMs: number;
   defaultCallTimeoutMs: number;
   resume: { windowMs: number; replayBufferBytes: number } | false;
-  registry: SessionRegistry | undefined;
 }
 
 function positive(name: string, value: number | undefined, fallback: number, max = 2 ** 31 - 1) {
@@ -203,7 +199,6 @@ export function resolveSessionOptions(options: SessionOptions): ResolvedSessionO
       Infinity,
     ),
     resume: resolveResume(options.resume),
-    registry: options.registry,
   };
 }
 

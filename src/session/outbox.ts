@@ -13,11 +13,10 @@
  * is written again on the new one, byte for byte. Between transports (`detach`) the outbox is
  * congested, sequenced frames are only kept, and the rest (keepalive, acks) is dropped.
  */
-import { GuestlinkError } from "../errors.ts";
+import { GuestlinkError, toGuestlinkError } from "../errors.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { FrameEncoder } from "../wire/encode.ts";
 import { type FrameType, frameTypeName, HEADER_BYTES } from "../wire/frame.ts";
-import { toGuestlinkError } from "./call.ts";
 
 /** Outgoing bytes are written to the transport in batches of about this size (one writev). */
 const FLUSH_THRESHOLD_BYTES = 256 * 1024;

@@ -7,10 +7,11 @@
  */
 import type { Transport } from "../transport/transport.ts";
 import type { FrameDecoder } from "../wire/decode.ts";
+import type { Acceptor } from "./acceptor.ts";
 import type { SessionOptions } from "./options.ts";
 import { Session } from "./session.ts";
 
-export class SessionRegistry {
+export class SessionRegistry implements Acceptor<Session> {
   /** The sessions this registry made that have not ended, connected or waiting to be resumed. */
   readonly sessions: ReadonlySet<Session> = new Set<Session>();
   readonly #byId = new Map<string, Session>();
@@ -20,13 +21,13 @@ export class SessionRegistry {
   readonly #onSession: (session: Session) => void;
 
   constructor(options: SessionOptions, onSession: (session: Session) => void) {
-    this.#options = { resume: true, ...options, registry: this };
+    this.#options = { resume: true, ...options };
     this.#onSession = onSession;
   }
 
   /** Runs a session on `transport`: a resumed one, or a new one once the peer's HELLO says so. */
   accept(transport: Transport): void {
-    this.#wait(new Session(transport, this.#options));
+    this.#wait(new Session(transport, this.#options, { acceptor: this }));
   }
 
   /**
@@ -34,7 +35,7 @@ export class SessionRegistry {
    * read on by the session whose connection it follows, with its `decoder`. For `Session` only.
    */
   acceptInBand(transport: Transport, decoder: FrameDecoder): Session {
-    return this.#wait(new Session(transport, this.#options, { decoder }));
+    return this.#wait(new Session(transport, this.#options, { acceptor: this, decoder }));
   }
 
   /**

@@ -8,6 +8,7 @@
  * `write()` returning false tells the writer's source to pause rather than pile bytes up here.
  */
 import { GuestlinkError } from "../errors.ts";
+import type { ReceiveWindow, SendCredit } from "./flow-control.ts";
 
 /** What a stream needs from its session. */
 export interface StreamOwner {
@@ -31,11 +32,9 @@ export class SessionStream {
   readonly name: string;
 
   /** Bytes the peer still lets us send (its window for this stream). */
-  sendCredit: number;
-  /** Bytes we still let the peer send before we grant more. */
-  receiveWindow: number;
-  /** Consumed bytes not yet granted back to the peer. */
-  ungranted = 0;
+  readonly credit: SendCredit;
+  /** Bytes we still let the peer send, and what was consumed since we last granted more. */
+  readonly window: ReceiveWindow;
 
   /** Called once after `write()` returned false, when the queue has room again. */
   onDrain: (() => void) | undefined;
@@ -61,15 +60,15 @@ export class SessionStream {
     owner: StreamOwner,
     id: number,
     name: string,
-    sendCredit: number,
-    receiveWindow: number,
+    credit: SendCredit,
+    window: ReceiveWindow,
     highWaterBytes: number,
   ) {
     this.#owner = owner;
     this.id = id;
     this.name = name;
-    this.sendCredit = sendCredit;
-    this.receiveWindow = receiveWindow;
+    this.credit = credit;
+    this.window = window;
     this.#highWaterBytes = highWaterBytes;
   }
 
@@ -136,7 +135,7 @@ export class SessionStream {
       this.#queue[0] = head.subarray(max);
     }
     this.#queuedBytes -= chunk.length;
-    this.sendCredit -= chunk.length;
+    this.credit.take(chunk.length);
     if (this.onDrain && this.#queuedBytes < this.#highWaterBytes) {
       const drain = this.onDrain;
       this.onDrain = undefined;

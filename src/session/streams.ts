@@ -1,0 +1,276 @@
+/**
+ * The session's streams (docs/protocol.md 9.4): the table of open streams, the frames that carry
+ * them (DATA, WINDOW, END, RESET), the session-wide credit on top of each stream's, and the pump
+ * that turns queued bytes into DATA frames as credit and the transport allow. A protocol
+ * violation by the peer is thrown as `ProtocolViolation`.
+ */
+import { GuestlinkError } from "../errors.ts";
+import { type Frame, FrameType } from "../wire/frame.ts";
+import { ReceiveWindow, SendCredit } from "./flow-control.ts";
+import type { IdSpace } from "./ids.ts";
+import { ErrorSchema, type Hello, isPlainError, isPlainWindow, WindowSchema } from "./messages.ts";
+import { DEFAULT_MAX_DATA_FRAME_BYTES } from "./options.ts";
+import { SessionStream, type StreamOwner } from "./stream.ts";
+import { ProtocolViolation, parseFrame } from "./violation.ts";
+
+/** What the streams need from their session. */
+export interface StreamsPort {
+  /** Queues a sequenced frame to the peer. */
+  send(type: FrameType, streamId: number, payload: Uint8Array | undefined): void;
+  sendControl(type: FrameType, streamId: number, value: unknown): void;
+  /** Whether DATA may be made now: the session is open and its transport takes more. */
+  canSend(): boolean;
+  /** Whether the session has ended (nothing is sent any more). */
+  ended(): boolean;
+  /** A stream went away: the session may be done closing. */
+  released(): void;
+  /** DATA payload bytes sent and received, for the session's stats. */
+  counted(sent: number, received: number): void;
+}
+
+export class Streams implements StreamOwner {
+  /** What the peer still lets us send on all streams together. */
+  readonly credit = new SendCredit(0);
+  /** What we still let the peer send on all streams together. */
+  readonly window: ReceiveWindow;
+  readonly #port: StreamsPort;
+  readonly #ids: IdSpace;
+  /** Our window for each stream, and how much a writer may queue on one before it is told to wait. */
+  readonly #streamWindowBytes: number;
+  readonly #open = new Map<number, SessionStream>();
+  readonly #withOutput = new Set<SessionStream>();
+  #pumping = false;
+  /** The peer's initial window for each stream, from its HELLO. */
+  #peerStreamWindow = 0;
+  #maxDataFrame = DEFAULT_MAX_DATA_FRAME_BYTES;
+
+  constructor(
+    port: StreamsPort,
+    ids: IdSpace,
+    streamWindowBytes: number,
+    sessionWindowBytes: number,
+  ) {
+    this.#port = port;
+    this.#ids = ids;
+    this.#streamWindowBytes = streamWindowBytes;
+    this.window = new ReceiveWindow(sessionWindowBytes);
+  }
+
+  get size(): number {
+    return this.#open.size;
+  }
+
+  /** The handshake told us what the peer accepts: frame size and windows, ours to start from. */
+  peerLimits(limits: Hello["limits"]): void {
+    this.#maxDataFrame = Math.min(DEFAULT_MAX_DATA_FRAME_BYTES, limits.maxFrameBytes);
+    this.credit.available = limits.sessionWindowBytes;
+    this.#peerStreamWindow = limits.streamWindowBytes;
+    for (const stream of this.#open.values()) stream.credit.available = limits.streamWindowBytes;
+  }
+
+  /** A new stream with id `id`, ours or the peer's. */
+  open(id: number, name: string): SessionStream {
+    const stream = new SessionStream(
+      this,
+      id,
+      name,
+      new SendCredit(this.#peerStreamWindow),
+      new ReceiveWindow(this.#streamWindowBytes),
+      this.#streamWindowBytes,
+    );
+    this.#open.set(id, stream);
+    return stream;
+  }
+
+  /** A stream for a call refused before it started: never registered, failed by the caller. */
+  detached(name: string): SessionStream {
+    return new SessionStream(
+      this,
+      0,
+      name,
+      new SendCredit(0),
+      new ReceiveWindow(0),
+      this.#streamWindowBytes,
+    );
+  }
+
+  /** Drops a stream that never reached the peer. */
+  discard(stream: SessionStream, err: GuestlinkError): void {
+    this.#open.delete(stream.id);
+    stream.fail(err);
+  }
+
+  /** Resolves once `stream`'s output has all gone to the session (END included), or it failed. */
+  outputDone(stream: SessionStream): Promise<void> {
+    return stream.outputDone
+      ? Promise.resolve()
+      : new Promise((resolve) => stream.whenOutputDone(resolve));
+  }
+
+  /** Fails every stream with `reason` (the session ended, or the peer restarted). */
+  failAll(reason: GuestlinkError): void {
+    for (const stream of this.#open.values()) {
+      stream.fail(reason);
+      stream.releaseUnconsumed();
+    }
+    this.#open.clear();
+    this.#withOutput.clear();
+  }
+
+  // ---- frames from the peer ------------------------------------------------------------------
+
+  onData(frame: Frame): void {
+    const length = frame.payload.length;
+    this.#port.counted(0, length);
+    const stream = this.#open.get(frame.streamId);
+    if (stream === undefined) {
+      this.#known(frame.streamId, "DATA");
+      // Data that crossed our RESET on the wire: drop it, but give the session credit back.
+      if (!this.window.accept(length)) {
+        throw new ProtocolViolation("FLOW_CONTROL", "DATA beyond the session window");
+      }
+      this.#consumedOnSession(length);
+      return;
+    }
+    if (stream.remoteEnded) {
+      throw new ProtocolViolation("DATA_AFTER_END", `DATA on stream ${stream.id} after its END`);
+    }
+    if (length > stream.window.available || length > this.window.available) {
+      throw new ProtocolViolation(
+        "FLOW_CONTROL",
+        `DATA of ${length} bytes on stream ${stream.id} beyond the window granted (${Math.min(stream.window.available, this.window.available)} bytes)`,
+      );
+    }
+    stream.window.accept(length);
+    this.window.accept(length);
+    stream.deliver(frame.payload);
+  }
+
+  onWindow(frame: Frame): void {
+    const msg = parseFrame<{ credit: number }>(WindowSchema, frame, isPlainWindow);
+    if (frame.streamId === 0) {
+      if (!this.credit.grant(msg.credit)) {
+        throw new ProtocolViolation("FLOW_CONTROL", "session window grown beyond 2^31-1 bytes");
+      }
+    } else {
+      const stream = this.#open.get(frame.streamId);
+      if (stream === undefined) {
+        this.#known(frame.streamId, "WINDOW");
+        return;
+      }
+      if (!stream.credit.grant(msg.credit)) {
+        throw new ProtocolViolation(
+          "FLOW_CONTROL",
+          `stream ${stream.id} window grown beyond 2^31-1 bytes`,
+        );
+      }
+    }
+    this.pump();
+  }
+
+  onEnd(frame: Frame): void {
+    const stream = this.#open.get(frame.streamId);
+    if (stream === undefined) {
+      this.#known(frame.streamId, "END");
+      return;
+    }
+    stream.remoteEnd();
+    if (stream.closed) this.#release(stream);
+  }
+
+  onReset(frame: Frame): void {
+    const msg = parseFrame<{ code: string; message: string }>(ErrorSchema, frame, isPlainError);
+    const stream = this.#open.get(frame.streamId);
+    if (stream === undefined) {
+      this.#known(frame.streamId, "RESET");
+      return;
+    }
+    this.#release(stream);
+    stream.fail(
+      new GuestlinkError(
+        "STREAM_RESET",
+        `stream "${stream.name}" reset by the peer: ${msg.message}`,
+        { details: { code: msg.code, by: "peer" } },
+      ),
+    );
+  }
+
+  /** A frame for a stream not open: fine if it was open once (it crossed our close), else not. */
+  #known(id: number, what: string): void {
+    if (!this.#ids.wasUsed(id)) {
+      throw new ProtocolViolation(
+        "UNKNOWN_STREAM",
+        `${what} for stream ${id}, which was never opened`,
+      );
+    }
+  }
+
+  // ---- StreamOwner ---------------------------------------------------------------------------
+
+  streamHasOutput(stream: SessionStream): void {
+    this.#withOutput.add(stream);
+    this.pump();
+  }
+
+  streamConsumed(stream: SessionStream, bytes: number): void {
+    if (this.#port.ended()) return;
+    if (!stream.closed && !stream.remoteEnded) {
+      const grant = stream.window.consumed(bytes);
+      if (grant > 0) this.#port.sendControl(FrameType.WINDOW, stream.id, { credit: grant });
+    }
+    this.#consumedOnSession(bytes);
+  }
+
+  streamReset(stream: SessionStream, code: string, message: string): void {
+    if (!this.#port.ended()) this.#port.sendControl(FrameType.RESET, stream.id, { code, message });
+    this.#release(stream);
+  }
+
+  // ---- sending -------------------------------------------------------------------------------
+
+  /** Moves queued stream bytes into DATA frames, as credit and the transport allow. */
+  pump(): void {
+    if (this.#pumping || !this.#port.canSend()) return;
+    this.#pumping = true;
+    try {
+      let progress = true;
+      while (progress && this.#withOutput.size > 0 && this.#port.canSend()) {
+        progress = false;
+        for (const stream of this.#withOutput) {
+          if (!this.#port.canSend()) break;
+          const max = Math.min(stream.credit.available, this.credit.available, this.#maxDataFrame);
+          const chunk = stream.takeOutput(max);
+          if (chunk) {
+            this.credit.take(chunk.length);
+            this.#port.counted(chunk.length, 0);
+            this.#port.send(FrameType.DATA, stream.id, chunk);
+            progress = true;
+          } else if (stream.takeEnd()) {
+            this.#port.send(FrameType.END, stream.id, undefined);
+            progress = true;
+          }
+          if (stream.queuedBytes === 0 && !stream.endPending) {
+            this.#withOutput.delete(stream);
+            if (stream.closed) this.#release(stream);
+          }
+        }
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  /** Forgets a stream that is gone, giving back the session credit of what nobody consumed. */
+  #release(stream: SessionStream): void {
+    this.#open.delete(stream.id);
+    this.#withOutput.delete(stream);
+    const unconsumed = stream.releaseUnconsumed();
+    if (unconsumed > 0 && !this.#port.ended()) this.#consumedOnSession(unconsumed);
+    this.#port.released();
+  }
+
+  #consumedOnSession(bytes: number): void {
+    const grant = this.window.consumed(bytes);
+    if (grant > 0) this.#port.sendControl(FrameType.WINDOW, 0, { credit: grant });
+  }
+}
