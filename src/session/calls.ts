@@ -45,7 +45,7 @@ export interface CallsPort {
   /** Throws SESSION_CLOSED or SESSION_CLOSING when no new call may start. */
   assertCanStartCall(): void;
   /** Whether either side said GOAWAY: calls from the peer are refused. */
-  closing(): boolean;
+  goaway(): boolean;
   ended(): boolean;
   /** A call finished: the session may be done closing, and may read from the peer again. */
   finished(): void;
@@ -309,7 +309,7 @@ export class Calls<S> {
       for (const s of Object.values(streams)) s.reset(payload.code, payload.message);
       this.#port.sendControl(FrameType.ERROR, id, payload);
     };
-    if (this.#port.closing()) {
+    if (this.#port.goaway()) {
       reply(
         new GuestlinkError("SESSION_CLOSING", "the session is closing and accepts no new calls"),
       );

@@ -15,8 +15,8 @@ export const CLOSE_LINGER_MS = 1_000;
 
 /** What closing needs to know of its session, and what it asks of it. */
 export interface ClosingPort {
-  /** Calls or streams still in flight. */
-  busy(): boolean;
+  /** Calls and streams still in flight. */
+  busy(): number;
   /** Disconnected, able to resume, with frames the peer has not acknowledged. */
   owesResumedPeer(): boolean;
   /** On a live connection whose close is acknowledged (`confirmsClose`). */
@@ -67,14 +67,18 @@ export class Closing {
   /** Closes if nothing is left to wait for; call whenever that may have changed. */
   maybeFinish(): void {
     const port = this.#port;
-    if (port.busy() || port.owesResumedPeer()) return;
+    if (port.busy() > 0 || port.owesResumedPeer()) return;
     if (port.confirmsOnLive()) {
       port.ackNow(); // our last word: the peer may be waiting for it
       if (port.unacknowledged() > 0) {
-        this.#linger ??= this.#clock.setTimer(CLOSE_LINGER_MS, () => port.finish());
+        this.#linger ??= this.#clock.setTimer(CLOSE_LINGER_MS, () => {
+          this.#linger = undefined;
+          port.finish();
+        });
         return;
       }
     }
+    this.connectionLost(); // a linger that waited for what has now arrived
     port.finish();
   }
 

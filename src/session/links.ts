@@ -13,17 +13,15 @@ import { type DecoderStats, type FrameDecoder, sumDecoderStats } from "../wire/d
 import { type Frame, FrameType } from "../wire/frame.ts";
 import type { Connection, ConnectionOwner } from "./connection.ts";
 import { agreeVersion, isRepeatOf, sortRedialAnswer } from "./handshake.ts";
+import { InBand } from "./in-band.ts";
 import { type Hello, HelloSchema, PROTOCOL_VERSIONS } from "./messages.ts";
 import type { ResolvedSessionOptions } from "./options.ts";
 import type { Outbox } from "./outbox.ts";
 import type { ReceiveSequence } from "./receive-sequence.ts";
 import type { Timer } from "./runtime.ts";
+import type { Terms } from "./terms.ts";
 import { parseFrame } from "./violation.ts";
 
-/** The stream-0 ERROR code that asks the dialling side to make a new connection. */
-export const RECONNECT = "RECONNECT";
-/** How often a guest may ask its host to dial again (see `staleFrame`). */
-const RECONNECT_HINT_INTERVAL_MS = 1_000;
 /**
  * How often the dialling side says HELLO again while it has no answer. A guest on a virtio-serial
  * port that closes it (no host yet) just as the host's HELLO arrives never sees that HELLO; the
@@ -42,18 +40,8 @@ interface ResumeRefusal {
 export interface LinksPort {
   /** "handshaking" until the first HELLO, then "open", "closing", "closed". */
   state(): "handshaking" | "open" | "closing" | "closed";
-  /** Our HELLO on `conn`, with `extra`. */
-  hello(conn: Connection, extra: Partial<Hello>): Hello;
-  /** Takes the peer's terms for `conn` (checksums, frame size, close confirmation). */
-  agree(conn: Connection, hello: Hello): void;
-  /** The handshake on `conn` opened the session, from the start. */
-  opened(conn: Connection, hello: Hello, version: number): void;
-  /** Went on over `conn` after a resume; `replayed` is what was sent again. */
-  resumed(conn: Connection, replayed: { frames: number; bytes: number }): void;
-  /** The peer could not resume: everything in flight fails with `err`, numbering starts again. */
-  restarted(err: GuestlinkError): void;
   /** Sends a control frame through the outbox (unsequenced unless `sequenced`). */
-  sendControl(type: FrameType, streamId: number, value: unknown, sequenced: boolean): void;
+  sendControl(type: FrameType, streamId: number, value: unknown, sequenced?: boolean): void;
   /** Ends the session (see Session). */
   end(err: GuestlinkError | undefined, gracefully?: boolean): void;
   /** The connection lost was this session's; it waits for a resume. */
@@ -93,14 +81,16 @@ export class Links {
   readonly #options: ResolvedSessionOptions;
   readonly #outbox: Outbox;
   readonly #rx: ReceiveSequence;
+  readonly #terms: Terms;
   /** Whether this side accepted its connection (a registry's session): it answers HELLOs. */
   readonly #accepting: boolean;
   readonly #resumeToken: string;
+  readonly #inBand: InBand;
 
   constructor(
     port: LinksPort,
     owner: ConnectionOwner,
-    parts: { options: ResolvedSessionOptions; outbox: Outbox; rx: ReceiveSequence },
+    parts: { options: ResolvedSessionOptions; outbox: Outbox; rx: ReceiveSequence; terms: Terms },
     accepting: boolean,
     resumeToken: string,
     description: string,
@@ -110,9 +100,28 @@ export class Links {
     this.#options = parts.options;
     this.#outbox = parts.outbox;
     this.#rx = parts.rx;
+    this.#terms = parts.terms;
     this.#accepting = accepting;
     this.#resumeToken = resumeToken;
     this.description = description;
+    this.#inBand = new InBand(
+      {
+        stale: () => port.stale(),
+        sendDirect: (conn, type, value) => this.#sendDirect(conn, type, value),
+        acceptInBand: (transport, decoder) => port.acceptInBand(transport, decoder),
+        superseded: (conn, err) => {
+          if (this.canResume()) {
+            this.disconnect(conn, err, false);
+            return;
+          }
+          this.#drop(conn, err);
+          this.conn = undefined;
+          port.end(err);
+        },
+      },
+      parts.options.runtime.clock,
+      accepting,
+    );
   }
 
   /** The decoders' counters, over every connection. */
@@ -176,7 +185,7 @@ export class Links {
       extra.resume = { sessionId, token, received: this.#rx.received };
     }
     try {
-      conn.sendDirect(this.#unsequenced(FrameType.HELLO, this.#port.hello(conn, extra)));
+      conn.sendDirect(this.#unsequenced(FrameType.HELLO, this.#terms.hello(conn, extra)));
     } catch (err) {
       this.lost(conn, toGuestlinkError(err));
       return;
@@ -233,8 +242,8 @@ export class Links {
   helloAgain(conn: Connection, frame: Frame): boolean {
     // The dialler says HELLO again until it hears an answer: a repeat is nothing new.
     if (isRepeatOf(conn.peerNonce, frame)) return true;
-    if (conn.transport.reconnectsInBand && this.#accepting) {
-      this.#helloInBand(conn, frame);
+    if (this.#inBand.beginsConnection(conn)) {
+      this.#inBand.helloInBand(conn, frame);
       return true;
     }
     return false;
@@ -269,7 +278,7 @@ export class Links {
     }
     if (this.#port.state() === "handshaking") {
       if (this.#accepting) this.#answer(conn, hello, agreed.version);
-      else this.#port.opened(conn, hello, agreed.version);
+      else this.#opened(conn, hello, agreed.version);
       return;
     }
     this.#answered(conn, hello, agreed.version);
@@ -296,9 +305,9 @@ export class Links {
     if (this.#port.state() === "closed") return;
     const answer: Partial<Hello> = refusal === undefined ? {} : { resumeRefused: refusal };
     if (hello.nonce !== undefined) answer.answers = hello.nonce;
-    if (this.#seesNoEnd(conn)) answer.confirmsClose = true;
-    this.#port.sendControl(FrameType.HELLO, 0, this.#port.hello(conn, answer), false);
-    this.#port.opened(conn, hello, version);
+    if (this.#terms.seesNoEnd(conn)) answer.confirmsClose = true;
+    this.#port.sendControl(FrameType.HELLO, 0, this.#terms.hello(conn, answer), false);
+    this.#opened(conn, hello, version);
   }
 
   /** We dialled again: did the peer resume our session? */
@@ -313,14 +322,14 @@ export class Links {
       }
       const err = this.#replayExceeded(verdict.received);
       this.#sendDirect(conn, FrameType.ERROR, { code: "RESUME_FAILED", message: err.message });
-      this.#port.restarted(err);
+      this.#terms.restarted(err);
       this.resumeFrom = undefined;
       this.disconnect(conn, err);
       return;
     }
     if (verdict?.kind === "restarted") {
       const lost = this.#port.busy();
-      this.#port.restarted(
+      this.#terms.restarted(
         new GuestlinkError(
           "RESUME_FAILED",
           `${verdict.why}; ${lost} calls and streams in flight were lost`,
@@ -332,7 +341,16 @@ export class Links {
       this.resumeFrom = undefined;
     }
     this.#outbox.attach(conn.transport, undefined, 0);
-    this.#port.opened(conn, hello, version);
+    this.#opened(conn, hello, version);
+  }
+
+  /** The handshake on `conn` opened the session from the start: resume it from now on. */
+  #opened(conn: Connection, hello: Hello, version: number): void {
+    const peer = this.#terms.opened(conn, hello, version);
+    if (this.#options.resume !== false) {
+      const { sessionId, resumeToken: token, incarnation } = peer;
+      this.resumeFrom = { sessionId, token, incarnation };
+    }
   }
 
   /**
@@ -362,11 +380,13 @@ export class Links {
     conn.handOver(this.#owner);
     this.conn = conn;
     this.description = conn.description;
-    this.#port.agree(conn, hello);
-    const answer = this.#port.hello(conn, {
+    this.#terms.agree(conn, hello);
+    const answer = this.#terms.hello(conn, {
       resumed: { received: this.#rx.received },
       ...(hello.nonce === undefined ? {} : { answers: hello.nonce }),
-      ...(this.#seesNoEnd(conn) || hello.confirmsClose === true ? { confirmsClose: true } : {}),
+      ...(this.#terms.seesNoEnd(conn) || hello.confirmsClose === true
+        ? { confirmsClose: true }
+        : {}),
     });
     this.#resumeOn(conn, hello, ask.received, this.#unsequenced(FrameType.HELLO, answer));
     return undefined;
@@ -376,16 +396,15 @@ export class Links {
   #resumeOn(conn: Connection, hello: Hello, received: number, first: Uint8Array | undefined): void {
     this.#resumeTimer?.cancel();
     this.#resumeTimer = undefined;
-    this.#port.agree(conn, hello);
+    this.#terms.agree(conn, hello);
     this.#rx.newConnection();
     const replayed = this.#outbox.attach(conn.transport, first, received);
     conn.opened();
-    this.#port.resumed(conn, replayed);
-  }
-
-  /** How long the connection was down, and how long its successor's handshake took. */
-  downFor(conn: Connection, now: number): { downMs: number; handshakeMs: number } {
-    return { downMs: now - this.#lostAt, handshakeMs: now - conn.startedAt };
+    const now = this.#options.runtime.clock.now();
+    this.#terms.resumed(conn, replayed, {
+      downMs: now - this.#lostAt,
+      handshakeMs: now - conn.startedAt,
+    });
   }
 
   #replayExceeded(received: number): GuestlinkError {
@@ -510,50 +529,9 @@ export class Links {
 
   // ---- a guest's virtio-serial port ----------------------------------------------------------
 
-  /**
-   * A frame before the peer's HELLO: left in the transport by an earlier connection (a
-   * virtio-serial port keeps what a host that went away sent), so it is skipped. On a guest's
-   * port it also means the host believes a connection exists that this side does not know (this
-   * agent restarted, or dropped the connection): the host is asked, at most once a second, to
-   * dial again, since it cannot see that from its side of the port. Returns whether it counted.
-   */
+  /** A frame before the peer's HELLO: skipped, and on a guest's port, a hint to dial again. */
   staleFrame(conn: Connection): void {
-    this.#port.stale();
-    if (!this.#accepting || !conn.transport.reconnectsInBand) return;
-    const now = this.#options.runtime.clock.now();
-    if (now - conn.hintedAt < RECONNECT_HINT_INTERVAL_MS) return;
-    conn.hintedAt = now;
-    this.#sendDirect(conn, FrameType.ERROR, {
-      code: RECONNECT,
-      message: "this side has no session on this connection: dial again",
-    });
-  }
-
-  /**
-   * A HELLO in mid-stream on a transport whose peer reconnects unseen (a guest's virtio-serial
-   * port): the host began a new connection, so this one is over. The new one goes to a session
-   * of the registry's, which hands it to the session it resumes: most often this one.
-   */
-  #helloInBand(conn: Connection, frame: Frame): void {
-    const next = this.#port.acceptInBand(conn.transport, conn.decoder);
-    conn.successor = next;
-    const err = new GuestlinkError(
-      "TRANSPORT_FAILED",
-      `${conn.description}: the peer began a new connection`,
-    );
-    if (this.canResume()) {
-      this.disconnect(conn, err, false);
-    } else {
-      this.#drop(conn, err);
-      this.conn = undefined;
-      this.#port.end(err);
-    }
-    next.owner.frame(next, frame);
-  }
-
-  /** Whether this side cannot see `conn` end: it accepted it on a guest's virtio-serial port. */
-  #seesNoEnd(conn: Connection): boolean {
-    return this.#accepting && conn.transport.reconnectsInBand === true;
+    this.#inBand.staleFrame(conn);
   }
 
   /** Writes one control frame straight to `conn`, ahead of (and outside) the numbered frames. */

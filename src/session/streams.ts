@@ -23,7 +23,7 @@ export interface StreamsPort {
   /** Whether the session has ended (nothing is sent any more). */
   ended(): boolean;
   /** A stream went away: the session may be done closing. */
-  released(): void;
+  maybeFinishClosing(): void;
   /** DATA payload bytes sent and received, for the session's stats. */
   counted(sent: number, received: number): void;
 }
@@ -266,7 +266,7 @@ export class Streams implements StreamOwner {
     this.#withOutput.delete(stream);
     const unconsumed = stream.releaseUnconsumed();
     if (unconsumed > 0 && !this.#port.ended()) this.#consumedOnSession(unconsumed);
-    this.#port.released();
+    this.#port.maybeFinishClosing();
   }
 
   #consumedOnSession(bytes: number): void {
