@@ -2,7 +2,8 @@
  * `guestlink demo` (`npm run demo`): the whole story on this machine, with nothing to set up.
  * Three agents start as child processes on temporary Unix sockets, standing in for three VMs;
  * then their info, 1 GiB of command output checked by sha256 end to end (with the throughput and
- * both sides' peak memory), a file round trip, a few seconds of live telemetry, the channel
+ * both sides' peak memory), more output through a relay that inserts junk into the bytes (frames
+ * dropped and asked for again, output still exact), a file round trip, a few seconds of live telemetry, the channel
  * surviving garbage, and a summary. Cleans up after itself; exits non-zero if any check fails.
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -21,6 +22,7 @@ import { getFile, putFile } from "../controller/files.ts";
 import { watchTelemetry } from "../controller/telemetry.ts";
 import type { Session } from "../session/session.ts";
 import { connectAgent, formatBytes, printJson } from "./common.ts";
+import { startJunkRelay } from "./demo-junk.ts";
 import { runWireDemo } from "./demo-wire.ts";
 
 const GIB = 1024 ** 3;
@@ -35,6 +37,7 @@ interface Check {
 interface DemoOptions {
   json?: boolean;
   outputBytes: number;
+  damagedBytes: number;
   fileBytes: number;
   telemetrySeconds: number;
 }
@@ -75,6 +78,40 @@ function textSink(): { sink: Writable; text(): string } {
   return { sink, text: () => text };
 }
 
+/**
+ * Runs random bytes of `n` bytes as command output in the agent, hashed there as they are written
+ * (tee into a fifo read by a sha256 tool, which reports on stderr) and hashed again here as they
+ * arrive: an AES-CTR keystream from openssl where there is one, else /dev/urandom.
+ */
+async function checkedOutput(session: Session, n: number) {
+  const script = [
+    'f=$(mktemp -u); mkfifo "$f"',
+    "if command -v openssl >/dev/null 2>&1; then",
+    `  openssl dgst -sha256 -r < "$f" >&2 & openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass pass:$$ < /dev/zero 2>/dev/null | head -c ${n} | tee "$f"`,
+    `else sha256sum < "$f" >&2 & head -c ${n} /dev/urandom | tee "$f"; fi`,
+    'wait; rm -f "$f"',
+  ].join("\n");
+  const out = hashingSink();
+  const err = textSink();
+  const started = performance.now();
+  const result = await remoteExec(
+    session,
+    { argv: ["sh", "-c", script] },
+    { stdout: out.sink, stderr: err.sink },
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const theirs = /^([0-9a-f]{64})/.exec(err.text())?.[1];
+  const ours = out.digest();
+  return {
+    bytes: out.bytes(),
+    seconds,
+    status: result.status,
+    ours,
+    theirs,
+    ok: result.status === 0 && out.bytes() === n && theirs === ours,
+  };
+}
+
 export async function runDemo(opts: DemoOptions, say: (line: string) => void): Promise<Check[]> {
   const checks: Check[] = [];
   const check = (name: string, ok: boolean, detail: string) => {
@@ -86,7 +123,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
   const children: ChildProcess[] = [];
   const sessions: Session[] = [];
   try {
-    say(`[1/5] three agents on Unix sockets in ${dir}, standing in for three VMs`);
+    say(`[1/6] three agents on Unix sockets in ${dir}, standing in for three VMs`);
     for (const name of AGENTS) {
       const child = spawn(
         process.execPath,
@@ -122,39 +159,19 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     const [info1, info2] = infos as [AgentInfo, AgentInfo];
 
     say(
-      `[2/5] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
+      `[2/6] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
     );
-    // Random bytes (an AES-CTR keystream from openssl where there is one, else /dev/urandom),
-    // hashed in the agent as they are written (tee into a fifo read by a sha256 tool, which
-    // reports on stderr) and hashed again by the host as they arrive.
-    const n = opts.outputBytes;
-    const script = [
-      'f=$(mktemp -u); mkfifo "$f"',
-      "if command -v openssl >/dev/null 2>&1; then",
-      `  openssl dgst -sha256 -r < "$f" >&2 & openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass pass:$$ < /dev/zero 2>/dev/null | head -c ${n} | tee "$f"`,
-      `else sha256sum < "$f" >&2 & head -c ${n} /dev/urandom | tee "$f"; fi`,
-      'wait; rm -f "$f"',
-    ].join("\n");
     say("      exec vm-1 -- sh -c '<random bytes | tee (sha256 to stderr)>'");
-    const out = hashingSink();
-    const err = textSink();
-    const started = performance.now();
-    const result = await remoteExec(
-      vm1,
-      { argv: ["sh", "-c", script] },
-      { stdout: out.sink, stderr: err.sink },
-    );
-    const seconds = (performance.now() - started) / 1000;
-    const theirs = /^([0-9a-f]{64})/.exec(err.text())?.[1];
-    const ours = out.digest();
+    const output = await checkedOutput(vm1, opts.outputBytes);
+    const { seconds, ours, theirs } = output;
     const agentPeak = await peakRss(info1.agent.pid);
     const hostPeak = process.resourceUsage().maxRSS * 1024;
     say(
-      `      ${formatBytes(out.bytes())} in ${seconds.toFixed(2)} s = ${(out.bytes() / seconds / 1e6).toFixed(0)} MB/s, exit status ${result.status}`,
+      `      ${formatBytes(output.bytes)} in ${seconds.toFixed(2)} s = ${(output.bytes / seconds / 1e6).toFixed(0)} MB/s, exit status ${output.status}`,
     );
     check(
       "output",
-      result.status === 0 && out.bytes() === opts.outputBytes && theirs === ours,
+      output.ok,
       `sha256 of what arrived ${ours.slice(0, 16)}… = sha256 computed in vm-1 ${theirs?.slice(0, 16) ?? "(none)"}…`,
     );
     check(
@@ -163,7 +180,38 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `peak memory while streaming: host ${formatBytes(hostPeak)}, vm-1's agent ${agentPeak === undefined ? "?" : formatBytes(agentPeak)} (the output was ${formatBytes(opts.outputBytes)})`,
     );
 
-    say(`[3/5] a file round trip through vm-2`);
+    const junkEvery = 256 * 1024;
+    say(
+      `[3/6] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
+    );
+    const relay = await startJunkRelay(
+      join(dir, "relay.sock"),
+      join(dir, "vm-1.sock"),
+      Date.now() % 2 ** 31,
+      junkEvery,
+    );
+    try {
+      const damaged = await connectAgent(relay.address, { connectTimeout: 15 });
+      sessions.push(damaged);
+      let reconnects = 0;
+      damaged.onEvent((e) => {
+        if (e.type === "disconnected") reconnects++;
+      });
+      const through = await checkedOutput(damaged, opts.damagedBytes);
+      const wireStats = damaged.wireStats;
+      say(
+        `      ${relay.bursts} bursts (${formatBytes(relay.junkBytes)} of junk); this side dropped ${wireStats.badPayloads} damaged frames and ${wireStats.badHeaders} broken headers and asked for them again ${damaged.stats.resendAsks} times; ${reconnects} reconnects`,
+      );
+      check(
+        "damaged path",
+        through.ok && relay.bursts > 0,
+        `sha256 of what arrived ${through.ours.slice(0, 16)}… = sha256 computed in vm-1 ${through.theirs?.slice(0, 16) ?? "(none)"}…, exit status ${through.status}`,
+      );
+    } finally {
+      await relay.close();
+    }
+
+    say(`[4/6] a file round trip through vm-2`);
     const original = join(dir, "original.bin");
     const remote = join(dir, "vm-2", "received.bin");
     const back = join(dir, "back.bin");
@@ -182,7 +230,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `sha256 equal on both trips (${a.slice(0, 16)}…), mode ${got.mode.toString(8)} kept; agent pid ${info2.agent.pid}`,
     );
 
-    say(`[4/5] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
+    say(`[5/6] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), opts.telemetrySeconds * 1000);
     let samples = 0;
@@ -196,7 +244,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     clearTimeout(timer);
     check("telemetry", samples >= 2, `${samples} samples streamed until the watch was cancelled`);
 
-    say("[5/5] the channel itself: frames through a channel that misbehaves the way real ones do");
+    say("[6/6] the channel itself: frames through a channel that misbehaves the way real ones do");
     const wire = runWireDemo(Date.now() % 2 ** 31, 1000);
     say(
       `      sent ${wire.sent} frames with ${wire.injected.logLines} stray log lines, ${wire.injected.halfFrames} half frames, ${wire.injected.hugeHeaders} headers claiming 4 GiB and ${wire.injected.randomBytes} random bytes between them, ${wire.corrupted} corrupted in flight`,
@@ -227,6 +275,12 @@ export function registerDemo(program: Command): void {
     )
     .option("--json", "print the checks as JSON at the end instead of the story")
     .option("--output-bytes <n>", "size of the streamed command output", (v) => Number(v), GIB)
+    .option(
+      "--damaged-bytes <n>",
+      "size of the output streamed through a relay that inserts junk",
+      (v) => Number(v),
+      64 * 1024 ** 2,
+    )
     .option(
       "--file-bytes <n>",
       "size of the file sent round trip",

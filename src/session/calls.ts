@@ -194,9 +194,18 @@ export class Calls<S> {
       );
     }
     const frame = payload;
-    // The call may have been cancelled while the handshake was still going on.
     this.#port.whenOpen(() => {
-      if (!call.settled) this.#sendCall(id, frame);
+      if (!call.settled) {
+        this.#sendCall(id, frame);
+        return;
+      }
+      // Cancelled while the handshake was still going on: the peer never hears of it.
+      this.#outgoing.delete(id);
+      call.confirm(
+        undefined,
+        new GuestlinkError("CANCELLED", `call ${method} was cancelled before it was sent`),
+      );
+      this.#port.finished();
     });
     return call;
   }
@@ -225,12 +234,14 @@ export class Calls<S> {
     call.cleanup();
     // The peer stops the work and ends or resets the streams as part of confirming; they stay
     // readable until then, so output produced up to the cancel still arrives.
-    this.#port.whenOpen(() =>
+    this.#port.whenOpen(() => {
+      // Not if it was never sent (cancelled during the handshake): see `open`.
+      if (this.#outgoing.get(call.id) !== call) return;
       this.#port.sendControl(FrameType.CANCEL, call.id, {
         reason,
         code: err.code === "DEADLINE_EXCEEDED" ? err.code : "CANCELLED",
-      }),
-    );
+      });
+    });
     call.reject(err);
   }
 

@@ -84,11 +84,8 @@ export class Delivery {
         `ACK of frame ${ack.received}, but only ${this.#outbox.lastSeq} were sent`,
       );
     }
-    if (ack.resend === true) {
-      this.#resendAfter(ack.received);
-      return;
-    }
-    this.#outbox.ack(ack.received);
+    if (ack.resend === true) this.#resendAfter(ack.received);
+    else this.#outbox.ack(ack.received);
     this.#port.maybeFinishClosing();
   }
 

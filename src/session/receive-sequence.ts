@@ -11,7 +11,9 @@
  * again only when the sender's go-back arrived and still lacks the frame (the numbers went
  * backwards and there is a gap again), or when nothing at all arrived for a while (the ask itself
  * was lost, or the lost frame was the last one sent), or after a few such waits in any case. After `MAX_RESEND_ASKS` asks that did not
- * bring the missing frame, resending is not healing the connection and the port is told so.
+ * bring a frame surely missing (one after it arrived), resending is not healing the connection
+ * and the port is told so. Asks made only because the decoder dropped something, with nothing
+ * numbered after it, just stop: what was damaged was unnumbered (a PING, PONG or ACK).
  */
 import type { Clock, Timer } from "./runtime.ts";
 
@@ -52,6 +54,8 @@ export class ReceiveSequence {
   /** The frame asked for again (0: none); `#asks` asks so far for it. */
   #askedFor = 0;
   #asks = 0;
+  /** A frame after the one asked for arrived: it is surely missing (not just a damaged PING). */
+  #gapSeen = false;
   #arrivedSinceCheck = false;
   #flowingWaits = 0;
   #timer: Timer | undefined;
@@ -90,6 +94,7 @@ export class ReceiveSequence {
     if (seq < this.expected) return Arrival.DUPLICATE;
     // A gap. Ask once per loss; again when the sender's go-back came and still lacks the frame.
     if (this.#askedFor !== this.expected || wentBack) this.#ask();
+    this.#gapSeen = true;
     return Arrival.AFTER_GAP;
   }
 
@@ -143,12 +148,16 @@ export class ReceiveSequence {
     if (this.#askedFor !== this.expected) {
       this.#askedFor = this.expected;
       this.#asks = 0;
+      this.#gapSeen = false;
     }
     this.#asks++;
     if (this.#asks > MAX_RESEND_ASKS) {
       const asks = this.#asks - 1;
+      const missing = this.#gapSeen;
       this.#healed();
-      this.#port.unhealed(this.expected, asks);
+      // Asked only because something was damaged, and nothing numbered ever followed: it was
+      // a PING, PONG or ACK (unnumbered, nothing to send again). Otherwise it is lost for good.
+      if (missing) this.#port.unhealed(this.expected, asks);
       return;
     }
     this.#port.askResend(this.received);

@@ -89,14 +89,27 @@ describe("ReceiveSequence", () => {
     assert.deepEqual(asks, [1, 1]);
   });
 
-  it("gives the connection up after MAX_RESEND_ASKS asks that did not bring the frame", async () => {
+  it("gives the connection up after MAX_RESEND_ASKS asks that did not bring a frame surely missing", async () => {
+    const { clock, rx, asks, unhealed } = rig();
+    rx.arrive(1, 40);
+    rx.arrive(3, 40); // 2 is missing: 3 came
+    for (let i = 0; i < MAX_RESEND_ASKS + 2; i++) await clock.advance(RESEND_WAIT_MIN_MS);
+    assert.equal(asks.length, MAX_RESEND_ASKS);
+    assert.deepEqual(unhealed, [{ expected: 2, asks: MAX_RESEND_ASKS }]);
+    assert.equal(clock.pendingTimers, 0);
+  });
+
+  it("stops asking after a damaged frame that nothing numbered followed: it was a PING or an ACK", async () => {
     const { clock, rx, asks, unhealed } = rig();
     rx.arrive(1, 40);
     rx.damaged();
     for (let i = 0; i < MAX_RESEND_ASKS + 2; i++) await clock.advance(RESEND_WAIT_MIN_MS);
     assert.equal(asks.length, MAX_RESEND_ASKS);
-    assert.deepEqual(unhealed, [{ expected: 2, asks: MAX_RESEND_ASKS }]);
-    assert.equal(clock.pendingTimers, 0);
+    assert.deepEqual(unhealed, []);
+    assert.equal(rx.asking, false);
+    // A later loss is asked for afresh.
+    rx.arrive(3, 40);
+    assert.equal(asks.length, MAX_RESEND_ASKS + 1);
   });
 
   it("a new connection forgets the asks of the old one", async () => {
