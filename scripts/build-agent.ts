@@ -1,7 +1,7 @@
 /**
  * Bundles the agent into one file, dist/guestlink-agent.cjs, that runs with plain `node` (20 or
  * newer) and no node_modules: what the VM tests put into a guest. msgpackr's optional native
- * extension is left out (msgpackr falls back to JavaScript without it). The vsock addon, when
+ * extension and the optional SIMD CRC-32 are left out (they fall back to JavaScript and zlib). The vsock addon, when
  * it was built, is copied next to the bundle, where the bundled agent looks for it first; copy
  * both files into a guest to use `vsock:` there.
  */
@@ -18,7 +18,8 @@ await build({
   platform: "node",
   target: "node20",
   format: "cjs",
-  external: ["msgpackr-extract"],
+  // Native addons cannot be bundled: msgpackr and the CRC fall back to JavaScript and zlib.
+  external: ["msgpackr-extract", "@node-rs/crc32"],
   banner: { js: "#!/usr/bin/env node" },
   legalComments: "none",
   logLevel: "warning",

@@ -25,7 +25,7 @@ export const RESEND_WAIT_MIN_MS = 200;
 const MAX_FLOWING_WAITS = 4;
 /** An ACK goes back after this many sequenced frames or bytes received (and at each keepalive). */
 export const ACK_EVERY_FRAMES = 256;
-export const ACK_EVERY_BYTES = 64 * 1024;
+export const ACK_EVERY_BYTES = 1024 * 1024;
 
 /** What became of an arriving sequenced frame. */
 export const Arrival = {
