@@ -38,7 +38,7 @@ const examples: {
   { type: FrameType.RESET, streamId: 5, seq: 8, control: { code: "CANCELLED" } },
   { type: FrameType.PING, streamId: 0, seq: 9, data: "\u0000\u0000\u0000\u0001" },
   { type: FrameType.PONG, streamId: 0, seq: 10, data: "\u0000\u0000\u0000\u0001" },
-  { type: FrameType.ACK, streamId: 0, seq: 0, control: { received: 10, resend: true } },
+  { type: FrameType.ACK, streamId: 0, seq: 0, control: { received: 10, resend: 12 } },
   { type: FrameType.GOAWAY, streamId: 0, seq: 2 ** 40, control: { reason: "shutdown" } },
 ];
 

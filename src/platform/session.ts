@@ -17,7 +17,7 @@ import { nodeKeepAliveClock, nodeRuntime } from "./node.ts";
 export type NodeSessionOptions = Partial<Omit<SessionOptions, "runtime">>;
 
 /** Redialling a lost connection: quick at first (a blip), backing off to a second between tries. */
-const RECONNECT_BACKOFF: BackoffOptions = { baseMs: 20, ceilingMs: 1_000 };
+const RECONNECT_BACKOFF: BackoffOptions = { baseMs: 5, ceilingMs: 1_000 };
 
 function sessionOptions(role: "client" | "server", options: NodeSessionOptions): SessionOptions {
   return {

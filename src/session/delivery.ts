@@ -13,6 +13,9 @@ import { Arrival, ReceiveSequence } from "./receive-sequence.ts";
 import type { Clock } from "./runtime.ts";
 import { ProtocolViolation } from "./violation.ts";
 
+/** Payloads up to this size held after a gap are copied (see `arrived`). */
+const COPY_HELD_BELOW_BYTES = 4096;
+
 export interface DeliveryPort {
   /** The connection frames go over now, if any. */
   conn(): Connection | undefined;
@@ -28,7 +31,7 @@ export interface DeliveryPort {
 }
 
 export class Delivery {
-  readonly rx: ReceiveSequence;
+  readonly rx: ReceiveSequence<Frame>;
   readonly #outbox: Outbox;
   readonly #port: DeliveryPort;
   readonly #stats: SessionStats;
@@ -44,9 +47,9 @@ export class Delivery {
     this.#stats = parts.stats;
     this.#replayBufferBytes = replayBufferBytes;
     this.rx = new ReceiveSequence(parts.clock, {
-      askResend: (received) => {
+      askResend: (received, upTo) => {
         this.#stats.resendAsks++;
-        port.sendControl(FrameType.ACK, 0, { received, resend: true }, false);
+        port.sendControl(FrameType.ACK, 0, { received, resend: upTo }, false);
       },
       unhealed: (expected, asks) =>
         this.#lost(
@@ -57,9 +60,23 @@ export class Delivery {
     });
   }
 
-  /** Whether `frame` is the next to deliver (else a duplicate, or after a gap: ignored). */
+  /**
+   * Whether `frame` is the next to deliver; if so, `takeHeld` gives the frames it unblocks.
+   * Otherwise it is a duplicate, or after a gap: held (or dropped) while the gap is asked for.
+   */
   arrived(frame: Frame): boolean {
-    return this.rx.arrive(frame.seq, HEADER_BYTES + frame.payload.length) === Arrival.NEXT;
+    const bytes = HEADER_BYTES + frame.payload.length;
+    // A small payload may be a view into a read's whole chunk: hold a copy, not the chunk.
+    const held =
+      frame.seq > this.rx.expected && frame.payload.length <= COPY_HELD_BELOW_BYTES
+        ? { ...frame, payload: frame.payload.slice() }
+        : frame;
+    return this.rx.arrive(frame.seq, bytes, held) === Arrival.NEXT;
+  }
+
+  /** After a frame was delivered: the next held frame now in order, if any. */
+  takeHeld(): Frame | undefined {
+    return this.rx.takeHeld();
   }
 
   /** After a read on `conn`: ask again for what a dropped frame may have been, and acknowledge. */
@@ -76,25 +93,25 @@ export class Delivery {
     this.#port.sendControl(FrameType.ACK, 0, { received: this.rx.received }, false);
   }
 
-  /** The peer's ACK: it has everything up to `received`, or (`resend`) lacks what follows. */
-  onAck(ack: { received: number; resend?: boolean }): void {
+  /** The peer's ACK: it has everything up to `received`, and (`resend`) lacks what follows. */
+  onAck(ack: { received: number; resend?: number }): void {
     if (ack.received > this.#outbox.lastSeq) {
       throw new ProtocolViolation(
         "BAD_ACK",
         `ACK of frame ${ack.received}, but only ${this.#outbox.lastSeq} were sent`,
       );
     }
-    if (ack.resend === true) this.#resendAfter(ack.received);
+    if (ack.resend !== undefined) this.#resend(ack.received, ack.resend);
     else this.#outbox.ack(ack.received);
     this.#port.maybeFinishClosing();
   }
 
   /**
-   * The peer lost what we sent after `received` (it arrived damaged, or not at all): everything
-   * kept after it goes again, on this connection. If some of it is no longer kept, resending
-   * cannot heal the connection.
+   * The peer lost what we sent after `received` up to `upTo` (it arrived damaged, or not at
+   * all): that goes again, on this connection. If some of it is no longer kept, resending cannot
+   * heal the connection.
    */
-  #resendAfter(received: number): void {
+  #resend(received: number, upTo: number): void {
     if (!this.#outbox.canReplayFrom(received)) {
       this.#lost(
         `${this.#port.description()} lost frames after ${received} that are no longer kept for sending again (replay buffer ${this.#replayBufferBytes} bytes)`,
@@ -104,7 +121,7 @@ export class Delivery {
     }
     this.#outbox.ack(received);
     this.#stats.resendsAnswered++;
-    this.#stats.framesResent += this.#outbox.resendAll();
+    this.#stats.framesResent += this.#outbox.resend(upTo);
   }
 
   #lost(message: string, details: Record<string, unknown>): void {

@@ -76,10 +76,18 @@ export class Dispatch {
       if (!isFrameType(frame.type)) {
         throw new ProtocolViolation("UNKNOWN_FRAME_TYPE", `unknown frame type ${frame.type}`);
       }
-      if (isSequenced(frame.type, frame.streamId) && !delivery.arrived(frame)) {
-        return; // a duplicate (replayed), or after a gap: what is missing is asked for again
+      if (!isSequenced(frame.type, frame.streamId)) {
+        this.#dispatch(conn, frame);
+        return;
       }
+      // A duplicate (replayed), or after a gap: held while what is missing is asked for again.
+      if (!delivery.arrived(frame)) return;
       this.#dispatch(conn, frame);
+      // What the gap held back, now in order.
+      for (let next = delivery.takeHeld(); next !== undefined; next = delivery.takeHeld()) {
+        if (conn.over || conn !== links.conn) return;
+        this.#dispatch(conn, next);
+      }
     } catch (err) {
       if (!(err instanceof ProtocolViolation)) throw err;
       this.#port.protocolError(err.violation, err.message);
@@ -131,7 +139,7 @@ export class Dispatch {
         break;
       }
       case FrameType.ACK:
-        delivery.onAck(parseFrame<{ received: number; resend?: boolean }>(AckSchema, frame));
+        delivery.onAck(parseFrame<{ received: number; resend?: number }>(AckSchema, frame));
         break;
       case FrameType.GOAWAY:
         parseFrame(GoawaySchema, frame);

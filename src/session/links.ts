@@ -80,7 +80,7 @@ export class Links {
   readonly #owner: ConnectionOwner;
   readonly #options: ResolvedSessionOptions;
   readonly #outbox: Outbox;
-  readonly #rx: ReceiveSequence;
+  readonly #rx: ReceiveSequence<unknown>;
   readonly #terms: Terms;
   /** Whether this side accepted its connection (a registry's session): it answers HELLOs. */
   readonly #accepting: boolean;
@@ -90,7 +90,12 @@ export class Links {
   constructor(
     port: LinksPort,
     owner: ConnectionOwner,
-    parts: { options: ResolvedSessionOptions; outbox: Outbox; rx: ReceiveSequence; terms: Terms },
+    parts: {
+      options: ResolvedSessionOptions;
+      outbox: Outbox;
+      rx: ReceiveSequence<unknown>;
+      terms: Terms;
+    },
     accepting: boolean,
     resumeToken: string,
     description: string,

@@ -108,10 +108,10 @@ export const AckSchema = v.object({
   /** The last sequence number received in order. */
   received: seqNumber,
   /**
-   * Asks the peer to send again, on this connection, every frame after `received`: one was lost
-   * or damaged on the way, and those after it were dropped (docs/protocol.md 9.2).
+   * Asks the peer to send again, on this connection, its frames after `received` up to and
+   * including this number: they were lost or damaged on the way (docs/protocol.md 9.2).
    */
-  resend: v.optional(v.boolean()),
+  resend: v.optional(seqNumber),
 });
 
 export const PingSchema = v.object({ sentAt: v.number() });

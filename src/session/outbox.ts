@@ -158,20 +158,26 @@ export class Outbox {
   }
 
   /**
-   * Writes again, after what is queued, every kept frame: the peer lost one of them and dropped
-   * those after it. Call `ack` first with what the peer did receive. Returns how many frames.
+   * Writes again the kept frames up to `upTo`, ahead of what is queued and not yet handed to the
+   * transport: the peer lost them, and holds what came after them until they arrive. Call `ack`
+   * first with what the peer did receive. Returns how many frames.
    */
-  resendAll(): number {
+  resend(upTo: number): number {
     if (this.#stopped || this.#transport === undefined) return 0;
     this.#closeSlabRun();
+    const again: Uint8Array[] = [];
+    let frames = 0;
     for (let i = this.#logHead; i < this.#log.length; i++) {
       const kept = this.#log[i] as Kept;
-      this.#parts.push(kept.head);
-      if (kept.payload !== undefined) this.#parts.push(kept.payload);
+      if (kept.seq > upTo) break;
+      again.push(kept.head);
+      if (kept.payload !== undefined) again.push(kept.payload);
       this.#bytes += kept.bytes;
+      frames++;
     }
+    if (frames > 0) this.#parts = [...again, ...this.#parts];
     this.flush();
-    return this.#log.length - this.#logHead;
+    return frames;
   }
 
   /** Bytes queued here and not yet handed to the transport (it is congested, or not yet flushed). */

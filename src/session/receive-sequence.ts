@@ -4,58 +4,85 @@
  * live connection.
  *
  * A frame dropped on the way (its payload checksum failed, junk broke its header) shows as a gap:
- * the next frame carries a higher number than expected. Frames after a gap are not delivered
- * (order is the contract), so the receiver asks the sender to go back: an ACK with `resend`, after
- * which the sender writes again every kept frame after the last one received in order (go-back-N,
- * as the frames after the lost one were discarded anyway). One ask covers one loss; it is made
- * again only when the sender's go-back arrived and still lacks the frame (the numbers went
- * backwards and there is a gap again), or when nothing at all arrived for a while (the ask itself
- * was lost, or the lost frame was the last one sent), or after a few such waits in any case. After `MAX_RESEND_ASKS` asks that did not
- * bring a frame surely missing (one after it arrived), resending is not healing the connection
- * and the port is told so. Asks made only because the decoder dropped something, with nothing
- * numbered after it, just stop: what was damaged was unnumbered (a PING, PONG or ACK).
+ * the next frame carries a higher number than expected. Frames are delivered in order, so those
+ * after a gap are held (up to `MAX_HELD_FRAMES` / `MAX_HELD_BYTES`; beyond, dropped) and the
+ * receiver asks the sender for just the missing ones: an ACK with `resend`, the last number
+ * before the first frame it holds. Once they arrive, what was held is delivered after them.
+ *
+ * One ask covers one loss. It is made again when the resent frames arrive and still lack the one
+ * expected (the numbers went backwards, and there is a gap again), when nothing at all arrived
+ * for a while (the ask itself was lost), or after a few such waits in any case. A frame the
+ * decoder dropped with nothing after it may have been the last one sent: after a wait with no
+ * frame in order, the receiver asks for everything after what it has. After `MAX_RESEND_ASKS`
+ * asks that did not bring a frame surely missing (one after it arrived), resending is not
+ * healing the connection and the port is told so; asks made only on such suspicion just stop
+ * (what was damaged was unnumbered: a PING, PONG or ACK).
  */
 import type { Clock, Timer } from "./runtime.ts";
 
 /** Asks for the same missing frame before the connection is given up as not healing. */
 export const MAX_RESEND_ASKS = 8;
-/** Least wait for a go-back before asking again when nothing arrives; grows with the round trip. */
+/** Least wait before asking again when nothing arrives; grows with the round trip. */
 export const RESEND_WAIT_MIN_MS = 200;
+/**
+ * After the decoder dropped something, how long to wait for a frame that shows what is missing
+ * before asking for everything (the dropped frame may have been the last one the sender could
+ * send before it waits for credit). Grows with the round trip.
+ */
+export const SUSPECT_WAIT_MIN_MS = 10;
 /** Waits that saw frames flowing, but not the missing one, before asking again all the same. */
 const MAX_FLOWING_WAITS = 4;
 /** An ACK goes back after this many sequenced frames or bytes received (and at each keepalive). */
 export const ACK_EVERY_FRAMES = 256;
-export const ACK_EVERY_BYTES = 1024 * 1024;
+export const ACK_EVERY_BYTES = 256 * 1024;
+/** Frames after a gap held for delivery once the gap is filled: at most this many and bytes. */
+export const MAX_HELD_FRAMES = 1024;
+export const MAX_HELD_BYTES = 8 * 1024 * 1024;
+/** `resend` that asks for every frame after `received` (the extent of the loss is unknown). */
+export const RESEND_ALL = Number.MAX_SAFE_INTEGER;
 
 /** What became of an arriving sequenced frame. */
 export const Arrival = {
-  /** The next one expected: deliver it. */
+  /** The next one expected: deliver it (and then `takeHeld` what it unblocked). */
   NEXT: 0,
-  /** Already delivered (a replay or a go-back): ignore it. */
+  /** Already delivered or held (a replay or a resend): ignore it. */
   DUPLICATE: 1,
-  /** After a gap: ignore it, the missing frames are asked for again. */
-  AFTER_GAP: 2,
+  /** After a gap: held until the missing frames come. */
+  HELD: 2,
+  /** After a gap, with no room to hold it: it will be asked for again. */
+  DROPPED: 3,
 } as const;
 export type Arrival = (typeof Arrival)[keyof typeof Arrival];
 
 export interface ReceiveSequencePort {
-  /** Send ACK `{received, resend: true}`: the peer writes again everything after `received`. */
-  askResend(received: number): void;
+  /** Send ACK `{received, resend: upTo}`: the peer writes again its frames after `received` up to `upTo`. */
+  askResend(received: number, upTo: number): void;
   /** `asks` asks did not bring frame `expected`: the connection is not healing. */
   unhealed(expected: number, asks: number): void;
-  /** The current round trip, if known, to scale the wait for a go-back. */
+  /** The current round trip, if known, to scale the wait for resent frames. */
   rttMs(): number | undefined;
 }
 
-export class ReceiveSequence {
+interface Held<T> {
+  item: T;
+  bytes: number;
+}
+
+export class ReceiveSequence<T> {
   /** The sequence number the next frame must carry. */
   expected = 1;
   #lastSeen = 0;
+  /** The highest sequence number that arrived (held, dropped or delivered). */
+  #highestSeen = 0;
+  readonly #held = new Map<number, Held<T>>();
+  #heldBytes = 0;
   /** The frame asked for again (0: none); `#asks` asks so far for it. */
   #askedFor = 0;
   #asks = 0;
   /** A frame after the one asked for arrived: it is surely missing (not just a damaged PING). */
   #gapSeen = false;
+  /** The decoder dropped something while `expected` was this, and nothing proved it harmless. */
+  #suspectAt = 0;
   #arrivedSinceCheck = false;
   #flowingWaits = 0;
   #timer: Timer | undefined;
@@ -74,37 +101,68 @@ export class ReceiveSequence {
     return this.expected - 1;
   }
 
-  /** Frames asked for again so far on this connection, and still missing. */
+  /** Frames asked for again, and still missing. */
   get asking(): boolean {
     return this.#askedFor !== 0;
   }
 
+  /** Frames held after a gap, and their bytes. */
+  get held(): { frames: number; bytes: number } {
+    return { frames: this.#held.size, bytes: this.#heldBytes };
+  }
+
   /** A sequenced frame of `bytes` bytes (header included) arrived with number `seq`. */
-  arrive(seq: number, bytes: number): Arrival {
+  arrive(seq: number, bytes: number, item: T): Arrival {
     const wentBack = seq <= this.#lastSeen;
     this.#lastSeen = seq;
+    if (seq > this.#highestSeen) this.#highestSeen = seq;
     this.#arrivedSinceCheck = true;
     if (seq === this.expected) {
-      this.expected++;
-      this.#unackedFrames++;
-      this.#unackedBytes += bytes;
-      if (this.#askedFor !== 0 && this.expected > this.#askedFor) this.#healed();
+      this.#advance(bytes);
       return Arrival.NEXT;
     }
-    if (seq < this.expected) return Arrival.DUPLICATE;
-    // A gap. Ask once per loss; again when the sender's go-back came and still lacks the frame.
+    if (seq < this.expected || this.#held.has(seq)) return Arrival.DUPLICATE;
+    let arrival: Arrival = Arrival.DROPPED;
+    if (this.#held.size < MAX_HELD_FRAMES && this.#heldBytes + bytes <= MAX_HELD_BYTES) {
+      this.#held.set(seq, { item, bytes });
+      this.#heldBytes += bytes;
+      arrival = Arrival.HELD;
+    }
+    // A gap. Ask once per loss; again when the resent frames came and still lack the one expected.
     if (this.#askedFor !== this.expected || wentBack) this.#ask();
     this.#gapSeen = true;
-    return Arrival.AFTER_GAP;
+    return arrival;
   }
 
   /**
-   * The decoder dropped something that may have been a frame (a bad payload or header): ask at
-   * once rather than wait for the next frame to show the gap, which may never come if it was the
-   * last. Once asked, the gap or the wait decides.
+   * After a frame was delivered: the next held frame, if it is now in order (deliver it, and
+   * call again). When none is, but later frames were seen, a gap remains and is asked for.
+   */
+  takeHeld(): T | undefined {
+    const next = this.#held.get(this.expected);
+    if (next !== undefined) {
+      this.#held.delete(this.expected);
+      this.#heldBytes -= next.bytes;
+      this.#advance(next.bytes);
+      return next.item;
+    }
+    if (this.#highestSeen >= this.expected && this.#askedFor !== this.expected) {
+      this.#gapSeen = true;
+      this.#ask();
+    }
+    return undefined;
+  }
+
+  /**
+   * The decoder dropped something that may have been a frame (a bad payload or header). If a
+   * later frame shows a gap, that is asked for; if nothing arrives in order for a while, it may
+   * have been the last frame sent, and everything after `received` is asked for.
    */
   damaged(): void {
-    if (this.#askedFor !== this.expected) this.#ask();
+    if (this.#askedFor !== 0) return;
+    this.#suspectAt = this.expected;
+    this.#arrivedSinceCheck = false;
+    this.#armTimer(SUSPECT_WAIT_MIN_MS);
   }
 
   /**
@@ -122,12 +180,16 @@ export class ReceiveSequence {
   }
 
   /**
-   * The connection changed: asks belong to the old one (a resume sends again what the new
-   * connection's handshake says is missing).
+   * The connection changed: asks and held frames belong to the old one (a resume sends again
+   * everything after what the new connection's handshake says was received).
    */
   newConnection(): void {
     this.#healed();
+    this.#suspectAt = 0;
+    this.#held.clear();
+    this.#heldBytes = 0;
     this.#lastSeen = this.received;
+    this.#highestSeen = this.received;
   }
 
   /** The peer restarted: numbering begins again at 1. */
@@ -135,13 +197,21 @@ export class ReceiveSequence {
     this.newConnection();
     this.expected = 1;
     this.#lastSeen = 0;
+    this.#highestSeen = 0;
     this.#unackedFrames = 0;
     this.#unackedBytes = 0;
   }
 
   /** No more asks (the session ended). */
   stop(): void {
-    this.#healed();
+    this.newConnection();
+  }
+
+  #advance(bytes: number): void {
+    this.expected++;
+    this.#unackedFrames++;
+    this.#unackedBytes += bytes;
+    if (this.#askedFor !== 0 && this.expected > this.#askedFor) this.#healed();
   }
 
   #ask(): void {
@@ -150,32 +220,44 @@ export class ReceiveSequence {
       this.#asks = 0;
       this.#gapSeen = false;
     }
+    this.#suspectAt = 0;
     this.#asks++;
     if (this.#asks > MAX_RESEND_ASKS) {
       const asks = this.#asks - 1;
       const missing = this.#gapSeen;
       this.#healed();
-      // Asked only because something was damaged, and nothing numbered ever followed: it was
-      // a PING, PONG or ACK (unnumbered, nothing to send again). Otherwise it is lost for good.
       if (missing) this.#port.unhealed(this.expected, asks);
       return;
     }
-    this.#port.askResend(this.received);
+    // Just the missing frames: up to the first one held, or all if none is.
+    let upTo = RESEND_ALL;
+    for (let seq = this.expected + 1; seq <= this.#highestSeen; seq++) {
+      if (this.#held.has(seq)) {
+        upTo = seq - 1;
+        break;
+      }
+    }
+    this.#port.askResend(this.received, upTo);
     this.#arrivedSinceCheck = false;
     this.#flowingWaits = 0;
     this.#armTimer();
   }
 
-  /** Asks again if nothing at all arrived for a while: the ask or the last frames were lost. */
-  #armTimer(): void {
+  /** Asks again if nothing arrived for a while: the ask, or the last frames, were lost. */
+  #armTimer(minMs = RESEND_WAIT_MIN_MS): void {
     if (this.#timer !== undefined) return;
     const rtt = this.#port.rttMs() ?? 0;
-    const wait = Math.max(RESEND_WAIT_MIN_MS, 4 * rtt);
+    const wait = Math.max(minMs, 4 * rtt);
     this.#timer = this.#clock.setTimer(wait, () => {
       this.#timer = undefined;
-      if (this.#askedFor === 0) return;
+      if (this.#askedFor === 0) {
+        // Only a suspicion: frames arriving in order since prove the damaged one unnumbered.
+        if (this.#suspectAt !== 0 && this.expected === this.#suspectAt) this.#ask();
+        this.#suspectAt = 0;
+        return;
+      }
       if (this.#arrivedSinceCheck && this.#flowingWaits < MAX_FLOWING_WAITS) {
-        // Frames are flowing (the rest of what was in flight, or the go-back): wait on.
+        // Frames are flowing (the rest of what was in flight, or the resent ones): wait on.
         this.#flowingWaits++;
         this.#arrivedSinceCheck = false;
         this.#armTimer();

@@ -12,6 +12,7 @@ import { Outbox } from "../../src/session/outbox.ts";
 import {
   ACK_EVERY_FRAMES,
   MAX_RESEND_ASKS,
+  RESEND_ALL,
   RESEND_WAIT_MIN_MS,
 } from "../../src/session/receive-sequence.ts";
 import { ProtocolViolation } from "../../src/session/violation.ts";
@@ -98,19 +99,25 @@ describe("Delivery: what arrives", () => {
     assert.equal(delivery.rx.received, 2);
   });
 
-  it("asks for a resend after a gap, from the last frame received in order", () => {
+  it("asks for just the frames missing after a gap, and delivers what it held once they come", () => {
     const { delivery, state, stats } = rig();
     delivery.arrived(arriving(1));
     delivery.arrived(arriving(2));
-    delivery.arrived(arriving(4));
-    delivery.arrived(arriving(5));
-    // One ask for the one loss, however many frames follow it.
-    assert.deepEqual(state.acks, [{ received: 2, resend: true }]);
+    assert.equal(delivery.arrived(arriving(4)), false);
+    assert.equal(delivery.arrived(arriving(5)), false);
+    // One ask for the one loss, however many frames follow it: 3 only, 4 and 5 are held.
+    assert.deepEqual(state.acks, [{ received: 2, resend: 3 }]);
     assert.equal(stats.resendAsks, 1);
+    assert.equal(delivery.arrived(arriving(3)), true);
+    assert.deepEqual(
+      [delivery.takeHeld()?.seq, delivery.takeHeld()?.seq, delivery.takeHeld()],
+      [4, 5, undefined],
+    );
+    assert.equal(delivery.rx.received, 5);
   });
 
-  it("asks at once when the connection's decoder dropped a damaged frame, if the connection is live", () => {
-    const { delivery, conn, state } = rig();
+  it("asks for everything after what it has when a damaged frame is followed by nothing, if the connection is live", async () => {
+    const { clock, delivery, conn, state } = rig();
     delivery.arrived(arriving(1));
     const bytes = new FrameEncoder({ payloadChecksum: true }).encode({
       type: FrameType.DATA,
@@ -125,7 +132,10 @@ describe("Delivery: what arrives", () => {
     assert.deepEqual(state.acks, [], "not on a connection that is no longer the live one");
     conn.decoder.push(bytes);
     delivery.afterRead(conn, true);
-    assert.deepEqual(state.acks, [{ received: 1, resend: true }]);
+    // It waits a moment for a frame that would show what is missing, then asks for all.
+    assert.deepEqual(state.acks, []);
+    await clock.advance(RESEND_WAIT_MIN_MS);
+    assert.deepEqual(state.acks, [{ received: 1, resend: RESEND_ALL }]);
   });
 
   it("lets the connection go as FRAMES_LOST when asking again does not bring the frame", async () => {
@@ -201,19 +211,32 @@ describe("Delivery: the peer's ACKs", () => {
     violates(() => delivery.onAck({ received: 1 }), "BAD_ACK");
     await sendFrames(3);
     violates(() => delivery.onAck({ received: 4 }), "BAD_ACK");
-    violates(() => delivery.onAck({ received: 4, resend: true }), "BAD_ACK");
+    violates(() => delivery.onAck({ received: 4, resend: 4 }), "BAD_ACK");
     delivery.onAck({ received: 3 });
     assert.equal(state.acknowledged, 1);
   });
 
-  it("answers an ACK with resend by writing again every kept frame after `received`", async () => {
+  it("answers an ACK with resend by writing again just the kept frames it asks for", async () => {
+    const { delivery, written, stats, sendFrames } = rig();
+    await sendFrames(6);
+    delivery.onAck({ received: 0, resend: 1 });
+    await settle();
+    // The peer lacks 1 only (it holds 2 to 6): just 1 goes again.
+    assert.deepEqual(
+      written.map((f) => f.seq),
+      [1, 2, 3, 4, 5, 6, 1],
+    );
+    assert.equal(stats.framesResent, 1);
+  });
+
+  it("answers an ACK with resend up to the end by writing again every kept frame after `received`", async () => {
     const { delivery, outbox, written, stats, sendFrames } = rig();
     await sendFrames(5);
     assert.deepEqual(
       written.map((f) => f.seq),
       [1, 2, 3, 4, 5],
     );
-    delivery.onAck({ received: 2, resend: true });
+    delivery.onAck({ received: 2, resend: RESEND_ALL });
     await settle();
     // The peer has 1 and 2: those are forgotten, 3 to 5 go again, byte for byte.
     assert.deepEqual(
@@ -230,7 +253,7 @@ describe("Delivery: the peer's ACKs", () => {
     const { delivery, written, sendFrames } = rig();
     // Over 4 KiB a payload is written uncopied, kept apart from its header.
     await sendFrames(2, 10_000);
-    delivery.onAck({ received: 0, resend: true });
+    delivery.onAck({ received: 0, resend: RESEND_ALL });
     await settle();
     assert.deepEqual(
       written.map((f) => [f.seq, f.payload.length]),
@@ -248,7 +271,7 @@ describe("Delivery: the peer's ACKs", () => {
     // Five frames of 332 bytes: the replay buffer of 1 KiB keeps only the last three.
     await sendFrames(5, 300);
     assert.equal(outbox.kept.frames, 3);
-    delivery.onAck({ received: 1, resend: true });
+    delivery.onAck({ received: 1, resend: RESEND_ALL });
     await settle();
     assert.equal(state.lost.length, 1);
     const err = state.lost[0];
@@ -259,7 +282,7 @@ describe("Delivery: the peer's ACKs", () => {
     assert.equal(written.length, 5, "nothing was written again");
     assert.equal(stats.resendsAnswered, 0);
     // From a frame still kept, a resend can be answered.
-    delivery.onAck({ received: 2, resend: true });
+    delivery.onAck({ received: 2, resend: RESEND_ALL });
     await settle();
     assert.equal(written.length, 8);
   });
