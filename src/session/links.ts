@@ -9,16 +9,16 @@
 import { GuestlinkError, toGuestlinkError } from "../errors.ts";
 import type { Transport } from "../transport/transport.ts";
 import { encodeControl } from "../wire/control.ts";
-import { type DecoderStats, type FrameDecoder, sumDecoderStats } from "../wire/decode.ts";
+import { type DecoderStats, FrameDecoder, sumDecoderStats } from "../wire/decode.ts";
 import { type Frame, FrameType } from "../wire/frame.ts";
-import type { Connection, ConnectionOwner } from "./connection.ts";
-import { agreeVersion, isRepeatOf, sortRedialAnswer } from "./handshake.ts";
+import { Connection, type ConnectionOwner } from "./connection.ts";
+import { agreeVersion, isRepeatOf } from "./handshake.ts";
 import { InBand } from "./in-band.ts";
 import { type Hello, HelloSchema, PROTOCOL_VERSIONS } from "./messages.ts";
 import type { ResolvedSessionOptions } from "./options.ts";
 import type { Outbox } from "./outbox.ts";
 import type { ReceiveSequence } from "./receive-sequence.ts";
-import type { Timer } from "./runtime.ts";
+import { Resume, type ResumeFrom, type ResumeHost, type ResumeRefusal } from "./resume.ts";
 import type { Terms } from "./terms.ts";
 import { parseFrame } from "./violation.ts";
 
@@ -30,11 +30,6 @@ import { parseFrame } from "./violation.ts";
 const HELLO_REPEAT_MS = 1_000;
 /** A session that ended gracefully cuts its transport if closing it takes longer than this. */
 const CUT_AFTER_CLOSE_MS = 1_000;
-
-interface ResumeRefusal {
-  reason: string;
-  message: string;
-}
 
 /** What the connections need from their session. */
 export interface LinksPort {
@@ -64,17 +59,15 @@ export interface LinksPort {
   sentDirect(): void;
 }
 
-export class Links {
+export class Links implements ResumeHost {
   /** The current connection; undefined while a resumable session waits for a new one. */
   conn: Connection | undefined;
   /** The last connection's address, for messages. */
   description: string;
   /** The peer's session id and token, to ask for resume on the next connection. */
-  resumeFrom: { sessionId: string; token: string; incarnation: string } | undefined;
+  resumeFrom: ResumeFrom | undefined;
   /** Counters of the connections before the current one. */
   #wireTotals: DecoderStats = sumDecoderStats();
-  #resumeTimer: Timer | undefined;
-  #lostAt = 0;
   readonly #port: LinksPort;
   /** The session the frames are for. */
   readonly #owner: ConnectionOwner;
@@ -84,8 +77,8 @@ export class Links {
   readonly #terms: Terms;
   /** Whether this side accepted its connection (a registry's session): it answers HELLOs. */
   readonly #accepting: boolean;
-  readonly #resumeToken: string;
   readonly #inBand: InBand;
+  readonly #resume: Resume;
 
   constructor(
     port: LinksPort,
@@ -107,25 +100,42 @@ export class Links {
     this.#rx = parts.rx;
     this.#terms = parts.terms;
     this.#accepting = accepting;
-    this.#resumeToken = resumeToken;
     this.description = description;
+    this.#resume = new Resume(this, port, { ...parts, owner, resumeToken });
     this.#inBand = new InBand(
       {
         stale: () => port.stale(),
-        sendDirect: (conn, type, value) => this.#sendDirect(conn, type, value),
+        sendDirect: (conn, type, value) => this.sendDirect(conn, type, value),
         acceptInBand: (transport, decoder) => port.acceptInBand(transport, decoder),
         superseded: (conn, err) => {
           if (this.canResume()) {
             this.disconnect(conn, err, false);
             return;
           }
-          this.#drop(conn, err);
+          this.drop(conn, err);
           this.conn = undefined;
           port.end(err);
         },
       },
       parts.options.runtime.clock,
       accepting,
+    );
+  }
+
+  /** A new connection of the session's; `decoder` carries on one begun on the same transport. */
+  newConnection(transport: Transport, decoder?: FrameDecoder): Connection {
+    const o = this.#options;
+    return new Connection(
+      transport,
+      decoder ??
+        new FrameDecoder({
+          maxFrameBytes: o.maxFrameBytes,
+          checksum: o.checksum,
+          requirePayloadChecksum: true,
+        }),
+      this.#owner,
+      this.#accepting ? undefined : o.runtime.randomId(),
+      o.runtime.clock.now(),
     );
   }
 
@@ -190,7 +200,7 @@ export class Links {
       extra.resume = { sessionId, token, received: this.#rx.received };
     }
     try {
-      conn.sendDirect(this.#unsequenced(FrameType.HELLO, this.#terms.hello(conn, extra)));
+      conn.sendDirect(this.unsequenced(FrameType.HELLO, this.#terms.hello(conn, extra)));
     } catch (err) {
       this.lost(conn, toGuestlinkError(err));
       return;
@@ -283,10 +293,10 @@ export class Links {
     }
     if (this.#port.state() === "handshaking") {
       if (this.#accepting) this.#answer(conn, hello, agreed.version);
-      else this.#opened(conn, hello, agreed.version);
+      else this.opened(conn, hello, agreed.version);
       return;
     }
-    this.#answered(conn, hello, agreed.version);
+    this.#resume.answered(conn, hello, agreed.version);
   }
 
   /** We accepted `conn`: the peer may be coming back to a session of ours, or begin a new one. */
@@ -312,113 +322,21 @@ export class Links {
     if (hello.nonce !== undefined) answer.answers = hello.nonce;
     if (this.#terms.seesNoEnd(conn)) answer.confirmsClose = true;
     this.#port.sendControl(FrameType.HELLO, 0, this.#terms.hello(conn, answer), false);
-    this.#opened(conn, hello, version);
+    this.opened(conn, hello, version);
   }
 
-  /** We dialled again: did the peer resume our session? */
-  #answered(conn: Connection, hello: Hello, version: number): void {
-    const known = this.resumeFrom;
-    const verdict =
-      known === undefined ? undefined : sortRedialAnswer(hello, known, true, this.description);
-    if (verdict?.kind === "resumed") {
-      if (this.#outbox.canReplayFrom(verdict.received)) {
-        this.#resumeOn(conn, hello, verdict.received, undefined);
-        return;
-      }
-      const err = this.#replayExceeded(verdict.received);
-      this.#sendDirect(conn, FrameType.ERROR, { code: "RESUME_FAILED", message: err.message });
-      this.#terms.restarted(err);
-      this.resumeFrom = undefined;
-      this.disconnect(conn, err);
-      return;
-    }
-    if (verdict?.kind === "restarted") {
-      const lost = this.#port.busy();
-      this.#terms.restarted(
-        new GuestlinkError(
-          "RESUME_FAILED",
-          `${verdict.why}; ${lost} calls and streams in flight were lost`,
-          {
-            details: { reason: verdict.reason, lost },
-          },
-        ),
-      );
-      this.resumeFrom = undefined;
-    }
-    this.#outbox.attach(conn.transport, undefined, 0);
-    this.#opened(conn, hello, version);
+  /** A peer that dialled again asks this session (a registry's) to go on over `conn`. */
+  adopt(conn: Connection, hello: Hello): ResumeRefusal | undefined {
+    return this.#resume.adopt(conn, hello);
   }
 
   /** The handshake on `conn` opened the session from the start: resume it from now on. */
-  #opened(conn: Connection, hello: Hello, version: number): void {
+  opened(conn: Connection, hello: Hello, version: number): void {
     const peer = this.#terms.opened(conn, hello, version);
     if (this.#options.resume !== false) {
       const { sessionId, resumeToken: token, incarnation } = peer;
       this.resumeFrom = { sessionId, token, incarnation };
     }
-  }
-
-  /**
-   * A peer that dialled again asks this session (one of a registry's) to go on over `conn`.
-   * Returns why not, or undefined once this session has taken the connection over.
-   */
-  adopt(conn: Connection, hello: Hello): ResumeRefusal | undefined {
-    const ask = hello.resume as NonNullable<Hello["resume"]>;
-    if (
-      this.#port.state() === "closed" ||
-      ask.token !== this.#resumeToken ||
-      hello.incarnation !== this.resumeFrom?.incarnation
-    ) {
-      return { reason: "unknown-session", message: "this side has no such session to resume" };
-    }
-    if (!this.#outbox.canReplayFrom(ask.received)) {
-      const err = this.#replayExceeded(ask.received);
-      this.#port.end(err);
-      return { reason: "replay-exceeded", message: err.message };
-    }
-    if (this.conn !== undefined) {
-      // The old connection has not noticed it is gone yet (a half-open TCP): this one wins.
-      const old = this.conn;
-      this.#drop(old, new GuestlinkError("TRANSPORT_FAILED", "replaced by a new connection"));
-      old.transport.abort();
-    }
-    conn.handOver(this.#owner);
-    this.conn = conn;
-    this.description = conn.description;
-    this.#terms.agree(conn, hello);
-    const answer = this.#terms.hello(conn, {
-      resumed: { received: this.#rx.received },
-      ...(hello.nonce === undefined ? {} : { answers: hello.nonce }),
-      ...(this.#terms.seesNoEnd(conn) || hello.confirmsClose === true
-        ? { confirmsClose: true }
-        : {}),
-    });
-    this.#resumeOn(conn, hello, ask.received, this.#unsequenced(FrameType.HELLO, answer));
-    return undefined;
-  }
-
-  /** Goes on over `conn`: everything after `received` is sent again, after `first` if given. */
-  #resumeOn(conn: Connection, hello: Hello, received: number, first: Uint8Array | undefined): void {
-    this.#resumeTimer?.cancel();
-    this.#resumeTimer = undefined;
-    this.#terms.agree(conn, hello);
-    this.#rx.newConnection();
-    const replayed = this.#outbox.attach(conn.transport, first, received);
-    conn.opened();
-    const now = this.#options.runtime.clock.now();
-    this.#terms.resumed(conn, replayed, {
-      downMs: now - this.#lostAt,
-      handshakeMs: now - conn.startedAt,
-    });
-  }
-
-  #replayExceeded(received: number): GuestlinkError {
-    const limit = this.#options.replayBufferBytes;
-    return new GuestlinkError(
-      "RESUME_FAILED",
-      `the session could not be resumed: frames after ${received} that the peer lacks were dropped from the replay buffer (${limit} bytes); raise resume.replayBufferBytes`,
-      { details: { reason: "replay-exceeded", received, replayBufferBytes: limit } },
-    );
   }
 
   // ---- losing a connection -------------------------------------------------------------------
@@ -471,7 +389,7 @@ export class Links {
   }
 
   /** Stops using `conn`: its frames are ignored from now on and its counters are kept. */
-  #drop(conn: Connection, err: GuestlinkError | undefined): void {
+  drop(conn: Connection, err: GuestlinkError | undefined): void {
     if (!conn.drop(err)) return;
     // A decoder that a successor carries on with is counted when that one is dropped.
     if (conn.successor === undefined) {
@@ -481,26 +399,14 @@ export class Links {
 
   /** The connection is gone; the session waits up to the resume window for another. */
   disconnect(conn: Connection, err: GuestlinkError, abortTransport = true): void {
-    this.#drop(conn, err);
+    this.drop(conn, err);
     if (abortTransport) conn.transport.abort(err);
     if (this.conn !== conn) return;
     this.conn = undefined;
     this.#outbox.detach();
     this.#rx.newConnection();
-    const resume = this.#options.resume;
-    if (resume === false) return;
-    const clock = this.#options.runtime.clock;
-    this.#lostAt = clock.now();
-    this.#resumeTimer?.cancel();
-    this.#resumeTimer = clock.setTimer(resume.windowMs, () =>
-      this.#port.end(
-        new GuestlinkError(
-          "RESUME_FAILED",
-          `the connection to ${this.description} was lost and not restored within ${resume.windowMs} ms (${err.message})`,
-          { details: { reason: "timeout", windowMs: resume.windowMs }, cause: err },
-        ),
-      ),
-    );
+    if (this.#options.resume === false) return;
+    this.#resume.wait(err);
     this.#port.disconnected(err);
   }
 
@@ -509,10 +415,10 @@ export class Links {
    * the peer can read our last words) when `gracefully`, else cut at once.
    */
   ended(err: GuestlinkError | undefined, reason: GuestlinkError, gracefully: boolean): void {
-    this.#resumeTimer?.cancel();
+    this.#resume.stop();
     const conn = this.conn;
     if (conn === undefined) return;
-    this.#drop(conn, err);
+    this.drop(conn, err);
     const transport = conn.transport;
     if (err === undefined || gracefully) {
       const linger = this.#options.runtime.clock.setTimer(CUT_AFTER_CLOSE_MS, () =>
@@ -540,16 +446,16 @@ export class Links {
   }
 
   /** Writes one control frame straight to `conn`, ahead of (and outside) the numbered frames. */
-  #sendDirect(conn: Connection, type: FrameType, value: unknown): void {
+  sendDirect(conn: Connection, type: FrameType, value: unknown): void {
     try {
-      conn.sendDirect(this.#unsequenced(type, value));
+      conn.sendDirect(this.unsequenced(type, value));
     } catch {
       // The connection is going anyway.
     }
   }
 
   /** One unnumbered control frame on stream 0, encoded to write ahead of the numbered ones. */
-  #unsequenced(type: FrameType, value: unknown): Uint8Array {
+  unsequenced(type: FrameType, value: unknown): Uint8Array {
     return this.#outbox.encoder.encode({
       type,
       streamId: 0,

@@ -7,9 +7,10 @@
  * This file is the public API and the session's life: it makes the parts, serves their ports
  * (one internal object, `#core`), and ends the session. The parts, each behind a narrow port:
  *
- * - `Links` (links.ts, in-band.ts): the connections over the session's life: handshakes, losing
- *   one, resuming on the next; `Connection`: one transport and its read loop; `handshake.ts`:
- *   what HELLOs say and mean; `Terms`: what a HELLO settles (checksums, limits, keepalive).
+ * - `Links` (links.ts, with resume.ts and in-band.ts): the connections over the session's life:
+ *   handshakes, losing one, resuming on the next; `Connection`: one transport and its read loop;
+ *   `handshake.ts`: what HELLOs say and mean; `Terms`: what a HELLO settles (checksums, limits,
+ *   keepalive).
  * - `Dispatch`: received frames to the part that owns them, one catch for protocol violations.
  * - `Delivery` (with `ReceiveSequence`) and `Outbox`: numbering, acknowledging, asking for and
  *   sending again what was lost; batching and keeping what we send.
@@ -24,7 +25,7 @@ import { type CallOptions, deferred } from "../abort.ts";
 import { GuestlinkError, toGuestlinkError } from "../errors.ts";
 import type { Transport } from "../transport/transport.ts";
 import { encodeControl } from "../wire/control.ts";
-import { type DecoderStats, FrameDecoder } from "../wire/decode.ts";
+import type { DecoderStats, FrameDecoder } from "../wire/decode.ts";
 import { FrameEncoder } from "../wire/encode.ts";
 import { FrameType } from "../wire/frame.ts";
 import type { Acceptor } from "./acceptor.ts";
@@ -38,7 +39,7 @@ import type {
 import { RemoteError } from "./call.ts";
 import { Calls, type CallsPort } from "./calls.ts";
 import { Closing, type ClosingPort } from "./closing.ts";
-import { Connection, type ConnectionOwner, type SessionConnection } from "./connection.ts";
+import type { Connection, ConnectionOwner, SessionConnection } from "./connection.ts";
 import { DeadlineQueue } from "./deadlines.ts";
 import { Delivery, type DeliveryPort } from "./delivery.ts";
 import { Dispatch, type DispatchPort } from "./dispatch.ts";
@@ -288,7 +289,7 @@ export class Session {
       stats,
       clock,
     });
-    this.#links.conn = this.#newConnection(transport, accepting?.decoder);
+    this.#links.conn = this.#links.newConnection(transport, accepting?.decoder);
     // Defer the HELLO so handlers registered right after construction are advertised.
     if (accepting?.decoder === undefined) {
       Promise.resolve().then(() => {
@@ -368,7 +369,7 @@ export class Session {
    * connection is dropped first.
    */
   reconnect(transport: Transport): SessionConnection {
-    const conn = this.#newConnection(transport);
+    const conn = this.#links.newConnection(transport);
     this.#links.redial(conn);
     return conn;
   }
@@ -435,23 +436,6 @@ export class Session {
   }
 
   // ---- the handshake's outcomes --------------------------------------------------------------
-
-  /** A new connection of ours; `decoder` carries on one that began on the same transport. */
-  #newConnection(transport: Transport, decoder?: FrameDecoder): Connection {
-    const o = this.options;
-    return new Connection(
-      transport,
-      decoder ??
-        new FrameDecoder({
-          maxFrameBytes: o.maxFrameBytes,
-          checksum: o.checksum,
-          requirePayloadChecksum: true,
-        }),
-      this.#core,
-      this.#acceptor === undefined ? o.runtime.randomId() : undefined,
-      o.runtime.clock.now(),
-    );
-  }
 
   /** The session is open with `peer`: what waited for the handshake goes. */
   #open(peer: PeerInfo): void {
