@@ -180,7 +180,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `peak memory while streaming: host ${formatBytes(hostPeak)}, vm-1's agent ${agentPeak === undefined ? "?" : formatBytes(agentPeak)} (the output was ${formatBytes(opts.outputBytes)})`,
     );
 
-    const junkEvery = 256 * 1024;
+    const junkEvery = 1024 * 1024;
     say(
       `[3/6] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
     );
@@ -198,9 +198,10 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
         if (e.type === "disconnected") reconnects++;
       });
       const through = await checkedOutput(damaged, opts.damagedBytes);
+      await damaged.close();
       const wireStats = damaged.wireStats;
       say(
-        `      ${relay.bursts} bursts (${formatBytes(relay.junkBytes)} of junk); this side dropped ${wireStats.badPayloads} damaged frames and ${wireStats.badHeaders} broken headers and asked for them again ${damaged.stats.resendAsks} times; ${reconnects} reconnects`,
+        `      ${formatBytes(through.bytes)} in ${through.seconds.toFixed(2)} s = ${(through.bytes / through.seconds / 1e6).toFixed(0)} MB/s; ${relay.bursts} bursts (${formatBytes(relay.junkBytes)} of junk); this side dropped ${wireStats.badPayloads} damaged frames and ${wireStats.badHeaders} broken headers and asked for them again ${damaged.stats.resendAsks} times; ${reconnects} reconnects`,
       );
       check(
         "damaged path",

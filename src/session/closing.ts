@@ -4,8 +4,8 @@
  * connection end (a guest on a virtio-serial port, `confirmsClose`), the port loses what the host
  * sent last if it hangs up before the guest read it; so while closing each side acknowledges
  * every frame at once, and a side that is done waits (up to `CLOSE_LINGER_MS`) until the peer has
- * acknowledged all it sent before it goes. A session asked to close while disconnected, with
- * frames the peer has not acknowledged (a call's final RESULT), waits for the peer to resume.
+ * acknowledged all it sent before it goes. A session asked to close while disconnected, owing
+ * the peer frames it needs (a call's final RESULT), waits for the peer to resume.
  */
 import { type Deferred, deferred } from "../abort.ts";
 import type { Clock, Timer } from "./runtime.ts";
@@ -17,7 +17,7 @@ export const CLOSE_LINGER_MS = 1_000;
 export interface ClosingPort {
   /** Calls and streams still in flight. */
   busy(): number;
-  /** Disconnected, able to resume, with frames the peer has not acknowledged. */
+  /** Disconnected, able to resume, owing the peer frames it needs (a call's final RESULT). */
   owesResumedPeer(): boolean;
   /** On a live connection whose close is acknowledged (`confirmsClose`). */
   confirmsOnLive(): boolean;

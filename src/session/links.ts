@@ -141,8 +141,10 @@ export class Links implements ResumeHost {
 
   /** The decoders' counters, over every connection. */
   get wireStats(): DecoderStats {
-    return this.conn
-      ? sumDecoderStats(this.#wireTotals, this.conn.decoder.stats)
+    // A connection dropped is in the totals already (the last one stays `conn` after the end).
+    const conn = this.conn;
+    return conn !== undefined && !conn.over
+      ? sumDecoderStats(this.#wireTotals, conn.decoder.stats)
       : this.#wireTotals;
   }
 

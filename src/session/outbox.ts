@@ -94,6 +94,14 @@ export class Outbox {
     return { frames: this.#log.length - this.#logHead, bytes: this.#logBytes };
   }
 
+  /** Whether a kept frame is of a type not in `types` (a frame header's type is its byte 5). */
+  keepsOtherThan(types: readonly FrameType[]): boolean {
+    for (let i = this.#logHead; i < this.#log.length; i++) {
+      if (!types.includes((this.#log[i] as Kept).head[5] as FrameType)) return true;
+    }
+    return false;
+  }
+
   /**
    * Whether the peer, having received everything up to `received`, can be given the rest: the
    * number is one we sent, not below what it acknowledged, and nothing after it was dropped.

@@ -23,7 +23,7 @@ import type { Clock, Timer } from "./runtime.ts";
 /** Asks for the same missing frame before the connection is given up as not healing. */
 export const MAX_RESEND_ASKS = 8;
 /** Least wait before asking again when nothing arrives; grows with the round trip. */
-export const RESEND_WAIT_MIN_MS = 200;
+export const RESEND_WAIT_MIN_MS = 50;
 /**
  * After the decoder dropped something, how long to wait for a frame that shows what is missing
  * before asking for everything (the dropped frame may have been the last one the sender could

@@ -68,6 +68,9 @@ export type Handler = BaseHandler<Session>;
 export type { Liveness, PeerInfo, SessionEvent, SessionState, SessionStats } from "./events.ts";
 export { type OpenCall, type OpenOptions, RemoteError, type SessionConnection };
 
+/** Frames a closing session does not wait for a resume to deliver (see `owesResumedPeer`). */
+const ONLY_COURTESY: readonly FrameType[] = [FrameType.GOAWAY, FrameType.WINDOW];
+
 export class Session {
   readonly options: ResolvedSessionOptions;
   readonly stats: SessionStats = newSessionStats();
@@ -160,8 +163,12 @@ export class Session {
       this.#gate.check();
       this.#maybeFinishClosing();
     },
+    // What the peer needs to finish its work (a call's RESULT, a stream's last bytes), not just
+    // our GOAWAY or credit: only that is worth waiting for a resume to deliver.
     owesResumedPeer: () =>
-      this.#links.conn === undefined && this.#links.canResume() && this.#outbox.kept.frames > 0,
+      this.#links.conn === undefined &&
+      this.#links.canResume() &&
+      this.#outbox.keepsOtherThan(ONLY_COURTESY),
     confirmsOnLive: () =>
       this.#closing.confirmed && this.#links.conn !== undefined && !this.#links.conn.handshaking,
     unacknowledged: () => this.#outbox.kept.frames,

@@ -91,5 +91,12 @@ describe("sending again on the live connection", () => {
     assert.equal(server.stats.framesResent, damaging.bursts);
     assert.equal(client.connection === undefined, false, "the connection was never dropped");
     assert.equal(client.state, "open");
+    // The counters stay as they were once the session is over.
+    const before = { ...client.wireStats };
+    call.streams.out?.end();
+    void client.close();
+    await clock.advance(5_000);
+    assert.equal(client.state, "closed");
+    assert.deepEqual(client.wireStats, before);
   });
 });
