@@ -22,6 +22,8 @@ export interface DeliveryPort {
   /** Where the peer is, for messages. */
   description(): string;
   sendControl(type: FrameType, streamId: number, value: unknown, sequenced?: boolean): void;
+  /** Sends an unnumbered control frame ahead of everything queued (see `Outbox.sendFirst`). */
+  sendAhead(type: FrameType, value: unknown): void;
   /** Whether each frame received is acknowledged at once (closing with `confirmsClose`). */
   acksAtOnce(): boolean;
   /** An ACK came: a session that waits for the peer's last ACK may be done closing. */
@@ -39,7 +41,7 @@ export class Delivery {
 
   constructor(
     port: DeliveryPort,
-    parts: { clock: Clock; outbox: Outbox; stats: SessionStats },
+    parts: { clock: Clock; outbox: Outbox; stats: SessionStats; giveUpAfterMs: number },
     replayBufferBytes: number,
   ) {
     this.#port = port;
@@ -49,7 +51,8 @@ export class Delivery {
     this.rx = new ReceiveSequence(parts.clock, {
       askResend: (received, upTo) => {
         this.#stats.resendAsks++;
-        port.sendControl(FrameType.ACK, 0, { received, resend: upTo }, false);
+        // Ahead of our own backlog: the peer cannot go on until it has this.
+        port.sendAhead(FrameType.ACK, { received, resend: upTo });
       },
       unhealed: (expected, asks) =>
         this.#lost(
@@ -57,6 +60,7 @@ export class Delivery {
           { expected, asks },
         ),
       rttMs: () => port.conn()?.keepalive?.srttMs,
+      giveUpAfterMs: parts.giveUpAfterMs,
     });
   }
 

@@ -188,6 +188,19 @@ export class Outbox {
     return frames;
   }
 
+  /**
+   * Writes an unnumbered control frame ahead of everything queued and not yet handed to the
+   * transport: asking the peer to send again what it lost must not wait behind our own backlog.
+   */
+  sendFirst(type: FrameType, payload: Uint8Array): void {
+    if (this.#stopped || this.#transport === undefined) return;
+    const frame = this.encoder.encode({ type, streamId: 0, seq: 0, payload });
+    this.#closeSlabRun();
+    this.#parts.unshift(frame);
+    this.#bytes += frame.length;
+    this.flush();
+  }
+
   /** Bytes queued here and not yet handed to the transport (it is congested, or not yet flushed). */
   get queuedBytes(): number {
     return this.#bytes;

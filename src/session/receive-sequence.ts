@@ -11,7 +11,9 @@
  *
  * One ask covers one loss. It is made again when the resent frames arrive and still lack the one
  * expected (the numbers went backwards, and there is a gap again), when nothing at all arrived
- * for a while (the ask itself was lost), or after a few such waits in any case. A frame the
+ * for a while (the ask itself was lost), or after a few waits in which frames flowed but not the
+ * missing one (such an ask does not count toward giving up: the resent frames may be on a slow
+ * way). A frame the
  * decoder dropped with nothing after it may have been the last one sent: after a wait with no
  * frame in order, the receiver asks for everything after what it has. After `MAX_RESEND_ASKS`
  * asks that did not bring a frame surely missing (one after it arrived), resending is not
@@ -20,10 +22,16 @@
  */
 import type { Clock, Timer } from "./runtime.ts";
 
-/** Asks for the same missing frame before the connection is given up as not healing. */
+/**
+ * Asks for the same missing frame before the connection may be given up as not healing; it is
+ * given up only once `giveUpAfterMs` has also passed since the first (the peer may be stalled on
+ * its own receiving side, by a damaged header whose claimed length it is still filling).
+ */
 export const MAX_RESEND_ASKS = 8;
 /** Least wait before asking again when nothing arrives; grows with the round trip. */
 export const RESEND_WAIT_MIN_MS = 50;
+/** Each counted ask doubles the wait before the next, up to this. */
+export const RESEND_WAIT_MAX_MS = 1_000;
 /**
  * After the decoder dropped something, how long to wait for a frame that shows what is missing
  * before asking for everything (the dropped frame may have been the last one the sender could
@@ -61,6 +69,8 @@ export interface ReceiveSequencePort {
   unhealed(expected: number, asks: number): void;
   /** The current round trip, if known, to scale the wait for resent frames. */
   rttMs(): number | undefined;
+  /** How long asks must have gone unanswered before the connection is given up. */
+  readonly giveUpAfterMs: number;
 }
 
 interface Held<T> {
@@ -79,6 +89,7 @@ export class ReceiveSequence<T> {
   /** The frame asked for again (0: none); `#asks` asks so far for it. */
   #askedFor = 0;
   #asks = 0;
+  #firstAskAt = 0;
   /** A frame after the one asked for arrived: it is surely missing (not just a damaged PING). */
   #gapSeen = false;
   /** The decoder dropped something while `expected` was this, and nothing proved it harmless. */
@@ -214,15 +225,22 @@ export class ReceiveSequence<T> {
     if (this.#askedFor !== 0 && this.expected > this.#askedFor) this.#healed();
   }
 
-  #ask(): void {
+  /**
+   * Asks for what is missing. `counts`: the ask goes toward `MAX_RESEND_ASKS`; one made only
+   * because frames kept flowing without the missing one does not (on a slow, deep path the
+   * resent frames may still be on their way), so it alone never gives the connection up.
+   */
+  #ask(counts = true): void {
     if (this.#askedFor !== this.expected) {
       this.#askedFor = this.expected;
       this.#asks = 0;
       this.#gapSeen = false;
+      this.#firstAskAt = this.#clock.now();
     }
     this.#suspectAt = 0;
-    this.#asks++;
-    if (this.#asks > MAX_RESEND_ASKS) {
+    if (counts) this.#asks++;
+    const waited = this.#clock.now() - this.#firstAskAt;
+    if (this.#asks > MAX_RESEND_ASKS && waited >= this.#port.giveUpAfterMs) {
       const asks = this.#asks - 1;
       const missing = this.#gapSeen;
       this.#healed();
@@ -247,7 +265,8 @@ export class ReceiveSequence<T> {
   #armTimer(minMs = RESEND_WAIT_MIN_MS): void {
     if (this.#timer !== undefined) return;
     const rtt = this.#port.rttMs() ?? 0;
-    const wait = Math.max(minMs, 4 * rtt);
+    const backoff = 2 ** Math.max(0, this.#asks - 1);
+    const wait = Math.min(RESEND_WAIT_MAX_MS, Math.max(minMs, 4 * rtt) * backoff);
     this.#timer = this.#clock.setTimer(wait, () => {
       this.#timer = undefined;
       if (this.#askedFor === 0) {
@@ -263,7 +282,7 @@ export class ReceiveSequence<T> {
         this.#armTimer();
         return;
       }
-      this.#ask();
+      this.#ask(!this.#arrivedSinceCheck);
     });
   }
 

@@ -54,6 +54,7 @@ import {
 import { IdSpace } from "./ids.ts";
 import { Links, type LinksPort } from "./links.ts";
 import {
+  KEEPALIVE_DEAD_AFTER_MS,
   type ResolvedSessionOptions,
   resolveSessionOptions,
   type SessionOptions,
@@ -113,6 +114,11 @@ export class Session {
     send: (type, id, payload) => this.#send(type, id, payload),
     sendControl: (type: FrameType, id: number, value: unknown, sequenced?: boolean) =>
       this.#sendControl(type, id, value, sequenced),
+    sendAhead: (type, value) => {
+      if (this.#state === "closed") return;
+      this.#outbox.sendFirst(type, encodeControl(value));
+      this.stats.framesSent++;
+    },
     whenOpen: (fn) => this.#whenOpen(fn),
     canSend: () =>
       this.#state !== "handshaking" && this.#state !== "closed" && !this.#outbox.congested,
@@ -246,11 +252,11 @@ export class Session {
     const encoder = new FrameEncoder({ payloadChecksum: true, checksum: o.checksum });
     this.#outbox = new Outbox(transport, encoder, core, o.replayBufferBytes);
     const stats = this.stats;
-    this.#delivery = new Delivery(
-      core,
-      { clock, outbox: this.#outbox, stats },
-      o.replayBufferBytes,
-    );
+    // Asks for a lost frame go unanswered as long as the peer's receiving side may be stalled:
+    // up to its keepalive's dead timeout, after which keepalive would have spoken anyway.
+    const giveUpAfterMs = o.keepalive ? o.keepalive.deadAfterMs : KEEPALIVE_DEAD_AFTER_MS;
+    const delivery = { clock, outbox: this.#outbox, stats, giveUpAfterMs };
+    this.#delivery = new Delivery(core, delivery, o.replayBufferBytes);
     const { streamWindowBytes, sessionWindowBytes } = o;
     this.#streams = new Streams(core, this.#ids, streamWindowBytes, sessionWindowBytes);
     const parts = { ids: this.#ids, streams: this.#streams, deadlines: this.#deadlines, clock };

@@ -13,6 +13,7 @@ import {
   ACK_EVERY_FRAMES,
   MAX_RESEND_ASKS,
   RESEND_ALL,
+  RESEND_WAIT_MAX_MS,
   RESEND_WAIT_MIN_MS,
 } from "../../src/session/receive-sequence.ts";
 import { ProtocolViolation } from "../../src/session/violation.ts";
@@ -52,7 +53,7 @@ function rig(replayBufferBytes = 1024 * 1024) {
   const state = {
     conn: conn as Connection | undefined,
     acksAtOnce: false,
-    acks: [] as { received: number; resend?: true }[],
+    acks: [] as { received: number; resend?: number }[],
     acknowledged: 0,
     lost: [] as GuestlinkError[],
   };
@@ -62,13 +63,22 @@ function rig(replayBufferBytes = 1024 * 1024) {
     sendControl: (type, streamId, value, sequenced) => {
       // ACKs are the only frames delivery sends: on stream 0, and never numbered themselves.
       assert.deepEqual([type, streamId, sequenced], [FrameType.ACK, 0, false]);
-      state.acks.push(value as { received: number; resend?: true });
+      state.acks.push(value as { received: number; resend?: number });
+    },
+    sendAhead: (type, value) => {
+      // Asks to send again go ahead of the backlog; they are ACKs too.
+      assert.equal(type, FrameType.ACK);
+      state.acks.push(value as { received: number; resend?: number });
     },
     acksAtOnce: () => state.acksAtOnce,
     maybeFinishClosing: () => state.acknowledged++,
     unhealed: (err) => state.lost.push(err),
   };
-  const delivery = new Delivery(port, { clock, outbox, stats }, replayBufferBytes);
+  const delivery = new Delivery(
+    port,
+    { clock, outbox, stats, giveUpAfterMs: 0 },
+    replayBufferBytes,
+  );
   /** Queues `n` numbered frames of `bytes` payload bytes each, and lets them be written and read. */
   const sendFrames = async (n: number, bytes = 8) => {
     for (let i = 0; i < n; i++) outbox.send(FrameType.DATA, 1, new Uint8Array(bytes), true);
@@ -142,7 +152,7 @@ describe("Delivery: what arrives", () => {
     const { clock, delivery, state } = rig();
     delivery.arrived(arriving(1));
     delivery.arrived(arriving(3));
-    for (let i = 0; i < MAX_RESEND_ASKS + 1; i++) await clock.advance(RESEND_WAIT_MIN_MS);
+    for (let i = 0; i < MAX_RESEND_ASKS + 1; i++) await clock.advance(RESEND_WAIT_MAX_MS);
     assert.equal(state.acks.length, MAX_RESEND_ASKS);
     assert.equal(state.lost.length, 1);
     assert.equal(state.lost[0]?.code, "FRAMES_LOST");

@@ -187,11 +187,13 @@ describe("session: hostile peers", () => {
       [{ received: 1, resend: 2 }],
     );
     // The scripted peer never sends frame 2 again: the session asks a bounded number of times.
-    for (let i = 0; i < 20 && session.state !== "closed"; i++) await clock.advance(1_000);
+    for (let i = 0; i < 60 && session.state !== "closed"; i++) await clock.advance(1_000);
     const err = await session.closed;
     assert.ok(isGuestlinkError(err, "FRAMES_LOST"), String(err));
-    assert.deepEqual([err.details?.expected, err.details?.asks], [2, MAX_RESEND_ASKS]);
-    assert.equal(asks().length, MAX_RESEND_ASKS);
+    // At least MAX_RESEND_ASKS asks, over at least the keepalive's dead timeout (15 s).
+    assert.equal(err.details?.expected, 2);
+    assert.ok((err.details?.asks as number) >= MAX_RESEND_ASKS, String(err.details?.asks));
+    assert.equal(asks().length, err.details?.asks);
   });
 
   it("a frame sent again after a gap is taken, and the frames after it in order", async () => {

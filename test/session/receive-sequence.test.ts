@@ -7,12 +7,13 @@ import {
   MAX_HELD_FRAMES,
   MAX_RESEND_ASKS,
   RESEND_ALL,
+  RESEND_WAIT_MAX_MS,
   RESEND_WAIT_MIN_MS,
   ReceiveSequence,
 } from "../../src/session/receive-sequence.ts";
 import { FakeClock } from "../helpers/fake-clock.ts";
 
-function rig(rttMs?: number) {
+function rig(rttMs?: number, giveUpAfterMs = 0) {
   const clock = new FakeClock();
   const asks: [number, number][] = [];
   const unhealed: { expected: number; asks: number }[] = [];
@@ -20,6 +21,7 @@ function rig(rttMs?: number) {
     askResend: (received, upTo) => asks.push([received, upTo]),
     unhealed: (expected, n) => unhealed.push({ expected, asks: n }),
     rttMs: () => rttMs,
+    giveUpAfterMs,
   });
   /** A frame numbered `seq` arrives (its item names it). */
   const arrive = (seq: number) => rx.arrive(seq, 40, `f${seq}`);
@@ -133,17 +135,44 @@ describe("ReceiveSequence", () => {
     const { clock, arrive, asks, unhealed } = rig();
     arrive(1);
     arrive(3); // 2 is missing: 3 came
-    for (let i = 0; i < MAX_RESEND_ASKS + 2; i++) await clock.advance(RESEND_WAIT_MIN_MS);
+    for (let i = 0; i < MAX_RESEND_ASKS + 2; i++) await clock.advance(RESEND_WAIT_MAX_MS);
     assert.equal(asks.length, MAX_RESEND_ASKS);
     assert.deepEqual(unhealed, [{ expected: 2, asks: MAX_RESEND_ASKS }]);
     assert.equal(clock.pendingTimers, 0);
+  });
+
+  it("waits twice as long after each unanswered ask, up to RESEND_WAIT_MAX_MS", async () => {
+    const { clock, arrive, asks } = rig();
+    arrive(1);
+    arrive(3);
+    const at: number[] = [];
+    for (let t = 0; t < 4_000; t += 10) {
+      const before = asks.length;
+      await clock.advance(10);
+      if (asks.length > before) at.push(t + 10);
+    }
+    // Asked at 0 (the gap), then after 50, 100, 200, 400, 800 and 1000 ms more.
+    assert.deepEqual(at.slice(0, 6), [50, 150, 350, 750, 1550, 2550]);
+  });
+
+  it("keeps asking past MAX_RESEND_ASKS until giveUpAfterMs has passed: the peer may be stalled", async () => {
+    const { clock, arrive, asks, unhealed } = rig(undefined, 20_000);
+    arrive(1);
+    arrive(3);
+    await clock.advance(15_000);
+    assert.ok(asks.length > MAX_RESEND_ASKS, `${asks.length} asks`);
+    assert.deepEqual(unhealed, []);
+    // The frame comes at last: healed, nothing given up.
+    arrive(2);
+    await clock.advance(30_000);
+    assert.deepEqual(unhealed, []);
   });
 
   it("stops asking after a damaged frame that nothing numbered followed: it was a PING or an ACK", async () => {
     const { clock, rx, arrive, asks, unhealed } = rig();
     arrive(1);
     rx.damaged();
-    for (let i = 0; i < MAX_RESEND_ASKS + 3; i++) await clock.advance(RESEND_WAIT_MIN_MS);
+    for (let i = 0; i < MAX_RESEND_ASKS + 3; i++) await clock.advance(RESEND_WAIT_MAX_MS);
     assert.equal(asks.length, MAX_RESEND_ASKS);
     assert.deepEqual(unhealed, []);
     assert.equal(rx.asking, false);
