@@ -45,7 +45,7 @@ export class ReadGate {
 
   /** Something eased (a call finished, the transport drained, the session ended): look again. */
   check(): void {
-    if (!this.closed) this.release();
+    if (this.#waiter !== undefined && !this.closed) this.release();
   }
 
   /** Lets a waiting reader go, to see for itself that its connection is over. */

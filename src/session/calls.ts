@@ -42,6 +42,8 @@ export interface CallsPort {
   sendControl(type: FrameType, streamId: number, value: unknown): void;
   /** Runs `fn` once the handshake is done (at once if it is); never after the session ended. */
   whenOpen(fn: () => void): void;
+  /** Whether the handshake is done and the session has not ended (`whenOpen` runs at once). */
+  isOpen(): boolean;
   /** Throws SESSION_CLOSED or SESSION_CLOSING when no new call may start. */
   assertCanStartCall(): void;
   /** Whether either side said GOAWAY: calls from the peer are refused. */
@@ -192,6 +194,10 @@ export class Calls<S> {
           "deadline exceeded",
         ),
       );
+    }
+    if (this.#port.isOpen()) {
+      this.#sendCall(id, payload);
+      return call;
     }
     const frame = payload;
     this.#port.whenOpen(() => {

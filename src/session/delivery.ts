@@ -84,8 +84,8 @@ export class Delivery {
   }
 
   /** After a read on `conn`: ask again for what a dropped frame may have been, and acknowledge. */
-  afterRead(conn: Connection, live: boolean): void {
-    if (conn.takeDamage() && live) this.rx.damaged();
+  afterRead(conn: Connection): void {
+    if (conn.takeDamage() && conn === this.#port.conn() && !conn.handshaking) this.rx.damaged();
     this.maybeAck(false);
   }
 

@@ -9,7 +9,6 @@ import { decodeControl } from "../wire/control.ts";
 import { type Frame, FrameType, isFrameType } from "../wire/frame.ts";
 import { RemoteError } from "./call.ts";
 import type { Calls } from "./calls.ts";
-import type { Closing } from "./closing.ts";
 import type { Connection } from "./connection.ts";
 import type { Delivery } from "./delivery.ts";
 import type { SessionStats } from "./events.ts";
@@ -49,25 +48,36 @@ export interface DispatchParts {
   calls: Calls<unknown>;
   streams: Streams;
   delivery: Delivery;
-  closing: Closing;
   stats: SessionStats;
   clock: Clock;
 }
 
 export class Dispatch {
   readonly #port: DispatchPort;
-  readonly #parts: DispatchParts;
+  // The parts as fields, not looked up per frame: this runs for every frame received.
+  readonly #links: Links;
+  readonly #calls: Calls<unknown>;
+  readonly #streams: Streams;
+  readonly #delivery: Delivery;
+  readonly #stats: SessionStats;
+  readonly #clock: Clock;
 
   constructor(port: DispatchPort, parts: DispatchParts) {
     this.#port = port;
-    this.#parts = parts;
+    this.#links = parts.links;
+    this.#calls = parts.calls;
+    this.#streams = parts.streams;
+    this.#delivery = parts.delivery;
+    this.#stats = parts.stats;
+    this.#clock = parts.clock;
   }
 
   /** A frame arrived on `conn`. */
   frame(conn: Connection, frame: Frame): void {
-    const { links, delivery, stats } = this.#parts;
+    const links = this.#links;
+    const delivery = this.#delivery;
     if (conn !== links.conn) return;
-    stats.framesReceived++;
+    this.#stats.framesReceived++;
     try {
       if (conn.handshaking) {
         if (!links.beforeHello(conn, frame)) this.#onSessionError(conn, frame);
@@ -83,7 +93,8 @@ export class Dispatch {
       // A duplicate (replayed), or after a gap: held while what is missing is asked for again.
       if (!delivery.arrived(frame)) return;
       this.#dispatch(conn, frame);
-      // What the gap held back, now in order.
+      // What a gap held back, now in order (none, most of the time).
+      if (!delivery.rx.behind) return;
       for (let next = delivery.takeHeld(); next !== undefined; next = delivery.takeHeld()) {
         if (conn.over || conn !== links.conn) return;
         this.#dispatch(conn, next);
@@ -96,10 +107,11 @@ export class Dispatch {
 
   /** One line per frame type: the part that owns it does the work. */
   #dispatch(conn: Connection, frame: Frame): void {
-    const { links, calls, streams, delivery, clock } = this.#parts;
+    const calls = this.#calls;
+    const streams = this.#streams;
     switch (frame.type) {
       case FrameType.HELLO:
-        if (!links.helloAgain(conn, frame)) {
+        if (!this.#links.helloAgain(conn, frame)) {
           throw new ProtocolViolation("DUPLICATE_HELLO", "a second HELLO on the same connection");
         }
         break;
@@ -130,7 +142,8 @@ export class Dispatch {
         break;
       case FrameType.PING: {
         const { sentAt } = parseFrame<{ sentAt: number }>(PingSchema, frame);
-        this.#port.sendControl(FrameType.PONG, 0, { sentAt, wallTime: clock.wallNow() }, false);
+        const wallTime = this.#clock.wallNow();
+        this.#port.sendControl(FrameType.PONG, 0, { sentAt, wallTime }, false);
         break;
       }
       case FrameType.PONG: {
@@ -139,7 +152,7 @@ export class Dispatch {
         break;
       }
       case FrameType.ACK:
-        delivery.onAck(parseFrame<{ received: number; resend?: number }>(AckSchema, frame));
+        this.#delivery.onAck(parseFrame<{ received: number; resend?: number }>(AckSchema, frame));
         break;
       case FrameType.GOAWAY:
         parseFrame(GoawaySchema, frame);
@@ -150,7 +163,7 @@ export class Dispatch {
 
   /** ERROR on stream 0: the peer ends the session, or (RECONNECT) asks us to dial again. */
   #onSessionError(conn: Connection, frame: Frame): void {
-    const { links } = this.#parts;
+    const links = this.#links;
     let msg: { code?: unknown; message?: unknown } = {};
     try {
       msg = decodeControl(frame.payload);

@@ -117,6 +117,11 @@ export class ReceiveSequence<T> {
     return this.#askedFor !== 0;
   }
 
+  /** Whether a gap was seen that is not filled yet (frames held, or seen after `expected`). */
+  get behind(): boolean {
+    return this.#highestSeen >= this.expected;
+  }
+
   /** Frames held after a gap, and their bytes. */
   get held(): { frames: number; bytes: number } {
     return { frames: this.#held.size, bytes: this.#heldBytes };

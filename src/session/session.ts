@@ -120,6 +120,7 @@ export class Session {
       this.stats.framesSent++;
     },
     whenOpen: (fn) => this.#whenOpen(fn),
+    isOpen: () => this.#state !== "handshaking" && this.#state !== "closed",
     canSend: () =>
       this.#state !== "handshaking" && this.#state !== "closed" && !this.#outbox.congested,
     drained: () => {
@@ -132,10 +133,7 @@ export class Session {
     },
     // receiving
     frame: (conn, frame) => this.#dispatch.frame(conn, frame),
-    afterRead: (conn) => {
-      const live = conn === this.#links.conn && !conn.handshaking && this.#state !== "closed";
-      this.#delivery.afterRead(conn, live);
-    },
+    afterRead: (conn) => this.#delivery.afterRead(conn),
     goawayReceived: () => {
       this.#closing.goawayReceived = true;
       if (this.#state === "open") this.#state = "closing";
@@ -298,7 +296,6 @@ export class Session {
       calls: this.#calls as Calls<unknown>,
       streams: this.#streams,
       delivery: this.#delivery,
-      closing: this.#closing,
       stats,
       clock,
     });

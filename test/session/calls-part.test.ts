@@ -63,6 +63,7 @@ function rig() {
     sendControl: (type, streamId, value) => sent.push({ type, streamId, value }),
     // Unless a test says the handshake is under way, it is long done: what waits runs at once.
     whenOpen: (fn) => (state.handshaking ? queued.push(fn) : fn()),
+    isOpen: () => !state.handshaking,
     assertCanStartCall: () => {
       if (state.refuse) throw state.refuse;
     },

@@ -138,10 +138,13 @@ describe("Delivery: what arrives", () => {
     const last = bytes.length - 1;
     bytes[last] = (bytes[last] as number) ^ 0xff; // the payload no longer matches its checksum
     assert.deepEqual(conn.decoder.push(bytes), []);
-    delivery.afterRead(conn, false);
+    state.conn = undefined;
+    delivery.afterRead(conn);
+    await clock.advance(RESEND_WAIT_MIN_MS);
     assert.deepEqual(state.acks, [], "not on a connection that is no longer the live one");
+    state.conn = conn;
     conn.decoder.push(bytes);
-    delivery.afterRead(conn, true);
+    delivery.afterRead(conn);
     // It waits a moment for a frame that would show what is missing, then asks for all.
     assert.deepEqual(state.acks, []);
     await clock.advance(RESEND_WAIT_MIN_MS);
