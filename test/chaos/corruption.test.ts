@@ -7,13 +7,11 @@
  * sure dozens of bursts land inside DATA payloads in the direction under test, and compare hashes.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { SEED } from "../helpers/seed.ts";
+import { chaosAgentFixture } from "./fixture.ts";
 import type { ChaosFaultOptions } from "./proxy.ts";
-import { AgentProcess, execThroughProxy, seededData, stdinThroughProxy } from "./scenarios.ts";
+import { execThroughProxy, seededData, stdinThroughProxy } from "./scenarios.ts";
 
 const MiB = 1024 * 1024;
 
@@ -27,28 +25,12 @@ const FAULTS: ChaosFaultOptions = { cutEveryBytes: 2 * MiB, garbageEveryBytes: 2
 const MIN_BURSTS_IN_DATA = 20;
 
 describe("chaos: garbage inside frames, with default options", () => {
-  let dir: string;
-  let agent: AgentProcess;
-  let address: string;
-  let proxies = 0;
-  const proxyAt = () => ({ path: join(dir, `proxy-${++proxies}.sock`) });
-
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "guestlink-corruption-"));
-    address = `unix:${join(dir, "agent.sock")}`;
-    agent = new AgentProcess(address);
-    await agent.ready;
-  });
-
-  after(async () => {
-    await agent?.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const chaos = chaosAgentFixture("guestlink-corruption-");
 
   it("exec -- seq 1 2000000 prints exactly what seq prints, though garbage lands inside its output frames", async (t) => {
     const seed = SEED + 10;
     const replay = `seed ${seed} (replay with GUESTLINK_SEED=${SEED})`;
-    const f = await execThroughProxy(address, proxyAt(), 2_000_000, seed, FAULTS);
+    const f = await execThroughProxy(chaos.address, chaos.proxyAt(), 2_000_000, seed, FAULTS);
     t.diagnostic(
       `${replay}: ${f.bytes} bytes, exit ${f.exitCode}, ${f.cuts} cuts, ${f.garbageBursts} bursts; ${f.burstPlaces}`,
     );
@@ -64,7 +46,7 @@ describe("chaos: garbage inside frames, with default options", () => {
     const seed = SEED + 11;
     const replay = `seed ${seed} (replay with GUESTLINK_SEED=${SEED})`;
     const data = seededData(seed, 12 * MiB);
-    const f = await stdinThroughProxy(address, proxyAt(), data, seed, FAULTS);
+    const f = await stdinThroughProxy(chaos.address, chaos.proxyAt(), data, seed, FAULTS);
     t.diagnostic(
       `${replay}: exit ${f.exitCode}, ${f.cuts} cuts, ${f.garbageBursts} bursts; ${f.burstPlaces}`,
     );

@@ -13,6 +13,7 @@ import { isGuestlinkError } from "../../src/errors.ts";
 import { openSession } from "../../src/platform/session.ts";
 import { runCli } from "../helpers/cli.ts";
 import { SEED } from "../helpers/seed.ts";
+import { chaosAgentFixture } from "./fixture.ts";
 import { startChaosProxy } from "./proxy.ts";
 import {
   AgentProcess,
@@ -25,27 +26,11 @@ import {
 const MiB = 1024 * 1024;
 
 describe("chaos: riding through faults", () => {
-  let dir: string;
-  let agent: AgentProcess;
-  let address: string;
-  let proxies = 0;
-  const proxyAt = () => ({ path: join(dir, `proxy-${++proxies}.sock`) });
-
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "guestlink-chaos-"));
-    address = `unix:${join(dir, "agent.sock")}`;
-    agent = new AgentProcess(address);
-    await agent.ready;
-  });
-
-  after(async () => {
-    await agent?.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const chaos = chaosAgentFixture("guestlink-chaos-");
 
   it("exec -- seq through a cut every ~2 MB and garbage every ~1 MB: output byte-identical, exit 0", async (t) => {
     const seed = SEED;
-    const figures = await execThroughProxy(address, proxyAt(), 1_500_000, seed, {
+    const figures = await execThroughProxy(chaos.address, chaos.proxyAt(), 1_500_000, seed, {
       cutEveryBytes: 2 * MiB,
       garbageEveryBytes: 1 * MiB,
     });
@@ -64,8 +49,8 @@ describe("chaos: riding through faults", () => {
   it("exec --verbose says when it lost the connection and resumed, and the output is still exact", async () => {
     const seed = SEED + 2;
     const figures = await execThroughProxy(
-      address,
-      proxyAt(),
+      chaos.address,
+      chaos.proxyAt(),
       300_000,
       seed,
       { cutEveryBytes: 512 * 1024 },
@@ -84,19 +69,19 @@ describe("chaos: riding through faults", () => {
   it("get and put ride through cuts: 24 MiB each way, byte-exact", async () => {
     const seed = SEED + 3;
     const proxy = await startChaosProxy({
-      listen: proxyAt(),
-      target: { path: address.slice("unix:".length) },
+      listen: chaos.proxyAt(),
+      target: { path: chaos.address.slice("unix:".length) },
       seed,
       faults: { cutEveryBytes: 3 * MiB },
     });
     try {
       const data = randomBytes(24 * MiB);
-      const local = join(dir, "local.bin");
+      const local = join(chaos.dir, "local.bin");
       await writeFile(local, data);
-      const remote = join(dir, "remote.bin");
+      const remote = join(chaos.dir, "remote.bin");
       const put = await runCli(["put", proxy.address, local, remote]);
       assert.equal(put.code, 0, `seed ${seed}: ${put.stderr}`);
-      const back = join(dir, "back.bin");
+      const back = join(chaos.dir, "back.bin");
       const get = await runCli(["get", proxy.address, remote, back]);
       assert.equal(get.code, 0, `seed ${seed}: ${get.stderr}`);
       assert.ok(data.equals(await readFile(back)), `seed ${seed}: the file came back different`);
@@ -108,7 +93,7 @@ describe("chaos: riding through faults", () => {
 
   it("2,000 pipelined calls through random faults: each answered once, run once", async (t) => {
     const seed = SEED + 1;
-    const figures = await callsThroughProxy(address, proxyAt(), 2_000, seed, {
+    const figures = await callsThroughProxy(chaos.address, chaos.proxyAt(), 2_000, seed, {
       cutEveryBytes: 20 * 1024,
       garbageEveryBytes: 6 * 1024,
       splitWrites: 700,
