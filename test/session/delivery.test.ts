@@ -129,7 +129,7 @@ describe("Delivery: what arrives", () => {
   it("asks for everything after what it has when a damaged frame is followed by nothing, if the connection is live", async () => {
     const { clock, delivery, conn, state } = rig();
     delivery.arrived(arriving(1));
-    const bytes = new FrameEncoder({ payloadChecksum: true }).encode({
+    const bytes = new FrameEncoder().encode({
       type: FrameType.DATA,
       streamId: 1,
       seq: 2,

@@ -284,9 +284,8 @@ describe("session: hostile peers", () => {
     const { session, peer, clock } = scriptedPair({
       keepalive: false,
       handshakeTimeoutMs: 2000,
-      payloadChecksum: true,
     });
-    const stale = new FrameEncoder({ payloadChecksum: true })
+    const stale = new FrameEncoder()
       .encode({ type: FrameType.DATA, streamId: 1, payload: new Uint8Array(100_000) })
       .subarray(0, 500);
     peer.sendBytes(stale);
