@@ -67,12 +67,17 @@ export async function listenUnix(
         );
       }
     }
-    const ours = await lstat(path).catch(() => undefined);
+    // The listener takes connections from now on: one that arrives while the socket file is
+    // looked at would otherwise sit unread on the server, and its HELLO go unanswered.
+    const ours = lstat(path).then(
+      (s) => s.ino,
+      () => undefined,
+    );
     return new NetListener(
       server,
       name,
       (socket) => wrap(socket, name),
-      () => removeOwnSocket(path, ours?.ino, description),
+      async () => removeOwnSocket(path, await ours, description),
     );
   })();
   return await raceCallOptions(attempt, options, {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { lstat, rename, writeFile } from "node:fs/promises";
+import fsPromises, { lstat, rename, writeFile } from "node:fs/promises";
+import { syncBuiltinESMExports } from "node:module";
 import net from "node:net";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
@@ -263,6 +264,44 @@ describe("unix transport addresses", () => {
       /is not a socket; guestlink will not remove it/,
     );
     assert.ok((await lstat(path)).isFile());
+  });
+
+  it("hands out a connection that arrives the instant the socket starts listening", {
+    timeout: 10_000,
+  }, async () => {
+    // A client polling for the socket can connect before listen() has returned: that
+    // connection must reach the listener, not sit unread on the server (it once did, for the
+    // time of an lstat, and the client's HELLO then went unanswered until HANDSHAKE_TIMEOUT).
+    const path = socketPath();
+    const listen0 = net.Server.prototype.listen;
+    let early: net.Socket | undefined;
+    net.Server.prototype.listen = function (this: net.Server, ...args: unknown[]) {
+      this.once("listening", () => {
+        early = net.connect({ path });
+        early.end("early");
+      });
+      return (listen0 as (...a: unknown[]) => net.Server).apply(this, args);
+    } as typeof listen0;
+    // And the listener's own look at its socket file is slow, as under load.
+    const lstat0 = fsPromises.lstat;
+    fsPromises.lstat = (async (...args: Parameters<typeof lstat0>) => {
+      await new Promise((r) => setTimeout(r, 100));
+      return await lstat0(...args);
+    }) as typeof lstat0;
+    syncBuiltinESMExports();
+    let listener: Listener;
+    try {
+      listener = await listen(`unix:${path}`);
+    } finally {
+      net.Server.prototype.listen = listen0;
+      fsPromises.lstat = lstat0;
+      syncBuiltinESMExports();
+    }
+    const server = await accept(listener);
+    assert.equal(str(await readAll(server)), "early");
+    early?.destroy();
+    await server.close();
+    await listener.close();
   });
 
   it("removes its socket file when the listener closes", async () => {
