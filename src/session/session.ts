@@ -4,8 +4,9 @@
  * close and abort, and with resume, a life longer than one connection. docs/protocol.md
  * ("Session layer") is the wire contract this implements.
  *
- * This file is the public API and the session's life: it makes the parts, serves their ports
- * (one internal object, `#core`), and ends the session. The parts, each behind a narrow port:
+ * This file is the public API and the session's life: it serves the parts' ports (one internal
+ * object, `#core`) and ends the session; assembly.ts makes the parts and wires them. The parts,
+ * each behind a narrow port:
  *
  * - `Links` (links.ts, with resume.ts and in-band.ts): the connections over the session's life:
  *   handshakes, losing one, resuming on the next; `Connection`: one transport and its read loop;
@@ -26,10 +27,9 @@ import { GuestlinkError, toGuestlinkError } from "../errors.ts";
 import type { Transport } from "../transport/transport.ts";
 import { encodeControl } from "../wire/control.ts";
 import type { DecoderStats, FrameDecoder } from "../wire/decode.ts";
-import { FrameEncoder } from "../wire/encode.ts";
 import { FrameType } from "../wire/frame.ts";
 import type { Acceptor } from "./acceptor.ts";
-import { ReadGate } from "./backpressure.ts";
+import { assembleParts, type SessionCore, type SessionParts } from "./assembly.ts";
 import type {
   CallContext as BaseCallContext,
   Handler as BaseHandler,
@@ -37,12 +37,7 @@ import type {
   OpenOptions,
 } from "./call.ts";
 import { RemoteError } from "./call.ts";
-import { Calls, type CallsPort } from "./calls.ts";
-import { Closing, type ClosingPort } from "./closing.ts";
-import type { Connection, ConnectionOwner, SessionConnection } from "./connection.ts";
-import { DeadlineQueue } from "./deadlines.ts";
-import { Delivery, type DeliveryPort } from "./delivery.ts";
-import { Dispatch, type DispatchPort } from "./dispatch.ts";
+import type { Connection, SessionConnection } from "./connection.ts";
 import {
   type Liveness,
   newSessionStats,
@@ -51,17 +46,11 @@ import {
   type SessionState,
   type SessionStats,
 } from "./events.ts";
-import { IdSpace } from "./ids.ts";
-import { Links, type LinksPort } from "./links.ts";
 import {
-  KEEPALIVE_DEAD_AFTER_MS,
   type ResolvedSessionOptions,
   resolveSessionOptions,
   type SessionOptions,
 } from "./options.ts";
-import { Outbox, type OutboxPort } from "./outbox.ts";
-import { Streams, type StreamsPort } from "./streams.ts";
-import { Terms, type TermsPort } from "./terms.ts";
 
 /** What a handler is given: its call's method, signal, deadline, streams and session. */
 export type CallContext = BaseCallContext<Session>;
@@ -76,16 +65,7 @@ export class Session {
   readonly options: ResolvedSessionOptions;
   readonly stats: SessionStats = newSessionStats();
 
-  readonly #links: Links;
-  readonly #outbox: Outbox;
-  readonly #delivery: Delivery;
-  readonly #ids: IdSpace;
-  readonly #streams: Streams;
-  readonly #calls: Calls<Session>;
-  readonly #closing: Closing;
-  readonly #terms: Terms;
-  readonly #dispatch: Dispatch;
-  readonly #deadlines: DeadlineQueue;
+  readonly #p: SessionParts<Session>;
   readonly #acceptor: Acceptor<Session> | undefined;
   readonly #sessionId: string;
   #state: SessionState = "handshaking";
@@ -96,64 +76,55 @@ export class Session {
   /** Work queued until the handshake completes. */
   #afterHandshake: (() => void)[] = [];
   /** Where reading from a peer that floods us, or does not read, waits. */
-  readonly #gate: ReadGate;
   /**
    * The session as its parts see it: one object that serves every part's port (and is what its
    * connections report to), kept off the public API.
    */
-  readonly #core: ConnectionOwner &
-    StreamsPort &
-    CallsPort &
-    ClosingPort &
-    DeliveryPort &
-    TermsPort &
-    LinksPort &
-    OutboxPort &
-    DispatchPort = {
+  readonly #core: SessionCore = {
     // sending
     send: (type, id, payload) => this.#send(type, id, payload),
     sendControl: (type: FrameType, id: number, value: unknown, sequenced?: boolean) =>
       this.#sendControl(type, id, value, sequenced),
     sendAhead: (type, value) => {
       if (this.#state === "closed") return;
-      this.#outbox.sendFirst(type, encodeControl(value));
+      this.#p.outbox.sendFirst(type, encodeControl(value));
       this.stats.framesSent++;
     },
     whenOpen: (fn) => this.#whenOpen(fn),
     isOpen: () => this.#state !== "handshaking" && this.#state !== "closed",
     canSend: () =>
-      this.#state !== "handshaking" && this.#state !== "closed" && !this.#outbox.congested,
+      this.#state !== "handshaking" && this.#state !== "closed" && !this.#p.outbox.congested,
     drained: () => {
-      this.#streams.pump();
-      this.#gate.check();
+      this.#p.streams.pump();
+      this.#p.gate.check();
     },
     failed: (err, transport) => {
-      const conn = this.#links.conn;
-      if (conn?.transport === transport) this.#links.lost(conn, err);
+      const conn = this.#p.links.conn;
+      if (conn?.transport === transport) this.#p.links.lost(conn, err);
     },
     // receiving
-    frame: (conn, frame) => this.#dispatch.frame(conn, frame),
-    afterRead: (conn) => this.#delivery.afterRead(conn),
+    frame: (conn, frame) => this.#p.dispatch.frame(conn, frame),
+    afterRead: (conn) => this.#p.delivery.afterRead(conn),
     goawayReceived: () => {
-      this.#closing.goawayReceived = true;
+      this.#p.closing.goawayReceived = true;
       if (this.#state === "open") this.#state = "closing";
       this.#maybeFinishClosing();
     },
     protocolError: (violation, message) => this.#protocolError(violation, message),
-    readingPaused: () => this.#gate.closed,
-    readingResumed: () => this.#gate.opened(),
+    readingPaused: () => this.#p.gate.closed,
+    readingResumed: () => this.#p.gate.opened(),
     // the session's state
     state: () => this.#state,
     ended: () => this.#state === "closed",
-    conn: () => this.#links.conn,
-    description: () => this.#links.description,
-    busy: () => this.#calls.inFlight + this.#streams.size,
-    goaway: () => this.#closing.goawaySent || this.#closing.goawayReceived,
+    conn: () => this.#p.links.conn,
+    description: () => this.#p.links.description,
+    busy: () => this.#p.calls.inFlight + this.#p.streams.size,
+    goaway: () => this.#p.closing.goawaySent || this.#p.closing.goawayReceived,
     assertCanStartCall: () => {
       if (this.#state === "closed") {
         throw new GuestlinkError("SESSION_CLOSED", "the session is closed");
       }
-      if (this.#closing.underway) {
+      if (this.#p.closing.underway) {
         throw new GuestlinkError(
           "SESSION_CLOSING",
           "the session is closing and starts no new calls",
@@ -161,39 +132,41 @@ export class Session {
       }
     },
     // closing
-    acksAtOnce: () => this.#closing.acksAtOnce,
+    acksAtOnce: () => this.#p.closing.acksAtOnce,
     maybeFinishClosing: () => this.#maybeFinishClosing(),
     finished: () => {
-      this.#gate.check();
+      this.#p.gate.check();
       this.#maybeFinishClosing();
     },
     // What the peer needs to finish its work (a call's RESULT, a stream's last bytes), not just
     // our GOAWAY or credit: only that is worth waiting for a resume to deliver.
     owesResumedPeer: () =>
-      this.#links.conn === undefined &&
-      this.#links.canResume() &&
-      this.#outbox.keepsOtherThan(ONLY_COURTESY),
+      this.#p.links.conn === undefined &&
+      this.#p.links.canResume() &&
+      this.#p.outbox.keepsOtherThan(ONLY_COURTESY),
     confirmsOnLive: () =>
-      this.#closing.confirmed && this.#links.conn !== undefined && !this.#links.conn.handshaking,
-    unacknowledged: () => this.#outbox.kept.frames,
-    ackNow: () => this.#delivery.maybeAck(true),
+      this.#p.closing.confirmed &&
+      this.#p.links.conn !== undefined &&
+      !this.#p.links.conn.handshaking,
+    unacknowledged: () => this.#p.outbox.kept.frames,
+    ackNow: () => this.#p.delivery.maybeAck(true),
     finish: () => {
-      this.#outbox.flush(true);
+      this.#p.outbox.flush(true);
       this.#end(undefined, true);
     },
     // connections coming and going
     open: (peer) => this.#open(peer),
     lost: (conn, err) => {
-      this.#links.lost(conn, err);
-      this.#gate.release();
+      this.#p.links.lost(conn, err);
+      this.#p.gate.release();
     },
     unhealed: (err) => {
-      const conn = this.#links.conn;
-      if (conn !== undefined && this.#links.canResume()) this.#links.disconnect(conn, err);
+      const conn = this.#p.links.conn;
+      if (conn !== undefined && this.#p.links.canResume()) this.#p.links.disconnect(conn, err);
       else this.#end(err);
     },
     disconnected: (error) => {
-      this.#closing.connectionLost();
+      this.#p.closing.connectionLost();
       this.#emit({ type: "disconnected", error });
     },
     failPending: (err, restart) => this.#failPending(err, restart),
@@ -203,12 +176,12 @@ export class Session {
     // the registry's other sessions
     find: (id) => {
       const target = this.#acceptor?.find(id);
-      return target === undefined ? undefined : target.#links;
+      return target === undefined ? undefined : target.#p.links;
     },
     registered: () => this.#acceptor?.opened(this),
     acceptInBand: (transport, decoder) => {
       const next = (this.#acceptor as Acceptor<Session>).acceptInBand(transport, decoder);
-      return next.#links.conn as Connection;
+      return next.#p.links.conn as Connection;
     },
     // counters
     counted: (sent, received) => {
@@ -237,74 +210,19 @@ export class Session {
     options: SessionOptions,
     accepting?: { acceptor: Acceptor<Session>; decoder?: FrameDecoder },
   ) {
-    this.options = resolveSessionOptions(options);
-    const o = this.options;
-    const clock = o.runtime.clock;
-    const core = this.#core;
+    const o = resolveSessionOptions(options);
+    this.options = o;
     this.#acceptor = accepting?.acceptor;
     const identity = { sessionId: o.runtime.randomId(), resumeToken: o.runtime.randomId() };
     this.#sessionId = identity.sessionId;
-    this.#deadlines = new DeadlineQueue(clock);
-    this.#ids = new IdSpace(o.role);
-    // The HELLO is always checksummed: whether to go without is agreed in it (9.1).
-    const encoder = new FrameEncoder({ payloadChecksum: true, checksum: o.checksum });
-    this.#outbox = new Outbox(transport, encoder, core, o.replayBufferBytes);
-    const stats = this.stats;
-    // Asks for a lost frame go unanswered as long as the peer's receiving side may be stalled:
-    // up to its keepalive's dead timeout, after which keepalive would have spoken anyway.
-    const giveUpAfterMs = o.keepalive ? o.keepalive.deadAfterMs : KEEPALIVE_DEAD_AFTER_MS;
-    const delivery = { clock, outbox: this.#outbox, stats, giveUpAfterMs };
-    this.#delivery = new Delivery(core, delivery, o.replayBufferBytes);
-    const { streamWindowBytes, sessionWindowBytes } = o;
-    this.#streams = new Streams(core, this.#ids, streamWindowBytes, sessionWindowBytes);
-    const parts = { ids: this.#ids, streams: this.#streams, deadlines: this.#deadlines, clock };
-    this.#calls = new Calls<Session>(core, this, parts, o.defaultCallTimeoutMs);
-    this.#closing = new Closing(core, clock);
-    this.#gate = new ReadGate(
-      {
-        running: () => this.#calls.running,
-        queuedBytes: () => this.#outbox.queuedBytes,
-        ended: () => this.#state === "closed",
-      },
-      o,
-    );
     const accepts = this.#acceptor !== undefined;
-    this.#terms = new Terms(
-      core,
-      {
-        options: o,
-        outbox: this.#outbox,
-        delivery: this.#delivery,
-        streams: this.#streams,
-        calls: this.#calls as Calls<unknown>,
-        closing: this.#closing,
-        ids: this.#ids,
-      },
-      identity,
-      accepts,
-    );
-    this.#links = new Links(
-      core,
-      core,
-      { options: o, outbox: this.#outbox, rx: this.#delivery.rx, terms: this.#terms },
-      accepts,
-      identity.resumeToken,
-      transport.description,
-    );
-    this.#dispatch = new Dispatch(core, {
-      links: this.#links,
-      calls: this.#calls as Calls<unknown>,
-      streams: this.#streams,
-      delivery: this.#delivery,
-      stats,
-      clock,
-    });
-    this.#links.conn = this.#links.newConnection(transport, accepting?.decoder);
+    this.#p = assembleParts<Session>(this.#core, this, transport, o, this.stats, identity, accepts);
+    this.#p.links.conn = this.#p.links.newConnection(transport, accepting?.decoder);
     // Defer the HELLO so handlers registered right after construction are advertised.
     if (accepting?.decoder === undefined) {
       Promise.resolve().then(() => {
-        const conn = this.#links.conn;
-        if (this.#state !== "closed" && conn !== undefined) this.#links.start(conn);
+        const conn = this.#p.links.conn;
+        if (this.#state !== "closed" && conn !== undefined) this.#p.links.start(conn);
       });
     }
   }
@@ -336,34 +254,34 @@ export class Session {
 
   /** The current connection; undefined while a resumable session waits for a new one. */
   get connection(): SessionConnection | undefined {
-    return this.#links.conn;
+    return this.#p.links.conn;
   }
 
   /** Sent frames kept until the peer acknowledges them (for resending and resume). */
   get replayBuffer(): { frames: number; bytes: number } {
-    return this.#outbox.kept;
+    return this.#p.outbox.kept;
   }
 
   /** Last measured round-trip time in ms, from keepalive. */
   get rttMs(): number | undefined {
-    return this.#links.conn?.keepalive?.rttMs;
+    return this.#p.links.conn?.keepalive?.rttMs;
   }
 
   /** The peer's wall clock minus ours, corrected for half the round trip. */
   get clockOffsetMs(): number | undefined {
-    return this.#links.conn?.keepalive?.clockOffsetMs;
+    return this.#p.links.conn?.keepalive?.clockOffsetMs;
   }
 
   /** The decoders' counters, over every connection: garbage skipped, bad headers and payloads. */
   get wireStats(): DecoderStats {
-    return this.#links.wireStats;
+    return this.#p.links.wireStats;
   }
 
   /** Whether the peer is making progress, only answering keepalive, or out of reach. */
   get liveness(): Liveness {
-    const conn = this.#links.conn;
+    const conn = this.#p.links.conn;
     if (conn === undefined || conn.handshaking) return "disconnected";
-    return this.#terms.progress.stalled ? "stalled" : "alive";
+    return this.#p.terms.progress.stalled ? "stalled" : "alive";
   }
 
   /** Listens to what happens to the connection and the peer; returns the unsubscribe. */
@@ -379,30 +297,30 @@ export class Session {
    * connection is dropped first.
    */
   reconnect(transport: Transport): SessionConnection {
-    const conn = this.#links.newConnection(transport);
-    this.#links.redial(conn);
+    const conn = this.#p.links.newConnection(transport);
+    this.#p.links.redial(conn);
     return conn;
   }
 
   /** Serves `method`. The handler's return value (or thrown error) is the call's outcome. */
   handle(method: string, handler: Handler): this {
-    this.#calls.handlers.set(method, handler);
+    this.#p.calls.handlers.set(method, handler);
     return this;
   }
 
   /** Calls `method` on the peer and resolves with its result. */
   call(method: string, params?: unknown, options: CallOptions = {}): Promise<unknown> {
-    return this.#calls.open(method, params, options).result;
+    return this.#p.calls.open(method, params, options).result;
   }
 
   /** Sends a one-way notification; the peer runs its handler and sends nothing back. */
   notify(method: string, params?: unknown): void {
-    this.#calls.notify(method, params);
+    this.#p.calls.notify(method, params);
   }
 
   /** Starts a call with streams; see `OpenCall`. */
   open(method: string, params?: unknown, options?: OpenOptions): OpenCall {
-    return this.#calls.open(method, params, options);
+    return this.#p.calls.open(method, params, options);
   }
 
   /**
@@ -411,12 +329,12 @@ export class Session {
    */
   close(): Promise<void> {
     if (this.#state === "closed") return Promise.resolve();
-    const first = !this.#closing.requested;
-    const done = this.#closing.request();
+    const first = !this.#p.closing.requested;
+    const done = this.#p.closing.request();
     if (first) {
       this.#whenOpen(() => {
-        if (!this.#closing.goawaySent) {
-          this.#closing.goawaySent = true;
+        if (!this.#p.closing.goawaySent) {
+          this.#p.closing.goawaySent = true;
           this.#sendControl(FrameType.GOAWAY, 0, { reason: "closing" });
         }
         if (this.#state === "open") this.#state = "closing";
@@ -436,11 +354,11 @@ export class Session {
       reason === undefined
         ? new GuestlinkError("SESSION_CLOSED", "session aborted")
         : toGuestlinkError(reason);
-    const conn = this.#links.conn;
+    const conn = this.#p.links.conn;
     const told = conn !== undefined && !conn.handshaking && this.#state !== "closed";
     if (told) {
       this.#sendControl(FrameType.ERROR, 0, { code: err.code, message: err.message }, false);
-      this.#outbox.flush(true);
+      this.#p.outbox.flush(true);
     }
     this.#end(err, told);
   }
@@ -460,9 +378,9 @@ export class Session {
   /** An accepted connection that resumed another session: this one ends without a word. */
   #handedOver(): void {
     this.#state = "closed";
-    this.#links.handedOver();
-    this.#outbox.stop();
-    this.#deadlines.clear();
+    this.#p.links.handedOver();
+    this.#p.outbox.stop();
+    this.#p.deadlines.clear();
     const gone = new GuestlinkError("SESSION_CLOSED", "the connection resumed another session");
     this.#ready.reject(gone);
     this.#closed.resolve(undefined);
@@ -486,20 +404,20 @@ export class Session {
     sequenced = true,
   ): void {
     if (this.#state === "closed") return;
-    this.#outbox.send(type, streamId, payload, sequenced);
+    this.#p.outbox.send(type, streamId, payload, sequenced);
     this.stats.framesSent++;
   }
 
   #maybeFinishClosing(): void {
-    if (this.#state !== "closing" && !(this.#state === "open" && this.#closing.requested)) return;
-    this.#closing.maybeFinish();
+    if (this.#state !== "closing" && !(this.#state === "open" && this.#p.closing.requested)) return;
+    this.#p.closing.maybeFinish();
   }
 
   /** Fails every call and stream in flight with `reason`; `restart`: the peer is a new one. */
   #failPending(reason: GuestlinkError, restart = false): void {
-    this.#calls.failAll(reason, restart);
-    this.#streams.failAll(reason);
-    this.#gate.check();
+    this.#p.calls.failAll(reason, restart);
+    this.#p.streams.failAll(reason);
+    this.#p.gate.check();
   }
 
   /** Reports a peer's protocol violation to it, then ends the session. */
@@ -511,11 +429,11 @@ export class Session {
       { code: "PROTOCOL_ERROR", message, details: { violation } },
       false,
     );
-    this.#outbox.flush(true);
+    this.#p.outbox.flush(true);
     this.#end(
       new GuestlinkError(
         "PROTOCOL_ERROR",
-        `${this.#links.description} broke the protocol: ${message}`,
+        `${this.#p.links.description} broke the protocol: ${message}`,
         { details: { violation } },
       ),
       true,
@@ -530,17 +448,17 @@ export class Session {
   #end(err: GuestlinkError | undefined, gracefully = false): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
-    this.#outbox.stop();
-    this.#delivery.rx.stop();
-    this.#deadlines.clear();
+    this.#p.outbox.stop();
+    this.#p.delivery.rx.stop();
+    this.#p.deadlines.clear();
     const reason = err ?? new GuestlinkError("SESSION_CLOSED", "the session was closed");
     this.#failPending(reason);
     this.#afterHandshake = [];
     this.#ready.reject(reason);
-    this.#closing.ended();
+    this.#p.closing.ended();
     this.#closed.resolve(err);
-    this.#links.ended(err, reason, gracefully);
-    this.#gate.release();
+    this.#p.links.ended(err, reason, gracefully);
+    this.#p.gate.release();
   }
 
   #emit(event: SessionEvent): void {
