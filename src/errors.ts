@@ -46,6 +46,8 @@ export const ERROR_CODES = {
   CHECKSUM_MISMATCH: "the bytes received do not hash to what the sender said it sent",
   FILE_CHANGED: "a file changed size while it was being sent",
   BAD_RESULT: "the peer answered a call with a result of the wrong shape",
+  PLAN_INVALID:
+    "a fleet run's plan cannot be run as written: not YAML, an unknown key or a wrong value",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -73,6 +75,13 @@ export class GuestlinkError extends Error {
 export class InvalidOptionError extends GuestlinkError {
   constructor(message: string, options?: GuestlinkErrorOptions) {
     super("INVALID_OPTION", message, options);
+  }
+}
+
+/** A fleet run's plan cannot be run as written. The message names the file and the key's path. */
+export class PlanInvalidError extends GuestlinkError {
+  constructor(message: string, options?: GuestlinkErrorOptions) {
+    super("PLAN_INVALID", message, options);
   }
 }
 
