@@ -4,7 +4,9 @@
  */
 import { hostname } from "node:os";
 import { GuestlinkError, InvalidOptionError } from "../errors.ts";
+import { nodeClock } from "../platform/node.ts";
 import type { NodeSessionOptions } from "../platform/session.ts";
+import type { Clock } from "../session/runtime.ts";
 import type { Handler, Session } from "../session/session.ts";
 import { VERSION } from "../version.ts";
 import { execService } from "./exec.ts";
@@ -12,6 +14,7 @@ import { filesService } from "./files.ts";
 import { infoService } from "./info.ts";
 import type { Service } from "./service.ts";
 import { telemetryService } from "./telemetry.ts";
+import { workloadService } from "./workload/service.ts";
 
 /** Services every agent has, whatever its allow-list: ping costs nothing and reveals nothing. */
 const ALWAYS_ALLOWED = "ping";
@@ -23,6 +26,8 @@ export interface AgentOptions {
   allow?: readonly string[];
   /** Extra options for the exec service. */
   exec?: { killGraceMs?: number };
+  /** For fleet runs' workloads: the agent's clock (tests give agents skewed ones). */
+  workload?: { clock?: Clock; spinMs?: number };
 }
 
 export class Agent {
@@ -41,6 +46,11 @@ export class Agent {
       filesService(),
       infoService({ services: () => [...this.allowed] }),
       telemetryService(),
+      workloadService({
+        clock: options.workload?.clock ?? nodeClock,
+        spinMs: options.workload?.spinMs,
+        killGraceMs: options.exec?.killGraceMs,
+      }),
     ];
     const known = new Set(this.services.map((s) => s.name));
     const allow = options.allow ?? [...known];

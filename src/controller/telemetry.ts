@@ -3,7 +3,6 @@
  * line it sends as a checked sample. The agent is untrusted: lines are bounded in length and
  * validated before they are yielded.
  */
-import { StringDecoder } from "node:string_decoder";
 import * as v from "valibot";
 import type { AbortSignalLike } from "../abort.ts";
 import type { TelemetrySample } from "../agent/telemetry.ts";
@@ -11,6 +10,7 @@ import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.
 import { toDuplex } from "../platform/duplex.ts";
 import type { Session } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
+import { readLines } from "./lines.ts";
 
 export type { TelemetrySample } from "../agent/telemetry.ts";
 
@@ -79,22 +79,11 @@ export async function* watchTelemetry(
   call.result.catch(() => {}); // observed below, or deliberately dropped when stopped
   const samples = toDuplex(call.streams.samples as SessionStream);
   samples.end(); // nothing flows towards the agent
-  const decoder = new StringDecoder("utf8");
-  let pending = "";
   try {
-    for await (const chunk of samples as AsyncIterable<Buffer>) {
-      pending += decoder.write(chunk);
-      let newline = pending.indexOf("\n");
-      while (newline >= 0) {
-        const line = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        if (line.trim() !== "") yield parseSample(line);
-        newline = pending.indexOf("\n");
-      }
-      if (pending.length > MAX_SAMPLE_LINE_BYTES) throw badSample("a line without an end");
-    }
-    pending += decoder.end();
-    if (pending.trim() !== "") yield parseSample(pending);
+    const lines = readLines(samples as AsyncIterable<Buffer>, MAX_SAMPLE_LINE_BYTES, () =>
+      badSample("a line without an end"),
+    );
+    for await (const line of lines) yield parseSample(line);
     await call.result;
   } catch (err) {
     if (signal?.aborted) return;
