@@ -13,6 +13,7 @@ import { registerExec } from "./exec.ts";
 import { registerFiles } from "./files.ts";
 import { registerInfo } from "./info.ts";
 import { registerPing } from "./ping.ts";
+import { registerRun } from "./run.ts";
 import { registerWatch } from "./watch.ts";
 
 export const EXIT_GUESTLINK_FAILURE = 255;
@@ -38,6 +39,7 @@ export function buildProgram({ agentOnly = false } = {}): Command {
   registerInfo(program);
   registerFiles(program);
   registerWatch(program);
+  registerRun(program);
   registerAgent(program);
   registerDemo(program);
   return program;

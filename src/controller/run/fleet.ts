@@ -19,7 +19,13 @@ import { GuestlinkError, isGuestlinkError, toGuestlinkError } from "../../errors
 import { HistogramRefused } from "../../fleet/histogram.ts";
 import type { Clock, Timer } from "../../session/runtime.ts";
 import type { Session } from "../../session/session.ts";
-import { agentTime, configureStage, runStage, type StageRun } from "./agent-link.ts";
+import {
+  agentTime,
+  configureStage,
+  runStage,
+  type StageRun,
+  type StatsRecord,
+} from "./agent-link.ts";
 import { type ClockOffset, fromAgentClock, measureOffset, toAgentClock } from "./clock.ts";
 import { type AgentInterval, RunStats } from "./merge.ts";
 import type { Barrier, Plan, PlanAgent, Stage } from "./plan.ts";
@@ -42,7 +48,8 @@ export type RunEvent =
   | { type: "state"; atMs: number; change: StateChange }
   | { type: "clock"; atMs: number; agent: string; offset: ClockOffset }
   | { type: "stage"; atMs: number; stage: string; startAtMs: number; agents: string[] }
-  | { type: "interval"; atMs: number; interval: AgentInterval }
+  /** `record` as the agent sent it (its clock; histograms encoded), `interval` in ours. */
+  | { type: "interval"; atMs: number; interval: AgentInterval; record: StatsRecord }
   | { type: "stalled"; atMs: number; agent: string; stage: string; stalled: boolean }
   | { type: "link"; atMs: number; agent: string; up: boolean; error?: string };
 
@@ -54,7 +61,7 @@ export interface FleetOptions {
   clock: Clock;
   /** How often agents send stats (default 1 s). */
   intervalMs?: number;
-  /** Timed exchanges per agent for its clock offset (default 5). */
+  /** Timed exchanges per agent for its clock offset (default 16). */
   clockSamples?: number;
   onEvent?(event: RunEvent): void;
   /** Where a command workload's output goes: a writer per agent, stage, run and stream. */
@@ -237,7 +244,7 @@ export class FleetRun {
       const offset = await measureOffset(
         () => agentTime(session, this.#clock.now() + timeouts.connectMs),
         this.#clock,
-        this.#o.clockSamples ?? 5,
+        this.#o.clockSamples ?? 16,
       );
       agent.offset = offset;
       this.#emit({ type: "clock", agent: agent.id, offset });
@@ -335,7 +342,7 @@ export class FleetRun {
               const interval = this.stats.add(agent.id, record, offset.offsetMs);
               if (machine.state === "START_SENT") machine.move("RUNNING");
               listen();
-              this.#emit({ type: "interval", interval });
+              this.#emit({ type: "interval", interval, record });
             } catch (err) {
               if (!(err instanceof HistogramRefused)) throw err;
               badRecord = err;
