@@ -72,7 +72,12 @@ export interface Plan {
   agents: PlanAgent[];
   startDelayMs: number;
   clock: { maxSkewMs: number };
-  timeouts: { connectMs: number; readyMs: number; silenceMs: number };
+  /**
+   * connect: to reach every agent; ready: from configure to READY; silence: no stats from a
+   * RUNNING agent before it is shown stalled; lost: a dropped connection that has not resumed
+   * by then makes the agent dead (FAILED).
+   */
+  timeouts: { connectMs: number; readyMs: number; silenceMs: number; lostMs: number };
   stages: Stage[];
   thresholds: Threshold[];
 }
@@ -83,6 +88,7 @@ export const PLAN_DEFAULTS = {
   connectMs: 10_000,
   readyMs: 30_000,
   silenceMs: 10_000,
+  lostMs: 30_000,
 } as const;
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -177,13 +183,14 @@ function readAgent(value: unknown, path: string): PlanAgent {
 
 function readTimeouts(f: Fields | undefined): Plan["timeouts"] {
   if (f === undefined) {
-    const { connectMs, readyMs, silenceMs } = PLAN_DEFAULTS;
-    return { connectMs, readyMs, silenceMs };
+    const { connectMs, readyMs, silenceMs, lostMs } = PLAN_DEFAULTS;
+    return { connectMs, readyMs, silenceMs, lostMs };
   }
   return {
     connectMs: f.duration("connect", PLAN_DEFAULTS.connectMs),
     readyMs: f.duration("ready", PLAN_DEFAULTS.readyMs),
     silenceMs: f.duration("silence", PLAN_DEFAULTS.silenceMs),
+    lostMs: f.duration("lost", PLAN_DEFAULTS.lostMs),
   };
 }
 

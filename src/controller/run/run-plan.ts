@@ -59,8 +59,11 @@ export async function loadPlan(path: string): Promise<{ plan: Plan; text: string
   return { plan: parsePlan(text, path), text };
 }
 
-const defaultConnect = (agent: PlanAgent, signal: AbortSignalLike) =>
-  openSession(agent.address, { signal });
+/** Opens a session to a plan's agent: a connection lost for longer than timeouts.lost ends it. */
+function connectTo(plan: Plan): NonNullable<RunPlanOptions["connect"]> {
+  return (agent: PlanAgent, signal: AbortSignalLike) =>
+    openSession(agent.address, { signal, resume: { windowMs: Math.max(1, plan.timeouts.lostMs) } });
+}
 
 export async function runPlan(o: RunPlanOptions): Promise<RunPlanResult> {
   const { plan, text } = await loadPlan(o.planPath);
@@ -75,7 +78,7 @@ export async function runPlan(o: RunPlanOptions): Promise<RunPlanResult> {
     plan,
     clock,
     intervalMs,
-    connect: o.connect ?? defaultConnect,
+    connect: o.connect ?? connectTo(plan),
     onEvent(e) {
       live.event(e);
       if (e.type === "interval") results.interval(e.interval, e.record);
@@ -144,7 +147,7 @@ export async function dryRun(
 ): Promise<{ exitCode: number; plan: Plan; agents: DryRunAgent[] }> {
   const { plan } = await loadPlan(planPath);
   const clock = o.clock ?? nodeKeepAliveClock;
-  const connect = o.connect ?? defaultConnect;
+  const connect = o.connect ?? connectTo(plan);
   const agents = await Promise.all(
     plan.agents.map(async (agent): Promise<DryRunAgent> => {
       const attempt = new AbortController();
