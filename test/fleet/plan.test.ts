@@ -88,7 +88,12 @@ describe("a fleet run's plan", () => {
     assert.deepEqual(plan.agents[1], { id: "vm-2", address: "tcp:10.0.0.2:7070" });
     assert.equal(plan.startDelayMs, 2000);
     assert.deepEqual(plan.clock, { maxSkewMs: 10_000 });
-    assert.deepEqual(plan.timeouts, { connectMs: 10_000, readyMs: 30_000, silenceMs: 10_000, lostMs: 30_000 });
+    assert.deepEqual(plan.timeouts, {
+      connectMs: 10_000,
+      readyMs: 30_000,
+      silenceMs: 10_000,
+      lostMs: 30_000,
+    });
     assert.deepEqual(
       plan.stages.map((s) => [s.name, s.barrier, s.timeoutMs, s.durationMs]),
       [
@@ -131,7 +136,12 @@ describe("a fleet run's plan", () => {
       "m.yaml",
     );
     assert.equal(plan.startDelayMs, 2000);
-    assert.deepEqual(plan.timeouts, { connectMs: 10_000, readyMs: 30_000, silenceMs: 10_000, lostMs: 30_000 });
+    assert.deepEqual(plan.timeouts, {
+      connectMs: 10_000,
+      readyMs: 30_000,
+      silenceMs: 10_000,
+      lostMs: 30_000,
+    });
     assert.deepEqual(plan.thresholds, []);
   });
 
