@@ -19,9 +19,11 @@ import type { Command } from "commander";
 import type { AgentInfo } from "../agent/info.ts";
 import { remoteExec } from "../controller/exec.ts";
 import { getFile, putFile } from "../controller/files.ts";
+import { formatUs } from "../controller/run/live.ts";
 import { watchTelemetry } from "../controller/telemetry.ts";
 import type { Session } from "../session/session.ts";
 import { connectAgent, formatBytes, printJson } from "./common.ts";
+import { runFleetDemo } from "./demo-fleet.ts";
 import { startJunkRelay } from "./demo-junk.ts";
 import { runWireDemo } from "./demo-wire.ts";
 
@@ -40,6 +42,7 @@ interface DemoOptions {
   damagedBytes: number;
   fileBytes: number;
   telemetrySeconds: number;
+  fleetSeconds: number;
 }
 
 /** Peak resident memory of a local process (VmHWM), in bytes. */
@@ -123,7 +126,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
   const children: ChildProcess[] = [];
   const sessions: Session[] = [];
   try {
-    say(`[1/6] three agents on Unix sockets in ${dir}, standing in for three VMs`);
+    say(`[1/7] three agents on Unix sockets in ${dir}, standing in for three VMs`);
     for (const name of AGENTS) {
       const child = spawn(
         process.execPath,
@@ -159,7 +162,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     const [info1, info2] = infos as [AgentInfo, AgentInfo];
 
     say(
-      `[2/6] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
+      `[2/7] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
     );
     say("      exec vm-1 -- sh -c '<random bytes | tee (sha256 to stderr)>'");
     const output = await checkedOutput(vm1, opts.outputBytes);
@@ -182,7 +185,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
 
     const junkEvery = 1024 * 1024;
     say(
-      `[3/6] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
+      `[3/7] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
     );
     const relay = await startJunkRelay(
       join(dir, "relay.sock"),
@@ -212,7 +215,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       await relay.close();
     }
 
-    say(`[4/6] a file round trip through vm-2`);
+    say(`[4/7] a file round trip through vm-2`);
     const original = join(dir, "original.bin");
     const remote = join(dir, "vm-2", "received.bin");
     const back = join(dir, "back.bin");
@@ -231,7 +234,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `sha256 equal on both trips (${a.slice(0, 16)}…), mode ${got.mode.toString(8)} kept; agent pid ${info2.agent.pid}`,
     );
 
-    say(`[5/6] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
+    say(`[5/7] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), opts.telemetrySeconds * 1000);
     let samples = 0;
@@ -245,7 +248,32 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     clearTimeout(timer);
     check("telemetry", samples >= 2, `${samples} samples streamed until the watch was cancelled`);
 
-    say("[6/6] the channel itself: frames through a channel that misbehaves the way real ones do");
+    say("[6/7] a coordinated fleet run: all three agents start together, stats merged live");
+    const fleet = await runFleetDemo(
+      AGENTS.map((name) => [name, `unix:${join(dir, `${name}.sock`)}`] as const),
+      dir,
+      opts.fleetSeconds,
+      say,
+    );
+    const mixed = fleet.stages.find((s) => s.name === "mixed");
+    const reads = mixed?.operations.read;
+    const perAgent = fleet.agents.reduce(
+      (sum, a) => sum + (a.stages[1]?.operations.read?.count ?? 0),
+      0,
+    );
+    say(
+      `      merged over 3 agents: ${reads?.count ?? 0} reads, p50 ${formatUs(reads?.latencyUs.p50 ?? 0)} p99 ${formatUs(reads?.latencyUs.p99 ?? 0)} p99.9 ${formatUs(reads?.latencyUs.p999 ?? 0)}; start spread ${mixed?.startSpreadMs?.toFixed(2) ?? "?"} ms`,
+    );
+    check(
+      "fleet",
+      fleet.outcome === "completed" &&
+        reads !== undefined &&
+        reads.count === perAgent &&
+        reads.errors === 0,
+      `every agent completed both stages (exit ${fleet.exitCode}); merged reads ${reads?.count ?? 0} = the agents' own counts added (${perAgent})`,
+    );
+
+    say("[7/7] the channel itself: frames through a channel that misbehaves the way real ones do");
     const wire = runWireDemo(Date.now() % 2 ** 31, 1000);
     say(
       `      sent ${wire.sent} frames with ${wire.injected.logLines} stray log lines, ${wire.injected.halfFrames} half frames, ${wire.injected.hugeHeaders} headers claiming 4 GiB and ${wire.injected.randomBytes} random bytes between them, ${wire.corrupted} corrupted in flight`,
@@ -289,6 +317,7 @@ export function registerDemo(program: Command): void {
       64 * 1024 ** 2,
     )
     .option("--telemetry-seconds <n>", "how long to watch telemetry", (v) => Number(v), 3)
+    .option("--fleet-seconds <n>", "how long the fleet run's mixed stage runs", (v) => Number(v), 3)
     .addHelpText(
       "after",
       "\nExamples:\n  npm run demo\n  guestlink demo --output-bytes 104857600 --json\n",
