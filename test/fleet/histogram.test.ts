@@ -4,6 +4,7 @@ import { deflateSync } from "node:zlib";
 import fc from "fast-check";
 import * as hdr from "hdr-histogram-js";
 import {
+  addInto,
   decodeHistogram,
   encodeHistogram,
   HistogramRefused,
@@ -35,7 +36,7 @@ describe("fleet latency histograms", () => {
                 recordMicros(interval, us);
                 recordMicros(all, us);
               }
-              merged.add(decodeHistogram(encodeHistogram(interval), true));
+              addInto(merged, decodeHistogram(encodeHistogram(interval), true));
             }
           }
           assert.equal(merged.totalCount, all.totalCount);
@@ -45,6 +46,38 @@ describe("fleet latency histograms", () => {
             encodeHistogram(all),
             "the same count in every bucket",
           );
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it("summarizes as HdrHistogram does, and adds as its own add does", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 3_600_000_000 }), { minLength: 1, maxLength: 300 }),
+        fc.array(fc.integer({ min: 1, max: 50_000 }), { maxLength: 300 }),
+        (a, b) => {
+          const x = newHistogram();
+          const y = newHistogram();
+          for (const v of a) recordMicros(x, v);
+          for (const v of b) recordMicros(y, v);
+          const s = summarize(x);
+          const at = (p: number) => x.getValueAtPercentile(p);
+          assert.deepEqual(
+            [s.count, s.p50, s.p90, s.p95, s.p99, s.p999, s.max],
+            [x.totalCount, at(50), at(90), at(95), at(99), at(99.9), at(100)],
+          );
+          assert.ok(Math.abs(s.mean - x.mean) <= 1e-9 * x.mean);
+          const theirs = newHistogram(true);
+          const ours = newHistogram(true);
+          for (const h of [x, y]) {
+            theirs.add(h);
+            addInto(ours, h);
+          }
+          assert.equal(encodeHistogram(ours), encodeHistogram(theirs));
+          assert.deepEqual(summarize(ours), summarize(theirs));
+          assert.equal(ours.maxValue, theirs.maxValue);
         },
       ),
       { numRuns: 200 },

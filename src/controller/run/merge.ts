@@ -5,6 +5,7 @@
  * the totals are the sums of what every agent counted, however late a record arrives.
  */
 import {
+  addInto,
   decodeHistogram,
   type Histogram,
   HistogramRefused,
@@ -29,7 +30,7 @@ export class OpTotals {
     this.count += count;
     this.errors += errors;
     this.bytes += bytes;
-    this.histogram.add(histogram);
+    addInto(this.histogram, histogram);
   }
 }
 
@@ -74,7 +75,11 @@ export interface OpReport {
   latencyUs: LatencySummary;
 }
 
-export function reportOp(totals: OpTotals, seconds: number): OpReport {
+/** What `totals` (counts and a histogram) amount to over `seconds`. */
+export function reportOp(
+  totals: { count: number; errors: number; bytes: number; histogram: Histogram },
+  seconds: number,
+): OpReport {
   return {
     count: totals.count,
     errors: totals.errors,
@@ -143,9 +148,7 @@ export class RunStats {
       for (const totals of [own, merged, this.#tick]) {
         totals.op(type).add(stats.count, stats.errors, stats.bytes, histogram);
       }
-      const single = new OpTotals(false);
-      single.add(stats.count, stats.errors, stats.bytes, histogram);
-      interval.ops[type] = reportOp(single, seconds);
+      interval.ops[type] = reportOp({ ...stats, histogram }, seconds);
     }
     return interval;
   }
