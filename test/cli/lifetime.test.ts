@@ -9,13 +9,13 @@ import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { access, mkdtemp, rm } from "node:fs/promises";
 import { createConnection, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type AgentProcess, startAgent } from "../helpers/agent-process.ts";
-import { startCli } from "../helpers/cli.ts";
+import { runCli, startCli } from "../helpers/cli.ts";
 
 /** How long a process may take to be gone before the test fails (a bound, not a measurement). */
 const GONE_WITHIN_MS = 30_000;
@@ -112,6 +112,19 @@ describe("commands never outlive their reason to run", () => {
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it("guestlink agent refuses a --drain-timeout that is not seconds with one line, exit 255, and listens nowhere", async () => {
+    for (const value of ["abc", "-1", ""]) {
+      const path = socketPath();
+      const result = await runCli(["agent", "--listen", `unix:${path}`, "--drain-timeout", value]);
+      assert.equal(result.code, 255);
+      assert.equal(
+        result.stderr,
+        `guestlink: --drain-timeout takes a number of seconds (0 or more), got "${value}" [INVALID_OPTION]\n`,
+      );
+      await assert.rejects(access(path), { code: "ENOENT" });
+    }
   });
 
   it("SIGKILL of the agent kills the command and what it started in the background", async () => {
