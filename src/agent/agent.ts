@@ -1,5 +1,5 @@
 /**
- * The agent: the guest-side services (exec, files, info, telemetry) behind an allow-list. It
+ * The agent: the guest-side services (exec, files, info, telemetry, workload) behind an allow-list. It
  * knows nothing of addresses; `run.ts` puts it on listeners, an outgoing connection or stdio.
  */
 import { hostname } from "node:os";
@@ -9,7 +9,8 @@ import type { NodeSessionOptions } from "../platform/session.ts";
 import type { Clock } from "../session/runtime.ts";
 import type { Handler, Session } from "../session/session.ts";
 import { VERSION } from "../version.ts";
-import { execService } from "./exec.ts";
+import { CommandGroups } from "./command-groups.ts";
+import { DEFAULT_KILL_GRACE_MS, execService } from "./exec.ts";
 import { filesService } from "./files.ts";
 import { infoService } from "./info.ts";
 import type { Service } from "./service.ts";
@@ -28,6 +29,13 @@ export interface AgentOptions {
   exec?: { killGraceMs?: number };
   /** For fleet runs' workloads: the agent's clock (tests give agents skewed ones). */
   workload?: { clock?: Clock; spinMs?: number };
+  /**
+   * Whether a keeper process (keeper.ts) kills the commands if this process dies without
+   * stopping them (SIGKILL, a crash). Default true; without `/bin/sh` the agent runs without one.
+   */
+  keeper?: boolean;
+  /** Told of a problem that weakens a guarantee (the keeper cannot run). */
+  onProblem?: (message: string) => void;
 }
 
 export class Agent {
@@ -36,13 +44,20 @@ export class Agent {
   readonly services: readonly Service[];
   /** Names of the services it serves. */
   readonly allowed: ReadonlySet<string>;
+  /** The process groups of the commands it runs, and the keeper that outlives it. */
+  readonly commands: CommandGroups;
 
   constructor(options: AgentOptions = {}) {
     this.id = options.id ?? hostname();
+    this.commands = new CommandGroups({
+      killGraceMs: options.exec?.killGraceMs ?? DEFAULT_KILL_GRACE_MS,
+      keeper: options.keeper,
+      onProblem: options.onProblem,
+    });
     const ping: Service = { name: ALWAYS_ALLOWED, methods: { ping: (params) => params ?? null } };
     this.services = [
       ping,
-      execService(options.exec),
+      execService({ ...options.exec, groups: this.commands }),
       filesService(),
       infoService({ services: () => [...this.allowed] }),
       telemetryService(),
@@ -50,6 +65,7 @@ export class Agent {
         clock: options.workload?.clock ?? nodeClock,
         spinMs: options.workload?.spinMs,
         killGraceMs: options.exec?.killGraceMs,
+        groups: this.commands,
       }),
     ];
     const known = new Set(this.services.map((s) => s.name));
@@ -73,8 +89,21 @@ export class Agent {
     };
   }
 
-  /** Serves this agent's methods on `session`; denied services answer POLICY_DENIED. */
+  /**
+   * Stops every command still running (SIGTERM to its group, SIGKILL after the grace) and ends
+   * the keeper: for when the agent's sessions have ended and it is about to exit.
+   */
+  async stopCommands(): Promise<void> {
+    await this.commands.stopAll();
+    this.commands.close();
+  }
+
+  /**
+   * Serves this agent's methods on `session`; denied services answer POLICY_DENIED. When the
+   * session ends without resume, what its commands left running is stopped.
+   */
   attach(session: Session): void {
+    void session.closed.then(() => this.commands.ownerEnded(session));
     for (const service of this.services) {
       const allowed = this.allowed.has(service.name);
       for (const [method, handler] of Object.entries(service.methods)) {

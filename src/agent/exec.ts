@@ -28,6 +28,7 @@ import { InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { toDuplex } from "../platform/duplex.ts";
 import type { CallContext } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
+import type { CommandGroups } from "./command-groups.ts";
 import { GroupStopper } from "./process-group.ts";
 import type { Service } from "./service.ts";
 
@@ -103,6 +104,11 @@ export interface ExecResult {
 export interface ExecServiceOptions {
   /** Default grace between SIGTERM and SIGKILL; a request may set its own. */
   killGraceMs?: number;
+  /**
+   * Where the commands' process groups are kept, so they die with the agent and with the session
+   * that started them (the `Agent` passes its own).
+   */
+  groups?: CommandGroups;
 }
 
 const noNul = v.check((s: string) => !s.includes("\0"), "must not contain NUL characters");
@@ -201,7 +207,7 @@ export function execService(options: ExecServiceOptions = {}): Service {
   return {
     name: "exec",
     methods: {
-      exec: (params, ctx) => runExec(parseExecRequest(params), ctx, killGraceMs),
+      exec: (params, ctx) => runExec(parseExecRequest(params), ctx, killGraceMs, options.groups),
     },
   };
 }
@@ -218,6 +224,7 @@ async function runExec(
   request: ExecRequest,
   ctx: CallContext,
   defaultGraceMs: number,
+  groups: CommandGroups | undefined,
 ): Promise<ExecResult> {
   const startedAt = performance.now();
   const finish = (fields: Omit<ExecResult, "durationMs">): ExecResult => ({
@@ -276,6 +283,7 @@ async function runExec(
   if (spawnError !== undefined || pgid === undefined) {
     return finish({ ...notRun, ...startFailure(file, spawnError) });
   }
+  groups?.started(pgid, ctx.session);
 
   const stopper = new GroupStopper<StopReason>(pgid, request.killGraceMs ?? defaultGraceMs);
   const budget = { remaining: request.maxOutputBytes ?? Infinity, truncated: false };
@@ -324,6 +332,7 @@ async function runExec(
   } finally {
     ctx.signal.removeEventListener("abort", onAbort);
     stopper.dispose();
+    groups?.callEnded(pgid);
   }
 
   // Our own deadline timer and the caller's CANCEL (which says why) both abort with the code.

@@ -68,7 +68,8 @@ function signalGroup(pgid: number, signal: NodeJS.Signals): void {
   }
 }
 
-function groupExists(pgid: number): boolean {
+/** Whether process group `pgid` still has members. */
+export function groupExists(pgid: number): boolean {
   try {
     process.kill(-pgid, 0);
     return true;

@@ -37,15 +37,38 @@ export interface RunAgentOptions {
   payloadChecksum?: boolean;
   /** How long a session whose connection was lost waits to be resumed (default 60 s). */
   resumeWindowMs?: number;
+  /**
+   * On a graceful `stop()`, how long running work may take to finish before its sessions are
+   * aborted and its commands killed (default `DEFAULT_DRAIN_TIMEOUT_MS`).
+   */
+  drainTimeoutMs?: number;
 }
+
+/** How long a graceful stop lets running work finish (SIGTERM to a container gets 10 s too). */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 
 export interface RunningAgent {
   /** The addresses actually listened on (a tcp port 0 resolved). */
   readonly addresses: readonly string[];
   /** Settles when the agent has stopped: with stdio, when its one session ends. */
   readonly done: Promise<void>;
-  /** Stops listening and closes sessions gracefully (or at once with `abort`). */
+  /**
+   * Stops accepting and closes the sessions gracefully: running work has until `drainTimeoutMs`
+   * to finish, then the sessions are aborted. With `abort` (or called again with it) they are
+   * aborted at once. Either way, resolves once every command's process group is gone.
+   */
   stop(options?: { abort?: boolean }): Promise<void>;
+}
+
+/** What each way of running the agent provides for stopping it. */
+interface Mode {
+  addresses: readonly string[];
+  /** Settles when the agent has stopped by itself (stdio: its one session ended). */
+  done: Promise<void>;
+  /** Stops accepting, asks every session to close, and resolves once they all have. */
+  close(): Promise<void>;
+  /** The sessions still open, to abort when draining runs out of time. */
+  live(): Iterable<Session>;
 }
 
 export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> {
@@ -89,15 +112,15 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     });
     agent.attach(session);
     watch(session, "stdio");
-    return {
+    return stoppable(options, {
       addresses: ["stdio"],
       done: session.closed.then(() => {}),
-      async stop({ abort = false } = {}) {
-        if (abort) session.abort(new GuestlinkError("SESSION_CLOSED", "the agent is stopping"));
-        else await session.close();
+      async close() {
+        await session.close();
         await session.closed;
       },
-    };
+      live: () => [session],
+    });
   }
 
   if (options.connect) {
@@ -140,18 +163,20 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
       }
     });
     supervisor.start();
-    return {
+    let current: Session | undefined;
+    return stoppable(options, {
       addresses: [address],
       done,
-      async stop({ abort = false } = {}) {
-        const session = supervisor.shutdown(stopping());
-        if (session) {
-          if (abort) session.abort(stopping());
-          else await session.close();
+      async close() {
+        current = supervisor.shutdown(stopping());
+        if (current) {
+          void current.close();
+          await current.closed;
         }
         await done;
       },
-    };
+      live: () => (current ? [current] : []),
+    });
   }
 
   const servers: SessionServer[] = [];
@@ -176,12 +201,57 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
   const done = new Promise<void>((resolve) => {
     stopped = resolve;
   });
-  return {
+  return stoppable(options, {
     addresses: servers.map((s) => s.address),
     done,
-    async stop({ abort = false } = {}) {
-      await Promise.all(servers.map((s) => s.close({ abort })));
+    async close() {
+      await Promise.all(servers.map((s) => s.close()));
       stopped();
+    },
+    live: () => servers.flatMap((s) => [...s.sessions]),
+  });
+}
+
+/**
+ * The stop every mode shares: a graceful close bounded by the drain deadline, then abort; and
+ * after the sessions, their commands (a session's end stops its calls' groups; this also waits
+ * for them and stops what finished calls left behind).
+ */
+function stoppable(options: RunAgentOptions, mode: Mode): RunningAgent {
+  const drainMs = options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+  let closing: Promise<void> | undefined;
+  let drainTimer: NodeJS.Timeout | undefined;
+  let aborted = false;
+  const abortAll = () => {
+    clearTimeout(drainTimer);
+    if (aborted) return;
+    aborted = true;
+    const err = new GuestlinkError("SESSION_CLOSED", "the agent is stopping");
+    for (const session of mode.live()) session.abort(err);
+  };
+  let finished: Promise<void> | undefined;
+  // Stopped by itself (stdio), its commands go too.
+  const done = mode.done.then(() => options.agent.stopCommands());
+  return {
+    addresses: mode.addresses,
+    done,
+    stop({ abort = false } = {}) {
+      closing ??= mode.close();
+      if (abort) abortAll();
+      else if (drainTimer === undefined && !aborted) {
+        drainTimer = setTimeout(() => {
+          options.log.warn(
+            { drainTimeoutMs: drainMs },
+            "drain deadline passed: stopping the sessions and their commands",
+          );
+          abortAll();
+        }, drainMs);
+      }
+      finished ??= closing.then(async () => {
+        clearTimeout(drainTimer);
+        await options.agent.stopCommands();
+      });
+      return finished;
     },
   };
 }

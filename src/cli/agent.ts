@@ -1,7 +1,8 @@
 /** `guestlink agent`: run the agent on listeners, an outgoing connection, or stdio. */
 import type { Command } from "commander";
 import { Agent } from "../agent/agent.ts";
-import { runAgent } from "../agent/run.ts";
+import { DEFAULT_DRAIN_TIMEOUT_MS, runAgent } from "../agent/run.ts";
+import { InvalidOptionError } from "../errors.ts";
 import { makeLogger, seconds } from "./common.ts";
 
 interface AgentCommandOptions {
@@ -13,6 +14,18 @@ interface AgentCommandOptions {
   logLevel?: string;
   payloadChecksum: boolean;
   resumeWindow: number;
+  drainTimeout: number;
+}
+
+/** A number of seconds that may be 0 (for --drain-timeout: stop the commands at once). */
+function secondsOrZero(name: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n) || n < 0) {
+      throw new InvalidOptionError(`${name} takes a number of seconds (0 or more), got "${value}"`);
+    }
+    return n;
+  };
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -50,6 +63,12 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
       seconds("--resume-window"),
       60,
     )
+    .option(
+      "--drain-timeout <seconds>",
+      "on SIGTERM or SIGINT, how long running commands may take to finish before their process groups are killed (a second signal kills them at once)",
+      secondsOrZero("--drain-timeout"),
+      DEFAULT_DRAIN_TIMEOUT_MS / 1000,
+    )
     .option("--log-level <level>", "debug, info, warn or error (logs go to stderr)", "info")
     .addHelpText(
       "after",
@@ -69,6 +88,7 @@ Examples:
           ?.split(",")
           .map((s) => s.trim())
           .filter(Boolean),
+        onProblem: (message) => log.warn({}, message),
       });
       const running = await runAgent({
         agent,
@@ -77,6 +97,7 @@ Examples:
         stdio: opts.stdio,
         payloadChecksum: opts.payloadChecksum,
         resumeWindowMs: opts.resumeWindow * 1000,
+        drainTimeoutMs: opts.drainTimeout * 1000,
         log,
       });
       log.info(
@@ -88,7 +109,9 @@ Examples:
         signals++;
         log.info(
           { signal },
-          signals === 1 ? "stopping: sessions finish their work" : "stopping now",
+          signals === 1
+            ? `stopping: sessions finish their work (up to ${opts.drainTimeout} s, then their commands are killed)`
+            : "stopping now: killing the commands",
         );
         void running.stop({ abort: signals > 1 });
       };

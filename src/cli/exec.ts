@@ -1,7 +1,8 @@
 /**
  * `guestlink exec ADDR -- CMD ARGS…`: run a command in the agent. stdin, stdout and stderr stream
  * both ways as raw bytes; the command's exit status becomes ours (signal N gives 128+N); Ctrl-C
- * cancels it in the agent (the whole process group), a second Ctrl-C leaves at once.
+ * cancels it in the agent (the whole process group), a second Ctrl-C leaves at once. SIGTERM and
+ * SIGHUP (the terminal closed) do what Ctrl-C does, so the command does not outlive us.
  */
 import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
@@ -14,6 +15,9 @@ import { agentCommand, connectAgent, positiveInteger, seconds } from "./common.t
 export const EXIT_TIMEOUT = 124;
 export const EXIT_CANCELLED = 130;
 export const EXIT_OUTPUT_LIMIT = 141;
+
+/** Signals that cancel the command: Ctrl-C, a polite kill, the terminal going away. */
+const INTERRUPTS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
 interface ExecOptions {
   timeout?: number;
@@ -53,7 +57,7 @@ function explain(
     case "output-limit":
       return `the output reached --max-output ${opts.maxOutput} bytes and the command was stopped (output truncated)`;
     case "cancelled":
-      return "cancelled";
+      return "cancelled; the command was stopped in the agent";
     default:
       return undefined;
   }
@@ -83,7 +87,7 @@ export function registerExec(program: Command): void {
       "after",
       `
 Exit status: the command's own; 128+N if a signal N ended it; 127 not found; 126 not executable;
-124 --timeout; 141 --max-output; 130 cancelled (Ctrl-C); 125 the command could not be started
+124 --timeout; 141 --max-output; 130 cancelled (Ctrl-C, SIGTERM, SIGHUP); 125 the command could not be started
 for another reason (a missing --cwd); 255 guestlink itself failed.
 
 Examples:
@@ -96,13 +100,15 @@ Examples:
       const session = await connectAgent(address, opts);
       const controller = new AbortController();
       let interrupts = 0;
-      const onInterrupt = () => {
+      const onInterrupt = (signal: NodeJS.Signals) => {
         interrupts++;
+        const how = signal === "SIGINT" ? "Ctrl-C" : signal;
         if (interrupts === 1)
-          controller.abort(new GuestlinkError("CANCELLED", "interrupted (Ctrl-C)"));
+          controller.abort(new GuestlinkError("CANCELLED", `interrupted (${how})`));
         else process.exit(EXIT_CANCELLED);
       };
-      process.on("SIGINT", onInterrupt);
+      for (const signal of INTERRUPTS) process.on(signal, onInterrupt);
+      let unconfirmed = false;
       try {
         const result = await remoteExec(
           session,
@@ -126,7 +132,12 @@ Examples:
         process.exitCode = result.status;
       } catch (err) {
         if (isGuestlinkError(err, "CANCELLED")) {
-          process.stderr.write("guestlink: cancelled; the command was stopped in the agent\n");
+          // The agent did not confirm (it was unreachable): say only what we know, and go now
+          // rather than wait for the link to come back.
+          unconfirmed = true;
+          process.stderr.write(
+            "guestlink: cancelled; the command may still be running in the agent until it is reached or its resume window ends\n",
+          );
           process.exitCode = EXIT_CANCELLED;
         } else if (isGuestlinkError(err, "DEADLINE_EXCEEDED")) {
           process.stderr.write(
@@ -137,10 +148,12 @@ Examples:
           throw err;
         }
       } finally {
-        process.off("SIGINT", onInterrupt);
+        for (const signal of INTERRUPTS) process.off(signal, onInterrupt);
         process.stdin.unref?.();
         process.stdin.pause();
-        await session.close();
+        // Closing waits for the agent; a cancel it never confirmed means it cannot be reached.
+        if (unconfirmed) session.abort(new GuestlinkError("CANCELLED", "interrupted"));
+        else await session.close();
       }
     });
 }

@@ -36,7 +36,10 @@ export interface ExecIo {
  *
  * When `signal` aborts or `deadline` passes, the agent kills the command's process group and the
  * result says so (reason "cancelled", status 130; reason "timeout", status 124), with all output
- * produced until then delivered. Rejects with INVALID_OPTION for a bad request (before anything
+ * produced until then delivered. A cancel that the agent cannot confirm because the connection
+ * is down (or goes down before it confirms) rejects at once with CANCELLED and
+ * `details.confirmed: false`: the command may still run until the cancel reaches the agent on a
+ * resume, or the agent's resume window ends and it stops what the session started. Rejects with INVALID_OPTION for a bad request (before anything
  * is sent), or the session's error (then with CANCELLED/DEADLINE_EXCEEDED if that came first).
  *
  * A local output that fails (EPIPE when a reader goes away) is treated like a closed pipe: the
@@ -75,11 +78,26 @@ export async function remoteExec(
       }
       // Cancelled here or timed out: the agent stops the command's process group, ends the
       // output streams and confirms with how the command ended (status 130 or 124).
+      const unreachable = isGuestlinkError(err, "CANCELLED") ? whenUnreachable(session) : undefined;
       try {
-        value = await call.confirmed;
-      } catch {
+        const first = await Promise.race([
+          call.confirmed.then((v) => ({ confirmed: v })),
+          ...(unreachable ? [unreachable.promise] : []),
+        ]);
+        if (!("confirmed" in first)) {
+          throw new GuestlinkError(
+            "CANCELLED",
+            "cancelled while the agent was unreachable; the command may still be running in the agent until it is reached or its resume window ends",
+            { cause: err, details: { method: "exec", confirmed: false } },
+          );
+        }
+        value = first.confirmed;
+      } catch (failure) {
+        if (isGuestlinkError(failure) && failure.details?.confirmed === false) throw failure;
         await outputs;
         throw err;
+      } finally {
+        unreachable?.dispose();
       }
     }
     await outputs;
@@ -106,6 +124,27 @@ export async function remoteExec(
     // not arrived (or the call failed first), end the stream here so the session can forget it.
     if (!stdinStream.closed) stdinStream.reset("CANCELLED", "the exec call is over");
   }
+}
+
+/** Resolves once `session` has no connection: now, or when it next loses one. */
+function whenUnreachable(session: Session): {
+  promise: Promise<{ unreachable: true }>;
+  dispose(): void;
+} {
+  let off = () => {};
+  const promise = new Promise<{ unreachable: true }>((resolve) => {
+    if (session.connection === undefined) {
+      resolve({ unreachable: true });
+      return;
+    }
+    const unsubscribe = session.onEvent((e) => {
+      if (e.type === "disconnected") resolve({ unreachable: true });
+    });
+    off = () => {
+      unsubscribe();
+    };
+  });
+  return { promise, dispose: () => off() };
 }
 
 /** Pipes `input` into the stdin stream; errors writing it after the command exited are ignored. */

@@ -8,8 +8,19 @@
  * TRANSPORT_FAILED naming the code or signal (after the bytes it did send). `close()` ends its
  * stdin and waits for it to exit, sending SIGTERM and then SIGKILL if it does not; `abort()` sends
  * SIGTERM at once.
+ *
+ * What the child starts goes with it: a wrapper such as `sh -c 'ssh …'` or ssh's ProxyCommand
+ * must not live on after we gave up on an agent that never said HELLO. Where we have no terminal,
+ * the child leads a process group (and session) of its own, and every signal goes to the whole
+ * group, also once the child itself has exited. Where we do have one, the child stays in ours: a
+ * process outside the terminal's foreground group that asks a question there (ssh's host-key or
+ * password prompt) would be stopped by SIGTTIN, or, in a session of its own, could not ask at
+ * all. Then signals go to the child and every descendant found in /proc when they are sent.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import { isatty } from "node:tty";
 import { ConnectFailedError, InvalidOptionError, TransportFailedError } from "../errors.ts";
 import { formatAddress } from "./address.ts";
 import { raceCallOptions, throwIfDone } from "./call-options.ts";
@@ -38,6 +49,11 @@ export interface ExecOptions extends CallOptions {
    * though stdout is still open. Default `EXEC_OUTPUT_GRACE_MS`.
    */
   outputGraceMs?: number;
+  /**
+   * Whether the child leads a process group of its own, so signals reach all it started. Default:
+   * when neither our stdin nor our stderr is a terminal (see above).
+   */
+  processGroup?: boolean;
 }
 
 /** How the child ended. */
@@ -62,7 +78,12 @@ export async function connectExec(
     });
   throwIfDone(options, onDeadline);
   const [command, ...args] = argv as [string, ...string[]];
-  const child = spawn(command, args, { stdio: ["pipe", "pipe", "inherit"], windowsHide: true });
+  const processGroup = options.processGroup ?? !(isatty(0) || isatty(2));
+  const child = spawn(command, args, {
+    stdio: ["pipe", "pipe", "inherit"],
+    windowsHide: true,
+    detached: processGroup,
+  });
   const exited = new Promise<ExitStatus>((resolve) => {
     child.once("exit", (code, signal) => resolve({ code, signal }));
   });
@@ -90,14 +111,12 @@ export async function connectExec(
     cancel: () => child.kill("SIGKILL"),
     discard: () => child.kill("SIGKILL"),
   });
-  return new ExecTransport(
-    child,
-    description,
-    exited,
+  return new ExecTransport(child, description, exited, {
     terminateGraceMs,
     killGraceMs,
     outputGraceMs,
-  );
+    processGroup,
+  });
 }
 
 /** A running child process as a transport; also tells its pid and how it ended. */
@@ -112,25 +131,34 @@ export class ExecTransport implements Transport {
   readonly #inner: NodeStreamTransport;
   readonly #terminateGraceMs: number;
   readonly #killGraceMs: number;
+  /** The child leads its own process group (else: signals go to its descendants one by one). */
+  readonly #processGroup: boolean;
   /** True once we signalled the child: how it then ends is our doing, not a failure. */
   #signalled = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closing: Promise<void> | undefined;
+  /** Once the child exited: what it left in its group has been stopped. */
+  #leftovers: Promise<void> | undefined;
 
   constructor(
     child: ChildProcess,
     description: string,
     exited: Promise<ExitStatus>,
-    terminateGraceMs: number,
-    killGraceMs: number,
-    outputGraceMs: number,
+    options: {
+      terminateGraceMs: number;
+      killGraceMs: number;
+      outputGraceMs: number;
+      processGroup: boolean;
+    },
   ) {
+    const { terminateGraceMs, killGraceMs, outputGraceMs } = options;
     this.description = description;
     this.pid = child.pid as number;
     this.exited = exited;
     this.#child = child;
     this.#terminateGraceMs = terminateGraceMs;
     this.#killGraceMs = killGraceMs;
+    this.#processGroup = options.processGroup;
     const stdout = child.stdout as NonNullable<ChildProcess["stdout"]>;
     const stdin = child.stdin as NonNullable<ChildProcess["stdin"]>;
     this.#inner = new NodeStreamTransport(stdout, stdin, {
@@ -168,6 +196,8 @@ export class ExecTransport implements Transport {
   abort(reason?: Error): void {
     this.#inner.abort(reason);
     this.#signal("SIGTERM");
+    // The child may be gone already while what it started lives on.
+    void this.exited.then(() => this.#stopLeftovers());
   }
 
   async #close(): Promise<void> {
@@ -182,6 +212,7 @@ export class ExecTransport implements Transport {
       failure = err;
     }
     await this.exited;
+    await this.#stopLeftovers();
     // A stdin broken by our own signal is expected; one that broke by itself means what we sent
     // may not have been read.
     if (failure !== undefined && !this.#signalled) throw failure;
@@ -191,12 +222,35 @@ export class ExecTransport implements Transport {
   #signal(signal: "SIGTERM"): void {
     if (this.#hasExited()) return;
     this.#signalled = true;
-    this.#child.kill(signal);
+    const targets = this.#targets();
+    signalAll(targets, signal);
     this.#clearTimer();
     this.#timer = setTimeout(() => {
-      if (!this.#hasExited()) this.#child.kill("SIGKILL");
+      if (!this.#hasExited()) signalAll(targets, "SIGKILL");
     }, this.#killGraceMs);
     this.#timer.unref();
+  }
+
+  /**
+   * Once the child has exited, stops what it left in its process group: SIGTERM, SIGKILL after
+   * the kill grace. (Without a group of its own, orphans are out of reach: they are init's.)
+   */
+  #stopLeftovers(): Promise<void> {
+    this.#leftovers ??= (async () => {
+      if (!this.#processGroup || !groupExists(this.pid)) return;
+      signalAll([-this.pid], "SIGTERM");
+      const giveUpAt = performance.now() + this.#killGraceMs;
+      while (groupExists(this.pid) && performance.now() < giveUpAt) {
+        await new Promise((resolve) => setTimeout(resolve, LEFTOVER_POLL_MS));
+      }
+      signalAll([-this.pid], "SIGKILL");
+    })();
+    return this.#leftovers;
+  }
+
+  /** Whom a signal is for: the child's group, or the child and its descendants now. */
+  #targets(): number[] {
+    return this.#processGroup ? [-this.pid] : [this.pid, ...descendantsOf(this.pid)];
   }
 
   #clearTimer(): void {
@@ -225,6 +279,62 @@ export class ExecTransport implements Transport {
     }
     return undefined;
   }
+}
+
+/** Polling a process group for emptiness while its leftovers get their grace. */
+const LEFTOVER_POLL_MS = 20;
+
+function signalAll(targets: readonly number[], signal: NodeJS.Signals): void {
+  for (const target of targets) {
+    try {
+      process.kill(target, signal);
+    } catch {
+      // ESRCH: gone already.
+    }
+  }
+}
+
+function groupExists(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** The descendants of `pid` now, from /proc (none where there is no /proc). */
+function descendantsOf(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return [];
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue; // exited while we looked
+    }
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses, so read after the last ")".
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    const list = children.get(ppid) ?? [];
+    list.push(Number(entry));
+    children.set(ppid, list);
+  }
+  const found: number[] = [];
+  for (let queue = [pid]; queue.length > 0; ) {
+    const next = queue.shift() as number;
+    for (const child of children.get(next) ?? []) {
+      found.push(child);
+      queue.push(child);
+    }
+  }
+  return found;
 }
 
 function graceOption(value: number | undefined, fallback: number): number {

@@ -24,17 +24,21 @@ export interface AgentProcess {
 /**
  * Starts the agent listening on the Unix socket `path`, run from the TypeScript source (what is
  * being worked on) or, with `dist`, from the build `bin/guestlink` runs. Resolves once it has
- * logged "agent started", when it is listening.
+ * logged "agent started", when it is listening. `args` are more options for `guestlink agent`.
  */
 export async function startAgent(
   path: string,
-  options: { dist?: boolean } = {},
+  options: { dist?: boolean; args?: readonly string[] } = {},
 ): Promise<AgentProcess> {
   const address = `unix:${path}`;
   const entry = options.dist ? [FROM_DIST] : ["--import", "tsx", FROM_SOURCE];
-  const child = spawn(process.execPath, [...entry, "agent", "--listen", address], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [...entry, "agent", "--listen", address, ...(options.args ?? [])],
+    {
+      stdio: ["ignore", "ignore", "pipe"],
+    },
+  );
   // A test or benchmark that dies must not leave its agent behind.
   const reap = () => child.kill("SIGKILL");
   process.once("exit", reap);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { connectExec } from "../../src/transport/exec.ts";
@@ -14,6 +15,24 @@ function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits (bounded) until `pid` is gone or a zombie; fails if it is still running. */
+async function gone(pid: number): Promise<void> {
+  for (let waited = 0; waited < 30_000; waited += 20) {
+    if (!alive(pid) || zombie(pid)) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.fail(`process ${pid} is still running`);
+}
+
+function zombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
   } catch {
     return false;
   }
@@ -137,6 +156,41 @@ describe("exec transport", () => {
     assert.equal(err.cause, reason);
     assert.deepEqual(await transport.exited, { code: null, signal: "SIGTERM" });
   });
+
+  for (const processGroup of [true, false]) {
+    it(`abort and close stop what the child started too (${processGroup ? "its own process group, without a terminal" : "its descendants, as on a terminal"})`, async () => {
+      for (const end of ["abort", "close"] as const) {
+        // Two background sleeps and a child that ignores the end of its stdin: nothing says HELLO.
+        const transport = await connectExec(
+          ["sh", "-c", "sleep 1000 & echo $!; sleep 1000 & echo $!; wait"],
+          {
+            processGroup,
+            terminateGraceMs: 0,
+          },
+        );
+        const pids: number[] = [];
+        const lines = (async () => {
+          let text = "";
+          for await (const chunk of transport) {
+            text += str(chunk);
+            pids.splice(0, pids.length, ...text.split("\n").filter(Boolean).map(Number));
+          }
+        })().catch(() => {});
+        try {
+          while (pids.length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+          assert.ok(pids.every(alive));
+          if (end === "abort") transport.abort();
+          else await transport.close();
+          await transport.exited;
+          await lines;
+          // Stopped: gone, or a zombie until init reaps it.
+          for (const pid of pids) await gone(pid);
+        } finally {
+          for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
+        }
+      }
+    });
+  }
 
   it("talks to a child that uses the stdio transport", async () => {
     const transport = await connect(

@@ -13,15 +13,10 @@ import { OUTPUT_HEADER_BYTES } from "../../fleet/protocol.ts";
 import type { CommandWorkload } from "../../fleet/workload.ts";
 import type { Clock } from "../../session/runtime.ts";
 import type { SessionStream } from "../../session/stream.ts";
+import type { CommandGroups } from "../command-groups.ts";
 import { GroupStopper } from "../process-group.ts";
 import type { IntervalRecorder } from "./recorder.ts";
 import { runSlots } from "./slots.ts";
-
-/** Where the agent keeps its commands' process groups (so they die with it and their session). */
-export interface GroupRegistry {
-  started(pgid: number, owner: object): void;
-  callEnded(pgid: number): void;
-}
 
 export interface CommandRunOptions {
   clock: Clock;
@@ -29,7 +24,8 @@ export interface CommandRunOptions {
   recorder: IntervalRecorder;
   output: SessionStream | undefined;
   killGraceMs: number;
-  groups: GroupRegistry | undefined;
+  /** Where the agent keeps its commands' process groups (so they die with it and their session). */
+  groups: CommandGroups | undefined;
   owner: object;
 }
 

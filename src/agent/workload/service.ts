@@ -21,9 +21,10 @@ import type { Workload } from "../../fleet/workload.ts";
 import type { Clock } from "../../session/runtime.ts";
 import type { CallContext } from "../../session/session.ts";
 import type { SessionStream } from "../../session/stream.ts";
+import type { CommandGroups } from "../command-groups.ts";
 import { parseParams, requireStream } from "../params.ts";
 import type { Service } from "../service.ts";
-import { type GroupRegistry, runCommand } from "./command.ts";
+import { runCommand } from "./command.ts";
 import { prepareIo, runIo } from "./io.ts";
 import { IntervalRecorder } from "./recorder.ts";
 
@@ -36,7 +37,7 @@ export interface WorkloadServiceOptions {
    */
   spinMs?: number;
   killGraceMs?: number;
-  groups?: GroupRegistry;
+  groups?: CommandGroups;
 }
 
 interface StageState {
