@@ -3,6 +3,8 @@
  * folders with -r; `-` for stdout (get) or stdin (put). Ctrl-C (or SIGTERM, SIGHUP) cancels:
  * the partial copy is removed on both sides and one line says so.
  */
+import { fstatSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
 import { getTree, putTree, type TreeResult } from "../controller/file-tree.ts";
@@ -136,7 +138,7 @@ async function transfer(
       const bytes = "size" in result ? result.size : result.bytes;
       const bytesPerSecond = Math.round(bytes / Math.max(seconds, 0.001));
       const value = { direction, from, to, ...result, seconds, bytesPerSecond };
-      if (toStdout) {
+      if (toStdout || (direction === "get" && (await isOurStdout(result.path)))) {
         // stdout is the file's: like cat, say nothing, unless asked for JSON (then on stderr).
         if (opts.json) process.stderr.write(`${JSON.stringify(value)}\n`);
       } else if (opts.json) {
@@ -153,11 +155,23 @@ async function transfer(
       throw withFolderHint(err, direction, opts);
     }
   } finally {
+    // A read of stdin still waiting for bytes would hold the process open after a cancel.
+    if (fromStdin) process.stdin.destroy();
     // After a cancel the agent may not answer (that may be why): do not wait for it.
     if (cancelled || status !== undefined) session.abort();
     else await session.close();
   }
   if (status !== undefined) process.exitCode = status;
+}
+
+/** Whether `path` is what our stdout is (`get … /dev/stdout`): then the report stays off it. */
+async function isOurStdout(path: string): Promise<boolean> {
+  try {
+    const [ours, theirs] = [fstatSync(1), await stat(path)];
+    return ours.dev === theirs.dev && ours.ino === theirs.ino && !theirs.isFile();
+  } catch {
+    return false;
+  }
 }
 
 /** A source that is a folder, copied without -r: say how to copy it. */
