@@ -11,32 +11,34 @@
  * The agent is untrusted input: its results are validated, and the mode it reports for a file is
  * applied without setuid, setgid or sticky bits.
  */
-import { createHash, type Hash } from "node:crypto";
-import { type FileHandle, rename, rm, stat } from "node:fs/promises";
-import { basename, dirname, posix, resolve } from "node:path";
+import { createHash } from "node:crypto";
+import { basename, posix } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import * as v from "valibot";
 import type { CallOptions } from "../abort.ts";
 import { type ErrorCode, GuestlinkError, isGuestlinkError } from "../errors.ts";
 import { toDuplex } from "../platform/duplex.ts";
-import { type Destination, openThrough, resolveDestination } from "../platform/file-destination.ts";
+import { resolveDestination } from "../platform/file-destination.ts";
 import {
   asError,
-  createTemp,
   fileSystemError,
   isBaseName,
   ModeSchema,
-  openForReading,
-  readChunks,
   Sha256Schema,
   SizeSchema,
-  syncFolder,
-  writeAll,
 } from "../platform/file-transfer.ts";
 import { RemoteError } from "../session/call.ts";
 import type { OpenCall, Session } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
+import {
+  openSource,
+  replaceSink,
+  type Sink,
+  type Source,
+  streamSink,
+  throughSink,
+} from "./file-ends.ts";
 
 export interface TransferOptions extends CallOptions {
   /** Called as bytes move: bytes so far, and the total when it is known (put). */
@@ -181,86 +183,6 @@ async function settleTransfer(
   return value;
 }
 
-/** Where received bytes go on this side: a temporary file, a FIFO or device, or a stream. */
-interface Sink {
-  /** What to name in messages ("-" for a stream). */
-  readonly path: string;
-  /** Set when bytes land where they are meant at once (no temporary file to drop). */
-  readonly through: boolean;
-  write(chunk: Buffer, position: number): Promise<void>;
-  /** Makes the bytes final with `mode`; resolves with the mode the destination has. */
-  finish(mode: number): Promise<number>;
-  /** Drops what was written where that is possible (the temporary file). */
-  abandon(): Promise<void>;
-}
-
-async function replaceSink(target: string): Promise<Sink> {
-  const temp = await createTemp(target);
-  let closed = false;
-  return {
-    path: target,
-    through: false,
-    write: (chunk, position) => writeAll(temp.handle, chunk, position),
-    async finish(mode) {
-      await temp.handle.chmod(mode);
-      await temp.handle.sync();
-      closed = true;
-      await temp.handle.close();
-      await rename(temp.path, target);
-      await syncFolder(dirname(target));
-      return mode;
-    },
-    async abandon() {
-      if (!closed) await temp.handle.close().catch(() => {});
-      await rm(temp.path, { force: true }).catch(() => {});
-    },
-  };
-}
-
-async function throughSink(
-  destination: Extract<Destination, { kind: "through" }>,
-  options: TransferOptions,
-): Promise<Sink> {
-  const handle: FileHandle = await openThrough(destination, options.signal);
-  let closed = false;
-  return {
-    path: destination.path,
-    through: true,
-    write: (chunk) => writeAll(handle, chunk, null),
-    async finish() {
-      if (destination.type === "block device") await handle.sync();
-      closed = true;
-      await handle.close();
-      return (await stat(destination.path)).mode & 0o7777;
-    },
-    async abandon() {
-      if (!closed) await handle.close().catch(() => {});
-    },
-  };
-}
-
-function streamSink(out: Writable): Sink {
-  // Failures are seen through write's callback; without a listener an 'error' would crash us.
-  const ignore = () => {};
-  out.on("error", ignore);
-  const write = (chunk: Buffer) =>
-    new Promise<void>((done, fail) => {
-      out.write(chunk, (err) => (err ? fail(err) : done()));
-    });
-  return {
-    path: "-",
-    through: true,
-    write,
-    async finish(mode) {
-      out.off("error", ignore);
-      return mode;
-    },
-    async abandon() {
-      out.off("error", ignore);
-    },
-  };
-}
-
 /** The base name a copy into a folder takes from `path` (a POSIX path in the agent, or ours). */
 function baseNameOf(path: string, remote: boolean): string | undefined {
   const name = (remote ? posix.basename : basename)(path);
@@ -377,45 +299,6 @@ async function receive(
     call?.cancel("the transfer failed");
     throw err;
   }
-}
-
-/** What a put reads from: a regular file (size and mode known) or a stream (stdin). */
-interface Source {
-  path: string;
-  size: number | undefined;
-  mode: number | undefined;
-  name: string | undefined;
-  chunks(hash: Hash): AsyncGenerator<Buffer>;
-  close(): Promise<void>;
-}
-
-async function openSource(local: string | Readable): Promise<Source> {
-  if (typeof local !== "string") {
-    return {
-      path: "-",
-      size: undefined,
-      mode: undefined,
-      name: undefined,
-      async *chunks(hash) {
-        for await (const chunk of local as AsyncIterable<Buffer | string>) {
-          const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
-          hash.update(bytes);
-          yield bytes;
-        }
-      },
-      async close() {},
-    };
-  }
-  const path = resolve(local);
-  const { handle, size, mode } = await openForReading(path);
-  return {
-    path,
-    size,
-    mode,
-    name: baseNameOf(path, false),
-    chunks: (hash) => readChunks(handle, path, hash, size),
-    close: () => handle.close().catch(() => {}),
-  };
 }
 
 /**
