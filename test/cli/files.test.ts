@@ -1,8 +1,8 @@
 /**
  * `guestlink get` and `put` as a user runs them, against the real agent in a process of its own
- * (working folder: a temporary "remote" folder). Destinations are things this test makes in
- * temporary folders (FIFOs, symlinks, folders, the agent's own socket) and /dev/null and
- * /dev/full, which no write can harm.
+ * (working folder: a temporary "remote" folder). Every destination is something this test makes
+ * in its temporary folders (FIFOs, symlinks, folders, device nodes, the agent's own socket), so
+ * that a broken build run against these tests cannot replace a real /dev/null or /dev/stdout.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -57,6 +57,10 @@ async function entriesGone(folder: string, matches: (name: string) => boolean): 
 
 /** `mkfifo PATH` (Node has no call for it). */
 const mkfifo = (path: string) => promisify(execFile)("mkfifo", [path]);
+/** A character device node of our own, MAJOR:MINOR, writable by all (root only). */
+const mknod = (path: string, major: number, minor: number) =>
+  promisify(execFile)("mknod", ["-m", "666", path, "c", String(major), String(minor)]);
+const isRoot = process.getuid?.() === 0;
 
 describe("guestlink get and put", () => {
   let dir: string;
@@ -104,36 +108,50 @@ describe("guestlink get and put", () => {
     assert.deepEqual(await temps(remote), []);
   });
 
-  it("writes through to /dev/null and reports /dev/full as NO_SPACE, leaving both devices", async () => {
+  it("writes through to a null device and reports a full one as NO_SPACE, leaving both devices", {
+    skip: !isRoot && "making device nodes (mknod) needs root",
+  }, async () => {
+    // Nodes of our own (the kernel's null and full devices): a broken build replacing them
+    // harms nothing outside this test's folder, as replacing /dev/null would.
+    for (const folder of [local, remote]) {
+      await mknod(join(folder, "null"), 1, 3);
+      await mknod(join(folder, "full"), 1, 7);
+    }
     for (const args of [
-      ["get", addr, join(remote, "hello.txt"), "/dev/null"],
-      ["put", addr, join(local, "note.txt"), "/dev/null"],
+      ["get", addr, join(remote, "hello.txt"), join(local, "null")],
+      ["put", addr, join(local, "note.txt"), join(remote, "null")],
     ]) {
       const r = await runCli(args);
       assert.equal(r.code, 0, r.stderr);
     }
-    const got = await runCli(["get", addr, join(remote, "hello.txt"), "/dev/full"]);
+    const got = await runCli(["get", addr, join(remote, "hello.txt"), join(local, "full")]);
     assert.equal(got.code, 255);
-    assert.match(got.stderr, /^guestlink: on this host: \/dev\/full .*no space.* \[NO_SPACE\]\n$/);
-    const put = await runCli(["put", addr, join(local, "note.txt"), "/dev/full"]);
+    assert.match(got.stderr, /^guestlink: on this host: \/.*\/full .*no space.* \[NO_SPACE\]\n$/);
+    const put = await runCli(["put", addr, join(local, "note.txt"), join(remote, "full")]);
     assert.equal(put.code, 255);
-    assert.match(put.stderr, /^guestlink: in the agent [^:]+: \/dev\/full .* \[NO_SPACE\]\n$/);
-    for (const device of ["/dev/null", "/dev/full"]) {
-      assert.ok((await lstat(device)).isCharacterDevice(), device);
+    assert.match(put.stderr, /^guestlink: in the agent [^:]+: \/.*\/full .* \[NO_SPACE\]\n$/);
+    for (const folder of [local, remote]) {
+      for (const device of ["null", "full"]) {
+        assert.ok((await lstat(join(folder, device))).isCharacterDevice(), device);
+      }
+      assert.deepEqual(await temps(folder), []);
     }
   });
 
-  it("get to /dev/stdout prints the file and leaves the symlink", async () => {
-    const shell = `${CLI_COMMAND.map((a) => `'${a}'`).join(" ")} get "$1" "$2" /dev/stdout | cat`;
+  it("get to a link to /proc/self/fd/1 (what /dev/stdout is) prints the file and leaves the link", async () => {
+    const stdoutLink = join(local, "stdout");
+    await symlink("/proc/self/fd/1", stdoutLink);
+    const shell = `${CLI_COMMAND.map((a) => `'${a}'`).join(" ")} get "$1" "$2" "$3" | cat`;
     const { stdout } = await promisify(execFile)("sh", [
       "-c",
       shell,
       "sh",
       addr,
       join(remote, "hello.txt"),
+      stdoutLink,
     ]);
     assert.equal(stdout, "hello from the agent\n");
-    assert.ok((await lstat("/dev/stdout")).isSymbolicLink());
+    assert.equal(await readlink(stdoutLink), "/proc/self/fd/1");
   });
 
   it("refuses a socket as the destination on both sides, leaving it", async () => {
