@@ -214,9 +214,18 @@ export function filesService(options: FilesServiceOptions = {}): Service {
       const created = await createTemp(path);
       ({ path: temp, handle } = created);
       emit({ type: "temp-created", path: temp, target: path });
-    } else {
+    } else if (destination.kind === "through") {
       handle = await openThrough(destination, ctx.signal);
       emit({ type: "writing-through", path, kind: destination.type });
+    } else {
+      // resolveDestination refuses the agent's own open files unless asked not to; it was not.
+      throw new GuestlinkError(
+        "UNSUPPORTED_FILE_TYPE",
+        `${path} is one of the agent's own open files`,
+        {
+          details: { path, type: "open file" },
+        },
+      );
     }
     const hash = createHash("sha256");
     let size = 0;

@@ -168,7 +168,7 @@ async function transfer(
 async function isOurStdout(path: string): Promise<boolean> {
   try {
     const [ours, theirs] = [fstatSync(1), await stat(path)];
-    return ours.dev === theirs.dev && ours.ino === theirs.ino && !theirs.isFile();
+    return ours.dev === theirs.dev && ours.ino === theirs.ino;
   } catch {
     return false;
   }

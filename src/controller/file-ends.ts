@@ -4,6 +4,7 @@
  * reads (a regular file, or a stream such as stdin).
  */
 import type { Hash } from "node:crypto";
+import { createWriteStream } from "node:fs";
 import { type FileHandle, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, resolve } from "node:path";
 import type { Readable, Writable } from "node:stream";
@@ -76,7 +77,18 @@ export async function throughSink(
   };
 }
 
-export function streamSink(out: Writable): Sink {
+/** One of this process's open files (/dev/stdout is fd 1), written in order as a redirect is. */
+export function openFileSink(fd: number, path: string): Sink {
+  const out =
+    fd === 1
+      ? process.stdout
+      : fd === 2
+        ? process.stderr
+        : createWriteStream("", { fd, autoClose: false });
+  return streamSink(out, path);
+}
+
+export function streamSink(out: Writable, path = "-"): Sink {
   // Failures are seen through write's callback; without a listener an 'error' would crash us.
   const ignore = () => {};
   out.on("error", ignore);
@@ -85,7 +97,7 @@ export function streamSink(out: Writable): Sink {
       out.write(chunk, (err) => (err ? fail(err) : done()));
     });
   return {
-    path: "-",
+    path,
     through: true,
     write,
     async finish(mode) {

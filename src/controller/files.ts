@@ -32,6 +32,7 @@ import { RemoteError } from "../session/call.ts";
 import type { OpenCall, Session } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
 import {
+  openFileSink,
   openSource,
   replaceSink,
   type Sink,
@@ -220,11 +221,15 @@ export async function getFile(
       const destination = await resolveDestination(local, {
         name: options.intoFolder === false ? undefined : baseNameOf(remotePath, true),
         follow: options.follow,
+        // /dev/stdout here is the caller's own stdout: written to, as a redirect would.
+        ownFiles: true,
       });
       sink =
         destination.kind === "replace"
           ? await replaceSink(destination.path)
-          : await throughSink(destination, options);
+          : destination.kind === "through"
+            ? await throughSink(destination, options)
+            : openFileSink(destination.fd, destination.path);
     } else {
       sink = streamSink(local);
     }

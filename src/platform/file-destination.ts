@@ -9,10 +9,12 @@
  * - a folder: the file is copied into it under the source's base name (as cp and scp do);
  * - a FIFO or a character or block device: written through (opened and written in order, never
  *   renamed over), as cp and scp do, so `/dev/stdout`, `/dev/null` or a named pipe get the bytes;
- * - a socket: refused (UNSUPPORTED_FILE_TYPE); nothing can be written to one by opening it.
+ * - a socket: refused (UNSUPPORTED_FILE_TYPE); nothing can be written to one by opening it;
+ * - one of this process's open files (/dev/stdout, /proc/self/fd/N): written to that descriptor
+ *   where allowed (the CLI), refused otherwise (the agent).
  */
 import { constants, type Stats } from "node:fs";
-import { type FileHandle, lstat, open, readlink, realpath, stat } from "node:fs/promises";
+import { type FileHandle, lstat, open, readlink } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import type { AbortSignalLike } from "../abort.ts";
 import { GuestlinkError } from "../errors.ts";
@@ -30,21 +32,26 @@ export type Destination =
   /** Replace `path` atomically (a temporary file next to it, renamed over it). */
   | { kind: "replace"; path: string }
   /** Open `path` and write the bytes in order: no temporary file, no rename, no chmod. */
-  | { kind: "through"; path: string; type: ThroughKind };
+  | { kind: "through"; path: string; type: ThroughKind }
+  /** Write to descriptor `fd`, one of this process's open files, as a redirect would. */
+  | { kind: "open-file"; path: string; fd: number };
 
 export interface DestinationOptions {
   /** Base name to copy under when `path` is a folder; without it a folder is IS_A_DIRECTORY. */
   name?: string;
   /** Follow a symlink at the destination (default) or replace the link itself. */
   follow?: boolean;
+  /**
+   * Whether a destination that is one of this process's open files (/dev/stdout) may be written
+   * (the CLI: it is the user's redirect); otherwise it is refused (the agent: its own
+   * descriptors are its connection and its log).
+   */
+  ownFiles?: boolean;
 }
 
-async function statOrUndefined(
-  how: typeof stat | typeof lstat,
-  path: string,
-): Promise<Stats | undefined> {
+async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
   try {
-    return await how(path);
+    return await lstat(path);
   } catch (err) {
     if ((err as { code?: unknown }).code === "ENOENT") return undefined;
     throw fileSystemError(err, path);
@@ -67,25 +74,30 @@ export async function resolveDestination(
   let target = resolve(path);
   let intoFolder = false;
   for (let hops = 0; ; ) {
-    const own = await statOrUndefined(lstat, target);
+    const fd = openFileOf(target);
+    if (fd !== undefined) {
+      if (options.ownFiles) return { kind: "open-file", path: target, fd };
+      throw new GuestlinkError(
+        "UNSUPPORTED_FILE_TYPE",
+        `${path} is one of the agent's own open files (fd ${fd}), not a file to write`,
+        { details: { path, type: "open file", fd } },
+      );
+    }
+    const own = await lstatOrUndefined(target);
     if (own === undefined) return { kind: "replace", path: target };
-    const isLink = own.isSymbolicLink();
-    if (isLink && !follow) return { kind: "replace", path: target };
-    const st = isLink ? await statOrUndefined(stat, target) : own;
-    if (st === undefined) {
-      // A dangling link: write where it points, as a shell's `>` would.
+    if (own.isSymbolicLink()) {
+      if (!follow) return { kind: "replace", path: target };
+      // Hop by hop, so a link to one of our open files (/dev/stdout) is seen as one above.
       if (++hops > MAX_SYMLINK_HOPS) {
         throw new GuestlinkError("UNSUPPORTED_FILE_TYPE", `${path} is a loop of symlinks`, {
           details: { path, type: "symlink loop" },
         });
       }
-      target = resolve(dirname(target), await readlink(target));
+      target = resolve(dirname(target), await readlinkOf(target));
       continue;
     }
-    if (st.isFile()) {
-      return { kind: "replace", path: isLink ? await realpathOf(target) : target };
-    }
-    if (st.isDirectory()) {
+    if (own.isFile()) return { kind: "replace", path: target };
+    if (own.isDirectory()) {
       if (intoFolder || options.name === undefined) {
         throw fileSystemError({ code: "EISDIR" }, target);
       }
@@ -93,7 +105,7 @@ export async function resolveDestination(
       target = join(target, options.name);
       continue;
     }
-    const kind = throughKind(st);
+    const kind = throughKind(own);
     if (kind !== undefined) return { kind: "through", path: target, type: kind };
     throw new GuestlinkError(
       "UNSUPPORTED_FILE_TYPE",
@@ -103,12 +115,25 @@ export async function resolveDestination(
   }
 }
 
-async function realpathOf(path: string): Promise<string> {
+async function readlinkOf(path: string): Promise<string> {
   try {
-    return await realpath(path);
+    return await readlink(path);
   } catch (err) {
     throw fileSystemError(err, path);
   }
+}
+
+/**
+ * The descriptor `path` names when it is one of this process's open files (/proc/self/fd/N,
+ * /dev/fd/N; /dev/stdout is a link to /proc/self/fd/1). Renaming over the file such a link
+ * shows would pull it from under whoever holds it open (`get … /dev/stdout > log` would replace
+ * log and lose what the shell writes to it next), so it is written as a redirect would.
+ */
+function openFileOf(path: string): number | undefined {
+  const match = /^\/(?:proc\/(?:self|thread-self|(\d+))|dev)\/fd\/(\d+)$/.exec(path);
+  if (match === null) return undefined;
+  if (match[1] !== undefined && Number(match[1]) !== process.pid) return undefined;
+  return Number(match[2]);
 }
 
 /**

@@ -141,8 +141,10 @@ describe("guestlink get and put", () => {
   it("get to a link to /proc/self/fd/1 (what /dev/stdout is) prints the file and leaves the link", async () => {
     const stdoutLink = join(local, "stdout");
     await symlink("/proc/self/fd/1", stdoutLink);
-    const shell = `${CLI_COMMAND.map((a) => `'${a}'`).join(" ")} get "$1" "$2" "$3" | cat`;
-    const { stdout } = await promisify(execFile)("sh", [
+    const cli = CLI_COMMAND.map((a) => `'${a}'`).join(" ");
+    const run = promisify(execFile);
+    const shell = `${cli} get "$1" "$2" "$3" | cat`;
+    const { stdout } = await run("sh", [
       "-c",
       shell,
       "sh",
@@ -152,6 +154,25 @@ describe("guestlink get and put", () => {
     ]);
     assert.equal(stdout, "hello from the agent\n");
     assert.equal(await readlink(stdoutLink), "/proc/self/fd/1");
+
+    // stdout redirected to a file: written as a redirect is, not renamed over the file (which
+    // would lose what the shell writes to it next), and no report in it.
+    const redirected = join(local, "redirected.txt");
+    const script = `{ echo before; ${cli} get "$1" "$2" "$3"; echo after; } > "$4"`;
+    await run("sh", ["-c", script, "sh", addr, join(remote, "hello.txt"), stdoutLink, redirected]);
+    assert.equal(await readFile(redirected, "utf8"), "before\nhello from the agent\nafter\n");
+  });
+
+  it("put refuses the agent's own open files (its /dev/stdout)", async () => {
+    const link = join(remote, "agent-stdout");
+    await symlink("/proc/self/fd/1", link);
+    const r = await runCli(["put", addr, join(local, "note.txt"), link]);
+    assert.equal(r.code, 255);
+    assert.match(
+      r.stderr,
+      /in the agent [^:]+: .* own open files \(fd 1\).*\[UNSUPPORTED_FILE_TYPE\]\n$/,
+    );
+    assert.equal(await readlink(link), "/proc/self/fd/1");
   });
 
   it("refuses a socket as the destination on both sides, leaving it", async () => {
