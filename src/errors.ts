@@ -40,11 +40,15 @@ export const ERROR_CODES = {
   STREAM_CLOSED: "a stream was used after it was ended or closed",
   POLICY_DENIED: "the agent's allow-list does not include the service called",
   FILE_NOT_FOUND: "a file or folder named in the request does not exist",
-  PERMISSION_DENIED: "the agent's user may not read or write the file named",
+  PERMISSION_DENIED:
+    "the user guestlink runs as (here or in the agent) may not read or write the file named",
   IS_A_DIRECTORY: "a file operation named a folder",
   NOT_A_DIRECTORY: "a path goes through something that is not a folder",
   CHECKSUM_MISMATCH: "the bytes received do not hash to what the sender said it sent",
   FILE_CHANGED: "a file changed size while it was being sent",
+  UNSUPPORTED_FILE_TYPE:
+    "a transfer named something it cannot read or write: a socket, or a device or FIFO to read from",
+  NO_SPACE: "a file could not be written: no space left on the device, or over quota",
   BAD_RESULT: "the peer answered a call with a result of the wrong shape",
   PLAN_INVALID:
     "a fleet run's plan cannot be run as written: not YAML, an unknown key or a wrong value",

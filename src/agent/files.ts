@@ -6,17 +6,25 @@
  *
  * A write is atomic: until `files.commit` renames it, the target is untouched. Uploads not
  * committed are deleted when their session ends, when discarded, or after
- * `UNCOMMITTED_TTL_MS`, so a vanished host never leaves temporary files behind.
+ * `UNCOMMITTED_TTL_MS`, so a vanished host never leaves temporary files behind. What is not a
+ * regular file is never replaced by one (see `resolveDestination`): a FIFO or device is written
+ * through, a symlink is followed, a folder gets the file under the caller's base name.
+ * `files.list` and `files.mkdir` let the host copy folders file by file.
+ *
+ * Relative paths are relative to the agent's working folder.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { chmod, rename, rm, stat, statfs } from "node:fs/promises";
-import { dirname } from "node:path";
+import { chmod, type FileHandle, lstat, rename, rm, stat, statfs } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
 import * as v from "valibot";
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { toDuplex } from "../platform/duplex.ts";
+import { openThrough, resolveDestination } from "../platform/file-destination.ts";
+import { createFolder, listFolder } from "../platform/file-folders.ts";
 import {
   asError,
+  BaseNameSchema,
   createTemp,
   destroyOnAbort,
   fileChanged,
@@ -25,7 +33,6 @@ import {
   openForReading,
   PathSchema,
   readChunks,
-  refuseFolder,
   Sha256Schema,
   SizeSchema,
   syncFolder,
@@ -46,6 +53,7 @@ export type TempRemovalReason = "failed" | "checksum" | "discarded" | "expired" 
 /** What the files service did, for the agent's log (the library itself never prints). */
 export type FilesEvent =
   | { type: "temp-created"; path: string; target: string }
+  | { type: "writing-through"; path: string; kind: string }
   | { type: "temp-removed"; path: string; target: string; reason: TempRemovalReason }
   | { type: "committed"; path: string; size: number; sha256: string; mode: number };
 
@@ -65,13 +73,25 @@ const PutParams = v.object({
   path: PathSchema,
   mode: v.optional(ModeSchema),
   size: v.optional(SizeSchema),
+  /** The source's base name, to copy under when `path` is a folder. */
+  name: v.optional(BaseNameSchema),
+  /** Follow a symlink at `path` (default) or replace the link itself. */
+  follow: v.optional(v.boolean("must be true or false")),
 });
 const CommitParams = v.object({ token: TokenSchema, sha256: Sha256Schema });
 const DiscardParams = v.object({ token: TokenSchema });
+const ListParams = v.object({ path: PathSchema });
+const MkdirParams = v.object({
+  path: PathSchema,
+  /** Create the folder under this name when `path` is an existing folder (as `cp -r` does). */
+  name: v.optional(BaseNameSchema),
+  mode: v.optional(ModeSchema),
+});
 
 /** An upload written and synced, waiting for its commit. */
 interface Upload {
-  temp: string;
+  /** The temporary file to rename over `target`; none when the bytes were written through. */
+  temp: string | undefined;
   target: string;
   size: number;
   sha256: string;
@@ -115,7 +135,12 @@ export function filesService(options: FilesServiceOptions = {}): Service {
     }
   };
 
-  const removeTemp = async (temp: string, target: string, reason: TempRemovalReason) => {
+  const removeTemp = async (
+    temp: string | undefined,
+    target: string,
+    reason: TempRemovalReason,
+  ) => {
+    if (temp === undefined) return;
     await rm(temp, { force: true }).catch(() => {});
     emit({ type: "temp-removed", path: temp, target, reason });
   };
@@ -146,7 +171,7 @@ export function filesService(options: FilesServiceOptions = {}): Service {
   };
 
   const get = async (params: unknown, ctx: CallContext) => {
-    const { path } = parseParams(ctx.method, GetParams, params);
+    const path = resolve(parseParams(ctx.method, GetParams, params).path);
     const out = requireStream(ctx, "data");
     const { handle, size: statSize, mode } = await openForReading(path);
     try {
@@ -174,12 +199,34 @@ export function filesService(options: FilesServiceOptions = {}): Service {
   };
 
   const put = async (params: unknown, ctx: CallContext) => {
-    const { path, mode, size: expected } = parseParams(ctx.method, PutParams, params);
+    const request = parseParams(ctx.method, PutParams, params);
+    const { mode, size: expected } = request;
     const input = requireStream(ctx, "data");
     const uploads = uploadsOf(ctx.session);
-    await refuseFolder(path);
-    const temp = await createTemp(path);
-    emit({ type: "temp-created", path: temp.path, target: path });
+    const destination = await resolveDestination(request.path, {
+      name: request.name,
+      follow: request.follow,
+    });
+    const path = destination.path;
+    let temp: string | undefined;
+    let handle: FileHandle;
+    if (destination.kind === "replace") {
+      const created = await createTemp(path);
+      ({ path: temp, handle } = created);
+      emit({ type: "temp-created", path: temp, target: path });
+    } else if (destination.kind === "through") {
+      handle = await openThrough(destination, ctx.signal);
+      emit({ type: "writing-through", path, kind: destination.type });
+    } else {
+      // resolveDestination refuses the agent's own open files unless asked not to; it was not.
+      throw new GuestlinkError(
+        "UNSUPPORTED_FILE_TYPE",
+        `${path} is one of the agent's own open files`,
+        {
+          details: { path, type: "open file" },
+        },
+      );
+    }
     const hash = createHash("sha256");
     let size = 0;
     try {
@@ -191,23 +238,28 @@ export function filesService(options: FilesServiceOptions = {}): Service {
             throw fileChanged(path, expected, size + chunk.length);
           }
           hash.update(chunk);
-          await writeAll(temp.handle, chunk, size);
+          await writeAll(handle, chunk, temp === undefined ? null : size);
           size += chunk.length;
         }
       } finally {
         stopWatching();
       }
       if (expected !== undefined && size !== expected) throw fileChanged(path, expected, size);
-      await temp.handle.sync();
-      await temp.handle.close();
+      if (
+        temp !== undefined ||
+        (destination.kind === "through" && destination.type === "block device")
+      ) {
+        await handle.sync();
+      }
+      await handle.close();
     } catch (err) {
-      await temp.handle.close().catch(() => {});
-      await removeTemp(temp.path, path, "failed");
+      await handle.close().catch(() => {});
+      await removeTemp(temp, path, "failed");
       throw fileSystemError(err, path);
     }
     // Cancelled or ended while the last bytes were being synced: nobody can commit this one.
     if (uploads.ended || ctx.signal.aborted) {
-      await removeTemp(temp.path, path, uploads.ended ? "session-ended" : "failed");
+      await removeTemp(temp, path, uploads.ended ? "session-ended" : "failed");
       throw uploads.ended
         ? new GuestlinkError("SESSION_CLOSED", "the session ended before the upload was stored")
         : asError(ctx.signal.reason);
@@ -219,8 +271,8 @@ export function filesService(options: FilesServiceOptions = {}): Service {
       if (upload) void removeTemp(upload.temp, upload.target, "expired");
     }, ttlMs);
     expiry.unref();
-    uploads.byToken.set(token, { temp: temp.path, target: path, size, sha256, mode, expiry });
-    return { token, size, sha256 };
+    uploads.byToken.set(token, { temp, target: path, size, sha256, mode, expiry });
+    return { token, size, sha256, path };
   };
 
   const commit = async (params: unknown, ctx: CallContext) => {
@@ -238,13 +290,20 @@ export function filesService(options: FilesServiceOptions = {}): Service {
       if (sha256 !== upload.sha256) {
         throw new GuestlinkError(
           "CHECKSUM_MISMATCH",
-          `${target}: the agent received bytes with sha256 ${upload.sha256}, the sender says it sent ${sha256}; nothing was written`,
+          temp === undefined
+            ? `${target}: the agent wrote bytes with sha256 ${upload.sha256} through to it, the sender says it sent ${sha256}; what was written cannot be taken back`
+            : `${target}: the agent received bytes with sha256 ${upload.sha256}, the sender says it sent ${sha256}; nothing was written`,
           { details: { path: target, expected: sha256, actual: upload.sha256 } },
         );
       }
-      mode = upload.mode ?? (await existingMode(target)) ?? DEFAULT_FILE_MODE;
-      await chmod(temp, mode);
-      await rename(temp, target);
+      if (temp === undefined) {
+        // Written through to a FIFO or device: its own mode is left as it is.
+        mode = (await stat(target)).mode & 0o7777;
+      } else {
+        mode = upload.mode ?? (await existingMode(target)) ?? DEFAULT_FILE_MODE;
+        await chmod(temp, mode);
+        await rename(temp, target);
+      }
     } catch (err) {
       await removeTemp(
         temp,
@@ -253,7 +312,7 @@ export function filesService(options: FilesServiceOptions = {}): Service {
       );
       throw fileSystemError(err, target);
     }
-    await syncFolder(dirname(target));
+    if (temp !== undefined) await syncFolder(dirname(target));
     emit({ type: "committed", path: target, size: upload.size, sha256, mode });
     return { path: target, size: upload.size, sha256, mode };
   };
@@ -265,6 +324,23 @@ export function filesService(options: FilesServiceOptions = {}): Service {
     return { discarded: upload !== undefined };
   };
 
+  const list = async (params: unknown, ctx: CallContext) => {
+    const path = resolve(parseParams(ctx.method, ListParams, params).path);
+    const entries = await listFolder(path);
+    let mode: number;
+    try {
+      mode = (await stat(path)).mode & 0o7777;
+    } catch (err) {
+      throw fileSystemError(err, path);
+    }
+    return { path, mode, entries };
+  };
+
+  const makeFolder = async (params: unknown, ctx: CallContext) => {
+    const request = parseParams(ctx.method, MkdirParams, params);
+    return createFolder(resolve(request.path), request.name, request.mode);
+  };
+
   return {
     name: "files",
     methods: {
@@ -272,16 +348,19 @@ export function filesService(options: FilesServiceOptions = {}): Service {
       "files.put": put,
       "files.commit": commit,
       "files.discard": discard,
+      "files.list": list,
+      "files.mkdir": makeFolder,
     },
   };
 }
 
-/** The permission bits of an existing target, to keep them; undefined when there is none. */
+/** The permission bits of an existing regular target, to keep them; undefined when there is none. */
 async function existingMode(target: string): Promise<number | undefined> {
   try {
-    const st = await stat(target);
+    // lstat: a symlink replaced itself (follow: false) has no mode worth keeping.
+    const st = await lstat(target);
     if (st.isDirectory()) throw fileSystemError({ code: "EISDIR" }, target);
-    return st.mode & 0o7777;
+    return st.isFile() ? st.mode & 0o7777 : undefined;
   } catch (err) {
     if ((err as { code?: unknown }).code === "ENOENT") return undefined;
     throw fileSystemError(err, target);

@@ -6,10 +6,10 @@
 import { type Hash, randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { type FileHandle, open, stat } from "node:fs/promises";
-import { basename, dirname, isAbsolute, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import * as v from "valibot";
 import type { AbortSignalLike } from "../abort.ts";
-import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
+import { GuestlinkError, isGuestlinkError } from "../errors.ts";
 
 /** Size of each read of a file being sent. */
 export const FILE_CHUNK_BYTES = 256 * 1024;
@@ -20,11 +20,13 @@ const errnoCodes = {
   EPERM: "PERMISSION_DENIED",
   EISDIR: "IS_A_DIRECTORY",
   ENOTDIR: "NOT_A_DIRECTORY",
+  ENOSPC: "NO_SPACE",
+  EDQUOT: "NO_SPACE",
 } as const;
 
 /**
  * A file system failure as a guestlink error with `details.path`. Errors without one of our
- * codes (ENOSPC, EROFS, …) pass through: the session reports their errno code as it is.
+ * codes (EROFS, EIO, …) pass through: the session reports their errno code as it is.
  */
 export function fileSystemError(err: unknown, path: string): unknown {
   if (isGuestlinkError(err)) return err;
@@ -36,6 +38,7 @@ export function fileSystemError(err: unknown, path: string): unknown {
     PERMISSION_DENIED: "is not accessible (permission denied)",
     IS_A_DIRECTORY: "is a folder, not a file",
     NOT_A_DIRECTORY: "goes through something that is not a folder",
+    NO_SPACE: "could not be written: no space left on the device (or over quota)",
   }[code];
   return new GuestlinkError(code, `${path} ${what}`, { cause: err, details: { path, errno } });
 }
@@ -86,9 +89,11 @@ export async function openForReading(
     const st = await handle.stat();
     if (st.isDirectory()) throw fileSystemError({ code: "EISDIR" }, path);
     if (!st.isFile()) {
-      throw new InvalidOptionError(`${path} is not a regular file (a device, socket or FIFO)`, {
-        details: { path },
-      });
+      throw new GuestlinkError(
+        "UNSUPPORTED_FILE_TYPE",
+        `${path} is not a regular file (a device, socket or FIFO), so it has no size to send and check; to send a stream, give - and pipe it in`,
+        { details: { path } },
+      );
     }
     return { handle, size: st.size, mode: st.mode & 0o7777 };
   } catch (err) {
@@ -134,14 +139,18 @@ export async function* readChunks(
   if (expected !== undefined && position !== expected) throw fileChanged(path, expected, position);
 }
 
-/** Writes all of `chunk` at `position` (a write may take less than it was given). */
+/**
+ * Writes all of `chunk` at `position`, or in order with `null` (a FIFO or device, which has no
+ * positions). A write may take less than it was given.
+ */
 export async function writeAll(
   handle: FileHandle,
   chunk: Uint8Array,
-  position: number,
+  position: number | null,
 ): Promise<void> {
   for (let done = 0; done < chunk.length; ) {
-    const { bytesWritten } = await handle.write(chunk, done, chunk.length - done, position + done);
+    const at = position === null ? null : position + done;
+    const { bytesWritten } = await handle.write(chunk, done, chunk.length - done, at);
     done += bytesWritten;
   }
 }
@@ -188,8 +197,21 @@ export const PathSchema = v.pipe(
   v.minLength(1, "must not be empty"),
   v.maxLength(4096, "must be at most 4096 characters"),
   v.check((p) => !p.includes("\0"), "must not contain NUL"),
-  v.check(isAbsolute, "must be an absolute path"),
 );
+/** A name to copy under inside a folder: one path component, not `.` or `..`. */
+export const BaseNameSchema = v.pipe(
+  v.string("must be a string"),
+  v.minLength(1, "must not be empty"),
+  v.maxLength(255, "must be at most 255 characters"),
+  v.check(isBaseName, "must be one file name (no /, not . or ..)"),
+);
+
+/** Whether `name` is one path component a folder may hold (what a peer's names are checked by). */
+export function isBaseName(name: string): boolean {
+  return (
+    name.length > 0 && name !== "." && name !== ".." && !name.includes("/") && !name.includes("\0")
+  );
+}
 export const Sha256Schema = v.pipe(
   v.string("must be a string"),
   v.regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits (a sha256)"),
@@ -207,3 +229,18 @@ export const SizeSchema = v.pipe(
   v.minValue(0, "must not be negative"),
   v.maxValue(Number.MAX_SAFE_INTEGER, "is too large"),
 );
+
+/** What `files.list` says of each entry of a folder. */
+export const FileEntrySchema = v.object({
+  name: v.pipe(
+    v.string("must be a string"),
+    v.check(isBaseName, "must be one file name (no /, not . or ..)"),
+  ),
+  type: v.picklist(
+    ["file", "folder", "symlink", "other"],
+    "must be file, folder, symlink or other",
+  ),
+  mode: ModeSchema,
+  size: SizeSchema,
+});
+export type FileEntry = v.InferOutput<typeof FileEntrySchema>;

@@ -121,7 +121,12 @@ describe("files over a Unix socket", () => {
         progressTotal = total;
       },
     });
-    assert.deepEqual(put, { size: data.length, sha256: sha256(data), mode: 0o750 });
+    assert.deepEqual(put, {
+      size: data.length,
+      sha256: sha256(data),
+      mode: 0o750,
+      path: join(remote, "big.bin"),
+    });
     assert.equal(progress, data.length);
     assert.equal(progressTotal, data.length);
     assert.equal((await stat(join(remote, "big.bin"))).mode & 0o777, 0o750);
@@ -134,7 +139,7 @@ describe("files over a Unix socket", () => {
         received = bytes;
       },
     });
-    assert.deepEqual(got, { size: data.length, sha256: sha256(data), mode: 0o750 });
+    assert.deepEqual(got, { size: data.length, sha256: sha256(data), mode: 0o750, path: back });
     assert.equal(received, data.length);
     assert.equal((await stat(back)).mode & 0o777, 0o750);
     assert.ok(data.equals(await readFile(back)));
@@ -147,9 +152,9 @@ describe("files over a Unix socket", () => {
     await writeFile(join(local, "empty"), "");
     await chmod(join(local, "empty"), 0o600);
     const put = await putFile(session, join(local, "empty"), join(remote, "empty"));
-    assert.deepEqual(put, { size: 0, sha256: empty, mode: 0o600 });
+    assert.deepEqual(put, { size: 0, sha256: empty, mode: 0o600, path: join(remote, "empty") });
     const got = await getFile(session, join(remote, "empty"), join(local, "empty-back"));
-    assert.deepEqual(got, { size: 0, sha256: empty, mode: 0o600 });
+    assert.deepEqual(got, { size: 0, sha256: empty, mode: 0o600, path: join(local, "empty-back") });
     assert.equal((await readFile(join(local, "empty-back"))).length, 0);
   });
 
@@ -235,12 +240,18 @@ describe("files over a Unix socket", () => {
       hasCode("INVALID_OPTION"),
     );
     await assert.rejects(session.call("files.discard", {}), hasCode("INVALID_OPTION"));
-    const relative = session.open("files.get", { path: "etc/hostname" }, { streams: ["data"] });
-    await assert.rejects(relative.result, (err: unknown) => {
+    const empty = session.open("files.get", { path: "" }, { streams: ["data"] });
+    await assert.rejects(empty.result, (err: unknown) => {
       assert.ok(isGuestlinkError(err, "INVALID_OPTION"));
-      assert.match(err.message, /path must be an absolute path/);
+      assert.match(err.message, /path must not be empty/);
       return true;
     });
+    const badName = session.open(
+      "files.put",
+      { path: remote, name: "../escape" },
+      { streams: ["data"] },
+    );
+    await assert.rejects(badName.result, hasCode("INVALID_OPTION"));
     const badMode = session.open(
       "files.put",
       { path: join(remote, "m"), mode: 0o10000 },

@@ -1,13 +1,15 @@
 /**
  * The real agent (`guestlink agent --listen unix:PATH`) in a process of its own, so a test or a
  * benchmark can read its resident memory from /proc and treat it as a peer would: only through
- * its socket.
+ * its socket (or stop it with SIGSTOP, to hold a transfer midway).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 const FROM_SOURCE = fileURLToPath(new URL("./cli-entry.ts", import.meta.url));
+/** tsx by its full address, so an agent started in another folder (`cwd`) still finds it. */
+const TSX = import.meta.resolve("tsx");
 const FROM_DIST = fileURLToPath(new URL("../../bin/guestlink", import.meta.url));
 
 /** Kept of the agent's log, for the error when it does not start. */
@@ -28,15 +30,16 @@ export interface AgentProcess {
  */
 export async function startAgent(
   path: string,
-  options: { dist?: boolean; args?: readonly string[] } = {},
+  options: { dist?: boolean; args?: readonly string[]; cwd?: string } = {},
 ): Promise<AgentProcess> {
   const address = `unix:${path}`;
-  const entry = options.dist ? [FROM_DIST] : ["--import", "tsx", FROM_SOURCE];
+  const entry = options.dist ? [FROM_DIST] : ["--import", TSX, FROM_SOURCE];
   const child = spawn(
     process.execPath,
     [...entry, "agent", "--listen", address, ...(options.args ?? [])],
     {
       stdio: ["ignore", "ignore", "pipe"],
+      cwd: options.cwd,
     },
   );
   // A test or benchmark that dies must not leave its agent behind.
