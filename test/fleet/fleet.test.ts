@@ -274,6 +274,49 @@ describe("a fleet run", () => {
     assert.equal(stateOf(r, "a", "s")?.state, "COMPLETED");
   });
 
+  it("fails an agent whose outcome counts more stats records than arrived, or that sends a bad one", async () => {
+    const scripted = (records: number, line: (clock: Clock) => string) => ({
+      setup(s: Session, clock: Clock) {
+        s.handle("workload.configure", () => ({ state: "READY" }));
+        s.handle("workload.run", async (_p, ctx) => {
+          ctx.streams.stats?.write(Buffer.from(line(clock)));
+          ctx.streams.stats?.end();
+          return {
+            state: "COMPLETED",
+            startedAtMs: clock.wallNow(),
+            endedAtMs: clock.wallNow(),
+            records,
+          };
+        });
+      },
+    });
+    const good = (clock: Clock) =>
+      `${JSON.stringify({ stage: "s", seq: 0, startMs: clock.wallNow(), endMs: clock.wallNow(), ops: {} })}\n`;
+    const h = harness(
+      `name: t\n${agentsYaml(["short", "liar", "ok"])}stages:\n${ioStage("s", "write", "barrier: best_effort")}`,
+      {
+        short: scripted(3, good),
+        liar: scripted(
+          1,
+          (clock) =>
+            `${JSON.stringify({ stage: "s", seq: 0, startMs: clock.wallNow(), endMs: clock.wallNow(), ops: { read: { count: 5, errors: 0, bytes: 0, histogram: "AAAA" } } })}\n`,
+        ),
+        ok: scripted(1, good),
+      },
+    );
+    const r = await h.finish();
+    assert.equal(r.outcome, "partial");
+    assert.match(
+      stateOf(r, "short", "s")?.reason as string,
+      /it sent 3 stats records and 1 arrived/,
+    );
+    assert.match(
+      stateOf(r, "liar", "s")?.reason as string,
+      /sent a bad stats record: not a compressed HdrHistogram/,
+    );
+    assert.equal(stateOf(r, "ok", "s")?.state, "COMPLETED");
+  });
+
   for (const phase of ["connecting", "configuring", "running"] as const) {
     it(`loses an agent while ${phase}: it fails as lost, the others go on (partial)`, async () => {
       const h = harness(

@@ -331,6 +331,7 @@ export class FleetRun {
           });
         };
         let badRecord: Error | undefined;
+        let received = 0;
         const running = runStage(
           agent.session as Session,
           stage.name,
@@ -338,6 +339,7 @@ export class FleetRun {
           this.#o.intervalMs ?? 1000,
           (record) => {
             if (badRecord !== undefined) return;
+            received++;
             try {
               const interval = this.stats.add(agent.id, record, offset.offsetMs);
               if (machine.state === "START_SENT") machine.move("RUNNING");
@@ -368,6 +370,16 @@ export class FleetRun {
             agent.startedAtMs.set(stage.name, fromAgentClock(outcome.startedAtMs, offset));
           }
           if (machine.final) return;
+          if (outcome.records !== received) {
+            // Never the case over a session (nothing is lost); never passed over if it were.
+            this.#fail(
+              agent,
+              machine,
+              "error",
+              `it sent ${outcome.records} stats records and ${received} arrived`,
+            );
+            return;
+          }
           if (outcome.state === "COMPLETED") {
             if (machine.state === "START_SENT") machine.move("RUNNING");
             machine.move("COMPLETED");
