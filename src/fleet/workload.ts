@@ -1,7 +1,8 @@
 /**
- * What an agent runs in a stage of a fleet run: the workload's definition, as the plan writes it
- * and as the controller sends it to the agent. Both sides read it with `readWorkload`, so an
- * agent refuses what a plan would have refused.
+ * What an agent runs in a stage of a fleet run: the workload's definition. `readWorkload` reads
+ * it as people write it in a plan (units, defaults, one line naming a wrong key); the controller
+ * sends the result, and the agent checks it again against `WorkloadSchema` (protocol.ts), which
+ * holds it to the same bounds.
  *
  * - `io`: file operations in a folder of the agent (write, read, stat, delete) on `files` files of
  *   `size` bytes, `concurrency` at a time, one operation type or a weighted `mix`.
