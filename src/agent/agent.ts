@@ -28,7 +28,7 @@ export interface AgentOptions {
   /** Extra options for the exec service. */
   exec?: { killGraceMs?: number };
   /** For fleet runs' workloads: the agent's clock (tests give agents skewed ones). */
-  workload?: { clock?: Clock; spinMs?: number };
+  workload?: { clock?: Clock; preciseMs?: number };
   /**
    * Whether a keeper process (keeper.ts) kills the commands if this process dies without
    * stopping them (SIGKILL, a crash). Default true; without `/bin/sh` the agent runs without one.
@@ -63,7 +63,7 @@ export class Agent {
       telemetryService(),
       workloadService({
         clock: options.workload?.clock ?? nodeClock,
-        spinMs: options.workload?.spinMs,
+        preciseMs: options.workload?.preciseMs,
         killGraceMs: options.exec?.killGraceMs,
         groups: this.commands,
       }),

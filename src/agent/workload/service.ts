@@ -32,10 +32,10 @@ export interface WorkloadServiceOptions {
   /** The agent's clock (tests give each agent a skewed one). Default: Node's. */
   clock: Clock;
   /**
-   * How long before the start instant the timer hands over to polling the clock, for a start
-   * within a fraction of a millisecond (0 with a fake clock, which polling would never see move).
+   * How long before the start instant the timer hands over to a precise sleep (the event loop's
+   * timers are only as fine as a millisecond). 0 with a fake clock, which no sleep would move.
    */
-  spinMs?: number;
+  preciseMs?: number;
   killGraceMs?: number;
   groups?: CommandGroups;
 }
@@ -47,12 +47,14 @@ interface StageState {
   durationMs: number | undefined;
 }
 
-const DEFAULT_SPIN_MS = 2;
+const DEFAULT_PRECISE_MS = 2;
+/** What Atomics.wait sleeps on: nobody ever wakes it, so it sleeps out its timeout. */
+const NEVER_WOKEN = new Int32Array(new SharedArrayBuffer(4));
 const DEFAULT_KILL_GRACE_MS = 2_000;
 
 export function workloadService(options: WorkloadServiceOptions): Service {
   const { clock } = options;
-  const spinMs = options.spinMs ?? DEFAULT_SPIN_MS;
+  const preciseMs = options.preciseMs ?? DEFAULT_PRECISE_MS;
   const sessions = new WeakMap<object, StageState>();
 
   const time = () => ({ wallMs: clock.wallNow() });
@@ -104,7 +106,7 @@ export function workloadService(options: WorkloadServiceOptions): Service {
       if (errorSamples.length > 0) record.errorSamples = errorSamples;
       stats.write(Buffer.from(`${JSON.stringify(record)}\n`));
     };
-    const started = await waitUntil(p.startAtMs, clock, spinMs, ctx);
+    const started = await waitUntil(p.startAtMs, clock, preciseMs, ctx);
     if (!started) {
       entry.state = "ABORTED";
       stats.end();
@@ -166,12 +168,14 @@ async function runWorkload(
 
 /**
  * Waits until `startAtMs` on the agent's wall clock, timed on its monotonic clock: a timer to
- * `spinMs` before, then polling. False if the call was cancelled first.
+ * `preciseMs` before, then a blocking sleep of the rest (Atomics.wait, to the microsecond, with
+ * no CPU spent: agents that outnumber the CPUs would starve each other spinning). The event loop
+ * stands still for at most `preciseMs`. False if the call was cancelled first.
  */
 function waitUntil(
   startAtMs: number,
   clock: Clock,
-  spinMs: number,
+  preciseMs: number,
   ctx: CallContext,
 ): Promise<boolean> {
   const target = clock.now() + (startAtMs - clock.wallNow());
@@ -185,15 +189,15 @@ function waitUntil(
     const onAbort = () => finish(false);
     ctx.signal.addEventListener("abort", onAbort, { once: true });
     if (ctx.signal.aborted) return finish(false);
-    const poll = () => {
+    const sleepOut = () => {
       if (ctx.signal.aborted) return;
-      if (clock.now() >= target) finish(true);
-      else setImmediate(poll);
+      const rest = target - clock.now();
+      if (preciseMs > 0 && rest > 0) Atomics.wait(NEVER_WOKEN, 0, 0, rest);
+      finish(true);
     };
-    const wait = target - clock.now() - spinMs;
-    if (wait > 0) timer = clock.setTimer(wait, spinMs > 0 ? poll : () => finish(true));
-    else if (spinMs > 0) poll();
-    else finish(true);
+    const wait = target - clock.now() - preciseMs;
+    if (wait > 0) timer = clock.setTimer(wait, sleepOut);
+    else sleepOut();
   });
 }
 
