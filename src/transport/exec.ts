@@ -38,6 +38,12 @@ export interface ExecOptions extends CallOptions {
    * though stdout is still open. Default `EXEC_OUTPUT_GRACE_MS`.
    */
   outputGraceMs?: number;
+  /**
+   * Where the child's stderr goes: by default straight to ours (inherited). A caller that shows
+   * it to a person differently (the CLI keeps an agent's routine logs quiet) passes a stream;
+   * it is ended when the child's stderr ends (so pass one of its own, not process.stderr).
+   */
+  stderr?: NodeJS.WritableStream;
 }
 
 /** How the child ended. */
@@ -62,7 +68,11 @@ export async function connectExec(
     });
   throwIfDone(options, onDeadline);
   const [command, ...args] = argv as [string, ...string[]];
-  const child = spawn(command, args, { stdio: ["pipe", "pipe", "inherit"], windowsHide: true });
+  const child = spawn(command, args, {
+    stdio: ["pipe", "pipe", options.stderr ? "pipe" : "inherit"],
+    windowsHide: true,
+  });
+  if (options.stderr) child.stderr?.pipe(options.stderr);
   const exited = new Promise<ExitStatus>((resolve) => {
     child.once("exit", (code, signal) => resolve({ code, signal }));
   });
