@@ -51,7 +51,6 @@ export function registerFiles(program: Command): void {
   )
     .argument("<remote>", "the file in the agent")
     .argument("<local>", "where to write it here")
-    .option("--json", "print the result as JSON")
     .addHelpText(
       "after",
       "\nExamples:\n  guestlink get unix:/run/guestlink.sock /var/log/syslog ./syslog\n",
@@ -66,7 +65,6 @@ export function registerFiles(program: Command): void {
   )
     .argument("<local>", "the file here")
     .argument("<remote>", "where to write it in the agent")
-    .option("--json", "print the result as JSON")
     .addHelpText(
       "after",
       "\nExamples:\n  guestlink put unix:/run/guestlink.sock ./build.tar /tmp/build.tar\n",

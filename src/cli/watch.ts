@@ -9,6 +9,7 @@ import {
   printJson,
   seconds,
 } from "./common.ts";
+import { stdoutClosed } from "./output.ts";
 
 interface WatchOptions {
   interval: number;
@@ -56,7 +57,6 @@ export function registerWatch(program: Command): void {
   agentCommand(program, "watch", "show the agent's CPU, memory, load, disk and network live")
     .option("--interval <seconds>", "time between samples", seconds("--interval"), 1)
     .option("-n, --count <n>", "stop after this many samples", positiveInteger("--count"))
-    .option("--json", "print each sample as one line of JSON")
     .addHelpText(
       "after",
       "\nExamples:\n  guestlink watch unix:/run/guestlink.sock\n  guestlink watch tcp:10.0.0.5:7070 --interval 5 --json > telemetry.ndjson\n",
@@ -66,6 +66,8 @@ export function registerWatch(program: Command): void {
       const controller = new AbortController();
       const stop = () => controller.abort();
       process.on("SIGINT", stop);
+      // A reader that went away (`| head -1`) ends the watch as Ctrl-C does: quietly.
+      stdoutClosed.addEventListener("abort", stop, { once: true });
       const redraw = !opts.json && Boolean(process.stdout.isTTY);
       let n = 0;
       try {
@@ -80,6 +82,7 @@ export function registerWatch(program: Command): void {
         }
       } finally {
         process.off("SIGINT", stop);
+        stdoutClosed.removeEventListener("abort", stop);
         controller.abort();
         await session.close();
       }
