@@ -181,7 +181,8 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `peak memory while streaming: host ${formatBytes(hostPeak)}, vm-1's agent ${agentPeak === undefined ? "?" : formatBytes(agentPeak)} (the output was ${formatBytes(opts.outputBytes)})`,
     );
 
-    const junkEvery = 1024 * 1024;
+    // About every MiB, or often enough that a small --damaged-bytes still meets junk.
+    const junkEvery = Math.min(1024 * 1024, Math.max(4096, Math.floor(opts.damagedBytes / 8)));
     say(
       `[3/6] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
     );

@@ -1,6 +1,8 @@
 /** `guestlink watch ADDR`: live telemetry, redrawn in place on a terminal, one line each otherwise. */
 import type { Command } from "commander";
+import { MAX_TELEMETRY_INTERVAL_MS, MIN_TELEMETRY_INTERVAL_MS } from "../agent/telemetry.ts";
 import { type TelemetrySample, watchTelemetry } from "../controller/telemetry.ts";
+import { InvalidOptionError } from "../errors.ts";
 import {
   agentCommand,
   connectAgent,
@@ -53,9 +55,21 @@ function screen(address: string, s: TelemetrySample, n: number): string {
   return `\u001b[H\u001b[J${rows.join("\n")}\n`;
 }
 
+/** The agent samples from ten times a second to once an hour. */
+function sampleInterval(value: string): number {
+  const n = seconds("--interval")(value);
+  if (n * 1000 < MIN_TELEMETRY_INTERVAL_MS || n * 1000 > MAX_TELEMETRY_INTERVAL_MS) {
+    throw new InvalidOptionError(
+      `--interval takes ${MIN_TELEMETRY_INTERVAL_MS / 1000} to ${MAX_TELEMETRY_INTERVAL_MS / 1000} seconds, got "${value}"`,
+      { details: { option: "--interval", value } },
+    );
+  }
+  return n;
+}
+
 export function registerWatch(program: Command): void {
   agentCommand(program, "watch", "show the agent's CPU, memory, load, disk and network live")
-    .option("--interval <seconds>", "time between samples", seconds("--interval"), 1)
+    .option("--interval <seconds>", "time between samples (0.1 to 3600)", sampleInterval, 1)
     .option("-n, --count <n>", "stop after this many samples", positiveInteger("--count"))
     .addHelpText(
       "after",
