@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -132,6 +132,37 @@ describe("in pipes and while waiting", () => {
       assert.match(error.message, reason);
       assert.equal(error.details.dialAgain, false, r.stderr);
       assert.notEqual(error.details.reason, "gave-up");
+    }
+  });
+
+  it("a socket this user may not open fails at once with EACCES", async () => {
+    const folder = join(dir, "guarded");
+    await mkdir(folder, { mode: 0o755 });
+    await chmod(dir, 0o755);
+    const path = join(folder, "agent.sock");
+    const guarded = await runAgent({ agent: new Agent(), listen: [`unix:${path}`], log: silent });
+    try {
+      // Root opens any socket: then the CLI runs as nobody; anyone else is refused a mode 000.
+      const root = process.getuid?.() === 0;
+      await chmod(path, root ? 0o600 : 0o000);
+      const child = spawn(
+        process.execPath,
+        ["--import", "tsx", ENTRY, "info", `unix:${path}`, "--json"],
+        { stdio: ["ignore", "pipe", "pipe"], ...(root ? { uid: 65534, gid: 65534 } : {}) },
+      );
+      let stderr = "";
+      child.stderr.setEncoding("utf8").on("data", (d: string) => {
+        stderr += d;
+      });
+      child.stdout.resume();
+      const [code] = (await once(child, "close")) as [number | null];
+      assert.equal(code, 255, stderr);
+      const { error } = JSON.parse(stderr);
+      assert.equal(error.code, "CONNECT_FAILED");
+      assert.match(error.message, /permission denied connecting to .* \(EACCES\)/);
+      assert.equal(error.details.dialAgain, false);
+    } finally {
+      await guarded.stop({ abort: true });
     }
   });
 
