@@ -3,7 +3,8 @@ import type { Command } from "commander";
 import { Agent } from "../agent/agent.ts";
 import { DEFAULT_DRAIN_TIMEOUT_MS, runAgent } from "../agent/run.ts";
 import { InvalidOptionError } from "../errors.ts";
-import { makeLogger, seconds } from "./common.ts";
+import { makeLogger } from "./common.ts";
+import { addGlobalOptions, seconds } from "./options.ts";
 
 interface AgentCommandOptions {
   listen?: string[];
@@ -32,8 +33,7 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 
 /** With `isDefault`, `guestlink-agent --listen …` needs no `agent` word (the bundled agent). */
 export function registerAgent(program: Command, { isDefault = false } = {}): void {
-  program
-    .command("agent", { isDefault })
+  addGlobalOptions(program.command("agent", { isDefault }))
     .description("run the agent: serve exec, files, info and telemetry to hosts that connect")
     .option(
       "--listen <address>",

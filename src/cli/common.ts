@@ -1,14 +1,19 @@
 /** What the commands share: connecting to an agent, output for people and for machines, logging. */
 import type { Command } from "commander";
 import pino, { type Logger } from "pino";
-import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
-import { nodeKeepAliveClock } from "../platform/node.ts";
-import { logSessionEvents, openSession } from "../platform/session.ts";
+import { InvalidOptionError } from "../errors.ts";
+import { dialSession } from "../platform/dial.ts";
+import { logSessionEvents } from "../platform/session.ts";
 import type { Session } from "../session/session.ts";
-import { Supervisor } from "../supervise/supervisor.ts";
+import { agentLogWriter } from "./agent-log.ts";
+import {
+  addConnectOptions,
+  addGlobalOptions,
+  DEFAULT_CONNECT_TIMEOUT_S,
+  DEFAULT_RECONNECT_TIMEOUT_S,
+} from "./options.ts";
 
-/** How long a command waits to reach its agent before failing (a VM may still be booting). */
-export const DEFAULT_CONNECT_TIMEOUT_S = 30;
+export { DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_RECONNECT_TIMEOUT_S, seconds } from "./options.ts";
 
 export interface GlobalOptions {
   verbose?: boolean;
@@ -20,17 +25,6 @@ export function makeLogger(verbose: boolean, level?: string): Logger {
     { level: level ?? (verbose ? "debug" : "warn"), base: undefined },
     pino.destination(2),
   );
-}
-
-/** Parses a positive number of seconds from an option, with a clear error. */
-export function seconds(name: string): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n <= 0) {
-      throw new InvalidOptionError(`${name} takes a positive number of seconds, got "${value}"`);
-    }
-    return n;
-  };
 }
 
 /** Parses a positive integer (counts, bytes) from an option. Accepts K, M, G suffixes (powers of 1024). */
@@ -51,12 +45,6 @@ export function positiveInteger(name: string): (value: string) => number {
   };
 }
 
-/** Longest wait between attempts while an agent is not up yet: it is found this soon after it is. */
-const CONNECT_RETRY_CEILING_MS = 1_000;
-
-/** How long a command rides out a lost connection to its agent before failing (RESUME_FAILED). */
-export const DEFAULT_RECONNECT_TIMEOUT_S = 30;
-
 /** The options every command that talks to an agent has (see `agentCommand`). */
 export interface AgentCommandOptions {
   connectTimeout: number;
@@ -72,48 +60,57 @@ export function setVerbose(verbose: boolean): void {
 }
 
 /**
- * Connects to the agent at `address`, waiting up to `--connect-timeout` for it to come up (a VM
- * may still be booting): a refused or missing socket is retried with backoff, anything else fails
- * at once. Once connected, a lost connection is dialled again and the session resumes, for up to
- * `--reconnect-timeout`; the user hears of it only with `--verbose`.
+ * Connects to the agent at `address`, waiting up to `--connect-timeout` in all for it to come up
+ * (a VM may still be booting), and saying so on a terminal after two seconds; what cannot heal
+ * by waiting fails at once (platform/dial.ts). Once connected, a lost connection is dialled
+ * again and the session resumes, for up to `--reconnect-timeout`; on a terminal the user is told
+ * at once, and again when it is back.
  */
 export async function connectAgent(
   address: string,
   opts: AgentCommandOptions = { connectTimeout: DEFAULT_CONNECT_TIMEOUT_S },
 ): Promise<Session> {
   const timeoutS = opts.connectTimeout;
-  const windowMs = (opts.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_S) * 1000;
-  const options = {
-    resume: { windowMs },
+  const reconnectS = opts.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_S;
+  const tell = process.stderr.isTTY
+    ? (line: string) => process.stderr.write(`guestlink: ${line}\n`)
+    : undefined;
+  const session = await dialSession(address, {
+    // An agent started here (exec:…) talks JSON logs on its stderr: keep it readable.
+    execStderr: agentLogWriter(process.stderr, verboseLog !== undefined),
+    timeoutMs: timeoutS * 1000,
+    resume: { windowMs: reconnectS * 1000 },
     ...(opts.payloadChecksum === false ? { payloadChecksum: false } : {}),
-  };
-  const supervisor = new Supervisor<Session>({
-    connect: (signal) => openSession(address, { ...options, signal }),
-    closed: (session) => session.closed,
-    dispose: (session) => session.abort(new GuestlinkError("SESSION_CLOSED", "no longer wanted")),
-    clock: nodeKeepAliveClock,
-    random: Math.random,
-    backoff: { ceilingMs: CONNECT_RETRY_CEILING_MS },
-    giveUpAfterMs: timeoutS * 1000,
-    // Also a connection dropped before the agent said HELLO where the transport says that means
-    // "not up yet": a port forwarded into a VM (QEMU's hostfwd) while the guest is still booting.
-    retryable: (err) =>
-      isGuestlinkError(err, "CONNECT_FAILED") ||
-      (isGuestlinkError(err) && err.details?.dialAgain === true),
+    onWaiting:
+      tell &&
+      ((ms) =>
+        tell(
+          `waiting for the agent at ${address} … (${Math.round(ms / 1000)} s of up to ${timeoutS} s; --connect-timeout)`,
+        )),
   });
-  const session = await supervisor.ready();
-  // The session is the caller's from here; the supervisor stops watching it.
-  supervisor.shutdown();
+  if (tell !== undefined) {
+    session.onEvent((e) => {
+      if (e.type === "disconnected")
+        tell(`connection lost; waiting up to ${reconnectS} s for the session to resume`);
+      else if (e.type === "resumed") tell("connection back; the session resumed");
+    });
+  }
   if (verboseLog !== undefined) logSessionEvents(session, verboseLog);
   return session;
 }
 
-/** Prints a value as one line of JSON on stdout. */
-export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value)}\n`);
+/**
+ * The version of every `--json` output's schema (docs/cli.md). It changes only when a field is
+ * removed or changes meaning; new fields may appear without it changing.
+ */
+export const JSON_SCHEMA_VERSION = 1;
+
+/** Prints an object as one line of JSON on stdout, led by its `schemaVersion`. */
+export function printJson(value: object): void {
+  process.stdout.write(`${JSON.stringify({ schemaVersion: JSON_SCHEMA_VERSION, ...value })}\n`);
 }
 
-/** Formats bytes for people: 1.5 MiB. */
+/** Formats bytes (or bytes per second) for people: 784 B, 1.5 MiB. */
 export function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let v = n;
@@ -122,7 +119,8 @@ export function formatBytes(n: number): string {
     v /= 1024;
     i++;
   }
-  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
+  // Rates are fractions of a byte: never print 783.8832045380567 B.
+  return i === 0 ? `${Math.round(n)} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
 /** Two columns, the first padded: for `info` and friends. */
@@ -132,28 +130,14 @@ export function table(rows: readonly (readonly [string, string])[]): string {
 }
 
 /**
- * A command that talks to an agent: `NAME <address>` with `--connect-timeout`, so every such
- * command spells its address and its wait the same way.
+ * A command that talks to an agent: `NAME <address>` with the global options and
+ * `--connect-timeout` and friends, so every such command spells its address and its wait the
+ * same way.
  */
 export function agentCommand(program: Command, name: string, description: string): Command {
-  return program
+  const command = program
     .command(name)
     .description(description)
-    .argument("<address>", "where the agent is (unix:PATH, tcp:HOST:PORT, exec:COMMAND, …)")
-    .option(
-      "--connect-timeout <seconds>",
-      "how long to wait for the agent to come up",
-      seconds("--connect-timeout"),
-      DEFAULT_CONNECT_TIMEOUT_S,
-    )
-    .option(
-      "--reconnect-timeout <seconds>",
-      "how long to ride out a lost connection (reconnecting and resuming) before failing",
-      seconds("--reconnect-timeout"),
-      DEFAULT_RECONNECT_TIMEOUT_S,
-    )
-    .option(
-      "--no-payload-checksum",
-      "go without payload checksums if the peer agrees too (never over a lossy pipe: serial, stdio, exec, mailbox)",
-    );
+    .argument("<address>", "where the agent is (unix:PATH, tcp:HOST:PORT, exec:COMMAND, …)");
+  return addConnectOptions(addGlobalOptions(command));
 }

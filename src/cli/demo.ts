@@ -22,10 +22,11 @@ import { getFile, putFile } from "../controller/files.ts";
 import { formatUs } from "../controller/run/live.ts";
 import { watchTelemetry } from "../controller/telemetry.ts";
 import type { Session } from "../session/session.ts";
-import { connectAgent, formatBytes, printJson } from "./common.ts";
+import { connectAgent, formatBytes, positiveInteger, printJson } from "./common.ts";
 import { runFleetDemo } from "./demo-fleet.ts";
 import { startJunkRelay } from "./demo-junk.ts";
 import { runWireDemo } from "./demo-wire.ts";
+import { addGlobalOptions, seconds } from "./options.ts";
 
 const GIB = 1024 ** 3;
 const AGENTS = ["vm-1", "vm-2", "vm-3"] as const;
@@ -183,7 +184,8 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `peak memory while streaming: host ${formatBytes(hostPeak)}, vm-1's agent ${agentPeak === undefined ? "?" : formatBytes(agentPeak)} (the output was ${formatBytes(opts.outputBytes)})`,
     );
 
-    const junkEvery = 1024 * 1024;
+    // About every MiB, or often enough that a small --damaged-bytes still meets junk.
+    const junkEvery = Math.min(1024 * 1024, Math.max(4096, Math.floor(opts.damagedBytes / 8)));
     say(
       `[3/7] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
     );
@@ -297,30 +299,43 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
 }
 
 export function registerDemo(program: Command): void {
-  program
-    .command("demo")
+  addGlobalOptions(program.command("demo"))
     .description(
       "show guestlink at work on this machine with three local agents; nothing to set up",
     )
-    .option("--json", "print the checks as JSON at the end instead of the story")
-    .option("--output-bytes <n>", "size of the streamed command output", (v) => Number(v), GIB)
+    .option(
+      "--output-bytes <n>",
+      "size of the streamed command output (K, M, G allowed)",
+      positiveInteger("--output-bytes"),
+      GIB,
+    )
     .option(
       "--damaged-bytes <n>",
-      "size of the output streamed through a relay that inserts junk",
-      (v) => Number(v),
+      "size of the output streamed through a relay that inserts junk (K, M, G allowed)",
+      positiveInteger("--damaged-bytes"),
       64 * 1024 ** 2,
     )
     .option(
       "--file-bytes <n>",
-      "size of the file sent round trip",
-      (v) => Number(v),
+      "size of the file sent round trip (K, M, G allowed)",
+      positiveInteger("--file-bytes"),
       64 * 1024 ** 2,
     )
-    .option("--telemetry-seconds <n>", "how long to watch telemetry", (v) => Number(v), 3)
-    .option("--fleet-seconds <n>", "how long the fleet run's mixed stage runs", (v) => Number(v), 3)
+    .option(
+      "--telemetry-seconds <n>",
+      "how long to watch telemetry",
+      seconds("--telemetry-seconds"),
+      3,
+    )
+    .option(
+      "--fleet-seconds <n>",
+      "how long the fleet run's mixed stage runs",
+      seconds("--fleet-seconds"),
+      3,
+    )
     .addHelpText(
       "after",
-      "\nExamples:\n  npm run demo\n  guestlink demo --output-bytes 104857600 --json\n",
+      "\nExamples:\n  npm run demo\n  guestlink demo --output-bytes 100M --json\n",
     )
     .action(async (opts: DemoOptions) => {
       const say = opts.json ? () => {} : (line: string) => process.stdout.write(`${line}\n`);

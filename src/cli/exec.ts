@@ -10,6 +10,7 @@ import type { ExecResult } from "../agent/exec.ts";
 import { remoteExec } from "../controller/exec.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
 import { agentCommand, connectAgent, positiveInteger, seconds } from "./common.ts";
+import { commandAfterAddress } from "./options.ts";
 
 /** Exit statuses of ours, beside the command's own (documented in the help text). */
 export const EXIT_TIMEOUT = 124;
@@ -64,12 +65,17 @@ function explain(
 }
 
 export function registerExec(program: Command): void {
-  agentCommand(
-    program,
-    "exec",
-    "run a command in the agent, streaming stdin, stdout and stderr; exit with its status",
+  commandAfterAddress(
+    agentCommand(
+      program,
+      "exec",
+      "run a command in the agent, streaming stdin, stdout and stderr; exit with its status",
+    ),
   )
-    .argument("<command...>", "the command and its arguments (after --)")
+    .argument(
+      "<command...>",
+      "the command and its arguments: everything from here on is the command's (-- before it is optional)",
+    )
     .option(
       "--timeout <seconds>",
       "stop the command (its whole process group) after this long; exit 124",

@@ -10,7 +10,13 @@ import type { Command } from "commander";
 import { getTree, putTree, type TreeResult } from "../controller/file-tree.ts";
 import { getFile, putFile, type TransferResult } from "../controller/files.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
-import { agentCommand, connectAgent, formatBytes, printJson } from "./common.ts";
+import {
+  agentCommand,
+  connectAgent,
+  formatBytes,
+  JSON_SCHEMA_VERSION,
+  printJson,
+} from "./common.ts";
 import { Progress } from "./progress.ts";
 
 interface TransferOptions {
@@ -143,7 +149,11 @@ async function transfer(
       const value = { direction, from, to, ...result, seconds, bytesPerSecond };
       if (toStdout || (direction === "get" && (await isOurStdout(result.path)))) {
         // stdout is the file's: like cat, say nothing, unless asked for JSON (then on stderr).
-        if (opts.json) process.stderr.write(`${JSON.stringify(value)}\n`);
+        if (opts.json) {
+          process.stderr.write(
+            `${JSON.stringify({ schemaVersion: JSON_SCHEMA_VERSION, ...value })}\n`,
+          );
+        }
       } else if (opts.json) {
         printJson(value);
       } else {
@@ -194,8 +204,7 @@ function transferCommand(program: Command, direction: "get" | "put", description
     .option(
       "--no-follow",
       "if the destination is a symlink, replace the link itself instead of the file it points to",
-    )
-    .option("--json", "print the result as JSON");
+    );
 }
 
 const DESTINATIONS = `

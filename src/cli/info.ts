@@ -16,7 +16,6 @@ export function registerInfo(program: Command): void {
     "info",
     "show the agent's version, host, OS, kernel, uptime, CPUs, memory and services",
   )
-    .option("--json", "print JSON instead of a table")
     .addHelpText(
       "after",
       "\nExamples:\n  guestlink info unix:/run/guestlink.sock\n  guestlink info tcp:10.0.0.5:7070 --json\n",

@@ -1,17 +1,27 @@
 /**
  * The `guestlink` command. Each command lives in its own file; this one wires them into commander
  * and owns the exit-status contract: guestlink's own failures exit 255 with one line on stderr
- * saying what failed and what to do (`--verbose` adds the details and causes).
+ * saying what failed and what to do (`--verbose` adds the details and causes), or with `--json`
+ * one JSON object `{"error": {code, message, details}}` on stderr, with the same exit status.
  */
 import { Command, CommanderError } from "commander";
-import { isGuestlinkError } from "../errors.ts";
+import { GuestlinkError } from "../errors.ts";
 import { VERSION } from "../version.ts";
 import { registerAgent } from "./agent.ts";
 import { setVerbose } from "./common.ts";
 import { registerDemo } from "./demo.ts";
 import { registerExec } from "./exec.ts";
+import { failureJson, formatFailure } from "./failure.ts";
 import { registerFiles } from "./files.ts";
 import { registerInfo } from "./info.ts";
+import {
+  addConnectOptions,
+  addGlobalOptions,
+  jsonOutput,
+  mergeGlobals,
+  verboseOutput,
+} from "./options.ts";
+import { endQuietlyWhenStdoutCloses } from "./output.ts";
 import { registerPing } from "./ping.ts";
 import { registerRun } from "./run.ts";
 import { registerWatch } from "./watch.ts";
@@ -25,15 +35,20 @@ export function buildProgram({ agentOnly = false } = {}): Command {
       "A control channel between a host and its agents that never loses, corrupts, stalls or silently truncates anything.",
     )
     .version(VERSION, "-V, --version")
-    .option("-v, --verbose", "print details and causes of failures")
-    .showHelpAfterError("(run with --help for usage)")
+    // Our own one line replaces commander's message (see `formatFailure`).
+    .configureOutput({ outputError: () => {} })
     .enablePositionalOptions()
     .exitOverride()
-    .hook("preAction", (root) => setVerbose(Boolean(root.opts().verbose)));
+    .hook("preAction", (_root, command) => {
+      mergeGlobals(command);
+      setVerbose(Boolean(command.opts().verbose));
+    });
+  addGlobalOptions(program);
   if (agentOnly) {
     registerAgent(program, { isDefault: true });
     return program;
   }
+  addConnectOptions(program);
   registerExec(program);
   registerPing(program);
   registerInfo(program);
@@ -45,35 +60,43 @@ export function buildProgram({ agentOnly = false } = {}): Command {
   return program;
 }
 
-/** Formats a failure as the one line the CLI prints, plus detail lines when verbose. */
-export function formatFailure(err: unknown, verbose: boolean): string {
-  const lines: string[] = [];
-  if (isGuestlinkError(err)) {
-    lines.push(`guestlink: ${err.message} [${err.code}]`);
-    if (verbose && err.details) lines.push(`  details: ${JSON.stringify(err.details)}`);
-  } else {
-    lines.push(`guestlink: ${err instanceof Error ? err.message : String(err)}`);
-  }
-  if (verbose) {
-    for (let cause = (err as Error)?.cause; cause !== undefined; cause = (cause as Error)?.cause) {
-      lines.push(`  caused by: ${cause instanceof Error ? cause.message : String(cause)}`);
-    }
-    if (err instanceof Error && err.stack) lines.push(err.stack);
-  }
-  return lines.join("\n");
+/**
+ * A usage error from commander (unknown option or command, missing argument) as INVALID_OPTION,
+ * naming the command whose help tells the usage.
+ */
+function usageError(
+  err: CommanderError,
+  program: Command,
+  argv: readonly string[],
+): GuestlinkError {
+  const message = err.message.replace(/^error: /, "");
+  const words = argv.slice(2);
+  const command = program.commands.find((c) => words.includes(c.name()));
+  const help = command ? `${program.name()} ${command.name()} --help` : `${program.name()} --help`;
+  return new GuestlinkError("INVALID_OPTION", `${message} (see ${help})`, {
+    details: { commander: err.code },
+  });
 }
 
 export async function main(argv: readonly string[], { agentOnly = false } = {}): Promise<number> {
+  endQuietlyWhenStdoutCloses();
   const program = buildProgram({ agentOnly });
   try {
     await program.parseAsync(argv as string[]);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
+    let failure = err;
     if (err instanceof CommanderError) {
-      // Help and version exit 0; usage errors were already printed by commander.
-      return err.exitCode === 0 ? 0 : EXIT_GUESTLINK_FAILURE;
+      // Help and version exit 0; help shown because no command was given has been printed.
+      if (err.exitCode === 0) return 0;
+      if (err.code === "commander.help") return EXIT_GUESTLINK_FAILURE;
+      failure = usageError(err, program, argv);
     }
-    process.stderr.write(`${formatFailure(err, Boolean(program.opts().verbose))}\n`);
+    if (jsonOutput()) {
+      process.stderr.write(`${JSON.stringify(failureJson(failure))}\n`);
+    } else {
+      process.stderr.write(`${formatFailure(failure, verboseOutput())}\n`);
+    }
     return EXIT_GUESTLINK_FAILURE;
   }
 }

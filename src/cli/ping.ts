@@ -3,31 +3,34 @@ import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
 import { InvalidOptionError } from "../errors.ts";
 import { agentCommand, connectAgent, positiveInteger, printJson, seconds } from "./common.ts";
+import { stdoutClosed } from "./output.ts";
 
+/** Round-trip statistics; the times are null when no call was answered. */
 export interface PingStats {
   sent: number;
   answered: number;
   failed: number;
-  minMs: number;
-  avgMs: number;
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
+  minMs: number | null;
+  avgMs: number | null;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  maxMs: number | null;
 }
 
 export function pingStats(samples: readonly number[], failed: number): PingStats {
   const sorted = [...samples].sort((a, b) => a - b);
-  const at = (q: number) =>
-    sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? Number.NaN;
+  const counts = { sent: samples.length + failed, answered: samples.length, failed };
+  if (sorted.length === 0) {
+    return { ...counts, minMs: null, avgMs: null, p50Ms: null, p99Ms: null, maxMs: null };
+  }
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
   return {
-    sent: samples.length + failed,
-    answered: samples.length,
-    failed,
-    minMs: sorted[0] ?? Number.NaN,
-    avgMs: sorted.reduce((a, b) => a + b, 0) / (sorted.length || 1),
-    p50Ms: at(0.5),
-    p99Ms: at(0.99),
-    maxMs: sorted[sorted.length - 1] ?? Number.NaN,
+    ...counts,
+    minMs: sorted[0] as number,
+    avgMs: sorted.reduce((a, b) => a + b, 0) / sorted.length,
+    p50Ms: at(0.5) as number,
+    p99Ms: at(0.99) as number,
+    maxMs: sorted[sorted.length - 1] as number,
   };
 }
 
@@ -48,7 +51,6 @@ export function registerPing(program: Command): void {
       0.2,
     )
     .option("--timeout <seconds>", "deadline of each call", seconds("--timeout"), 5)
-    .option("--json", "print the statistics as JSON")
     .addHelpText(
       "after",
       "\nExamples:\n  guestlink ping unix:/run/guestlink.sock\n  guestlink ping tcp:10.0.0.5:7070 -c 1000 -i 0 --json\n",
@@ -70,7 +72,8 @@ export function registerPing(program: Command): void {
         try {
           if (!opts.json)
             process.stdout.write(`PING ${address} (agent ${session.peer?.id ?? "?"})\n`);
-          for (let seq = 1; seq <= opts.count; seq++) {
+          // A reader that went away (`| head -2`) has seen all it wanted: stop, quietly.
+          for (let seq = 1; seq <= opts.count && !stdoutClosed.aborted; seq++) {
             const start = performance.now();
             try {
               await session.call("ping", { seq }, { deadline: start + opts.timeout * 1000 });
@@ -95,10 +98,12 @@ export function registerPing(program: Command): void {
               clockOffsetMs: session.clockOffsetMs,
             });
           } else {
-            const f = (n: number) => n.toFixed(3);
+            const f = (n: number | null) => (n === null ? "-" : n.toFixed(3));
             process.stdout.write(
               `--- ${address} ping statistics ---\n${stats.sent} calls, ${stats.answered} answered, ${stats.failed} failed\n` +
-                `round trip min/avg/p50/p99/max = ${f(stats.minMs)}/${f(stats.avgMs)}/${f(stats.p50Ms)}/${f(stats.p99Ms)}/${f(stats.maxMs)} ms\n`,
+                (stats.answered === 0
+                  ? "round trip: no call was answered\n"
+                  : `round trip min/avg/p50/p99/max = ${f(stats.minMs)}/${f(stats.avgMs)}/${f(stats.p50Ms)}/${f(stats.p99Ms)}/${f(stats.maxMs)} ms\n`),
             );
           }
           if (failed > 0) process.exitCode = 1;

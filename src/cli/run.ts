@@ -11,6 +11,8 @@ import {
 import { dryRun, runPlan } from "../controller/run/run-plan.ts";
 import type { RunSummary } from "../controller/run/summary.ts";
 import { isGuestlinkError } from "../errors.ts";
+import { failureJson, formatFailure } from "./failure.ts";
+import { addGlobalOptions, jsonOutput, verboseOutput } from "./options.ts";
 
 interface RunOptions {
   results?: string;
@@ -54,7 +56,9 @@ function printSummary(s: RunSummary, dir: string): void {
 async function dryRunCommand(plan: string, json: boolean): Promise<number> {
   const { exitCode, agents } = await dryRun(plan);
   if (json) {
-    process.stdout.write(`${JSON.stringify({ v: 1, type: "dry-run", exitCode, agents })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ schemaVersion: 1, type: "dry-run", exitCode, agents })}\n`,
+    );
     return exitCode;
   }
   for (const a of agents) {
@@ -75,18 +79,17 @@ async function dryRunCommand(plan: string, json: boolean): Promise<number> {
 }
 
 export function registerRun(program: Command): void {
-  program
-    .command("run")
+  addGlobalOptions(program.command("run"))
     .description(
       "run a plan on a fleet of agents: coordinated start, live merged stats, results folder",
     )
     .argument("<plan>", "the plan file (YAML; docs/fleet.md)")
     .option("--results <dir>", "where results go (default results/NAME-YYYYMMDD-HHMMSS)")
-    .option(
-      "--json",
-      "print NDJSON events on stdout (state changes, stats, the summary) and nothing else",
-    )
     .option("--dry-run", "check the plan and reach every agent (info, clock offset); run nothing")
+    .addHelpText(
+      "after",
+      "\nWith --json: NDJSON events on stdout (state changes, stats, the summary) and nothing else.",
+    )
     .addHelpText("after", EXIT_HELP)
     .action(async (plan: string, opts: RunOptions) => {
       try {
@@ -95,7 +98,10 @@ export function registerRun(program: Command): void {
           : await run(plan, opts);
       } catch (err) {
         if (isGuestlinkError(err, "PLAN_INVALID")) {
-          process.stderr.write(`guestlink: ${err.message} [PLAN_INVALID]\n`);
+          // Its own exit status (5), but said as every failure is.
+          process.stderr.write(
+            `${jsonOutput() ? JSON.stringify(failureJson(err)) : formatFailure(err, verboseOutput())}\n`,
+          );
           process.exitCode = EXIT.invalid;
           return;
         }

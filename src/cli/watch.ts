@@ -1,6 +1,8 @@
 /** `guestlink watch ADDR`: live telemetry, redrawn in place on a terminal, one line each otherwise. */
 import type { Command } from "commander";
+import { MAX_TELEMETRY_INTERVAL_MS, MIN_TELEMETRY_INTERVAL_MS } from "../agent/telemetry.ts";
 import { type TelemetrySample, watchTelemetry } from "../controller/telemetry.ts";
+import { InvalidOptionError } from "../errors.ts";
 import {
   agentCommand,
   connectAgent,
@@ -9,6 +11,7 @@ import {
   printJson,
   seconds,
 } from "./common.ts";
+import { stdoutClosed } from "./output.ts";
 
 interface WatchOptions {
   interval: number;
@@ -52,11 +55,22 @@ function screen(address: string, s: TelemetrySample, n: number): string {
   return `\u001b[H\u001b[J${rows.join("\n")}\n`;
 }
 
+/** The agent samples from ten times a second to once an hour. */
+function sampleInterval(value: string): number {
+  const n = seconds("--interval")(value);
+  if (n * 1000 < MIN_TELEMETRY_INTERVAL_MS || n * 1000 > MAX_TELEMETRY_INTERVAL_MS) {
+    throw new InvalidOptionError(
+      `--interval takes ${MIN_TELEMETRY_INTERVAL_MS / 1000} to ${MAX_TELEMETRY_INTERVAL_MS / 1000} seconds, got "${value}"`,
+      { details: { option: "--interval", value } },
+    );
+  }
+  return n;
+}
+
 export function registerWatch(program: Command): void {
   agentCommand(program, "watch", "show the agent's CPU, memory, load, disk and network live")
-    .option("--interval <seconds>", "time between samples", seconds("--interval"), 1)
+    .option("--interval <seconds>", "time between samples (0.1 to 3600)", sampleInterval, 1)
     .option("-n, --count <n>", "stop after this many samples", positiveInteger("--count"))
-    .option("--json", "print each sample as one line of JSON")
     .addHelpText(
       "after",
       "\nExamples:\n  guestlink watch unix:/run/guestlink.sock\n  guestlink watch tcp:10.0.0.5:7070 --interval 5 --json > telemetry.ndjson\n",
@@ -66,6 +80,8 @@ export function registerWatch(program: Command): void {
       const controller = new AbortController();
       const stop = () => controller.abort();
       process.on("SIGINT", stop);
+      // A reader that went away (`| head -1`) ends the watch as Ctrl-C does: quietly.
+      stdoutClosed.addEventListener("abort", stop, { once: true });
       const redraw = !opts.json && Boolean(process.stdout.isTTY);
       let n = 0;
       try {
@@ -80,6 +96,7 @@ export function registerWatch(program: Command): void {
         }
       } finally {
         process.off("SIGINT", stop);
+        stdoutClosed.removeEventListener("abort", stop);
         controller.abort();
         await session.close();
       }

@@ -3,12 +3,13 @@
  * clock and CRC, and keep a session that can resume connected.
  */
 import { hostname } from "node:os";
-import { GuestlinkError } from "../errors.ts";
+import { ConnectFailedError, GuestlinkError } from "../errors.ts";
 import type { SessionOptions } from "../session/options.ts";
 import { SessionRegistry } from "../session/registry.ts";
 import { Session, type SessionConnection, type SessionEvent } from "../session/session.ts";
 import type { BackoffOptions } from "../supervise/backoff.ts";
 import { Supervisor } from "../supervise/supervisor.ts";
+import { raceCallOptions } from "../transport/call-options.ts";
 import { type Address, connect, listen, toAddress } from "../transport/index.ts";
 import type { CallOptions, Listener } from "../transport/transport.ts";
 import { VERSION } from "../version.ts";
@@ -33,6 +34,8 @@ export interface OpenSessionOptions extends NodeSessionOptions, CallOptions {
   setup?: (session: Session) => void;
   /** How redialling backs off after a lost connection (resume only). */
   reconnectBackoff?: BackoffOptions;
+  /** For `exec:` addresses: where the child's stderr goes (default: this process's stderr). */
+  execStderr?: NodeJS.WritableStream;
 }
 
 /**
@@ -43,14 +46,16 @@ export interface OpenSessionOptions extends NodeSessionOptions, CallOptions {
  * default: when the connection is lost it dials again (backing off with jitter) and goes on
  * where it left off, for up to `resume.windowMs`; see `session.onEvent` for what happens.
  * `resume: false` makes a lost connection end the session.
+ *
+ * `signal` and `deadline` bound the whole open, the handshake included.
  */
 export async function openSession(
   address: string | Address,
   options: OpenSessionOptions = {},
 ): Promise<Session> {
-  const { signal, deadline, setup, reconnectBackoff, ...rest } = options;
+  const { signal, deadline, setup, reconnectBackoff, execStderr, ...rest } = options;
   const parsed = toAddress(address);
-  const transport = await connect(parsed, { signal, deadline });
+  const transport = await connect(parsed, { signal, deadline, execStderr });
   // Only where dialling again reaches the same peer can a lost connection be resumed.
   const resume = transport.redialable === true ? (rest.resume ?? true) : false;
   const session = new Session(
@@ -58,7 +63,20 @@ export async function openSession(
     sessionOptions(rest.role ?? "client", { ...rest, resume }),
   );
   setup?.(session);
-  await session.ready;
+  // The signal and deadline cover the handshake too: a listener that accepts and never says
+  // HELLO must not hold the caller past them (the handshake timeout is a bound of its own).
+  await raceCallOptions(
+    session.ready,
+    { signal, deadline },
+    {
+      onDeadline: () =>
+        new ConnectFailedError(
+          `${transport.description} took the connection but did not finish the handshake before the deadline`,
+          { details: { address: transport.description, reason: "deadline" } },
+        ),
+      cancel: () => session.abort(new GuestlinkError("CANCELLED", "the handshake was given up")),
+    },
+  );
   if (resume !== false) keepConnected(session, parsed, reconnectBackoff ?? RECONNECT_BACKOFF);
   return session;
 }

@@ -54,6 +54,12 @@ export interface ExecOptions extends CallOptions {
    * when neither our stdin nor our stderr is a terminal (see above).
    */
   processGroup?: boolean;
+  /**
+   * Where the child's stderr goes: by default straight to ours (inherited). A caller that shows
+   * it to a person differently (the CLI keeps an agent's routine logs quiet) passes a stream;
+   * it is ended when the child's stderr ends (so pass one of its own, not process.stderr).
+   */
+  stderr?: NodeJS.WritableStream;
 }
 
 /** How the child ended. */
@@ -80,10 +86,11 @@ export async function connectExec(
   const [command, ...args] = argv as [string, ...string[]];
   const processGroup = options.processGroup ?? !(isatty(0) || isatty(2));
   const child = spawn(command, args, {
-    stdio: ["pipe", "pipe", "inherit"],
+    stdio: ["pipe", "pipe", options.stderr ? "pipe" : "inherit"],
     windowsHide: true,
     detached: processGroup,
   });
+  if (options.stderr) child.stderr?.pipe(options.stderr);
   const exited = new Promise<ExitStatus>((resolve) => {
     child.once("exit", (code, signal) => resolve({ code, signal }));
   });

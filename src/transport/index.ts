@@ -42,10 +42,16 @@ export { connectTcp, listenTcp } from "./tcp.ts";
 export type { CallOptions, Listener, Transport } from "./transport.ts";
 export { connectUnix, listenUnix, MAX_UNIX_PATH_BYTES } from "./unix.ts";
 
+/** What `connect` takes: the call's signal and deadline, and options of one transport. */
+export interface ConnectOptions extends CallOptions {
+  /** For `exec:` addresses: where the child's stderr goes (see `ExecOptions.stderr`). */
+  execStderr?: NodeJS.WritableStream;
+}
+
 /** Connects to an address. Fails with INVALID_ADDRESS, TRANSPORT_UNSUPPORTED or CONNECT_FAILED. */
 export async function connect(
   address: string | Address,
-  options?: CallOptions,
+  options?: ConnectOptions,
 ): Promise<Transport> {
   const a = toAddress(address);
   switch (a.kind) {
@@ -56,7 +62,11 @@ export async function connect(
     case "stdio":
       return connectStdio(options);
     case "exec":
-      return connectExec(a.argv, options);
+      return connectExec(a.argv, {
+        signal: options?.signal,
+        deadline: options?.deadline,
+        stderr: options?.execStderr,
+      });
     case "vsock":
       return connectVsock(a.cid, a.port, options);
     case "fc":

@@ -7,7 +7,7 @@
  * depends on what stdout is: a socket pair (a Node parent) carries it; a plain pipe (most shells
  * and ssh) only ends when the process exits, because Node never closes file descriptor 1.
  */
-import { ConnectFailedError } from "../errors.ts";
+import { ConnectFailedError, InvalidAddressError } from "../errors.ts";
 import { throwIfDone } from "./call-options.ts";
 import { NodeStreamTransport } from "./node-stream.ts";
 import type { CallOptions, Transport } from "./transport.ts";
@@ -23,6 +23,17 @@ export async function connectStdio(options?: CallOptions): Promise<Transport> {
   if (inUse) {
     throw new ConnectFailedError(
       "stdio is already used by a transport: a process has one stdin and one stdout",
+    );
+  }
+  // A terminal is a person, not a peer: the handshake's binary frames would land on the screen
+  // and the session would wait for a HELLO nobody types.
+  const terminal = [process.stdin.isTTY && "stdin", process.stdout.isTTY && "stdout"].filter(
+    Boolean,
+  );
+  if (terminal.length > 0) {
+    throw new InvalidAddressError(
+      `cannot use stdio here: ${terminal.join(" and ")} ${terminal.length > 1 ? "are" : "is"} a terminal; stdio carries the protocol between two programs (a host runs this as exec:COMMAND, e.g. exec:ssh HOST guestlink agent --stdio)`,
+      { details: { address: "stdio", terminal } },
     );
   }
   inUse = true;

@@ -7,7 +7,12 @@
 import { lstat, stat, unlink } from "node:fs/promises";
 import net from "node:net";
 import { dirname } from "node:path";
-import { AddressInUseError, InvalidAddressError, ListenFailedError } from "../errors.ts";
+import {
+  AddressInUseError,
+  ConnectFailedError,
+  InvalidAddressError,
+  ListenFailedError,
+} from "../errors.ts";
 import { formatAddress } from "./address.ts";
 import { raceCallOptions, throwIfDone } from "./call-options.ts";
 import { errorLabel, NodeStreamTransport } from "./node-stream.ts";
@@ -20,16 +25,73 @@ import type { CallOptions, Listener, Transport } from "./transport.ts";
  */
 export const MAX_UNIX_PATH_BYTES = process.platform === "linux" ? 107 : 103;
 
-/** Connects to a Unix socket. Fails with CONNECT_FAILED, or the signal's reason. */
+/**
+ * Connects to a Unix socket. Fails with CONNECT_FAILED, or the signal's reason. A failure that
+ * waiting cannot heal has `details.dialAgain` false: see `cannotHeal`.
+ */
 export async function connectUnix(path: string, options?: CallOptions): Promise<Transport> {
   const description = describe(path);
-  return connectSocket(
-    { path },
-    description,
-    options,
-    (err) => explainConnect(err, description),
-    (socket) => wrap(socket, description),
-  );
+  try {
+    return await connectSocket(
+      { path },
+      description,
+      options,
+      (err) => explainConnect(err, description),
+      (socket) => wrap(socket, description),
+    );
+  } catch (err) {
+    if (!(err instanceof ConnectFailedError) || !(err.cause instanceof Error)) throw err;
+    const why = await cannotHeal(err.cause, path, description);
+    if (why === undefined) throw err;
+    throw new ConnectFailedError(why, {
+      cause: err.cause,
+      details: { ...err.details, dialAgain: false },
+    });
+  }
+}
+
+/**
+ * Why a failed connect cannot succeed by waiting, or undefined if it may (an agent starting up
+ * creates its socket in a moment, and a stale socket file answers again once it restarts).
+ * A missing socket in a folder that exists is worth waiting for; one whose folder does not exist
+ * is a wrong path (an agent creates its socket, not the folders above it). A path that is not a
+ * socket, and a socket this user may not open, stay so.
+ */
+async function cannotHeal(
+  err: Error,
+  path: string,
+  description: string,
+): Promise<string | undefined> {
+  const code = errorLabel(err);
+  switch (code) {
+    case "ENOENT": {
+      const folder = dirname(path);
+      const there = await stat(folder).then(
+        (s) => s.isDirectory(),
+        () => false,
+      );
+      return there
+        ? undefined
+        : `no socket at ${description}: its folder ${folder} does not exist (ENOENT); is the path right?`;
+    }
+    case "ENOTDIR":
+      return `no socket at ${description}: a part of the path is not a folder (ENOTDIR); is the path right?`;
+    case "ECONNREFUSED":
+    case "ENOTSOCK": {
+      const kind = await lstat(path).then(
+        (s) => (s.isSocket() ? undefined : s.isDirectory() ? "a folder" : "a file"),
+        () => undefined,
+      );
+      return kind === undefined
+        ? undefined
+        : `${description} is ${kind}, not a socket (${code}): is the path right?`;
+    }
+    case "EACCES":
+    case "EPERM":
+      return explainConnect(err, description);
+    default:
+      return undefined;
+  }
 }
 
 /**

@@ -34,7 +34,7 @@ const agentList = (list: { id: string; address: string }[]) =>
   `agents:\n${list.map((a) => `  - { id: ${a.id}, address: "${a.address}" }`).join("\n")}\n`;
 
 interface Event {
-  v: number;
+  schemaVersion: number;
   type: string;
   [key: string]: unknown;
 }
@@ -84,7 +84,7 @@ describe("guestlink run", () => {
       }
     });
     assert.equal(code, 2, stderr);
-    assert.ok(events.every((e) => e.v === 1 && typeof e.type === "string"));
+    assert.ok(events.every((e) => e.schemaVersion === 1 && typeof e.type === "string"));
     const summary = JSON.parse(await readFile(join(results, "summary.json"), "utf8"));
     assert.equal(summary.outcome, "partial");
     assert.deepEqual(

@@ -68,7 +68,7 @@ function harness(yaml: string, behaviours: Record<string, Behaviour>): Harness {
       });
       servers.set(agent.id, server);
       if ("real" in behaviour) {
-        new Agent({ id: agent.id, workload: { clock: agentClock, spinMs: 0 } }).attach(server);
+        new Agent({ id: agent.id, workload: { clock: agentClock, preciseMs: 0 } }).attach(server);
       } else {
         server.handle("workload.time", () => ({ wallMs: agentClock.wallNow() }));
         behaviour.setup(server, agentClock);

@@ -318,14 +318,15 @@ export class FleetRun {
         const offset = agent.offset as ClockOffset;
         let silence: Timer | undefined;
         let stalled = false;
-        const listen = () => {
+        // Silent for `silence` (past the start instant, while it has not started): stalled.
+        const listen = (waitingMs = 0) => {
           silence?.cancel();
           if (stalled) {
             stalled = false;
             this.#emit({ type: "stalled", agent: agent.id, stage: stage.name, stalled });
           }
-          silence = this.#clock.setTimer(silenceMs, () => {
-            if (machine.state !== "RUNNING") return;
+          silence = this.#clock.setTimer(silenceMs + waitingMs, () => {
+            if (machine.final) return;
             stalled = true;
             this.#emit({ type: "stalled", agent: agent.id, stage: stage.name, stalled });
           });
@@ -359,7 +360,7 @@ export class FleetRun {
         this.#running.set(agent.id, running);
         machine.move("START_SENT");
         if (this.aborted) void running.abort().catch(() => {});
-        listen();
+        listen(Math.max(0, startAtMs - this.#clock.wallNow()));
         try {
           const outcome = await running.outcome.catch(async (err: unknown) => {
             // Aborted here: the agent's own outcome is in its confirmation.

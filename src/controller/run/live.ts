@@ -115,7 +115,7 @@ const rate = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
 export function ndjsonOutput(write: (line: string) => void): LiveOutput {
   const out = (type: string, at: number, body: object) =>
     write(
-      `${JSON.stringify({ v: EVENTS_VERSION, type, at: new Date(at).toISOString(), ...body })}\n`,
+      `${JSON.stringify({ schemaVersion: EVENTS_VERSION, type, at: new Date(at).toISOString(), ...body })}\n`,
     );
   return {
     event(e) {
@@ -148,7 +148,7 @@ export function ndjsonOutput(write: (line: string) => void): LiveOutput {
     },
     summary(s) {
       write(
-        `${JSON.stringify({ v: EVENTS_VERSION, type: "summary", at: s.endedAt, summary: s })}\n`,
+        `${JSON.stringify({ schemaVersion: EVENTS_VERSION, type: "summary", at: s.endedAt, summary: s })}\n`,
       );
     },
   };
