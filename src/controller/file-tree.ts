@@ -12,7 +12,7 @@
 import { lstat, stat } from "node:fs/promises";
 import { basename, join, posix, resolve } from "node:path";
 import * as v from "valibot";
-import { GuestlinkError, isGuestlinkError } from "../errors.ts";
+import { isGuestlinkError } from "../errors.ts";
 import { createFolder, listFolder } from "../platform/file-folders.ts";
 import {
   type FileEntry,
@@ -22,6 +22,7 @@ import {
 } from "../platform/file-transfer.ts";
 import type { Session } from "../session/session.ts";
 import { getFile, putFile, type TransferOptions, withSide } from "./files.ts";
+import { checkReply } from "./reply.ts";
 
 export interface TreeResult {
   /** The folder (or file) the copy went to: absolute on its side. */
@@ -39,16 +40,6 @@ const ListResult = v.object({
   entries: v.array(FileEntrySchema),
 });
 const MkdirResult = v.object({ path: v.string(), created: v.boolean() });
-
-function checked<S extends v.GenericSchema>(method: string, schema: S, value: unknown) {
-  const parsed = v.safeParse(schema, value);
-  if (parsed.success) return parsed.output as v.InferOutput<S>;
-  throw new GuestlinkError(
-    "BAD_RESULT",
-    `the agent's result for ${method} is malformed: ${v.summarize(parsed.issues)}`,
-    { details: { method, problems: parsed.issues.map((issue) => issue.message) } },
-  );
-}
 
 /** Progress across the files of a tree: bytes of the files done plus the one moving. */
 function treeProgress(options: TransferOptions, result: TreeResult) {
@@ -68,7 +59,7 @@ export async function getTree(
 ): Promise<TreeResult> {
   let top: v.InferOutput<typeof ListResult>;
   try {
-    top = checked(
+    top = checkReply(
       "files.list",
       ListResult,
       await session.call("files.list", { path: remotePath }, options),
@@ -91,7 +82,7 @@ export async function getTree(
       if (entry.type === "folder") {
         await local(() => createFolder(to, undefined, entry.mode));
         result.folders++;
-        const listed = checked(
+        const listed = checkReply(
           "files.list",
           ListResult,
           await session.call("files.list", { path: from }, options).catch((err: unknown) => {
@@ -141,8 +132,11 @@ export async function putTree(
   const mkdir = async (path: string, name: string | undefined, mode: number) => {
     try {
       const params = name === undefined ? { path, mode } : { path, name, mode };
-      return checked("files.mkdir", MkdirResult, await session.call("files.mkdir", params, options))
-        .path;
+      return checkReply(
+        "files.mkdir",
+        MkdirResult,
+        await session.call("files.mkdir", params, options),
+      ).path;
     } catch (err) {
       throw withSide(err, session);
     }

@@ -40,6 +40,7 @@ import {
   streamSink,
   throughSink,
 } from "./file-ends.ts";
+import { checkReply } from "./reply.ts";
 
 export interface TransferOptions extends CallOptions {
   /** Called as bytes move: bytes so far, and the total when it is known (put). */
@@ -107,20 +108,6 @@ export function withSide(err: unknown, session: Session): unknown {
         ...(remote ? { agent } : {}),
       },
     },
-  );
-}
-
-function checkResult<S extends v.GenericSchema>(
-  method: string,
-  schema: S,
-  value: unknown,
-): v.InferOutput<S> {
-  const parsed = v.safeParse(schema, value);
-  if (parsed.success) return parsed.output;
-  throw new GuestlinkError(
-    "BAD_RESULT",
-    `the agent's result for ${method} is malformed: ${v.summarize(parsed.issues)}`,
-    { details: { method, problems: parsed.issues.map((issue) => issue.message) } },
   );
 }
 
@@ -282,7 +269,7 @@ async function receive(
         }
       }
     })();
-    const result = checkResult(
+    const result = checkReply(
       "files.get",
       GetResult,
       await settleTransfer(call, stream, receiving, local, () => stream.remoteEnded),
@@ -370,7 +357,7 @@ async function send(
       throw err;
     }
   }, data);
-  const result = checkResult(
+  const result = checkReply(
     "files.put",
     PutResult,
     await settleTransfer(call, stream, sending, local, () => stream.outputDone),
@@ -382,7 +369,7 @@ async function send(
     throw checksumMismatch(remotePath, sha256, result.sha256, sent, result.size);
   }
   try {
-    const committed = checkResult(
+    const committed = checkReply(
       "files.commit",
       CommitResult,
       await session.call(

@@ -4,7 +4,6 @@
  * they come. Everything the agent sends is checked; a bad record fails that agent, not the run.
  */
 import type { Writable } from "node:stream";
-import * as v from "valibot";
 import { GuestlinkError } from "../../errors.ts";
 import {
   ConfigureResult,
@@ -20,6 +19,7 @@ import { toDuplex } from "../../platform/duplex.ts";
 import type { OpenCall, Session } from "../../session/session.ts";
 import type { SessionStream } from "../../session/stream.ts";
 import { readLines } from "../lines.ts";
+import { checkReply } from "../reply.ts";
 import type { Stage } from "./plan.ts";
 
 export type { RunOutcome, StatsRecord };
@@ -33,21 +33,10 @@ function badReply(what: string, problem: string): GuestlinkError {
   });
 }
 
-function check<S extends v.GenericSchema>(
-  schema: S,
-  value: unknown,
-  what: string,
-): v.InferOutput<S> {
-  const parsed = v.safeParse(schema, value);
-  if (parsed.success) return parsed.output;
-  const issue = parsed.issues[0];
-  throw badReply(what, `${v.getDotPath(issue) ?? "value"}: ${issue.message}`);
-}
-
 /** The agent's wall clock now, ms since the epoch. */
 export async function agentTime(session: Session, deadline: number): Promise<number> {
   const reply = await session.call(METHOD_TIME, {}, { deadline });
-  return check(TimeResult, reply, "time").wallMs;
+  return checkReply(METHOD_TIME, TimeResult, reply).wallMs;
 }
 
 /** Configures `stage` on the agent; resolves when it is READY. */
@@ -59,7 +48,7 @@ export async function configureStage(
   const params: Record<string, unknown> = { stage: stage.name, workload: stage.workload };
   if (stage.durationMs !== undefined) params.durationMs = stage.durationMs;
   const reply = await session.call(METHOD_CONFIGURE, params, { deadline });
-  check(ConfigureResult, reply, "READY");
+  checkReply(METHOD_CONFIGURE, ConfigureResult, reply);
 }
 
 export interface StageRun {
@@ -103,7 +92,7 @@ export function runStage(
       } catch {
         throw badReply("stats record", "not JSON");
       }
-      onRecord(check(StatsRecord, value, "stats record"));
+      onRecord(checkReply(`${METHOD_RUN} (a stats record)`, StatsRecord, value));
     }
   })();
   const copied =
@@ -112,7 +101,7 @@ export function runStage(
       : demuxOutput(call.streams.output as SessionStream, output);
   const outcome = (async () => {
     const [result] = await Promise.all([call.result, records, copied]);
-    return check(RunOutcome, result, "outcome");
+    return checkReply(METHOD_RUN, RunOutcome, result);
   })();
   outcome.catch(() => {});
   return {
@@ -121,7 +110,7 @@ export function runStage(
       call.cancel("the run was aborted");
       const confirmed = await call.confirmed;
       await records.catch(() => {});
-      return check(RunOutcome, confirmed, "outcome");
+      return checkReply(METHOD_RUN, RunOutcome, confirmed);
     },
   };
 }
