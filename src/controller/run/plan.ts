@@ -33,28 +33,14 @@ export interface Stage {
   workload: Workload;
 }
 
+const LATENCY_METRICS = ["mean", "p50", "p90", "p95", "p99", "p999", "max"] as const;
 export const THRESHOLD_METRICS = [
-  "mean",
-  "p50",
-  "p90",
-  "p95",
-  "p99",
-  "p999",
-  "max",
+  ...LATENCY_METRICS,
   "errors",
   "ops_per_sec",
   "mib_per_sec",
 ] as const;
 export type ThresholdMetric = (typeof THRESHOLD_METRICS)[number];
-const LATENCY_METRICS: readonly ThresholdMetric[] = [
-  "mean",
-  "p50",
-  "p90",
-  "p95",
-  "p99",
-  "p999",
-  "max",
-];
 export const COMPARATORS = ["<=", ">=", "==", "<", ">"] as const;
 export type Comparator = (typeof COMPARATORS)[number];
 
@@ -255,7 +241,7 @@ function readThresholds(f: Fields): Threshold[] {
     const comparator = m[1] as Comparator;
     const operand = m[2] as string;
     let value: number;
-    if (LATENCY_METRICS.includes(metric)) {
+    if ((LATENCY_METRICS as readonly string[]).includes(metric)) {
       const parsed = parseDuration(operand);
       if ("error" in parsed) throw new CheckError(path, parsed.error);
       value = parsed.value * 1000;
