@@ -3,13 +3,13 @@
  * Unix sockets; the run's exit status, its NDJSON, and its results folder.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type AgentProcess, startAgent } from "../helpers/agent-process.ts";
 import { runCli, startCli } from "../helpers/cli.ts";
+import { processesMatching } from "../helpers/processes.ts";
 
 let dir: string;
 const agents: AgentProcess[] = [];
@@ -151,14 +151,7 @@ describe("guestlink run", () => {
     child.stdout.setEncoding("utf8").on("data", (d: string) => {
       out += d;
     });
-    const running = () => {
-      try {
-        return execFileSync("pgrep", ["-f", marker], { encoding: "utf8" }).trim().split("\n")
-          .length;
-      } catch {
-        return 0;
-      }
-    };
+    const running = () => processesMatching(marker).length;
     for (let i = 0; i < 400 && running() < 8; i++) await new Promise((r) => setTimeout(r, 25));
     assert.equal(running(), 8, "two agents, two runs each of sh and sleep");
     child.kill("SIGINT");
