@@ -36,6 +36,8 @@ export interface AgentOptions {
   keeper?: boolean;
   /** Told of a problem that weakens a guarantee (the keeper cannot run). */
   onProblem?: (message: string) => void;
+  /** Told what is worth a debug log line (the keeper watching a group). */
+  onNote?: (message: string) => void;
 }
 
 export class Agent {
@@ -53,6 +55,7 @@ export class Agent {
       killGraceMs: options.exec?.killGraceMs ?? DEFAULT_KILL_GRACE_MS,
       keeper: options.keeper,
       onProblem: options.onProblem,
+      onNote: options.onNote,
     });
     const ping: Service = { name: ALWAYS_ALLOWED, methods: { ping: (params) => params ?? null } };
     this.services = [

@@ -32,6 +32,8 @@ export interface CommandGroupsOptions {
   /** Without a keeper, commands die with the agent only when it stops in good order. */
   keeper?: boolean;
   onProblem?: (message: string) => void;
+  /** Told, for a debug log, each time the keeper has been told of a group. */
+  onNote?: (message: string) => void;
 }
 
 export class CommandGroups {
@@ -46,7 +48,11 @@ export class CommandGroups {
     this.#keeper =
       options.keeper === false
         ? undefined
-        : new Keeper({ killGraceMs: options.killGraceMs, onProblem: options.onProblem });
+        : new Keeper({
+            killGraceMs: options.killGraceMs,
+            onProblem: options.onProblem,
+            onNote: options.onNote,
+          });
   }
 
   /** Groups still alive (running or left behind). */

@@ -272,6 +272,9 @@ async function runExec(
   }
   // Errors after the start (a failed kill) are reported by process.kill itself; never crash.
   child.on("error", () => {});
+  // Told at once, not after the 'spawn' event: by then the command may have started others,
+  // and an agent killed in between would leave them to run on (seen under load).
+  if (child.pid !== undefined) groups?.started(child.pid, ctx.session);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once("exit", (code, signal) => resolve({ code, signal })),
   );
@@ -281,9 +284,9 @@ async function runExec(
   });
   const pgid = child.pid;
   if (spawnError !== undefined || pgid === undefined) {
+    if (pgid !== undefined) groups?.callEnded(pgid);
     return finish({ ...notRun, ...startFailure(file, spawnError) });
   }
-  groups?.started(pgid, ctx.session);
 
   const stopper = new GroupStopper<StopReason>(pgid, request.killGraceMs ?? defaultGraceMs);
   const budget = { remaining: request.maxOutputBytes ?? Infinity, truncated: false };

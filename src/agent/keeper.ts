@@ -50,12 +50,15 @@ export interface KeeperOptions {
   killGraceMs: number;
   /** Told once if the keeper cannot be started or dies (commands then die only with the agent's help). */
   onProblem?: (message: string) => void;
+  /** Told, for a debug log, each time the keeper has been told of a group. */
+  onNote?: (message: string) => void;
 }
 
 /** The agent's end of its keeper; started on the first group it is told of. */
 export class Keeper {
   readonly #graceS: number;
   readonly #onProblem: (message: string) => void;
+  readonly #onNote: (message: string) => void;
   /** Groups the keeper is to kill if we die: re-sent to a keeper started afresh. */
   readonly #groups = new Set<number>();
   #child: ChildProcess | undefined;
@@ -66,6 +69,7 @@ export class Keeper {
   constructor(options: KeeperOptions) {
     this.#graceS = Math.ceil(options.killGraceMs / 1000);
     this.#onProblem = options.onProblem ?? (() => {});
+    this.#onNote = options.onNote ?? (() => {});
   }
 
   /** The keeper's pid, once it runs (for tests and logs). */
@@ -80,6 +84,7 @@ export class Keeper {
     // A keeper started now is told of every group, this one included.
     if (this.#child === undefined) this.#start();
     else this.#write(`+${pgid}\n`);
+    if (this.#child !== undefined) this.#onNote(`the keeper watches process group ${pgid}`);
   }
 
   /** The group is gone (or no longer ours to kill). */

@@ -89,6 +89,7 @@ Examples:
           .map((s) => s.trim())
           .filter(Boolean),
         onProblem: (message) => log.warn({}, message),
+        onNote: (message) => log.debug({}, message),
       });
       const running = await runAgent({
         agent,

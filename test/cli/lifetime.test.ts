@@ -75,6 +75,12 @@ async function assertAllGone(marker: string): Promise<void> {
   }
 }
 
+/** The process group of process `pid`, from /proc/PID/stat (the 5th field). */
+function groupOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+}
+
 function killAll(marker: string): void {
   for (const pid of processesWith(marker)) {
     try {
@@ -129,11 +135,18 @@ describe("commands never outlive their reason to run", () => {
 
   it("SIGKILL of the agent kills the command and what it started in the background", async () => {
     const m = marker();
-    const agent = await startAgent(socketPath());
+    const agent = await startAgent(socketPath(), { args: ["--log-level", "debug"] });
     const cli = startCli(["exec", agent.address, "--", "sh", "-c", `sleep ${m} & sleep ${m}`]);
     const { exited } = watchCli(cli);
     try {
       await running(m, 2);
+      // Between spawning a command and telling its keeper of the group lies an instant that a
+      // SIGKILL can hit (keeper.ts says so); under load the command has started its children
+      // by then. The agent logs (debug) once the keeper knows: the test is of what follows.
+      const [pgid] = await running(m, 1).then((pids) => pids.map(groupOf));
+      await until("the keeper to watch the command's group", () =>
+        agent.log().includes(`the keeper watches process group ${pgid}`) ? true : undefined,
+      );
       await agent.kill();
       await assertAllGone(m);
     } finally {

@@ -21,6 +21,8 @@ export interface AgentProcess {
   readonly child: ChildProcess;
   /** Kills it (SIGKILL: nothing here is about how it stops) and resolves once it is gone. */
   kill(): Promise<void>;
+  /** The last 8 KiB of what it logged on stderr. */
+  log(): string;
 }
 
 /**
@@ -66,6 +68,7 @@ export async function startAgent(
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
       await gone;
     },
+    log: () => log,
   };
 }
 
