@@ -138,8 +138,12 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
           `unix:${join(dir, `${name}.sock`)}`,
           "--id",
           name,
+          // The demo closes its sessions before it stops the agents; what may be left is the
+          // junk relay's session waiting to be resumed, which need not hold them for a drain.
+          "--drain-timeout",
+          "1",
           "--log-level",
-          "warn",
+          "error",
         ],
         { stdio: ["ignore", "ignore", "inherit"] },
       );
