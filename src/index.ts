@@ -11,6 +11,12 @@ export {
 export type { Service } from "./agent/service.ts";
 export { remoteExec } from "./controller/exec.ts";
 export { getFile, putFile } from "./controller/files.ts";
+export {
+  Helper,
+  type HelperEvent,
+  type HelperOptions,
+  spawnHelper,
+} from "./controller/helpers/helper.ts";
 export { type TelemetrySample, watchTelemetry } from "./controller/telemetry.ts";
 export * from "./errors.ts";
 export { toDuplex } from "./platform/duplex.ts";
