@@ -14,8 +14,9 @@
  * unrelated process is never signalled (but for the instant between a leftover group emptying and
  * the next look, `LEFTOVER_POLL_MS`, and only if the pid space wrapped round in that time).
  */
+
+import { GroupStopper, groupExists } from "../platform/process-group.ts";
 import { Keeper } from "./keeper.ts";
-import { GroupStopper, groupExists } from "./process-group.ts";
 
 /** How often groups left behind by finished calls are looked at to see whether they emptied. */
 const LEFTOVER_POLL_MS = 1_000;

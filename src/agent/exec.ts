@@ -26,10 +26,10 @@ import { getSystemErrorMap } from "node:util";
 import * as v from "valibot";
 import { InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { toDuplex } from "../platform/duplex.ts";
+import { GroupStopper } from "../platform/process-group.ts";
 import type { CallContext } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
 import type { CommandGroups } from "./command-groups.ts";
-import { GroupStopper } from "./process-group.ts";
 import type { Service } from "./service.ts";
 
 /** Between SIGTERM to the process group and SIGKILL. */

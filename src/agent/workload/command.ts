@@ -11,10 +11,10 @@ import type { Readable } from "node:stream";
 import type { AbortSignalLike } from "../../abort.ts";
 import { OUTPUT_HEADER_BYTES } from "../../fleet/protocol.ts";
 import type { CommandWorkload } from "../../fleet/workload.ts";
+import { GroupStopper } from "../../platform/process-group.ts";
 import type { Clock } from "../../session/runtime.ts";
 import type { SessionStream } from "../../session/stream.ts";
 import type { CommandGroups } from "../command-groups.ts";
-import { GroupStopper } from "../process-group.ts";
 import type { IntervalRecorder } from "./recorder.ts";
 import { runSlots } from "./slots.ts";
 

@@ -11,8 +11,8 @@
  * resolves once nothing of the group is left. docs/guides/helpers.md is the user's guide.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { GroupStopper } from "../../agent/process-group.ts";
 import { GuestlinkError, InvalidOptionError } from "../../errors.ts";
+import { GroupStopper } from "../../platform/process-group.ts";
 import { Backoff, type BackoffOptions } from "../../supervise/backoff.ts";
 import { LineSplitter } from "./lines.ts";
 
