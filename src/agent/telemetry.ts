@@ -4,11 +4,12 @@
  * pile up: while the stream is full, samples are skipped (and counted in the next one), so a
  * watch costs the same memory however long it runs.
  */
+
 import { readFile, statfs } from "node:fs/promises";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import * as v from "valibot";
-import type { AbortSignalLike } from "../abort.ts";
+import { pause } from "../platform/node.ts";
 import type { CallContext } from "../session/session.ts";
 import { availableMemoryBytes } from "./info.ts";
 import { parseParams, requireStream } from "./params.ts";
@@ -143,21 +144,6 @@ export class Sampler {
       process: { rssBytes: process.memoryUsage.rss() },
     };
   }
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. The timer never keeps Node alive. */
-function pause(ms: number, signal: AbortSignalLike): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, Math.max(0, ms));
-    timer.unref();
-    if (signal.aborted) done();
-    else signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 export function telemetryService(): Service {

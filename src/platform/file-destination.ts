@@ -13,12 +13,14 @@
  * - one of this process's open files (/dev/stdout, /proc/self/fd/N): written to that descriptor
  *   where allowed (the CLI), refused otherwise (the agent).
  */
+
 import { constants, type Stats } from "node:fs";
 import { type FileHandle, lstat, open, readlink } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import type { AbortSignalLike } from "../abort.ts";
 import { GuestlinkError } from "../errors.ts";
 import { asError, fileSystemError } from "./file-transfer.ts";
+import { nodeKeepAliveClock, pause } from "./node.ts";
 
 /** Links followed before giving up, as the kernel does (ELOOP past 40). */
 const MAX_SYMLINK_HOPS = 40;
@@ -155,7 +157,7 @@ export async function openThrough(
         probe = await open(path, constants.O_WRONLY | constants.O_NONBLOCK);
       } catch (err) {
         if ((err as { code?: unknown }).code !== "ENXIO") throw err;
-        await pause(FIFO_READER_POLL_MS, signal);
+        await pause(FIFO_READER_POLL_MS, signal, nodeKeepAliveClock);
         continue;
       }
       try {
@@ -168,18 +170,4 @@ export async function openThrough(
   } catch (err) {
     throw fileSystemError(err, path);
   }
-}
-
-function pause(ms: number, signal: AbortSignalLike | undefined): Promise<void> {
-  return new Promise((done) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      done();
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      done();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

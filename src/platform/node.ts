@@ -6,6 +6,7 @@ import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
 import zlib from "node:zlib";
+import type { AbortSignalLike } from "../abort.ts";
 import type { Clock, Runtime } from "../session/runtime.ts";
 import { type Crc32, crc32 } from "../wire/crc32.ts";
 
@@ -69,4 +70,25 @@ export function nodeRuntime(): Runtime {
     incarnation: INCARNATION,
     randomId: () => randomBytes(16).toString("base64url"),
   };
+}
+
+/**
+ * Resolves after `ms` on `clock`, or at once when `signal` aborts (never rejects). With the
+ * default `nodeClock` the wait does not keep Node alive; pass `nodeKeepAliveClock` when it must.
+ */
+export function pause(
+  ms: number,
+  signal?: AbortSignalLike,
+  clock: Clock = nodeClock,
+): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      timer.cancel();
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = clock.setTimer(Math.max(0, ms), done);
+    if (signal?.aborted) done();
+    else signal?.addEventListener("abort", done, { once: true });
+  });
 }

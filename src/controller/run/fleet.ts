@@ -13,10 +13,12 @@
  *    whether the run goes on. An agent that failed leaves the run.
  * 4. `abort()` (Ctrl-C) aborts every agent's stage, waits for each to confirm, and ends the run.
  */
+
 import type { Writable } from "node:stream";
 import type { AbortSignalLike } from "../../abort.ts";
 import { GuestlinkError, isGuestlinkError, toGuestlinkError } from "../../errors.ts";
 import { HistogramRefused } from "../../fleet/histogram.ts";
+import { pause } from "../../platform/node.ts";
 import type { Clock, Timer } from "../../session/runtime.ts";
 import type { Session } from "../../session/session.ts";
 import {
@@ -223,9 +225,9 @@ export class FleetRun {
             !isGuestlinkError(err, "HANDSHAKE_TIMEOUT")
           )
             break;
-          const pause = CONNECT_RETRY_MS[Math.min(i, CONNECT_RETRY_MS.length - 1)] as number;
-          if (this.#clock.now() + pause >= giveUp) break;
-          await sleep(this.#clock, pause, attempt.signal);
+          const wait = CONNECT_RETRY_MS[Math.min(i, CONNECT_RETRY_MS.length - 1)] as number;
+          if (this.#clock.now() + wait >= giveUp) break;
+          await pause(wait, attempt.signal, this.#clock);
         }
       }
       if (this.aborted)
@@ -504,15 +506,3 @@ export class FleetRun {
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-
-function sleep(clock: Clock, ms: number, signal: AbortSignalLike): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      timer.cancel();
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = clock.setTimer(ms, done);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
