@@ -1,6 +1,5 @@
 /** `guestlink run PLAN`: a coordinated fleet run (src/controller/run/, docs/fleet.md). */
 import type { Command } from "commander";
-import { EXIT } from "../controller/run/fleet.ts";
 import {
   combine,
   formatUs,
@@ -8,6 +7,7 @@ import {
   ndjsonOutput,
   tableOutput,
 } from "../controller/run/live.ts";
+import { EXIT } from "../controller/run/outcome.ts";
 import { dryRun, runPlan } from "../controller/run/run-plan.ts";
 import type { RunSummary } from "../controller/run/summary.ts";
 import { isGuestlinkError } from "../errors.ts";

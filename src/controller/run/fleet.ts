@@ -30,21 +30,9 @@ import {
 } from "./agent-link.ts";
 import { type ClockOffset, fromAgentClock, measureOffset, toAgentClock } from "./clock.ts";
 import { type AgentInterval, RunStats } from "./merge.ts";
+import { type RunOutcomeName, unmetBarrier } from "./outcome.ts";
 import type { Barrier, Plan, PlanAgent, Stage } from "./plan.ts";
 import { AgentStage, type FailureCause, type StateChange } from "./states.ts";
-
-/** Exit statuses of `guestlink run` (docs/fleet.md). */
-export const EXIT = {
-  completed: 0,
-  failed: 1,
-  partial: 2,
-  aborted: 3,
-  unreachable: 4,
-  invalid: 5,
-  timeout: 6,
-  thresholds: 7,
-} as const;
-export type RunOutcomeName = keyof typeof EXIT;
 
 export type RunEvent =
   | { type: "state"; atMs: number; change: StateChange }
@@ -444,23 +432,8 @@ export class FleetRun {
     return agent.stages.get(stage.name)?.cause;
   }
 
-  /**
-   * Why `barrier` is not met by `count` agents, or undefined when it is. Every barrier counts
-   * the plan's agents: `all` needs each of them.
-   */
   #unmet(barrier: Barrier, count: number): string | undefined {
-    const total = this.#o.plan.agents.length;
-    const need =
-      barrier.kind === "all"
-        ? total
-        : barrier.kind === "majority"
-          ? Math.floor(total / 2) + 1
-          : barrier.kind === "min"
-            ? barrier.min
-            : 0;
-    if (count >= need) return undefined;
-    const name = barrier.kind === "min" ? `{ min: ${barrier.min} }` : barrier.kind;
-    return `the barrier (${name}) needs ${need} of ${total} agents, and ${count} can go on`;
+    return unmetBarrier(barrier, count, this.#o.plan.agents.length);
   }
 
   #failedOutcome(): RunOutcomeName {

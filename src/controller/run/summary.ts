@@ -4,8 +4,9 @@
  * latencies, the clock offsets and the actual start instants. docs/fleet.md documents the schema.
  */
 import type { OperationType } from "../../fleet/protocol.ts";
-import { EXIT, type FleetResult } from "./fleet.ts";
+import type { FleetResult } from "./fleet.ts";
 import { type OpReport, reportOp, type StageTotals } from "./merge.ts";
+import { EXIT } from "./outcome.ts";
 import type { Plan } from "./plan.ts";
 import type { ThresholdCheck } from "./thresholds.ts";
 
