@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -8,6 +9,7 @@ import { concat, pattern, readAll, rejectsWith, sendAll, sha256 } from "../helpe
 
 const text = (s: string) => new TextEncoder().encode(s);
 const str = (b: Uint8Array) => new TextDecoder().decode(b);
+const hasPython = spawnSync("python3", ["-c", ""]).status === 0;
 const STDIO_ECHO = fileURLToPath(new URL("../helpers/stdio-echo.ts", import.meta.url));
 
 /** True while a process with this pid exists (it is reaped once Node saw it exit). */
@@ -106,14 +108,25 @@ describe("exec transport", () => {
     assert.deepEqual(await transport.exited, { code: 0, signal: null });
   });
 
-  it("never cuts off output held back by a reader that is slow after the child exited", async () => {
-    // More than the transport queues before pausing (256 KiB), little enough for the pipe to
-    // take the rest, so the child can exit while its last bytes wait behind our backpressure.
-    const size = 400 * 1024;
-    const transport = await connectExec(["head", "-c", String(size), "/dev/zero"], {
-      outputGraceMs: 0,
-    });
-    await transport.exited;
+  it("never cuts off output held back by a reader that is slow after the child exited", {
+    skip: hasPython ? false : "needs python3 (to give the child's stdout a large socket buffer)",
+  }, async () => {
+    // The child writes more than the transport queues before pausing (256 KiB) plus Node's own
+    // buffer, and must still be able to exit before we read: its stdout (a socketpair) gets a
+    // send buffer big enough for the rest. With the kernel's default buffer, whose capacity
+    // varies, a plain `head -c 400K` could not always exit and the test hung in CI.
+    const size = 640 * 1024;
+    const script = [
+      "import socket, sys",
+      "out = socket.socket(fileno=1)",
+      // SO_SNDBUFFORCE (root) is not capped by net.core.wmem_max; SO_SNDBUF otherwise.
+      "try: out.setsockopt(socket.SOL_SOCKET, 32, 4 << 20)",
+      "except OSError: out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)",
+      `out.sendall(bytes(${size}))`,
+      "out.detach()",
+    ].join("\n");
+    const transport = await connectExec(["python3", "-c", script], { outputGraceMs: 0 });
+    assert.deepEqual(await transport.exited, { code: 0, signal: null });
     let received = 0;
     for await (const chunk of transport) {
       received += chunk.length;
