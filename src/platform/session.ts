@@ -20,7 +20,11 @@ export type NodeSessionOptions = Partial<Omit<SessionOptions, "runtime">>;
 /** Redialling a lost connection: quick at first (a blip), backing off to a second between tries. */
 const RECONNECT_BACKOFF: BackoffOptions = { baseMs: 5, ceilingMs: 1_000 };
 
-function sessionOptions(role: "client" | "server", options: NodeSessionOptions): SessionOptions {
+/** A session's options on Node: this host as the peer, the Node runtime, `options` over both. */
+export function sessionOptions(
+  role: "client" | "server",
+  options: NodeSessionOptions,
+): SessionOptions {
   return {
     role,
     peer: { id: `${hostname()}:${process.pid}`, hostname: hostname(), version: VERSION },

@@ -72,7 +72,11 @@ describe("a helper process (lines)", () => {
     assert.deepEqual(await collect(helper.lines()), ["up", "up", "up"]);
     assert.deepEqual(
       events.map((e) => e.type).filter((t) => t !== "stderr"),
-      ["exited", "restarting", "spawned", "exited", "restarting", "spawned", "exited", "gave-up"],
+      [
+        ...["ready", "exited", "restarting", "spawned"],
+        ...["ready", "exited", "restarting", "spawned"],
+        ...["ready", "exited", "gave-up"],
+      ],
     );
     assert.match(
       (events.at(-1) as { reason: string }).reason,
@@ -135,9 +139,23 @@ describe("a helper process (lines)", () => {
       (e: unknown) => isGuestlinkError(e, "INVALID_OPTION"),
     );
     assert.throws(
-      () => spawnHelper({ command: "cat", protocol: "jsonrpc" as "lines" }),
+      () => spawnHelper({ command: "cat", protocol: "smoke" as "lines" }),
       (e: unknown) =>
-        isGuestlinkError(e, "INVALID_OPTION") && /not available; use "lines"/.test(e.message),
+        isGuestlinkError(e, "INVALID_OPTION") &&
+        /protocol must be one of lines, jsonrpc, guestlink, got "smoke"/.test(e.message),
     );
+    for (const [name, options] of [
+      ["maxLineBytes", { maxLineBytes: 0 }],
+      ["maxQueuedBytes", { maxQueuedBytes: 1.5 }],
+      ["stop.graceMs", { stop: { graceMs: -1 } }],
+      ["restart.maxRestarts", { restart: { maxRestarts: Number.NaN } }],
+      ["restart.windowMs", { restart: { windowMs: 0 } }],
+    ] as const) {
+      assert.throws(
+        () => spawnHelper({ command: "cat", ...options }),
+        (e: unknown) => isGuestlinkError(e, "INVALID_OPTION") && e.message.includes(name),
+        name,
+      );
+    }
   });
 });
