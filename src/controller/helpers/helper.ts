@@ -195,10 +195,14 @@ export class Helper {
   }
 
   /** `lines`: every line the helper writes, in order; ends when it has exited for good. */
-  async *lines(): AsyncGenerator<string> {
+  lines(): AsyncGenerator<string> {
     this.#need("lines", "lines()");
     if (this.#iterating) throw new InvalidOptionError("lines() has a reader already");
     this.#iterating = true;
+    return this.#lines();
+  }
+
+  async *#lines(): AsyncGenerator<string> {
     try {
       for (;;) {
         if (this.#waiting.length === 0 && this.#pendingExit !== undefined) {
