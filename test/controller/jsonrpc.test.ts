@@ -94,7 +94,7 @@ describe("the JSON-RPC peer", () => {
             if (n % 5 === 3) {
               const err = (r as { err: unknown }).err;
               assert.ok(isGuestlinkError(err, "REMOTE_ERROR"), String(err));
-              assert.equal((err as { remoteCode: string }).remoteCode, String(1000 + n));
+              assert.equal((err as unknown as { remoteCode: string }).remoteCode, String(1000 + n));
             } else {
               assert.deepEqual(r, { ok: { twice: n * 2 } });
             }
