@@ -360,10 +360,19 @@ export class Helper {
     const tooLong = (bytes: number) => this.#emit({ type: "long-line", stream: "stdout", bytes });
     if (this.#protocol === "guestlink") {
       const stdin = child.stdin as NonNullable<ChildProcess["stdin"]>;
+      const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+        child.once("exit", (code, signal) => resolve([code, signal])),
+      );
       const transport = new NodeStreamTransport(stdout, stdin, {
         description: `helper ${this.#o.command} (pid ${child.pid})`,
         // Whatever else the helper prints lands between the frames.
         lossy: true,
+        // Its stdout ends when it exits: the session fails with how, unless we stopped it.
+        beforeEnd: async () => {
+          const [code, signal] = await exited;
+          if (this.#state === "stopped") return undefined;
+          return this.#exitError(code, signal, [...this.#stderrTail]);
+        },
       });
       const session = new Session(
         transport,
