@@ -15,8 +15,12 @@ export {
   Helper,
   type HelperEvent,
   type HelperOptions,
+  type HelperProtocol,
+  type HelperState,
   spawnHelper,
 } from "./controller/helpers/helper.ts";
+export type { RpcContext, RpcHandler } from "./controller/helpers/jsonrpc.ts";
+export { HelperPool, spawnHelpers } from "./controller/helpers/pool.ts";
 export { type TelemetrySample, watchTelemetry } from "./controller/telemetry.ts";
 export * from "./errors.ts";
 export { toDuplex } from "./platform/duplex.ts";

@@ -148,6 +148,11 @@ export class Helper {
     return this.#state;
   }
 
+  /** It runs and can be spoken to now (see `ready()`). */
+  get isReady(): boolean {
+    return this.#ready;
+  }
+
   get protocol(): HelperProtocol {
     return this.#protocol;
   }
