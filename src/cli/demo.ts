@@ -24,6 +24,7 @@ import { watchTelemetry } from "../controller/telemetry.ts";
 import type { Session } from "../session/session.ts";
 import { connectAgent, formatBytes, positiveInteger, printJson } from "./common.ts";
 import { runFleetDemo } from "./demo-fleet.ts";
+import { runHelperDemo } from "./demo-helpers.ts";
 import { startJunkRelay } from "./demo-junk.ts";
 import { runWireDemo } from "./demo-wire.ts";
 import { addGlobalOptions, seconds } from "./options.ts";
@@ -127,7 +128,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
   const children: ChildProcess[] = [];
   const sessions: Session[] = [];
   try {
-    say(`[1/7] three agents on Unix sockets in ${dir}, standing in for three VMs`);
+    say(`[1/8] three agents on Unix sockets in ${dir}, standing in for three VMs`);
     for (const name of AGENTS) {
       const child = spawn(
         process.execPath,
@@ -167,7 +168,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     const [info1, info2] = infos as [AgentInfo, AgentInfo];
 
     say(
-      `[2/7] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
+      `[2/8] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
     );
     say("      exec vm-1 -- sh -c '<random bytes | tee (sha256 to stderr)>'");
     const output = await checkedOutput(vm1, opts.outputBytes);
@@ -191,7 +192,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     // About every MiB, or often enough that a small --damaged-bytes still meets junk.
     const junkEvery = Math.min(1024 * 1024, Math.max(4096, Math.floor(opts.damagedBytes / 8)));
     say(
-      `[3/7] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
+      `[3/8] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
     );
     const relay = await startJunkRelay(
       join(dir, "relay.sock"),
@@ -221,7 +222,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       await relay.close();
     }
 
-    say(`[4/7] a file round trip through vm-2`);
+    say(`[4/8] a file round trip through vm-2`);
     const original = join(dir, "original.bin");
     const remote = join(dir, "vm-2", "received.bin");
     const back = join(dir, "back.bin");
@@ -240,7 +241,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `sha256 equal on both trips (${a.slice(0, 16)}…), mode ${got.mode.toString(8)} kept; agent pid ${info2.agent.pid}`,
     );
 
-    say(`[5/7] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
+    say(`[5/8] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), opts.telemetrySeconds * 1000);
     let samples = 0;
@@ -254,7 +255,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     clearTimeout(timer);
     check("telemetry", samples >= 2, `${samples} samples streamed until the watch was cancelled`);
 
-    say("[6/7] a coordinated fleet run: all three agents start together, stats merged live");
+    say("[6/8] a coordinated fleet run: all three agents start together, stats merged live");
     const fleet = await runFleetDemo(
       AGENTS.map((name) => [name, `unix:${join(dir, `${name}.sock`)}`] as const),
       dir,
@@ -279,7 +280,23 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `every agent completed both stages (exit ${fleet.exitCode}); merged reads ${reads?.count ?? 0} = the agents' own counts added (${perAgent})`,
     );
 
-    say("[7/7] the channel itself: frames through a channel that misbehaves the way real ones do");
+    say("[7/8] helper processes: a pool of two JSON-RPC helpers, one crashes with work in it");
+    const helpers = await runHelperDemo(dir, 400, say);
+    say(
+      `      ${helpers.answered} of ${helpers.requests} answered at once, ${helpers.wrong} wrong; ${helpers.strays} stray prints reported as events; ${helpers.exitLine ?? "no exit seen"}`,
+    );
+    check(
+      "helpers",
+      helpers.wrong === 0 &&
+        helpers.otherFailures === 0 &&
+        helpers.failedOnExit > 0 &&
+        helpers.answered + helpers.failedOnExit === helpers.requests &&
+        helpers.restarted &&
+        helpers.retriedOk,
+      `the ${helpers.failedOnExit} requests waiting in the crashed helper failed HELPER_EXITED (none lost, none answered twice); it was restarted, and asked again they were all answered right`,
+    );
+
+    say("[8/8] the channel itself: frames through a channel that misbehaves the way real ones do");
     const wire = runWireDemo(Date.now() % 2 ** 31, 1000);
     say(
       `      sent ${wire.sent} frames with ${wire.injected.logLines} stray log lines, ${wire.injected.halfFrames} half frames, ${wire.injected.hugeHeaders} headers claiming 4 GiB and ${wire.injected.randomBytes} random bytes between them, ${wire.corrupted} corrupted in flight`,
