@@ -50,7 +50,8 @@ export const ERROR_CODES = {
     "a transfer named something it cannot read or write: a socket, or a device or FIFO to read from",
   NO_SPACE: "a file could not be written: no space left on the device, or over quota",
   BAD_RESULT: "the peer answered a call with a result of the wrong shape",
-  HELPER_EXITED: "the helper process is not running: it exited, or is being started again",
+  HELPER_EXITED:
+    "the helper process is not running, or exited before it answered: it is being started again, or was stopped",
   HELPER_FAILED: "the helper process kept exiting and is not started again until restarted by hand",
   HELPER_QUEUE_FULL:
     "the helper process is not reading its stdin and the queue of lines for it is full",

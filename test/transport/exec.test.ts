@@ -1,15 +1,14 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { connectExec } from "../../src/transport/exec.ts";
 import { connect, formatAddress, listen } from "../../src/transport/index.ts";
+import { requires } from "../helpers/requires.ts";
 import { concat, pattern, readAll, rejectsWith, sendAll, sha256 } from "../helpers/transport.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
 const str = (b: Uint8Array) => new TextDecoder().decode(b);
-const hasPython = spawnSync("python3", ["-c", ""]).status === 0;
 const STDIO_ECHO = fileURLToPath(new URL("../helpers/stdio-echo.ts", import.meta.url));
 
 /** True while a process with this pid exists (it is reaped once Node saw it exit). */
@@ -109,7 +108,8 @@ describe("exec transport", () => {
   });
 
   it("never cuts off output held back by a reader that is slow after the child exited", {
-    skip: hasPython ? false : "needs python3 (to give the child's stdout a large socket buffer)",
+    // python3 gives the child's stdout a large socket buffer.
+    skip: requires("python3"),
   }, async () => {
     // The child writes more than the transport queues before pausing (256 KiB) plus Node's own
     // buffer, and must still be able to exit before we read: its stdout (a socketpair) gets a
