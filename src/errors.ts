@@ -57,6 +57,11 @@ export const ERROR_CODES = {
     "the helper process is not reading its stdin and the queue of lines for it is full",
   PLAN_INVALID:
     "a fleet run's plan cannot be run as written: not YAML, an unknown key or a wrong value",
+  POOL_NOT_FOUND: "the mediator has no pool of the name submitted to",
+  QUEUE_FULL: "the mediator's queue for that pool (or for this guest in it) is full",
+  QUEUE_TIMEOUT: "the request waited in the mediator's queue for max_wait and was not started",
+  WORKER_FAILED: "the mediator's worker for the pool failed to run the request",
+  CONFIG_INVALID: "a service's configuration file cannot be used as written",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
