@@ -99,6 +99,13 @@ export class PlanInvalidError extends GuestlinkError {
   }
 }
 
+/** A service's configuration file cannot be used as written. The message names the file and key. */
+export class ConfigInvalidError extends GuestlinkError {
+  constructor(message: string, options?: GuestlinkErrorOptions) {
+    super("CONFIG_INVALID", message, options);
+  }
+}
+
 /** A frame handed to the encoder has a field outside what the wire can carry. */
 export class InvalidFrameError extends GuestlinkError {
   constructor(message: string, options?: GuestlinkErrorOptions) {

@@ -4,12 +4,12 @@
  * merged result must meet. Everything is checked before anything connects; the first problem is
  * one line naming where it is (`stages[1].workload.io.size: …`). docs/fleet.md is the reference.
  */
-import { parseDocument } from "yaml";
 import { isGuestlinkError, PlanInvalidError } from "../../errors.ts";
 import { CheckError, type Fields, readMapping } from "../../fleet/check.ts";
 import { parseDuration } from "../../fleet/units.ts";
 import { readWorkload, type Workload } from "../../fleet/workload.ts";
 import { parseAddress } from "../../transport/address.ts";
+import { readYaml } from "../config-file.ts";
 
 export interface PlanAgent {
   id: string;
@@ -85,30 +85,7 @@ const BARRIERS = ["all", "majority", "best_effort"] as const;
  * wrong and where.
  */
 export function parsePlan(text: string, source: string): Plan {
-  const doc = parseDocument(text, { uniqueKeys: true });
-  const problem = doc.errors[0];
-  if (problem !== undefined) {
-    const where = problem.linePos?.[0];
-    const at = where === undefined ? source : `${source}:${where.line}:${where.col}`;
-    throw new PlanInvalidError(`${at}: not valid YAML: ${firstLine(problem.message)}`, {
-      details: { source, line: where?.line, col: where?.col },
-    });
-  }
-  try {
-    return readPlan(doc.toJS({ maxAliasCount: 100 }));
-  } catch (err) {
-    if (err instanceof CheckError) {
-      throw new PlanInvalidError(`${source}: ${err.message}`, {
-        details: { source, path: err.path },
-      });
-    }
-    throw err;
-  }
-}
-
-/** The yaml library's message without its own " at line L, column C:" and code excerpt. */
-function firstLine(message: string): string {
-  return (message.split("\n")[0] as string).replace(/ at line \d+, column \d+:?$/, "");
+  return readYaml(text, source, readPlan, PlanInvalidError);
 }
 
 /** Reads a plan already parsed from YAML or JSON. Throws CheckError. */
