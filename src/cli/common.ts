@@ -1,10 +1,12 @@
 /** What the commands share: connecting to an agent, output for people and for machines, logging. */
+import { hostname } from "node:os";
 import type { Command } from "commander";
 import pino, { type Logger } from "pino";
 import { InvalidOptionError } from "../errors.ts";
 import { dialSession } from "../platform/dial.ts";
 import { logSessionEvents } from "../platform/session.ts";
 import type { Session } from "../session/session.ts";
+import { VERSION } from "../version.ts";
 import { agentLogWriter } from "./agent-log.ts";
 import {
   addConnectOptions,
@@ -50,6 +52,8 @@ export interface AgentCommandOptions {
   connectTimeout: number;
   reconnectTimeout?: number;
   payloadChecksum?: boolean;
+  /** Who this side says it is in the handshake (default: host name and pid). */
+  peerId?: string;
 }
 
 let verboseLog: Logger | undefined;
@@ -81,6 +85,9 @@ export async function connectAgent(
     timeoutMs: timeoutS * 1000,
     resume: { windowMs: reconnectS * 1000 },
     ...(opts.payloadChecksum === false ? { payloadChecksum: false } : {}),
+    ...(opts.peerId === undefined
+      ? {}
+      : { peer: { id: opts.peerId, hostname: hostname(), version: VERSION } }),
     onWaiting:
       tell &&
       ((ms) =>

@@ -14,6 +14,7 @@ import { registerExec } from "./exec.ts";
 import { failureJson, formatFailure } from "./failure.ts";
 import { registerFiles } from "./files.ts";
 import { registerInfo } from "./info.ts";
+import { registerMediate } from "./mediate.ts";
 import {
   addConnectOptions,
   addGlobalOptions,
@@ -24,6 +25,7 @@ import {
 import { endQuietlyWhenStdoutCloses } from "./output.ts";
 import { registerPing } from "./ping.ts";
 import { registerRun } from "./run.ts";
+import { registerCall, registerSubmit } from "./submit.ts";
 import { registerWatch } from "./watch.ts";
 
 export const EXIT_GUESTLINK_FAILURE = 255;
@@ -55,6 +57,9 @@ export function buildProgram({ agentOnly = false } = {}): Command {
   registerFiles(program);
   registerWatch(program);
   registerRun(program);
+  registerSubmit(program);
+  registerCall(program);
+  registerMediate(program);
   registerAgent(program);
   registerDemo(program);
   return program;

@@ -129,6 +129,16 @@ export class Fields {
     return value as T;
   }
 
+  /** `true` or `false`; `fallback` when absent. */
+  boolean(key: string, fallback: boolean): boolean {
+    const value = this.raw(key);
+    if (value === undefined) return fallback;
+    if (typeof value !== "boolean") {
+      throw new CheckError(this.at(key), `expected true or false, got ${kind(value)}`);
+    }
+    return value;
+  }
+
   /** A list, each item read by `item` with its own path. */
   list<T>(key: string, item: (value: unknown, path: string) => T, minItems = 0): T[] {
     const value = this.raw(key);

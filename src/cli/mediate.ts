@@ -1,0 +1,119 @@
+/** `guestlink mediate --config FILE`: the host's mediator in the foreground (src/controller/mediator/). */
+import { readFile } from "node:fs/promises";
+import type { Command } from "commander";
+import { parseMediatorConfig } from "../controller/mediator/config.ts";
+import { Mediator, type MediatorLog } from "../controller/mediator/mediator.ts";
+import { formatStatus } from "../controller/mediator/table.ts";
+import { ConfigInvalidError, isGuestlinkError } from "../errors.ts";
+import { makeLogger } from "./common.ts";
+import { failureJson, formatFailure } from "./failure.ts";
+import { addGlobalOptions, jsonOutput, verboseOutput } from "./options.ts";
+
+const EXIT_INVALID = 5;
+
+export function registerMediate(program: Command): void {
+  addGlobalOptions(program.command("mediate"))
+    .description(
+      "run the host's mediator: guests submit work to priority pools (foreground, logs on stderr)",
+    )
+    .requiredOption("--config <file>", "the mediator's config (YAML; docs/guides/mediator.md)")
+    .option("--no-table", "on a terminal, do not show the live table (logs only)")
+    .addHelpText(
+      "after",
+      `
+On a terminal it shows a live table per pool and level, and per guest; the same as JSON:
+  guestlink call ADDR mediator.status --json
+
+Exit status: 0 after SIGINT or SIGTERM (what was queued fails SESSION_CLOSED, what runs is waited
+for); 5 when the config is invalid (nothing was started); 255 when it cannot start (an address in use).`,
+    )
+    .action(async (opts: { config: string; table: boolean }) => {
+      let text: string;
+      try {
+        text = await readFile(opts.config, "utf8");
+      } catch (err) {
+        throw new ConfigInvalidError(
+          `${opts.config}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+        );
+      }
+      let config: ReturnType<typeof parseMediatorConfig>;
+      try {
+        config = parseMediatorConfig(text, opts.config);
+      } catch (err) {
+        if (!isGuestlinkError(err, "CONFIG_INVALID")) throw err;
+        process.stderr.write(
+          `${jsonOutput() ? JSON.stringify(failureJson(err)) : formatFailure(err, verboseOutput())}\n`,
+        );
+        process.exitCode = EXIT_INVALID;
+        return;
+      }
+      const screen = opts.table && process.stdout.isTTY === true ? new LiveTable() : undefined;
+      const log = logTo(screen);
+      const mediator = await Mediator.start(config, { log });
+      log(
+        "info",
+        `mediator running: ${config.pools.length} pools, listening on ${mediator.addresses.join(", ") || "(no matches yet)"}`,
+      );
+      const timer =
+        screen === undefined
+          ? undefined
+          : setInterval(() => screen.draw(formatStatus(mediator.status())), 1000);
+      screen?.draw(formatStatus(mediator.status()));
+      await new Promise<void>((resolve) => {
+        const stop = (signal: NodeJS.Signals) => {
+          log(
+            "info",
+            `${signal}: stopping; queued requests fail, running ones are waited for (again to exit at once)`,
+          );
+          process.once(signal, () => process.exit(130));
+          resolve();
+        };
+        process.once("SIGINT", stop);
+        process.once("SIGTERM", stop);
+      });
+      clearInterval(timer);
+      await mediator.close();
+      screen?.draw(formatStatus(mediator.status()));
+      log("info", "mediator stopped");
+    });
+}
+
+/** Logs on stderr: JSON lines (pino) when it is not a terminal, a short line when it is. */
+function logTo(screen: LiveTable | undefined): MediatorLog {
+  if (process.stderr.isTTY !== true) {
+    const logger = makeLogger(false, "info");
+    return (level, message, fields) => logger[level](fields ?? {}, message);
+  }
+  return (level, message) => {
+    const line = `${new Date().toISOString().slice(11, 19)} ${level === "warn" ? "WARN " : ""}${message}`;
+    if (screen === undefined) process.stderr.write(`${line}\n`);
+    else screen.log(line);
+  };
+}
+
+/** A table redrawn in place at the bottom of the terminal, with log lines printed above it. */
+class LiveTable {
+  #lines = 0;
+  #last = "";
+
+  draw(text: string): void {
+    this.#last = text;
+    this.#erase();
+    process.stdout.write(`${text}\n`);
+    this.#lines = text.split("\n").length;
+  }
+
+  log(line: string): void {
+    this.#erase();
+    process.stderr.write(`${line}\n`);
+    if (this.#last !== "") {
+      process.stdout.write(`${this.#last}\n`);
+      this.#lines = this.#last.split("\n").length;
+    }
+  }
+
+  #erase(): void {
+    if (this.#lines > 0) process.stdout.write(`\x1b[${this.#lines}F\x1b[J`);
+    this.#lines = 0;
+  }
+}
