@@ -16,6 +16,7 @@ export class CheckError extends Error {
 
 function kind(value: unknown): string {
   if (value === null) return "null";
+  if (value === undefined) return "nothing";
   if (Array.isArray(value)) return "a list";
   if (typeof value === "object") return "a mapping";
   return `${typeof value} ${JSON.stringify(value)}`;
@@ -144,6 +145,7 @@ export class Fields {
     const value = this.raw(key);
     const path = this.at(key);
     if (value === undefined && minItems === 0) return [];
+    if (value === undefined) throw new CheckError(path, "required, but missing");
     if (!Array.isArray(value)) throw new CheckError(path, `expected a list, got ${kind(value)}`);
     if (value.length < minItems) {
       throw new CheckError(path, `expected at least ${minItems} item${minItems === 1 ? "" : "s"}`);

@@ -91,20 +91,21 @@ function readListen(value: unknown, path: string): ListenEntry {
           name: f.string("name", undefined),
         }));
   const where = typeof value === "string" ? path : `${path}.address`;
-  let kind: string;
-  try {
-    kind = parseAddress(entry.address).kind;
-  } catch (err) {
-    if (isGuestlinkError(err)) throw new CheckError(where, err.message);
-    throw err;
-  }
-  if (entry.address.includes("*")) {
+  const pattern = entry.address.includes("*");
+  if (pattern) {
+    const kind = entry.address.slice(0, entry.address.indexOf(":"));
     if (kind !== "unix" && kind !== "mailbox") {
       throw new CheckError(where, "only unix: and mailbox: paths may hold * (one guest per match)");
     }
     if (entry.name !== undefined) {
       throw new CheckError(`${path}.name`, "a pattern's guests are named by what its * matched");
     }
+  }
+  try {
+    parseAddress(pattern ? entry.address.replaceAll("*", "x") : entry.address);
+  } catch (err) {
+    if (isGuestlinkError(err)) throw new CheckError(where, err.message);
+    throw err;
   }
   if (entry.name !== undefined && !NAME.test(entry.name)) {
     throw new CheckError(`${path}.name`, "use 1 to 64 letters, digits, '.', '_' and '-'");
