@@ -95,6 +95,8 @@ export class Helper {
   #exits: number[] = [];
   #stderrTail: string[] = [];
   #queuedBytes = 0;
+  /** The stdin corked until the end of this turn, so that the turn's lines leave together. */
+  #corked: NodeJS.WritableStream | undefined;
   /** Lines not yet taken by `lines()` (from `#taken` on), and who waits for the next. */
   readonly #waiting: string[] = [];
   #taken = 0;
@@ -437,21 +439,32 @@ export class Helper {
     if (this.#state !== "running" || stdin === undefined || stdin === null || stdin.destroyed) {
       return Promise.reject(this.#notRunning());
     }
-    const bytes = Buffer.from(`${line}\n`);
+    const text = `${line}\n`;
+    const bytes = Buffer.byteLength(text);
     const max = this.#o.maxQueuedBytes ?? DEFAULTS.maxQueuedBytes;
-    if (this.#queuedBytes + bytes.length > max) {
+    if (this.#queuedBytes + bytes > max) {
       return Promise.reject(
         new GuestlinkError(
           "HELPER_QUEUE_FULL",
-          `the helper is not reading its stdin: ${this.#queuedBytes} bytes wait already, and ${bytes.length} more would pass the limit of ${max}`,
+          `the helper is not reading its stdin: ${this.#queuedBytes} bytes wait already, and ${bytes} more would pass the limit of ${max}`,
           { details: { queuedBytes: this.#queuedBytes, maxQueuedBytes: max } },
         ),
       );
     }
-    this.#queuedBytes += bytes.length;
+    this.#queuedBytes += bytes;
+    if (this.#corked !== stdin) {
+      // The lines written in one turn (requests sent as answers come in) leave in one write:
+      // one system call here, one read for the helper. Uncorked once the turn's microtasks ran.
+      stdin.cork();
+      this.#corked = stdin;
+      process.nextTick(() => {
+        if (this.#corked === stdin) this.#corked = undefined;
+        stdin.uncork();
+      });
+    }
     return new Promise((resolve, reject) => {
-      stdin.write(bytes, (err) => {
-        this.#queuedBytes -= bytes.length;
+      stdin.write(text, (err) => {
+        this.#queuedBytes -= bytes;
         if (err) reject(this.#notRunning());
         else resolve();
       });
