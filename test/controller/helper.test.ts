@@ -44,6 +44,35 @@ describe("a helper process (lines)", () => {
     assert.deepEqual(events.at(-1), { type: "gave-up", reason: "restart is off" });
   });
 
+  it("a reader slower than the helper (its stdout paused and resumed) still gets every line once, in order", async () => {
+    const helper = spawnHelper({ command: "seq", args: ["1", "200000"], restart: false });
+    let expected = 1;
+    for await (const line of helper.lines()) {
+      assert.equal(line, String(expected));
+      expected++;
+      if (expected % 5000 === 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    assert.equal(expected, 200_001);
+  });
+
+  it("next() called before the last one answered: answered in order; return() ends a waiting one", async () => {
+    const helper = spawnHelper({
+      command: "sh",
+      args: ["-c", "echo a; sleep 0.1; echo b; echo c; sleep 1000"],
+      restart: false,
+    });
+    const lines = helper.lines();
+    const [a, b, c] = await Promise.all([lines.next(), lines.next(), lines.next()]);
+    assert.deepEqual([a.value, b.value, c.value], ["a", "b", "c"]);
+    const waiting = lines.next();
+    assert.deepEqual(await lines.return(undefined), { value: undefined, done: true });
+    assert.deepEqual(await waiting, { value: undefined, done: true });
+    // The reader is gone: another may begin.
+    const again = helper.lines();
+    await again.return(undefined);
+    await helper.stop();
+  });
+
   it("send waits for the helper to read, and everything sent comes back in order (cat)", async () => {
     const helper = spawnHelper({ command: "cat", restart: false });
     const sent = Array.from({ length: 2000 }, (_, i) => `line ${i} ${"y".repeat(i % 300)}`);

@@ -95,8 +95,13 @@ export class Helper {
   #exits: number[] = [];
   #stderrTail: string[] = [];
   #queuedBytes = 0;
-  /** Lines not yet taken by `lines()`, and who waits for the next. */
-  #waiting: string[] = [];
+  /** The stdin corked until the end of this turn, so that the turn's lines leave together. */
+  #corked: NodeJS.WritableStream | undefined;
+  /** Lines not yet taken by `lines()` (from `#taken` on), and who waits for the next. */
+  readonly #waiting: string[] = [];
+  #taken = 0;
+  /** The stdout paused because the reader of lines() fell behind. */
+  #paused: NodeJS.ReadableStream | undefined;
   #wake: (() => void) | undefined;
   #iterating = false;
   #stopping: Promise<void> | undefined;
@@ -204,34 +209,44 @@ export class Helper {
     this.#need("lines", "lines()");
     if (this.#iterating) throw new InvalidOptionError("lines() has a reader already");
     this.#iterating = true;
-    return this.#lines();
+    return new LineReader({
+      take: () => this.#takeLine(),
+      ended: () => this.#state === "stopped" || this.#state === "gave-up",
+      wait: (wake) => {
+        this.#wake = wake;
+      },
+      finish: () => {
+        this.#iterating = false;
+        this.#wakeReader();
+        const exited = this.#pendingExit;
+        this.#pendingExit = undefined;
+        exited?.();
+      },
+    });
   }
 
-  async *#lines(): AsyncGenerator<string> {
-    try {
-      for (;;) {
-        if (this.#waiting.length === 0 && this.#pendingExit !== undefined) {
-          const exited = this.#pendingExit;
-          this.#pendingExit = undefined;
-          exited();
-        }
-        const line = this.#waiting.shift();
-        if (line !== undefined) {
-          if (this.#waiting.length < MAX_WAITING_LINES / 2) this.#child?.stdout?.resume();
-          yield line;
-          continue;
-        }
-        if (this.#state === "stopped" || this.#state === "gave-up") return;
-        await new Promise<void>((resolve) => {
-          this.#wake = resolve;
-        });
-      }
-    } finally {
-      this.#iterating = false;
+  /** The next line for the reader of lines(), if one waits; reports a deferred exit when none. */
+  #takeLine(): string | undefined {
+    const waiting = this.#waiting;
+    if (this.#taken === waiting.length) {
       const exited = this.#pendingExit;
+      if (exited === undefined) return undefined;
       this.#pendingExit = undefined;
-      exited?.();
+      exited();
+      if (this.#taken === waiting.length) return undefined;
     }
+    const line = waiting[this.#taken] as string;
+    this.#taken++;
+    if (this.#taken === waiting.length) {
+      waiting.length = 0;
+      this.#taken = 0;
+    }
+    if (this.#paused !== undefined && waiting.length - this.#taken < MAX_WAITING_LINES / 2) {
+      const paused = this.#paused;
+      this.#paused = undefined;
+      paused.resume();
+    }
+    return line;
   }
 
   /** `lines`: writes `line` and a newline; resolves once the helper's pipe took it. */
@@ -354,7 +369,7 @@ export class Helper {
         else this.#afterExit();
       };
       // What it wrote before it exited reaches the reader of lines() before `exited` does.
-      if (this.#iterating && this.#waiting.length > 0) this.#pendingExit = exited;
+      if (this.#iterating && this.#waiting.length > this.#taken) this.#pendingExit = exited;
       else exited();
     });
   }
@@ -400,8 +415,11 @@ export class Helper {
         rpc !== undefined
           ? (text) => rpc.receive(text)
           : (text) => {
-              this.#waiting.push(text);
-              if (this.#waiting.length >= MAX_WAITING_LINES) stdout.pause();
+              const waiting = this.#waiting.push(text) - this.#taken;
+              if (waiting >= MAX_WAITING_LINES && this.#paused === undefined) {
+                stdout.pause();
+                this.#paused = stdout;
+              }
               this.#wakeReader();
             },
       tooLong,
@@ -426,21 +444,32 @@ export class Helper {
     if (this.#state !== "running" || stdin === undefined || stdin === null || stdin.destroyed) {
       return Promise.reject(this.#notRunning());
     }
-    const bytes = Buffer.from(`${line}\n`);
+    const text = `${line}\n`;
+    const bytes = Buffer.byteLength(text);
     const max = this.#o.maxQueuedBytes ?? DEFAULTS.maxQueuedBytes;
-    if (this.#queuedBytes + bytes.length > max) {
+    if (this.#queuedBytes + bytes > max) {
       return Promise.reject(
         new GuestlinkError(
           "HELPER_QUEUE_FULL",
-          `the helper is not reading its stdin: ${this.#queuedBytes} bytes wait already, and ${bytes.length} more would pass the limit of ${max}`,
+          `the helper is not reading its stdin: ${this.#queuedBytes} bytes wait already, and ${bytes} more would pass the limit of ${max}`,
           { details: { queuedBytes: this.#queuedBytes, maxQueuedBytes: max } },
         ),
       );
     }
-    this.#queuedBytes += bytes.length;
+    this.#queuedBytes += bytes;
+    if (this.#corked !== stdin) {
+      // The lines written in one turn (requests sent as answers come in) leave in one write:
+      // one system call here, one read for the helper. Uncorked once the turn's microtasks ran.
+      stdin.cork();
+      this.#corked = stdin;
+      process.nextTick(() => {
+        if (this.#corked === stdin) this.#corked = undefined;
+        stdin.uncork();
+      });
+    }
     return new Promise((resolve, reject) => {
-      stdin.write(bytes, (err) => {
-        this.#queuedBytes -= bytes.length;
+      stdin.write(text, (err) => {
+        this.#queuedBytes -= bytes;
         if (err) reject(this.#notRunning());
         else resolve();
       });
@@ -551,6 +580,99 @@ export class Helper {
         // A listener's failure is its own.
       }
     }
+  }
+}
+
+interface LineSource {
+  /** The next line if one waits. */
+  take(): string | undefined;
+  /** No more lines will come. */
+  ended(): boolean;
+  /** Calls `wake` once lines may have come, or the source ended. */
+  wait(wake: () => void): void;
+  /** The reader is done (at the end, or it stopped reading). */
+  finish(): void;
+}
+
+const DONE: IteratorReturnResult<undefined> = { value: undefined, done: true };
+
+/**
+ * What lines() returns: an async iterator by hand, as an async generator costs two microtask
+ * turns a line (its `yield` awaits too) where a line that waits already needs one. Calls to
+ * next() are answered in order, as a generator's are.
+ */
+class LineReader implements AsyncGenerator<string, undefined> {
+  readonly #source: LineSource;
+  #finished = false;
+  /** The last next() that waits for a line; later calls are answered after it. */
+  #tail: Promise<IteratorResult<string, undefined>> | undefined;
+
+  constructor(source: LineSource) {
+    this.#source = source;
+  }
+
+  next(): Promise<IteratorResult<string, undefined>> {
+    if (this.#tail !== undefined) return this.#track(this.#tail.then(() => this.#step()));
+    const now = this.#now();
+    if (now !== undefined) return Promise.resolve(now);
+    return this.#track(this.#wait());
+  }
+
+  #step(): IteratorResult<string, undefined> | Promise<IteratorResult<string, undefined>> {
+    return this.#now() ?? this.#wait();
+  }
+
+  /**
+   * Waits until a line or the end is there. The line is taken after the wake-up, not in it:
+   * until the reader has it, it waits in the helper, and an exit is reported after it.
+   */
+  async #wait(): Promise<IteratorResult<string, undefined>> {
+    for (;;) {
+      await new Promise<void>((wake) => this.#source.wait(wake));
+      const now = this.#now();
+      if (now !== undefined) return now;
+    }
+  }
+
+  #track(
+    next: Promise<IteratorResult<string, undefined>>,
+  ): Promise<IteratorResult<string, undefined>> {
+    this.#tail = next;
+    const settled = () => {
+      if (this.#tail === next) this.#tail = undefined;
+    };
+    next.then(settled, settled);
+    return next;
+  }
+
+  /** A line or the end if either is there now. */
+  #now(): IteratorResult<string, undefined> | undefined {
+    if (this.#finished) return DONE;
+    const line = this.#source.take();
+    if (line !== undefined) return { value: line, done: false };
+    if (!this.#source.ended()) return undefined;
+    this.#finish();
+    return DONE;
+  }
+
+  return(): Promise<IteratorResult<string, undefined>> {
+    this.#finish();
+    return Promise.resolve(DONE);
+  }
+
+  throw(err: unknown): Promise<IteratorResult<string, undefined>> {
+    this.#finish();
+    return Promise.reject(err);
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#source.finish();
   }
 }
 
