@@ -21,6 +21,17 @@ export {
 } from "./controller/helpers/helper.ts";
 export type { RpcContext, RpcHandler } from "./controller/helpers/jsonrpc.ts";
 export { HelperPool, spawnHelpers } from "./controller/helpers/pool.ts";
+export {
+  type MediatorConfig,
+  parseMediatorConfig,
+  readMediatorConfig,
+} from "./controller/mediator/config.ts";
+export {
+  Mediator,
+  type MediatorOptions,
+  type MediatorStatus,
+} from "./controller/mediator/mediator.ts";
+export { mediatorStatus, type SubmitOptions, submitWork } from "./controller/mediator/submit.ts";
 export { type TelemetrySample, watchTelemetry } from "./controller/telemetry.ts";
 export * from "./errors.ts";
 export { toDuplex } from "./platform/duplex.ts";
