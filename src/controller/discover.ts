@@ -55,6 +55,11 @@ export class Discovery {
     return [...this.#known.values()];
   }
 
+  /** Forgets a match, so the next scan reports it again if it is still there (a retry). */
+  forget(path: string): void {
+    this.#known.delete(path);
+  }
+
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);

@@ -117,8 +117,11 @@ export interface SessionServer {
   readonly address: string;
   /** Sessions currently open. */
   readonly sessions: ReadonlySet<Session>;
-  /** Stops accepting; with `abort`, ends the open sessions too (else they close gracefully). */
-  close(options?: { abort?: boolean }): Promise<void>;
+  /**
+   * Stops accepting; with `abort`, ends the open sessions too, else they close gracefully — and
+   * those still open after `graceMs` (a peer that went away and may never resume) are aborted.
+   */
+  close(options?: { abort?: boolean; graceMs?: number }): Promise<void>;
 }
 
 /**
@@ -142,15 +145,31 @@ export async function serveSessions(
   return {
     address: listener.address,
     sessions,
-    async close({ abort = false } = {}) {
+    async close({ abort = false, graceMs = Number.POSITIVE_INFINITY } = {}) {
       await listener.close();
       await accepting;
       registry.abortWaiting(new GuestlinkError("SESSION_CLOSED", "the server is shutting down"));
       await Promise.all(
-        [...sessions].map((s) => {
-          if (abort) s.abort(new GuestlinkError("SESSION_CLOSED", "the server is shutting down"));
-          else void s.close();
-          return s.closed;
+        [...sessions].map(async (s) => {
+          if (abort) {
+            s.abort(new GuestlinkError("SESSION_CLOSED", "the server is shutting down"));
+            return s.closed;
+          }
+          void s.close();
+          const timer = Number.isFinite(graceMs)
+            ? setTimeout(
+                () =>
+                  s.abort(
+                    new GuestlinkError(
+                      "SESSION_CLOSED",
+                      `the server is shutting down and the peer did not close within ${graceMs} ms`,
+                    ),
+                  ),
+                graceMs,
+              )
+            : undefined;
+          await s.closed;
+          clearTimeout(timer);
         }),
       );
     },

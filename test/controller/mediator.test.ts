@@ -36,7 +36,8 @@ async function until<T>(
   what: string,
   probe: () => Promise<T | undefined> | T | undefined,
 ): Promise<T> {
-  for (let i = 0; i < 600; i++) {
+  const end = performance.now() + 30_000;
+  while (performance.now() < end) {
     const value = await probe();
     if (value !== undefined) return value;
     await new Promise((r) => setTimeout(r, 50));

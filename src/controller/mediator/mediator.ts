@@ -6,6 +6,7 @@
  * channel (one flow); a pattern with `*` is one channel per match, picked up live; a `shared`
  * address splits its flows by the identity each peer gave in its handshake.
  */
+import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import * as v from "valibot";
 import { InvalidOptionError } from "../../errors.ts";
@@ -25,6 +26,8 @@ import { type PoolWorker, startWorker } from "./workers.ts";
 export const MEDIATOR_SERVICE = "mediator";
 export const SUBMIT_METHOD = "mediator.submit";
 export const STATUS_METHOD = "mediator.status";
+/** How long a guest's session may take to close when the mediator stops. */
+const CLOSE_GRACE_MS = 2_000;
 /** Longest key a guest may give. */
 export const MAX_KEY_LENGTH = 256;
 
@@ -147,7 +150,10 @@ export class Mediator {
   async #close(): Promise<void> {
     await Promise.all(this.#discoveries.map((d) => d.stop()));
     await this.#scheduler.close();
-    await Promise.all([...this.#channels.values()].map((c) => c.server.close()));
+    // Every reply has been handed to its session; a guest that went away is not waited for.
+    await Promise.all(
+      [...this.#channels.values()].map((c) => c.server.close({ graceMs: CLOSE_GRACE_MS })),
+    );
     this.#channels.clear();
     await Promise.all([...this.#workers.values()].map((w) => w.stop()));
   }
@@ -163,17 +169,31 @@ export class Mediator {
     }
     const parsed = parseAddress(entry.address.replaceAll("*", "x"));
     const prefix = `${parsed.kind}:`;
-    const discovery = new Discovery(
+    const failed = new Set<string>();
+    const discovery: Discovery = new Discovery(
       entry.address.slice(prefix.length),
       {
         found: (match) => {
           const address = `${prefix}${match.path}`;
-          void this.#listenOn(entry, address, entry.shared ? undefined : match.name).catch(
-            (err: unknown) =>
-              this.#log("warn", `cannot listen on ${address}: ${(err as Error).message}`, {
+          const listening = async () => {
+            // A mailbox folder inside the guest's folder is ours to make.
+            if (parsed.kind === "mailbox") await mkdir(match.path, { recursive: true });
+            await this.#listenOn(entry, address, entry.shared ? undefined : match.name);
+            failed.delete(address);
+          };
+          listening().catch((err: unknown) => {
+            // Tried again at the next scan; said once.
+            discovery.forget(match.path);
+            if (failed.has(address)) return;
+            failed.add(address);
+            this.#log(
+              "warn",
+              `cannot listen on ${address} (trying again): ${(err as Error).message}`,
+              {
                 address,
-              }),
-          );
+              },
+            );
+          });
         },
         lost: (match) => {
           const address = `${prefix}${match.path}`;
