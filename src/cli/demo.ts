@@ -19,6 +19,7 @@ import type { Command } from "commander";
 import type { AgentInfo } from "../agent/info.ts";
 import { remoteExec } from "../controller/exec.ts";
 import { getFile, putFile } from "../controller/files.ts";
+import { formatStatus } from "../controller/mediator/table.ts";
 import { formatUs } from "../controller/run/live.ts";
 import { watchTelemetry } from "../controller/telemetry.ts";
 import type { Session } from "../session/session.ts";
@@ -26,6 +27,7 @@ import { connectAgent, formatBytes, positiveInteger, printJson } from "./common.
 import { runFleetDemo } from "./demo-fleet.ts";
 import { runHelperDemo } from "./demo-helpers.ts";
 import { startJunkRelay } from "./demo-junk.ts";
+import { runMediatorDemo } from "./demo-mediator.ts";
 import { runWireDemo } from "./demo-wire.ts";
 import { addGlobalOptions, seconds } from "./options.ts";
 
@@ -128,7 +130,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
   const children: ChildProcess[] = [];
   const sessions: Session[] = [];
   try {
-    say(`[1/8] three agents on Unix sockets in ${dir}, standing in for three VMs`);
+    say(`[1/9] three agents on Unix sockets in ${dir}, standing in for three VMs`);
     for (const name of AGENTS) {
       const child = spawn(
         process.execPath,
@@ -168,7 +170,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     const [info1, info2] = infos as [AgentInfo, AgentInfo];
 
     say(
-      `[2/8] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
+      `[2/9] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
     );
     say("      exec vm-1 -- sh -c '<random bytes | tee (sha256 to stderr)>'");
     const output = await checkedOutput(vm1, opts.outputBytes);
@@ -192,7 +194,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     // About every MiB, or often enough that a small --damaged-bytes still meets junk.
     const junkEvery = Math.min(1024 * 1024, Math.max(4096, Math.floor(opts.damagedBytes / 8)));
     say(
-      `[3/8] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
+      `[3/9] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
     );
     const relay = await startJunkRelay(
       join(dir, "relay.sock"),
@@ -222,7 +224,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       await relay.close();
     }
 
-    say(`[4/8] a file round trip through vm-2`);
+    say(`[4/9] a file round trip through vm-2`);
     const original = join(dir, "original.bin");
     const remote = join(dir, "vm-2", "received.bin");
     const back = join(dir, "back.bin");
@@ -241,7 +243,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `sha256 equal on both trips (${a.slice(0, 16)}…), mode ${got.mode.toString(8)} kept; agent pid ${info2.agent.pid}`,
     );
 
-    say(`[5/8] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
+    say(`[5/9] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), opts.telemetrySeconds * 1000);
     let samples = 0;
@@ -255,7 +257,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     clearTimeout(timer);
     check("telemetry", samples >= 2, `${samples} samples streamed until the watch was cancelled`);
 
-    say("[6/8] a coordinated fleet run: all three agents start together, stats merged live");
+    say("[6/9] a coordinated fleet run: all three agents start together, stats merged live");
     const fleet = await runFleetDemo(
       AGENTS.map((name) => [name, `unix:${join(dir, `${name}.sock`)}`] as const),
       dir,
@@ -280,7 +282,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `every agent completed both stages (exit ${fleet.exitCode}); merged reads ${reads?.count ?? 0} = the agents' own counts added (${perAgent})`,
     );
 
-    say("[7/8] helper processes: a pool of two JSON-RPC helpers, one crashes with work in it");
+    say("[7/9] helper processes: a pool of two JSON-RPC helpers, one crashes with work in it");
     const helpers = await runHelperDemo(dir, 400, say);
     say(
       `      ${helpers.answered} of ${helpers.requests} answered at once, ${helpers.wrong} wrong; ${helpers.strays} stray prints reported as events; ${helpers.exitLine ?? "no exit seen"}`,
@@ -296,7 +298,16 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `the ${helpers.failedOnExit} requests waiting in the crashed helper failed HELPER_EXITED (none lost, none answered twice); it was restarted, and asked again they were all answered right`,
     );
 
-    say("[8/8] the channel itself: frames through a channel that misbehaves the way real ones do");
+    say("[8/9] the mediator: four VMs on shared folders submit to two pools with priorities");
+    const mediated = await runMediatorDemo(dir, say);
+    for (const line of formatStatus(mediated.status).split("\n")) say(`      ${line}`);
+    check(
+      "mediator",
+      mediated.answered === mediated.submitted && mediated.wrong === 0 && mediated.repeated === 0,
+      `${mediated.answered} of ${mediated.submitted} replies arrived, each to the VM that asked, each from one run in its worker`,
+    );
+
+    say("[9/9] the channel itself: frames through a channel that misbehaves the way real ones do");
     const wire = runWireDemo(Date.now() % 2 ** 31, 1000);
     say(
       `      sent ${wire.sent} frames with ${wire.injected.logLines} stray log lines, ${wire.injected.halfFrames} half frames, ${wire.injected.hugeHeaders} headers claiming 4 GiB and ${wire.injected.randomBytes} random bytes between them, ${wire.corrupted} corrupted in flight`,

@@ -18,7 +18,8 @@ export interface Match {
 }
 
 export interface DiscoverEvents {
-  found(match: Match): void;
+  /** A new match; the scan (and `start()`) waits for what it returns. */
+  found(match: Match): void | Promise<void>;
   lost(match: Match): void;
 }
 
@@ -76,12 +77,15 @@ export class Discovery {
         this.#events.lost(match);
       }
     }
+    const starting: (void | Promise<void>)[] = [];
     for (const [path, match] of now) {
       if (!this.#known.has(path)) {
         this.#known.set(path, match);
-        this.#events.found(match);
+        starting.push(this.#events.found(match));
       }
     }
+    await Promise.allSettled(starting);
+    if (this.#stopped) return;
     this.#timer = setTimeout(() => {
       this.#scan = this.#rescan();
     }, this.#pollMs);

@@ -102,8 +102,12 @@ describe("paths matching a pattern, found live", () => {
       const d = new Discovery(
         `${dir}/*/mediator`,
         {
-          found: (m: Match) => seen.push(`+${m.name}`),
-          lost: (m: Match) => seen.push(`-${m.name}`),
+          found: (m: Match) => {
+            seen.push(`+${m.name}`);
+          },
+          lost: (m: Match) => {
+            seen.push(`-${m.name}`);
+          },
         },
         10,
       );

@@ -181,7 +181,7 @@ export class Mediator {
             await this.#listenOn(entry, address, entry.shared ? undefined : match.name);
             failed.delete(address);
           };
-          listening().catch((err: unknown) => {
+          return listening().catch((err: unknown) => {
             // Tried again at the next scan; said once.
             discovery.forget(match.path);
             if (failed.has(address)) return;
