@@ -370,7 +370,10 @@ describe("the mediator's scheduler", () => {
               finished++;
               await settle(2);
             }
-            assert.ok(outcomes.every((o) => o.settled && o.ok));
+            assert.ok(
+              outcomes.every((o) => o.settled && o.ok),
+              "outcomes.every((o) => o.settled && o.ok)",
+            );
           },
         ),
         { seed: SEED, numRuns: 100 },
@@ -378,8 +381,9 @@ describe("the mediator's scheduler", () => {
     });
 
     it("refuses with QUEUE_FULL at once past queueLimit queued, counting none that run", async () => {
-      const rig = new Rig([{ queueLimit: 3 }]);
+      const rig = new Rig([{ queueLimit: 3, slots: 2 }]);
       rig.submit("running");
+      rig.submit("running too");
       for (let i = 0; i < 3; i++) rig.submit(i, { flow: `g${i}` });
       const refused = rig.submit("one too many", { flow: "g9", key: "k" });
       await Promise.resolve(); // rejected at once: no timer, no other job finishing
@@ -399,7 +403,7 @@ describe("the mediator's scheduler", () => {
       await settle();
       assertRejected(third, "QUEUE_FULL");
       assert.deepEqual(none.order, [1, 2]);
-      assert.ok(!first.settled && !second.settled);
+      assert.ok(!first.settled && !second.settled, "!first.settled && !second.settled");
     });
 
     it("refuses a guest past guestLimit queued in the pool, while others still queue", async () => {
@@ -413,13 +417,13 @@ describe("the mediator's scheduler", () => {
       const err = assertRejected(refused, "QUEUE_FULL");
       assert.deepEqual(err.details, { pool: "p", flow: "A", limit: 2, queued: 2 });
       assert.match(err.message, /guest_limit/);
-      assert.ok(!b1.settled);
+      assert.ok(!b1.settled, "!b1.settled");
       assert.equal(rig.sched.status().pools[0]?.queued, 3);
       // Once one of A's starts, A has room again.
       await rig.finish("running");
       const a4 = rig.submit("a4", { flow: "A" });
       await settle();
-      assert.ok(!a4.settled);
+      assert.ok(!a4.settled, "!a4.settled");
     });
 
     it("keeps flows of different pools apart: limits, turns and slots", async () => {
@@ -434,7 +438,7 @@ describe("the mediator's scheduler", () => {
       const p2 = rig.submit("p2", { pool: "p" });
       await settle();
       assertRejected(p2, "QUEUE_FULL");
-      assert.ok(!q1.settled);
+      assert.ok(!q1.settled, "!q1.settled");
       assert.deepEqual(rig.order, ["p-run", "q-run"]);
       await rig.finish("q-run");
       assert.deepEqual(rig.order, ["p-run", "q-run", "q1"]); // p's slot is still busy
@@ -453,7 +457,7 @@ describe("the mediator's scheduler", () => {
       const late = rig.submit("late", { key: "k" });
       const next = rig.submit("next", { flow: "b" });
       await rig.clock.advance(99);
-      assert.ok(!late.settled);
+      assert.ok(!late.settled, "!late.settled");
       await rig.clock.advance(1);
       const err = assertRejected(late, "QUEUE_TIMEOUT");
       assert.equal(err.details?.pool, "p");
@@ -492,7 +496,7 @@ describe("the mediator's scheduler", () => {
       const due = rig.clock.now() + 50;
       const job = rig.submit("job", { deadline: due });
       await rig.clock.advance(49);
-      assert.ok(!job.settled);
+      assert.ok(!job.settled, "!job.settled");
       await rig.clock.advance(1);
       const err = assertRejected(job, "DEADLINE_EXCEEDED");
       assert.equal(job.at, due);
@@ -533,7 +537,7 @@ describe("the mediator's scheduler", () => {
       );
       rig.submit("next", { flow: "b" });
       await clock.advance(20);
-      assert.ok(!expired.settled);
+      assert.ok(!expired.settled, "!expired.settled");
       await rig.finish("running");
       assertRejected(expired, "DEADLINE_EXCEEDED");
       assert.deepEqual(rig.order, ["running", "next"]);
@@ -549,8 +553,11 @@ describe("the mediator's scheduler", () => {
         reject(new Error(`stopped: ${(ctx.signal.reason as Error).message}`)),
       );
       await rig.clock.advance(100);
-      assert.ok(ctx.signal.aborted);
-      assert.ok(isGuestlinkError(ctx.signal.reason, "DEADLINE_EXCEEDED"));
+      assert.ok(ctx.signal.aborted, "the signal is aborted at the deadline");
+      assert.ok(
+        isGuestlinkError(ctx.signal.reason, "DEADLINE_EXCEEDED"),
+        'isGuestlinkError(ctx.signal.reason, "DEADLINE_EXCEEDED")',
+      );
       assert.equal(job.ok, false);
       assert.match((job.value as Error).message, /^stopped: .*deadline/);
       assert.equal(rig.sched.status().pools[0]?.levels[0]?.failed, 1);
@@ -573,6 +580,26 @@ describe("the mediator's scheduler", () => {
       rig.submit("job again", { key: "k" });
       await settle();
       assert.equal(rig.sched.status().pools[0]?.queued, 1); // queued behind "next": it runs again
+    });
+    it("gives each submitter of a shared key its own deadline; the job lasts until the last", async () => {
+      const rig = new Rig();
+      rig.submit("running");
+      const t0 = rig.clock.now();
+      const early = rig.submit("job", { key: "k", deadline: t0 + 10 });
+      const late = rig.submit("job", { key: "k", deadline: t0 + 30 });
+      const later = rig.submit("job", { key: "k", deadline: t0 + 50 });
+      await rig.clock.advance(10);
+      assertRejected(early, "DEADLINE_EXCEEDED");
+      assert.equal(rig.sched.status().pools[0]?.queued, 1);
+      await rig.finish("running");
+      const { ctx } = rig.run("job");
+      assert.equal(ctx.deadline, t0 + 50, "the latest deadline of those still waiting");
+      await rig.clock.advance(20);
+      assertRejected(late, "DEADLINE_EXCEEDED");
+      assert.equal(ctx.signal.aborted, false, "one submitter still waits");
+      await rig.clock.advance(20);
+      assert.equal(ctx.signal.aborted, true, "the last deadline passed");
+      assertRejected(later, "DEADLINE_EXCEEDED");
     });
   });
 
@@ -611,7 +638,7 @@ describe("the mediator's scheduler", () => {
       one.abort();
       await settle();
       assertRejected(first, "CANCELLED");
-      assert.ok(!second.settled);
+      assert.ok(!second.settled, "!second.settled");
       await rig.finish("running");
       await rig.finish("job");
       assert.deepEqual(second.value, { answer: "job" });
@@ -628,13 +655,13 @@ describe("the mediator's scheduler", () => {
       a.abort();
       await settle();
       assertRejected(first, "CANCELLED");
-      assert.ok(!ctx.signal.aborted);
-      assert.ok(!second.settled);
+      assert.ok(!ctx.signal.aborted, "!ctx.signal.aborted");
+      assert.ok(!second.settled, "!second.settled");
       b.abort(new Error("changed my mind"));
       await settle();
       const err = assertRejected(second, "CANCELLED");
       assert.equal(err.message, "changed my mind");
-      assert.ok(ctx.signal.aborted);
+      assert.ok(ctx.signal.aborted, "ctx.signal.aborted");
       // The run ends later; its reply was asked for by no one, so it is not kept for the key.
       await rig.finish("job");
       rig.submit("job again", { key: "k" });
@@ -943,8 +970,11 @@ describe("the mediator's scheduler", () => {
       assert.equal(err.message, "the mediator is shutting down");
       for (const name of ["one", "two"]) {
         const { ctx } = rig.run(name);
-        assert.ok(ctx.signal.aborted);
-        assert.ok(isGuestlinkError(ctx.signal.reason, "SESSION_CLOSED"));
+        assert.ok(ctx.signal.aborted, "ctx.signal.aborted");
+        assert.ok(
+          isGuestlinkError(ctx.signal.reason, "SESSION_CLOSED"),
+          'isGuestlinkError(ctx.signal.reason, "SESSION_CLOSED")',
+        );
       }
       const late = rig.submit("late");
       await settle();
