@@ -25,20 +25,12 @@ On a terminal it shows a live table per pool and level, and per guest; the same 
   guestlink call ADDR mediator.status --json
 
 Exit status: 0 after SIGINT or SIGTERM (what was queued fails SESSION_CLOSED, what runs is waited
-for); 5 when the config is invalid (nothing was started); 255 when it cannot start (an address in use).`,
+for); 5 when the config is invalid or cannot be read (nothing was started); 255 when it cannot start (an address in use).`,
     )
     .action(async (opts: { config: string; table: boolean }) => {
-      let text: string;
-      try {
-        text = await readFile(opts.config, "utf8");
-      } catch (err) {
-        throw new ConfigInvalidError(
-          `${opts.config}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
-        );
-      }
       let config: ReturnType<typeof parseMediatorConfig>;
       try {
-        config = parseMediatorConfig(text, opts.config);
+        config = parseMediatorConfig(await readConfig(opts.config), opts.config);
       } catch (err) {
         if (!isGuestlinkError(err, "CONFIG_INVALID")) throw err;
         process.stderr.write(
@@ -76,6 +68,17 @@ for); 5 when the config is invalid (nothing was started); 255 when it cannot sta
       screen?.draw(formatStatus(mediator.status()));
       log("info", "mediator stopped");
     });
+}
+
+async function readConfig(path: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (err) {
+    throw new ConfigInvalidError(
+      `${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      { cause: err },
+    );
+  }
 }
 
 /** Logs on stderr: JSON lines (pino) when it is not a terminal, a short line when it is. */
