@@ -62,6 +62,10 @@ export const ERROR_CODES = {
   QUEUE_TIMEOUT: "the request waited in the mediator's queue for max_wait and was not started",
   WORKER_FAILED: "the mediator's worker for the pool failed to run the request",
   CONFIG_INVALID: "a service's configuration file cannot be used as written",
+  AGENT_NOT_FOUND: "the daemon holds no agent with that id",
+  AGENT_UNAVAILABLE: "the daemon holds that agent but has no connection to it now",
+  DAEMON_UNREACHABLE: "no guestlink daemon answers on its socket (is `guestlink serve` running?)",
+  NOT_FOUND: "the daemon's API has no such path",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

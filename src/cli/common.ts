@@ -2,6 +2,7 @@
 import { hostname } from "node:os";
 import type { Command } from "commander";
 import pino, { type Logger } from "pino";
+import { openDaemonSession } from "../daemon/client.ts";
 import { InvalidOptionError } from "../errors.ts";
 import { dialSession } from "../platform/dial.ts";
 import { logSessionEvents } from "../platform/session.ts";
@@ -74,6 +75,16 @@ export async function connectAgent(
   address: string,
   opts: AgentCommandOptions = { connectTimeout: DEFAULT_CONNECT_TIMEOUT_S },
 ): Promise<Session> {
+  // `@ID`: the agent the daemon holds by that id, through the daemon's socket.
+  if (address.startsWith("@")) {
+    const session = await openDaemonSession(address.slice(1), {
+      ...(opts.peerId === undefined
+        ? {}
+        : { peer: { id: opts.peerId, hostname: hostname(), version: VERSION } }),
+    });
+    if (verboseLog !== undefined) logSessionEvents(session, verboseLog);
+    return session;
+  }
   const timeoutS = opts.connectTimeout;
   const reconnectS = opts.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_S;
   const tell = process.stderr.isTTY
@@ -145,6 +156,9 @@ export function agentCommand(program: Command, name: string, description: string
   const command = program
     .command(name)
     .description(description)
-    .argument("<address>", "where the agent is (unix:PATH, tcp:HOST:PORT, exec:COMMAND, …)");
+    .argument(
+      "<address>",
+      "where the agent is (unix:PATH, tcp:HOST:PORT, exec:COMMAND, …, or @ID for an agent `guestlink serve` holds)",
+    );
   return addConnectOptions(addGlobalOptions(command));
 }

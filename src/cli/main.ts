@@ -25,6 +25,7 @@ import {
 import { endQuietlyWhenStdoutCloses } from "./output.ts";
 import { registerPing } from "./ping.ts";
 import { registerRun } from "./run.ts";
+import { registerLs, registerServe } from "./serve.ts";
 import { registerCall, registerSubmit } from "./submit.ts";
 import { registerWatch } from "./watch.ts";
 
@@ -60,6 +61,8 @@ export function buildProgram({ agentOnly = false } = {}): Command {
   registerSubmit(program);
   registerCall(program);
   registerMediate(program);
+  registerServe(program);
+  registerLs(program);
   registerAgent(program);
   registerDemo(program);
   return program;

@@ -7,7 +7,7 @@
  * that appears is reported once, one that vanishes once. Polling, not fs.watch: it works the
  * same on every filesystem, shared folders (9p, virtiofs) included.
  */
-import { readdir } from "node:fs/promises";
+import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 
 export interface Match {
@@ -38,11 +38,15 @@ export class Discovery {
   #stopped = false;
   #scan: Promise<void> = Promise.resolve();
 
-  constructor(pattern: string, events: DiscoverEvents, pollMs = 500) {
+  readonly #existing: boolean;
+
+  /** With `existing`, a match counts only while its whole path exists (a socket file). */
+  constructor(pattern: string, events: DiscoverEvents, pollMs = 500, existing = false) {
     if (!pattern.startsWith("/")) throw new Error(`a pattern is an absolute path: ${pattern}`);
     this.pattern = pattern;
     this.#events = events;
     this.#pollMs = pollMs;
+    this.#existing = existing;
   }
 
   /** Scans now and then every `pollMs`; resolves after the first scan. */
@@ -68,7 +72,7 @@ export class Discovery {
   }
 
   async #rescan(): Promise<void> {
-    const found = await expand(this.pattern);
+    const found = await expand(this.pattern, this.#existing);
     if (this.#stopped) return;
     const now = new Map(found.map((m) => [m.path, m]));
     for (const [path, match] of this.#known) {
@@ -94,7 +98,7 @@ export class Discovery {
 }
 
 /** Every path the pattern matches now (folders up to its last `*` segment, then as written). */
-export async function expand(pattern: string): Promise<Match[]> {
+export async function expand(pattern: string, existing = false): Promise<Match[]> {
   const segments = pattern.split("/").slice(1);
   let last = -1;
   segments.forEach((s, i) => {
@@ -129,10 +133,20 @@ export async function expand(pattern: string): Promise<Match[]> {
     partial = next;
   }
   const rest = segments.slice(last + 1);
-  return partial
+  const matches = partial
     .map((p) => ({
       path: rest.length > 0 ? join(p.path, ...rest) : p.path,
       name: p.names.join("/"),
     }))
     .sort((a, b) => (a.path < b.path ? -1 : 1));
+  if (!existing) return matches;
+  const there = await Promise.all(
+    matches.map((m) =>
+      lstat(m.path).then(
+        () => true,
+        () => false,
+      ),
+    ),
+  );
+  return matches.filter((_, i) => there[i]);
 }

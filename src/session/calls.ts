@@ -71,6 +71,8 @@ const RESOLVED = Promise.resolve();
 
 export class Calls<S> {
   readonly handlers = new Map<string, Handler<S>>();
+  /** Serves every method without a handler of its own (a proxy: the daemon's `@ID`). */
+  fallback: Handler<S> | undefined;
   readonly #outgoing = new Map<number, OutgoingCall>();
   readonly #incoming = new Map<number, IncomingCall>();
   /** Notification handlers still running. */
@@ -332,7 +334,7 @@ export class Calls<S> {
       );
       return;
     }
-    const handler = this.handlers.get(msg.method);
+    const handler = this.handlers.get(msg.method) ?? this.fallback;
     if (!handler) {
       reply(
         new GuestlinkError("METHOD_NOT_FOUND", `no such method: ${msg.method}`, {
@@ -442,7 +444,7 @@ export class Calls<S> {
     if (!msg.notify) {
       throw new ProtocolViolation("BAD_MESSAGE", "CALL on stream 0 must be a notification");
     }
-    const handler = this.handlers.get(msg.method);
+    const handler = this.handlers.get(msg.method) ?? this.fallback;
     if (!handler) {
       this.#port.notificationFailed();
       return;

@@ -308,6 +308,15 @@ export class Session {
     return this;
   }
 
+  /**
+   * Serves every method that has no handler of its own (`ctx.method` says which): a proxy that
+   * forwards calls to another peer. Without one, such a call fails METHOD_NOT_FOUND.
+   */
+  handleOther(handler: Handler): this {
+    this.#p.calls.fallback = handler;
+    return this;
+  }
+
   /** Calls `method` on the peer and resolves with its result. */
   call(method: string, params?: unknown, options: CallOptions = {}): Promise<unknown> {
     return this.#p.calls.open(method, params, options).result;
