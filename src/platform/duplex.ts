@@ -3,10 +3,17 @@
  * with backpressure end to end: the Duplex's writable side holds its callback while the stream's
  * queue is full (so `pipe()` pauses the source), and bytes are reported consumed only once the
  * readable side has room for them (so a slow reader withholds credit from the peer).
+ *
+ * Received chunks wait here until Node asks for more (`read()`), and go one at a time, never
+ * from inside `read()` itself: Node's `read()` with no size (an async iterator's) joins every
+ * chunk its buffer holds into one new buffer, a copy of the stream that a reader keeping up
+ * would otherwise pay whenever one transport read brought several DATA frames.
  */
 import { Duplex } from "node:stream";
 import { GuestlinkError } from "../errors.ts";
 import type { SessionStream } from "../session/stream.ts";
+
+const EMPTY = new Uint8Array(0);
 
 /**
  * Errors (a RESET from the peer, the session ending) are emitted as usual, but a Duplex that
@@ -15,9 +22,37 @@ import type { SessionStream } from "../session/stream.ts";
  * written nothing (a for-await reader that is done), ends our direction instead of resetting it.
  */
 export function toDuplex(stream: SessionStream): Duplex {
-  /** Bytes pushed while the readable side was full: consumed when Node next asks for more. */
-  let owed = 0;
+  /** Received chunks not yet given to Node, oldest first from `heldHead`. */
+  let held: Uint8Array[] = [];
+  let heldHead = 0;
+  let heldBytes = 0;
+  /** Node asked for more and has not been given a chunk since. */
+  let wanted = false;
+  /** A `give` is queued (Node asked from inside its `read()`). */
+  let giving = false;
+  /** The peer's END arrived: Node's end follows the held chunks. */
+  let remoteEnded = false;
+  let endGiven = false;
   let written = 0;
+  /** Hands held chunks to Node while it wants more; each counts as consumed as it goes. */
+  const give = () => {
+    giving = false;
+    while (wanted && heldHead < held.length) {
+      const chunk = held[heldHead] as Uint8Array;
+      held[heldHead++] = EMPTY;
+      heldBytes -= chunk.length;
+      if (heldHead === held.length) {
+        held = [];
+        heldHead = 0;
+      }
+      stream.consumed(chunk.length);
+      wanted = duplex.push(chunk);
+    }
+    if (remoteEnded && heldHead === held.length && !endGiven) {
+      endGiven = true;
+      duplex.push(null);
+    }
+  };
   const duplex = new Duplex({
     // Node's own buffering stays small; the stream's window does the real work.
     readableHighWaterMark: 64 * 1024,
@@ -49,10 +84,10 @@ export function toDuplex(stream: SessionStream): Duplex {
       stream.whenOutputDone(() => callback());
     },
     read() {
-      if (owed > 0) {
-        const n = owed;
-        owed = 0;
-        stream.consumed(n);
+      wanted = true;
+      if (!giving && (heldHead < held.length || remoteEnded)) {
+        giving = true;
+        queueMicrotask(give);
       }
     },
     destroy(err, callback) {
@@ -65,10 +100,12 @@ export function toDuplex(stream: SessionStream): Duplex {
         if (readerDone && (!err || err.name === "AbortError")) stream.end();
         else stream.reset("CANCELLED", err ? err.message : "stream destroyed before its end");
       }
-      // What the reader was given but never took back is consumed as far as the peer is concerned.
-      if (owed > 0) {
-        stream.consumed(owed);
-        owed = 0;
+      // What the reader was never given is consumed as far as the peer is concerned.
+      if (heldBytes > 0) {
+        stream.consumed(heldBytes);
+        held = [];
+        heldHead = 0;
+        heldBytes = 0;
       }
       callback(err);
     },
@@ -76,11 +113,17 @@ export function toDuplex(stream: SessionStream): Duplex {
   duplex.on("error", () => {});
   stream.attach({
     data(chunk) {
-      if (duplex.push(chunk)) stream.consumed(chunk.length);
-      else owed += chunk.length;
+      if (duplex.destroyed) {
+        stream.consumed(chunk.length);
+        return;
+      }
+      held.push(chunk);
+      heldBytes += chunk.length;
+      if (wanted && !giving) give();
     },
     end() {
-      duplex.push(null);
+      remoteEnded = true;
+      if (!giving && heldHead === held.length) give();
     },
     error(err) {
       duplex.destroy(err);

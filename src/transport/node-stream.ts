@@ -17,6 +17,7 @@ import type { Readable, Writable } from "node:stream";
 import { TransportClosedError, TransportFailedError } from "../errors.ts";
 import { abortedError, CLOSE_TIMEOUT_MS, CloseLatch, SendGate } from "./gates.ts";
 import { Inbound } from "./inbound.ts";
+import type { SlabReads } from "./slab-reads.ts";
 import type { Transport } from "./transport.ts";
 
 /** Received bytes queued for the consumer before the readable is paused. */
@@ -36,6 +37,11 @@ export interface NodeStreamTransportOptions {
   destroy?: () => void;
   /** How long `close()` waits before cutting the connection. Default `CLOSE_TIMEOUT_MS`. */
   closeTimeoutMs?: number;
+  /**
+   * The socket was made with `onread` from this (see slab-reads.ts): its bytes come from there,
+   * not from 'data' events.
+   */
+  reads?: SlabReads;
   /** What the connection is: see `Transport`. */
   lossy?: boolean;
   redialable?: boolean;
@@ -108,7 +114,9 @@ export class NodeStreamTransport implements Transport {
         if (!this.#finished) this.#onWritableBroken(undefined);
       });
     }
-    readable.on("data", (chunk: Uint8Array) => this.#onData(chunk));
+    if (options.reads === undefined)
+      readable.on("data", (chunk: Uint8Array) => this.#onData(chunk));
+    else options.reads.attach((chunk) => this.#onData(chunk));
     readable.once("end", () => this.#onEnd());
     readable.on("error", (err: Error) => this.#onError(err));
     readable.once("close", () => this.#onReadableClose());

@@ -9,6 +9,7 @@ import { ConnectFailedError, ListenFailedError } from "../errors.ts";
 import { AcceptQueue } from "./accept-queue.ts";
 import { raceCallOptions, throwIfDone } from "./call-options.ts";
 import { errorLabel } from "./node-stream.ts";
+import { SlabReads } from "./slab-reads.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
 
 /** Connects a socket and wraps it; `explain` turns a connect error into a message. */
@@ -17,14 +18,15 @@ export async function connectSocket(
   description: string,
   options: CallOptions | undefined,
   explain: (err: Error) => string,
-  wrap: (socket: net.Socket) => Transport,
+  wrap: (socket: net.Socket, reads: SlabReads) => Transport,
 ): Promise<Transport> {
   const onDeadline = () =>
     new ConnectFailedError(`connecting to ${description} did not finish before the deadline`, {
       details: { address: description, reason: "deadline" },
     });
   throwIfDone(options, onDeadline);
-  const socket = net.connect({ ...connectOptions, allowHalfOpen: true });
+  const reads = new SlabReads();
+  const socket = net.connect({ ...connectOptions, allowHalfOpen: true, onread: reads.onread });
   const connected = new Promise<net.Socket>((resolve, reject) => {
     const onError = (err: Error) => {
       socket.off("connect", onConnect);
@@ -47,7 +49,7 @@ export async function connectSocket(
     cancel: () => socket.destroy(),
     discard: (s) => s.destroy(),
   });
-  return wrap(socket);
+  return wrap(socket, reads);
 }
 
 /** Starts `server` listening; rejects with the listen error (mapped by the caller). */

@@ -8,6 +8,7 @@ import { AddressInUseError, InvalidAddressError, ListenFailedError } from "../er
 import { formatAddress } from "./address.ts";
 import { raceCallOptions, throwIfDone } from "./call-options.ts";
 import { errorLabel, NodeStreamTransport } from "./node-stream.ts";
+import type { SlabReads } from "./slab-reads.ts";
 import { connectSocket, NetListener, startListening } from "./socket.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
 
@@ -29,7 +30,7 @@ export async function connectTcp(
     description,
     options,
     (err) => explainConnect(err, host, description),
-    (socket) => wrap(socket, description),
+    (socket, reads) => wrap(socket, description, reads),
   );
 }
 
@@ -72,9 +73,10 @@ export async function listenTcp(
   });
 }
 
-function wrap(socket: net.Socket, description: string): Transport {
+function wrap(socket: net.Socket, description: string, reads?: SlabReads): Transport {
   return new NodeStreamTransport(socket, socket, {
     description,
+    reads,
     destroy: () => reset(socket),
     redialable: true,
     // QEMU's user-mode hostfwd accepts on the host and drops while the guest boots.

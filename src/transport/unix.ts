@@ -16,6 +16,7 @@ import {
 import { formatAddress } from "./address.ts";
 import { raceCallOptions, throwIfDone } from "./call-options.ts";
 import { errorLabel, NodeStreamTransport } from "./node-stream.ts";
+import type { SlabReads } from "./slab-reads.ts";
 import { connectSocket, NetListener, startListening } from "./socket.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
 
@@ -37,7 +38,7 @@ export async function connectUnix(path: string, options?: CallOptions): Promise<
       description,
       options,
       (err) => explainConnect(err, description),
-      (socket) => wrap(socket, description),
+      (socket, reads) => wrap(socket, description, reads),
     );
   } catch (err) {
     if (!(err instanceof ConnectFailedError) || !(err.cause instanceof Error)) throw err;
@@ -161,8 +162,8 @@ function describe(path: string): string {
   return description;
 }
 
-function wrap(socket: net.Socket, description: string): Transport {
-  return new NodeStreamTransport(socket, socket, { description, redialable: true });
+function wrap(socket: net.Socket, description: string, reads?: SlabReads): Transport {
+  return new NodeStreamTransport(socket, socket, { description, redialable: true, reads });
 }
 
 function explainConnect(err: Error, description: string): string {

@@ -11,7 +11,10 @@
  * connection, then a new connection's frames).
  *
  * It holds at most a header's worth of bytes between frames and one frame (payload at most
- * `maxFrameBytes`) while a frame is in progress.
+ * `maxFrameBytes`) while a frame is in progress. A payload is not copied when it can be a view:
+ * one within a chunk, and one spread over chunks that lie side by side in one buffer (a transport
+ * that reads into the free end of a large buffer, as the socket transports do). Only a payload
+ * split between separate buffers is assembled in one of its own.
  */
 import { type Frame, FrameFlag, HEADER_BYTES, MAGIC } from "./frame.ts";
 import { type HeaderFields, HeaderVerdict, magicPrefixLength, readHeader } from "./header.ts";
@@ -71,7 +74,12 @@ export class FrameDecoder {
     payloadCrc: 0,
   };
   #inFrame = false;
+  /**
+   * The payload so far: a view of the chunks it came in while they lie side by side in one
+   * buffer (`#owned` false, `#filled` bytes long), else a buffer of its full length being filled.
+   */
   #payload: Uint8Array | null = null;
+  #owned = false;
   #filled = 0;
 
   constructor(options?: WireOptions) {
@@ -212,16 +220,33 @@ export class FrameDecoder {
     this.#hdrLen -= drop;
   }
 
-  /** Copies payload bytes from `b[i..]`; returns where it stopped. */
+  /** Takes payload bytes from `b[i..]` (a view while it can be one); returns where it stopped. */
   #fillPayload(b: Uint8Array, i: number, out: Frame[], pending: Uint8Array[]): number {
     const length = this.#fields.length;
-    if (this.#payload === null) this.#payload = new Uint8Array(length);
     const take = Math.min(length - this.#filled, b.length - i);
-    this.#payload.set(b.subarray(i, i + take), this.#filled);
+    const so = this.#payload;
+    if (so === null) {
+      this.#payload = b.subarray(i, i + take);
+    } else if (
+      !this.#owned &&
+      so.buffer === b.buffer &&
+      so.byteOffset + so.length === b.byteOffset + i
+    ) {
+      // The chunk goes on where the last one ended, in the same buffer: a longer view will do.
+      this.#payload = new Uint8Array(so.buffer, so.byteOffset, so.length + take);
+    } else {
+      if (!this.#owned) {
+        const own = new Uint8Array(length);
+        own.set(so);
+        this.#payload = own;
+        this.#owned = true;
+      }
+      (this.#payload as Uint8Array).set(b.subarray(i, i + take), this.#filled);
+    }
     this.#filled += take;
     const next = i + take;
     if (this.#filled < length) return next;
-    const payload = this.#payload;
+    const payload = this.#payload as Uint8Array;
     if (this.#payloadChecks(payload)) {
       this.#clear();
       this.#emit(payload, out);
@@ -269,6 +294,7 @@ export class FrameDecoder {
     this.#hdrLen = 0;
     this.#inFrame = false;
     this.#payload = null;
+    this.#owned = false;
     this.#filled = 0;
   }
 }

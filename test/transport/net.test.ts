@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import fsPromises, { lstat, rename, writeFile } from "node:fs/promises";
 import { syncBuiltinESMExports } from "node:module";
 import net from "node:net";
@@ -125,6 +126,44 @@ for (const kind of KINDS) {
       assert.equal(read, total);
       // Without backpressure the writer would queue all 64 MiB at once; with it, only our read
       // queue, the kernel's socket buffers and the writable's buffer can be ahead of the reader.
+      assert.ok(maxAhead < 24 * 1024 * 1024, `writer got ${maxAhead} bytes ahead of the reader`);
+      await listener.close();
+    });
+
+    it("reads a dialled socket into shared buffers, side by side, and still holds a fast writer back", async () => {
+      const { listener, client, server } = await connected(kind);
+      const total = 32 * 1024 * 1024;
+      const data = pattern(4 * 1024 * 1024, 3);
+      let sent = 0;
+      const writing = (async () => {
+        while (sent < total) {
+          sent += data.length;
+          if (!server.send([data])) await server.drain();
+        }
+        await server.close();
+      })();
+      let read = 0;
+      let maxAhead = 0;
+      let adjacent = 0;
+      let last: Uint8Array | undefined;
+      const hash = createHash("sha256");
+      for await (const c of client) {
+        if (last?.buffer === c.buffer && last.byteOffset + last.length === c.byteOffset) adjacent++;
+        last = c;
+        hash.update(c);
+        read += c.length;
+        maxAhead = Math.max(maxAhead, sent - read);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      await client.close();
+      await writing;
+      assert.equal(read, total);
+      const expected = createHash("sha256");
+      for (let i = 0; i < total / data.length; i++) expected.update(data);
+      assert.equal(hash.digest("hex"), expected.digest("hex"));
+      // Reads follow each other in one buffer until it is full (what lets the frame decoder take
+      // a payload spread over reads as one view).
+      assert.ok(adjacent > 0, "no read followed the one before in its buffer");
       assert.ok(maxAhead < 24 * 1024 * 1024, `writer got ${maxAhead} bytes ahead of the reader`);
       await listener.close();
     });

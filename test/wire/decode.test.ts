@@ -51,6 +51,53 @@ describe("FrameDecoder", () => {
     });
   }
 
+  it("takes a payload spread over chunks that lie side by side in one buffer as a view, not a copy", () => {
+    const payload = randomBytes(5000);
+    const frame = { type: FrameType.DATA, streamId: 1, seq: 1, payload };
+    const bytes = encodeAll([frame], { payloadChecksum: true });
+    // Three reads into one buffer, one after the other (as the socket transports read).
+    const cuts = [0, 100, 2000, bytes.length];
+    const decoder = new FrameDecoder();
+    const frames = cuts.slice(1).flatMap((end, i) => decoder.push(bytes.subarray(cuts[i], end)));
+    assert.equal(frames.length, 1);
+    const got = (frames[0] as Frame).payload;
+    assert.deepEqual(got, new Uint8Array(payload));
+    assert.equal(got.buffer, bytes.buffer, "a view into the chunks' buffer");
+    assert.equal(got.byteOffset, bytes.byteOffset + HEADER_BYTES);
+    // The same bytes in separate buffers: assembled in a buffer of the payload's own.
+    const apart = new FrameDecoder();
+    const copied = cuts
+      .slice(1)
+      .flatMap((end, i) => apart.push(bytes.slice(cuts[i], end)))
+      .map((f) => f.payload);
+    assert.equal(copied.length, 1);
+    assert.deepEqual(copied[0], new Uint8Array(payload));
+    assert.equal((copied[0] as Uint8Array).length, (copied[0] as Uint8Array).buffer.byteLength);
+  });
+
+  it("assembles a payload whose later chunks stop lying side by side, and rejects a damaged one", () => {
+    const payload = randomBytes(3000);
+    const bytes = encodeAll([{ type: FrameType.DATA, streamId: 1, seq: 1, payload }], {
+      payloadChecksum: true,
+    });
+    const decoder = new FrameDecoder();
+    const first = decoder.push(bytes.subarray(0, 1000));
+    const second = decoder.push(bytes.subarray(1000, 2000)); // side by side: still a view
+    const third = decoder.push(bytes.slice(2000)); // a buffer of its own: now a copy
+    assert.deepEqual([...first, ...second], []);
+    assert.equal(third.length, 1);
+    assert.deepEqual((third[0] as Frame).payload, new Uint8Array(payload));
+    const damaged = bytes.slice();
+    flip(damaged, HEADER_BYTES + 2500);
+    const strict = new FrameDecoder();
+    const none = [1000, 2000, damaged.length].flatMap((end, i, ends) =>
+      strict.push(damaged.subarray(i === 0 ? 0 : (ends[i - 1] as number), end)),
+    );
+    assert.deepEqual(none, []);
+    assert.equal(strict.stats.badPayloads, 1);
+    assertStatsBalance(strict, damaged.length);
+  });
+
   it("decodes the same frames fed one byte at a time", () => {
     const bytes = encodeAll(SAMPLE, { payloadChecksum: true });
     const decoder = new FrameDecoder();
