@@ -24,6 +24,7 @@ import { formatUs } from "../controller/run/live.ts";
 import { watchTelemetry } from "../controller/telemetry.ts";
 import type { Session } from "../session/session.ts";
 import { connectAgent, formatBytes, positiveInteger, printJson } from "./common.ts";
+import { runDaemonDemo } from "./demo-daemon.ts";
 import { runFleetDemo } from "./demo-fleet.ts";
 import { runHelperDemo } from "./demo-helpers.ts";
 import { startJunkRelay } from "./demo-junk.ts";
@@ -42,6 +43,7 @@ interface Check {
 
 interface DemoOptions {
   json?: boolean;
+  keep?: boolean;
   outputBytes: number;
   damagedBytes: number;
   fileBytes: number;
@@ -130,7 +132,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
   const children: ChildProcess[] = [];
   const sessions: Session[] = [];
   try {
-    say(`[1/9] three agents on Unix sockets in ${dir}, standing in for three VMs`);
+    say(`[1/10] three agents on Unix sockets in ${dir}, standing in for three VMs`);
     for (const name of AGENTS) {
       const child = spawn(
         process.execPath,
@@ -170,7 +172,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     const [info1, info2] = infos as [AgentInfo, AgentInfo];
 
     say(
-      `[2/9] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
+      `[2/10] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
     );
     say("      exec vm-1 -- sh -c '<random bytes | tee (sha256 to stderr)>'");
     const output = await checkedOutput(vm1, opts.outputBytes);
@@ -194,7 +196,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     // About every MiB, or often enough that a small --damaged-bytes still meets junk.
     const junkEvery = Math.min(1024 * 1024, Math.max(4096, Math.floor(opts.damagedBytes / 8)));
     say(
-      `[3/9] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
+      `[3/10] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
     );
     const relay = await startJunkRelay(
       join(dir, "relay.sock"),
@@ -224,7 +226,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       await relay.close();
     }
 
-    say(`[4/9] a file round trip through vm-2`);
+    say(`[4/10] a file round trip through vm-2`);
     const original = join(dir, "original.bin");
     const remote = join(dir, "vm-2", "received.bin");
     const back = join(dir, "back.bin");
@@ -243,7 +245,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `sha256 equal on both trips (${a.slice(0, 16)}…), mode ${got.mode.toString(8)} kept; agent pid ${info2.agent.pid}`,
     );
 
-    say(`[5/9] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
+    say(`[5/10] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), opts.telemetrySeconds * 1000);
     let samples = 0;
@@ -257,7 +259,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     clearTimeout(timer);
     check("telemetry", samples >= 2, `${samples} samples streamed until the watch was cancelled`);
 
-    say("[6/9] a coordinated fleet run: all three agents start together, stats merged live");
+    say("[6/10] a coordinated fleet run: all three agents start together, stats merged live");
     const fleet = await runFleetDemo(
       AGENTS.map((name) => [name, `unix:${join(dir, `${name}.sock`)}`] as const),
       dir,
@@ -282,7 +284,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `every agent completed both stages (exit ${fleet.exitCode}); merged reads ${reads?.count ?? 0} = the agents' own counts added (${perAgent})`,
     );
 
-    say("[7/9] helper processes: a pool of two JSON-RPC helpers, one crashes with work in it");
+    say("[7/10] helper processes: a pool of two JSON-RPC helpers, one crashes with work in it");
     const helpers = await runHelperDemo(dir, 400, say);
     say(
       `      ${helpers.answered} of ${helpers.requests} answered at once, ${helpers.wrong} wrong; ${helpers.strays} stray prints reported as events; ${helpers.exitLine ?? "no exit seen"}`,
@@ -298,7 +300,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `the ${helpers.failedOnExit} requests waiting in the crashed helper failed HELPER_EXITED (none lost, none answered twice); it was restarted, and asked again they were all answered right`,
     );
 
-    say("[8/9] the mediator: four VMs on shared folders submit to two pools with priorities");
+    say("[8/10] the mediator: four VMs on shared folders submit to two pools with priorities");
     const mediated = await runMediatorDemo(dir, say);
     for (const line of formatStatus(mediated.status).split("\n")) say(`      ${line}`);
     check(
@@ -307,7 +309,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `${mediated.answered} of ${mediated.submitted} replies arrived, each to the VM that asked, each from one run in its worker`,
     );
 
-    say("[9/9] the channel itself: frames through a channel that misbehaves the way real ones do");
+    say("[9/10] the channel itself: frames through a channel that misbehaves the way real ones do");
     const wire = runWireDemo(Date.now() % 2 ** 31, 1000);
     say(
       `      sent ${wire.sent} frames with ${wire.injected.logLines} stray log lines, ${wire.injected.halfFrames} half frames, ${wire.injected.hugeHeaders} headers claiming 4 GiB and ${wire.injected.randomBytes} random bytes between them, ${wire.corrupted} corrupted in flight`,
@@ -317,6 +319,33 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       wire.ok,
       `received every intact frame (${wire.received}) in order, byte-exact; ${wire.invented} invented; peak buffered ${formatBytes(wire.peakBufferedBytes)}`,
     );
+
+    say("[10/10] the host daemon: it holds the three agents; any command reaches them by id");
+    const served = await runDaemonDemo(
+      AGENTS.map((name) => [name, `unix:${join(dir, `${name}.sock`)}`] as const),
+      dir,
+      say,
+    );
+    try {
+      say(
+        `      guestlink exec @vm-1 -- sh -c 'echo $$ answered through the daemon': ${served.viaDaemon}`,
+      );
+      check(
+        "daemon",
+        served.up === AGENTS.length && /answered through the daemon$/.test(served.viaDaemon),
+        `${served.up} of ${AGENTS.length} agents up in the daemon; exec @vm-1 answered through it`,
+      );
+      if (served.url !== undefined) say(`      dashboard: ${served.url}`);
+      if (opts.keep) {
+        say("      --keep: the daemon and the agents stay up until Ctrl-C");
+        await new Promise<void>((resolve) => {
+          process.once("SIGINT", () => resolve());
+          process.once("SIGTERM", () => resolve());
+        });
+      }
+    } finally {
+      await served.daemon.close();
+    }
     return checks;
   } finally {
     await Promise.allSettled(sessions.map((s) => s.close()));
@@ -359,6 +388,7 @@ export function registerDemo(program: Command): void {
       seconds("--telemetry-seconds"),
       3,
     )
+    .option("--keep", "leave the daemon, its dashboard and the agents up at the end, until Ctrl-C")
     .option(
       "--fleet-seconds <n>",
       "how long the fleet run's mixed stage runs",
