@@ -40,3 +40,13 @@ export function failureJson(err: unknown): {
     },
   };
 }
+
+/**
+ * Says a failure the way the program's own failures are said (one line, or JSON with --json),
+ * for a command that has its own exit status for it (an invalid plan or config: 5).
+ */
+export function reportFailure(err: unknown, json: boolean, verbose: boolean): void {
+  process.stderr.write(
+    `${json ? JSON.stringify(failureJson(err)) : formatFailure(err, verbose)}\n`,
+  );
+}

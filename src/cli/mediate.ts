@@ -6,7 +6,7 @@ import { Mediator, type MediatorLog } from "../controller/mediator/mediator.ts";
 import { formatStatus } from "../controller/mediator/table.ts";
 import { ConfigInvalidError, isGuestlinkError } from "../errors.ts";
 import { makeLogger } from "./common.ts";
-import { failureJson, formatFailure } from "./failure.ts";
+import { reportFailure } from "./failure.ts";
 import { addGlobalOptions, jsonOutput, verboseOutput } from "./options.ts";
 
 const EXIT_INVALID = 5;
@@ -33,9 +33,7 @@ for); 5 when the config is invalid or cannot be read (nothing was started); 255 
         config = parseMediatorConfig(await readConfig(opts.config), opts.config);
       } catch (err) {
         if (!isGuestlinkError(err, "CONFIG_INVALID")) throw err;
-        process.stderr.write(
-          `${jsonOutput() ? JSON.stringify(failureJson(err)) : formatFailure(err, verboseOutput())}\n`,
-        );
+        reportFailure(err, jsonOutput(), verboseOutput());
         process.exitCode = EXIT_INVALID;
         return;
       }

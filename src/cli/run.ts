@@ -11,7 +11,7 @@ import { EXIT } from "../controller/run/outcome.ts";
 import { dryRun, runPlan } from "../controller/run/run-plan.ts";
 import type { RunSummary } from "../controller/run/summary.ts";
 import { isGuestlinkError } from "../errors.ts";
-import { failureJson, formatFailure } from "./failure.ts";
+import { reportFailure } from "./failure.ts";
 import { addGlobalOptions, jsonOutput, verboseOutput } from "./options.ts";
 
 interface RunOptions {
@@ -99,9 +99,7 @@ export function registerRun(program: Command): void {
       } catch (err) {
         if (isGuestlinkError(err, "PLAN_INVALID")) {
           // Its own exit status (5), but said as every failure is.
-          process.stderr.write(
-            `${jsonOutput() ? JSON.stringify(failureJson(err)) : formatFailure(err, verboseOutput())}\n`,
-          );
+          reportFailure(err, jsonOutput(), verboseOutput());
           process.exitCode = EXIT.invalid;
           return;
         }

@@ -16,7 +16,7 @@ import { defaultSocketPath } from "../daemon/paths.ts";
 import { ConfigInvalidError, isGuestlinkError } from "../errors.ts";
 import { CheckError } from "../fleet/check.ts";
 import { makeLogger, printJson } from "./common.ts";
-import { failureJson, formatFailure } from "./failure.ts";
+import { reportFailure } from "./failure.ts";
 import { addGlobalOptions, jsonOutput, verboseOutput } from "./options.ts";
 
 const EXIT_INVALID = 5;
@@ -113,9 +113,7 @@ start (its socket or port in use).`,
         config = await serveConfig(opts);
       } catch (err) {
         if (!isGuestlinkError(err, "CONFIG_INVALID")) throw err;
-        process.stderr.write(
-          `${jsonOutput() ? JSON.stringify(failureJson(err)) : formatFailure(err, verboseOutput())}\n`,
-        );
+        reportFailure(err, jsonOutput(), verboseOutput());
         process.exitCode = EXIT_INVALID;
         return;
       }

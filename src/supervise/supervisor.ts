@@ -23,6 +23,7 @@ import {
 } from "../errors.ts";
 import type { Clock, Timer } from "../session/runtime.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
+import { formatMs, timerAt } from "./timers.ts";
 
 /** What the supervisor is doing. */
 export const SupervisorState = {
@@ -115,27 +116,6 @@ const PERMANENT_CONNECT_ERRORS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 /** The default `retryable`: every failure except a wrong option, address or transport. */
 export function isRetryableConnectError(error: unknown): boolean {
   return !(error instanceof GuestlinkError && PERMANENT_CONNECT_ERRORS.has(error.code));
-}
-
-/** The longest delay a platform timer takes (setTimeout's limit); longer waits are armed in steps. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** Runs `fn` at monotonic time `at`, however far away. */
-function timerAt(clock: Clock, at: number, fn: () => void): Timer {
-  let timer: Timer;
-  const arm = () => {
-    const left = at - clock.now();
-    timer =
-      left > MAX_TIMER_MS
-        ? clock.setTimer(MAX_TIMER_MS, arm)
-        : clock.setTimer(Math.max(0, left), fn);
-  };
-  arm();
-  return { cancel: () => timer.cancel() };
-}
-
-function formatMs(ms: number): string {
-  return ms < 1000 ? `${Math.round(ms)} ms` : `${Number((ms / 1000).toFixed(1))} s`;
 }
 
 function describe(error: unknown): string {

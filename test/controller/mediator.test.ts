@@ -19,6 +19,7 @@ import { isGuestlinkError } from "../../src/errors.ts";
 import { openSession } from "../../src/platform/session.ts";
 import { startChaosProxy } from "../chaos/proxy.ts";
 import { runCli, startCli } from "../helpers/cli.ts";
+import { until } from "../helpers/until.ts";
 
 const WORKER = fileURLToPath(new URL("../fixtures/mediator/worker.mjs", import.meta.url));
 /** A command worker: the request on stdin, its result on stdout. */
@@ -30,19 +31,6 @@ function runs(file: string): { guest: string; key: string | null }[] {
     .split("\n")
     .filter(Boolean)
     .map((l) => JSON.parse(l));
-}
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined> | T | undefined,
-): Promise<T> {
-  const end = performance.now() + 30_000;
-  while (performance.now() < end) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`gave up waiting for ${what}`);
 }
 
 describe("guestlink mediate and submit (CLI, real processes)", () => {

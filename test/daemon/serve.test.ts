@@ -16,22 +16,10 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type AgentProcess, startAgent } from "../helpers/agent-process.ts";
 import { runCli, startCli } from "../helpers/cli.ts";
+import { until } from "../helpers/until.ts";
 
 const ENTRY = fileURLToPath(new URL("../helpers/cli-entry.ts", import.meta.url));
 const TSX = import.meta.resolve("tsx");
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined> | T | undefined,
-): Promise<T> {
-  const end = performance.now() + 30_000;
-  while (performance.now() < end) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`gave up waiting for ${what}`);
-}
 
 /** GET on the daemon's Unix socket: status and parsed JSON. */
 function api(

@@ -16,6 +16,7 @@
 import { type AbortSignalLike, deferred, LazyAbortController } from "../../abort.ts";
 import { GuestlinkError, InvalidOptionError, toGuestlinkError } from "../../errors.ts";
 import type { Clock, Timer } from "../../session/runtime.ts";
+import { formatMs, timerAt } from "../../supervise/timers.ts";
 
 export interface PoolSpec {
   name: string;
@@ -131,8 +132,6 @@ const DEFAULT_MAX_KEPT = 100_000;
 const DEFAULT_MAX_QUEUED = 1000;
 /** Waits (queued → started) remembered per level for the percentiles. */
 const WAIT_SAMPLES = 1024;
-/** The longest delay a platform timer takes (setTimeout's limit); longer waits are armed in steps. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 interface FlowStats {
   flow: string;
@@ -1013,22 +1012,4 @@ function closedError(pool: unknown): GuestlinkError {
   return new GuestlinkError("SESSION_CLOSED", "the mediator is shutting down", {
     details: { pool },
   });
-}
-
-/** Runs `fn` at `at` on the clock, however far away (platform timers stop at 2^31-1 ms). */
-function timerAt(clock: Clock, at: number, fn: () => void): Timer {
-  let timer: Timer;
-  const arm = () => {
-    const left = at - clock.now();
-    timer =
-      left > MAX_TIMER_MS
-        ? clock.setTimer(MAX_TIMER_MS, arm)
-        : clock.setTimer(Math.max(0, left), fn);
-  };
-  arm();
-  return { cancel: () => timer.cancel() };
-}
-
-function formatMs(ms: number): string {
-  return ms < 1000 ? `${Math.round(ms)} ms` : `${Number((ms / 1000).toFixed(1))} s`;
 }
