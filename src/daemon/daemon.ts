@@ -21,6 +21,7 @@ import { VERSION } from "../version.ts";
 import type { ServeConfig } from "./config.ts";
 import { forwardCalls } from "./forward.ts";
 import { type AgentSource, HeldAgent, type HeldAgentEvent } from "./held-agent.ts";
+import { DaemonMetrics } from "./metrics.ts";
 import { UPGRADE_PROTOCOL } from "./paths.ts";
 import { SseStream } from "./sse.ts";
 
@@ -47,6 +48,7 @@ const RECENT_EVENTS = 100;
 export class Daemon {
   readonly config: ServeConfig;
   readonly agents = new Map<string, HeldAgent>();
+  readonly metrics = new DaemonMetrics(this.agents);
   readonly #log: DaemonLog;
   readonly #listeners = new Set<(e: DaemonEvent) => void>();
   readonly #recent: (DaemonEvent & { at: number })[] = [];
@@ -262,6 +264,7 @@ export class Daemon {
     const url = new URL(req.url ?? "/", "http://daemon");
     const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
     const get = req.method === "GET" || req.method === "HEAD";
+    if (url.pathname === "/metrics" && get) return this.metrics.respond(res, req.method === "HEAD");
     if (parts[0] === "v1" && parts[1] === "agents") {
       if (parts.length === 2 && get) {
         sendJson(res, 200, { agents: [...this.agents.values()].map((a) => a.snapshot()) });
@@ -388,7 +391,7 @@ export class Daemon {
         services: (held.snapshot().info as { services?: string[] } | null)?.services ?? [],
       }),
     );
-    forwardCalls(session, () => held.session, id);
+    forwardCalls(session, () => held.session, id, this.metrics.observeCall);
   }
 
   async #close(): Promise<void> {

@@ -12,9 +12,34 @@ import type { CallContext } from "../session/call.ts";
 import type { Session } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
 
-/** Makes `client` a window onto the agent whose session `agent()` gives (undefined: it is down). */
-export function forwardCalls(client: Session, agent: () => Session | undefined, id: string): void {
+/** Told of each forwarded call once it ends: `error` is undefined when it gave a result. */
+export type CallObserver = (method: string, seconds: number, error?: unknown) => void;
+
+/**
+ * Makes `client` a window onto the agent whose session `agent()` gives (undefined: it is down);
+ * `observe` (the metrics) is told how each call ended and how long it took.
+ */
+export function forwardCalls(
+  client: Session,
+  agent: () => Session | undefined,
+  id: string,
+  observe?: CallObserver,
+): void {
   client.handleOther(async (params: unknown, ctx: CallContext) => {
+    if (observe === undefined) return forward(params, ctx);
+    const started = performance.now();
+    let outcome: { error?: unknown } = {};
+    try {
+      return await forward(params, ctx);
+    } catch (err) {
+      outcome = { error: err ?? new Error("a call failed with nothing") };
+      throw err;
+    } finally {
+      observe(ctx.method, (performance.now() - started) / 1000, outcome.error);
+    }
+  });
+
+  async function forward(params: unknown, ctx: CallContext): Promise<unknown> {
     const target = agent();
     if (target === undefined) {
       throw new GuestlinkError(
@@ -41,7 +66,7 @@ export function forwardCalls(client: Session, agent: () => Session | undefined, 
       // beyond its result, as the agent's own handler does not.
       void Promise.allSettled(piping);
     }
-  });
+  }
 }
 
 /** Pipes two session streams into each other; settles when both directions are done. */
