@@ -20,19 +20,7 @@ import { Daemon } from "../../src/daemon/daemon.ts";
 import { isGuestlinkError } from "../../src/errors.ts";
 import { type AgentProcess, startAgent } from "../helpers/agent-process.ts";
 import { requires } from "../helpers/requires.ts";
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined> | T | undefined,
-): Promise<T> {
-  const end = performance.now() + 30_000;
-  while (performance.now() < end) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`gave up waiting for ${what}`);
-}
+import { until } from "../helpers/until.ts";
 
 interface Scrape {
   status: number;
