@@ -84,8 +84,8 @@ th { font-weight: 600; color: var(--muted); font-size: 0.9em; }
 tbody tr { cursor: pointer; }
 tbody tr:hover { background: #f0f3f8; }
 tbody tr.selected { background: #e6eefb; }
-td.agent .addr { display: block; color: var(--muted); font-size: 0.85em; }
-td.error { white-space: normal; color: var(--down); max-width: 30em; font-size: 0.9em; }
+td.c-agent .addr { display: block; color: var(--muted); font-size: 0.85em; }
+td.c-error { white-space: normal; color: var(--down); max-width: 30em; font-size: 0.9em; }
 .state { display: inline-block; padding: 0 0.6em; border-radius: 1em; color: #fff;
   font-size: 0.85em; background: var(--connecting); }
 .state.up { background: var(--up); }
@@ -155,7 +155,7 @@ export const DASHBOARD_JS = `"use strict";
     const cells = {};
     for (const name of ["agent", "state", "since", "rtt", "reconnects", "resumes", "restarts",
       "sent", "received", "error"]) {
-      const td = make("td", name);
+      const td = make("td", "c-" + name);
       if (["rtt", "reconnects", "resumes", "restarts", "sent", "received"].includes(name)) {
         td.classList.add("num");
       }
