@@ -97,14 +97,14 @@ describe("the dashboard's files", () => {
   it("leaves other paths to the API: unknown assets are JSON 404s, the API still answers", async () => {
     const missing = await fetch(`${base}/assets/nope.js`);
     assert.equal(missing.status, 404);
-    assert.equal((await missing.json()).code, "NOT_FOUND");
+    assert.equal(((await missing.json()) as { code: string }).code, "NOT_FOUND");
     const head = await fetch(`${base}/`, { method: "HEAD" });
     assert.equal(head.status, 200);
     assert.equal(await head.text(), "");
     const posted = await fetch(`${base}/`, { method: "POST" });
     assert.equal(posted.status, 404);
-    const list = await (await fetch(`${base}/v1/agents`)).json();
-    assert.deepEqual(list.agents.map((a: { id: string }) => a.id).sort(), ["vm-1", "vm-2"]);
+    const list = (await (await fetch(`${base}/v1/agents`)).json()) as { agents: { id: string }[] };
+    assert.deepEqual(list.agents.map((a) => a.id).sort(), ["vm-1", "vm-2"]);
   });
 });
 
@@ -121,6 +121,23 @@ const row = (id: string, state?: string) =>
 
 async function points(page: Page): Promise<number> {
   return Number(await page.getAttribute('[data-testid="chart"]', "data-points"));
+}
+
+/** Waits (bounded) until the chart has `n` points or more: the page keeps the count in data-points. */
+async function pointsAtLeast(page: Page, n: number, timeout: number): Promise<void> {
+  // Run in the page (a function, not a string: the page's CSP forbids eval). This file is
+  // compiled without the DOM's types, hence the little one here.
+  type Doc = { querySelector(s: string): { dataset: Record<string, string | undefined> } | null };
+  await page.waitForFunction(
+    (least) => {
+      const chart = (globalThis as unknown as { document: Doc }).document.querySelector(
+        '[data-testid="chart"]',
+      );
+      return Number(chart?.dataset.points) >= least;
+    },
+    n,
+    { timeout },
+  );
 }
 
 describe("the dashboard in a browser", { skip: requires("chromium") }, () => {
@@ -153,19 +170,9 @@ describe("the dashboard in a browser", { skip: requires("chromium") }, () => {
 
     // The first agent up is charted; its points grow as samples come.
     await page.waitForSelector('[data-testid="chart-agent"]:text("vm-1")', wait);
-    await page.waitForFunction(
-      () =>
-        Number(document.querySelector('[data-testid="chart"]')?.getAttribute("data-points")) >= 2,
-      undefined,
-      wait,
-    );
+    await pointsAtLeast(page, 2, WAIT_MS);
     const before = await points(page);
-    await page.waitForFunction(
-      (n) =>
-        Number(document.querySelector('[data-testid="chart"]')?.getAttribute("data-points")) > n,
-      before,
-      wait,
-    );
+    await pointsAtLeast(page, before + 1, WAIT_MS);
     assert.ok(await page.$('[data-testid="chart"] canvas'), "uPlot drew a canvas");
 
     // An agent whose socket appears shows up, without a reload.
@@ -189,24 +196,13 @@ describe("the dashboard in a browser", { skip: requires("chromium") }, () => {
     // Selecting another agent charts it instead.
     await page.click(row("vm-3"));
     await page.waitForSelector('[data-testid="chart-agent"]:text("vm-3")', wait);
-    await page.waitForFunction(
-      () =>
-        Number(document.querySelector('[data-testid="chart"]')?.getAttribute("data-points")) >= 3,
-      undefined,
-      wait,
-    );
+    await pointsAtLeast(page, 3, WAIT_MS);
 
     const shot = join(dir, "dashboard.png");
     await page.screenshot({ path: shot, fullPage: true });
     if (process.env.GUESTLINK_UPDATE_SCREENSHOTS === "1") {
       // For the docs, a chart with a line worth looking at.
-      await page.waitForFunction(
-        () =>
-          Number(document.querySelector('[data-testid="chart"]')?.getAttribute("data-points")) >=
-          40,
-        undefined,
-        { timeout: 120_000 },
-      );
+      await pointsAtLeast(page, 40, 120_000);
       await page.screenshot({ path: shot, fullPage: true });
       await copyFile(shot, DOCS_SCREENSHOT);
     }
