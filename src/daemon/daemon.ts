@@ -19,6 +19,7 @@ import { Session } from "../session/session.ts";
 import { NodeStreamTransport } from "../transport/node-stream.ts";
 import { VERSION } from "../version.ts";
 import type { ServeConfig } from "./config.ts";
+import { serveDashboard } from "./dashboard/serve.ts";
 import { forwardCalls } from "./forward.ts";
 import { type AgentSource, HeldAgent, type HeldAgentEvent } from "./held-agent.ts";
 import { DaemonMetrics } from "./metrics.ts";
@@ -265,6 +266,7 @@ export class Daemon {
     const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
     const get = req.method === "GET" || req.method === "HEAD";
     if (url.pathname === "/metrics" && get) return this.metrics.respond(res, req.method === "HEAD");
+    if (get && serveDashboard(req, res, url.pathname)) return;
     if (parts[0] === "v1" && parts[1] === "agents") {
       if (parts.length === 2 && get) {
         sendJson(res, 200, { agents: [...this.agents.values()].map((a) => a.snapshot()) });
