@@ -151,7 +151,10 @@ interface Submitter {
   signal: AbortSignalLike | undefined;
   onAbort: (() => void) | undefined;
   deadline: number;
-  timer: Timer | undefined;
+  /** Its place in the scheduler's heap of deadlines; -1 when not in it. */
+  heapIndex: number;
+  /** Attach order: of two equal deadlines, the earlier attached passes first. */
+  order: number;
   /** Its deadline passed while the job ran, and the runner has a moment to answer first. */
   expired: boolean;
   /** Answered and detached; nothing more happens to it. */
@@ -248,6 +251,16 @@ export class Scheduler {
   readonly #kept = new Map<string, Kept>();
   #closing = false;
   readonly #closed = deferred<void>();
+  /**
+   * Submitters with a deadline, a binary min-heap by (deadline, order), and one timer for the
+   * earliest. A platform timer each would cost some 600 bytes and a setTimeout/clearTimeout per
+   * request, and every request through a session has a deadline (its call's, 2 min by default).
+   */
+  readonly #deadlines: Submitter[] = [];
+  #deadlineTimer: Timer | undefined;
+  /** When `#deadlineTimer` fires; it may be earlier than the heap's top (which then moved on). */
+  #deadlineArmedAt = Number.POSITIVE_INFINITY;
+  #attachOrder = 0;
 
   constructor(options: SchedulerOptions) {
     if (typeof options !== "object" || options === null) {
@@ -504,7 +517,8 @@ export class Scheduler {
       signal,
       onAbort: undefined,
       deadline,
-      timer: undefined,
+      heapIndex: -1,
+      order: this.#attachOrder++,
       expired: false,
       done: false,
     };
@@ -514,7 +528,8 @@ export class Scheduler {
       signal.addEventListener("abort", sub.onAbort, { once: true });
     }
     if (deadline < Number.POSITIVE_INFINITY) {
-      sub.timer = timerAt(this.#clock, deadline, () => this.#deadlinePassed(sub));
+      heapPush(this.#deadlines, sub);
+      this.#armDeadlines();
     }
   }
 
@@ -523,7 +538,38 @@ export class Scheduler {
     sub.done = true;
     sub.job.submitters.delete(sub);
     if (sub.onAbort !== undefined) sub.signal?.removeEventListener("abort", sub.onAbort);
-    sub.timer?.cancel();
+    if (sub.heapIndex >= 0) {
+      heapRemove(this.#deadlines, sub);
+      // No deadline left: no timer either. Else one armed for a gone deadline fires early and
+      // re-arms for the next.
+      if (this.#deadlines.length === 0 && this.#deadlineTimer !== undefined) {
+        this.#deadlineTimer.cancel();
+        this.#deadlineTimer = undefined;
+        this.#deadlineArmedAt = Number.POSITIVE_INFINITY;
+      }
+    }
+  }
+
+  /** Arms the timer for the earliest deadline, unless it already fires no later than that. */
+  #armDeadlines(): void {
+    const first = this.#deadlines[0];
+    if (first === undefined || this.#deadlineArmedAt <= first.deadline) return;
+    this.#deadlineTimer?.cancel();
+    this.#deadlineArmedAt = first.deadline;
+    this.#deadlineTimer = timerAt(this.#clock, first.deadline, () => this.#deadlinesDue());
+  }
+
+  /** The timer fired: every submitter whose deadline has come, earliest first; then re-arms. */
+  #deadlinesDue(): void {
+    this.#deadlineTimer = undefined;
+    this.#deadlineArmedAt = Number.POSITIVE_INFINITY;
+    const now = this.#clock.now();
+    for (let first = this.#deadlines[0]; first !== undefined; first = this.#deadlines[0]) {
+      if (first.deadline > now) break;
+      heapRemove(this.#deadlines, first);
+      this.#deadlinePassed(first);
+    }
+    this.#armDeadlines();
   }
 
   #cancelled(sub: Submitter): void {
@@ -543,7 +589,6 @@ export class Scheduler {
 
   #deadlinePassed(sub: Submitter): void {
     if (sub.done) return;
-    sub.timer = undefined;
     const job = sub.job;
     const pool = job.pool;
     const now = this.#clock.now();
@@ -835,6 +880,61 @@ function pickLevel(pool: Pool): Level {
   const chosen = best as Level;
   chosen.current -= total;
   return chosen;
+}
+
+/** Of two submitters, the one whose deadline passes first (the earlier attached on a tie). */
+function before(a: Submitter, b: Submitter): boolean {
+  return a.deadline < b.deadline || (a.deadline === b.deadline && a.order < b.order);
+}
+
+function heapPush(heap: Submitter[], sub: Submitter): void {
+  sub.heapIndex = heap.length;
+  heap.push(sub);
+  siftUp(heap, sub.heapIndex);
+}
+
+function heapRemove(heap: Submitter[], sub: Submitter): void {
+  const at = sub.heapIndex;
+  sub.heapIndex = -1;
+  const last = heap.pop() as Submitter;
+  if (last === sub) return;
+  heap[at] = last;
+  last.heapIndex = at;
+  siftUp(heap, at);
+  siftDown(heap, last.heapIndex);
+}
+
+function siftUp(heap: Submitter[], at: number): void {
+  const sub = heap[at] as Submitter;
+  while (at > 0) {
+    const up = (at - 1) >> 1;
+    const parent = heap[up] as Submitter;
+    if (!before(sub, parent)) break;
+    heap[at] = parent;
+    parent.heapIndex = at;
+    at = up;
+  }
+  heap[at] = sub;
+  sub.heapIndex = at;
+}
+
+function siftDown(heap: Submitter[], at: number): void {
+  const sub = heap[at] as Submitter;
+  const n = heap.length;
+  for (;;) {
+    const left = 2 * at + 1;
+    if (left >= n) break;
+    const right = left + 1;
+    const child =
+      right < n && before(heap[right] as Submitter, heap[left] as Submitter) ? right : left;
+    const next = heap[child] as Submitter;
+    if (!before(next, sub)) break;
+    heap[at] = next;
+    next.heapIndex = at;
+    at = child;
+  }
+  heap[at] = sub;
+  sub.heapIndex = at;
 }
 
 function ringAppend(level: Level, queue: FlowQueue): void {
