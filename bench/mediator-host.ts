@@ -27,6 +27,8 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 export const WORKER_SCRIPT = fileURLToPath(new URL("./mediator-worker.mjs", import.meta.url));
 export const FLAT_POOL = "flat";
 export const TIERS_POOL = "tiers";
+/** A pool whose work a function in the host process does (`Mediator.start`'s `workers`). */
+export const INLINE_POOL = "inline";
 export const TIER_WEIGHTS = [8, 3, 1];
 export const RUN_METHOD = "bench.run";
 /** Queued requests a pool (and a guest in it) may hold: flooding must never be refused. */
@@ -81,24 +83,34 @@ async function main(args: Args): Promise<void> {
   const worker = { helper: [process.execPath, WORKER_SCRIPT] };
   const limits = { queue_limit: HOST_QUEUE_LIMIT, guest_limit: HOST_QUEUE_LIMIT };
   const mediator = await Mediator.start(
-    readMediatorConfig({
-      listen: Array.from({ length: args.guests }, (_, i) => ({
-        address: guestAddress(args.dir, i),
-        name: guestName(i),
-      })),
-      pools: [
-        { name: FLAT_POOL, slots: args.slots, ...limits, worker },
-        {
-          name: TIERS_POOL,
-          slots: args.slots,
-          priorities: TIER_WEIGHTS.length,
-          weights: TIER_WEIGHTS,
-          ...limits,
-          worker,
-        },
-      ],
-    }),
-    { log: (level, message) => level === "warn" && process.stderr.write(`host: ${message}\n`) },
+    readMediatorConfig(
+      {
+        listen: Array.from({ length: args.guests }, (_, i) => ({
+          address: guestAddress(args.dir, i),
+          name: guestName(i),
+        })),
+        pools: [
+          { name: FLAT_POOL, slots: args.slots, ...limits, worker },
+          { name: INLINE_POOL, slots: args.slots, ...limits },
+          {
+            name: TIERS_POOL,
+            slots: args.slots,
+            priorities: TIER_WEIGHTS.length,
+            weights: TIER_WEIGHTS,
+            ...limits,
+            worker,
+          },
+        ],
+      },
+      { workers: "optional" },
+    ),
+    {
+      log: (level, message) => level === "warn" && process.stderr.write(`host: ${message}\n`),
+      // The same trivial work as "direct", in process: what the mediator itself costs.
+      workers: {
+        [INLINE_POOL]: (input, ctx) => ({ input, guest: ctx.flow, priority: ctx.priority }),
+      },
+    },
   );
 
   interface RunCall {

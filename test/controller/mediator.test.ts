@@ -276,3 +276,41 @@ describe("the mediator through the chaos proxy (library)", () => {
     }
   });
 });
+
+describe("a pool whose work a function of the program does", () => {
+  it("runs it in process: its result is the reply, its throw WORKER_FAILED; a pool with no worker at all is refused", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "guestlink-mediator-fn-"));
+    const config = readMediatorConfig(
+      { listen: [`unix:${join(dir, "g.sock")}`], pools: [{ name: "inline", slots: 4 }] },
+      { workers: "optional" },
+    );
+    await assert.rejects(
+      Mediator.start(config),
+      (e: unknown) => isGuestlinkError(e, "CONFIG_INVALID") && /pools\[0\]\.worker/.test(e.message),
+    );
+    const mediator = await Mediator.start(config, {
+      workers: {
+        inline: (input, ctx) => {
+          const { a, b } = input as { a: number; b: number };
+          if (a < 0) throw new Error("negative");
+          return { sum: a + b, guest: ctx.flow };
+        },
+      },
+    });
+    try {
+      const session = await openSession(`unix:${join(dir, "g.sock")}`);
+      assert.deepEqual(await submitWork(session, "inline", { a: 2, b: 3 }), {
+        sum: 5,
+        guest: `unix:${join(dir, "g.sock")}`,
+      });
+      await assert.rejects(
+        submitWork(session, "inline", { a: -1, b: 0 }),
+        (e: unknown) => isGuestlinkError(e, "WORKER_FAILED") && /negative/.test(e.message),
+      );
+      await session.close();
+    } finally {
+      await mediator.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -30,7 +30,8 @@ export interface PoolConfig {
   queueLimit: number;
   guestLimit: number;
   maxWaitMs: number;
-  worker: WorkerSpec;
+  /** Undefined only where the program gives the pool a worker function (`Mediator.start`). */
+  worker: WorkerSpec | undefined;
 }
 
 export interface MediatorConfig {
@@ -51,11 +52,18 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** Reads the config from YAML `text`; `source` names the file in errors (CONFIG_INVALID). */
 export function parseMediatorConfig(text: string, source: string): MediatorConfig {
-  return readYaml(text, source, readMediatorConfig, ConfigInvalidError);
+  return readYaml(text, source, (v) => readMediatorConfig(v), ConfigInvalidError);
 }
 
-/** Reads a config already parsed from YAML or JSON. Throws CheckError. */
-export function readMediatorConfig(value: unknown): MediatorConfig {
+/**
+ * Reads a config already parsed from YAML or JSON. Throws CheckError. With `workers: "optional"`
+ * a pool may leave out `worker:` (the program passes a worker function to `Mediator.start`).
+ */
+export function readMediatorConfig(
+  value: unknown,
+  options: { workers?: "required" | "optional" } = {},
+): MediatorConfig {
+  const workerRequired = options.workers !== "optional";
   return readMapping(value, "", (f) => {
     const listen = f.list("listen", readListen, 1);
     const seen = new Set<string>();
@@ -65,7 +73,7 @@ export function readMediatorConfig(value: unknown): MediatorConfig {
       }
       seen.add(entry.address);
     });
-    const pools = f.list("pools", readPool, 1);
+    const pools = f.list("pools", (v, path) => readPool(v, path, workerRequired), 1);
     const names = new Set<string>();
     pools.forEach((pool, i) => {
       if (names.has(pool.name)) {
@@ -113,7 +121,7 @@ function readListen(value: unknown, path: string): ListenEntry {
   return entry;
 }
 
-function readPool(value: unknown, path: string): PoolConfig {
+function readPool(value: unknown, path: string, workerRequired: boolean): PoolConfig {
   return readMapping(value, path, (f) => {
     const name = f.string("name");
     if (!NAME.test(name)) {
@@ -126,7 +134,9 @@ function readPool(value: unknown, path: string): PoolConfig {
     const guestLimit = f.integer("guest_limit", 1, 10_000_000, queueLimit);
     const maxWaitMs = f.duration("max_wait", Number.POSITIVE_INFINITY);
     const worker = f.mapping("worker", readWorker);
-    if (worker === undefined) throw new CheckError(f.at("worker"), "required, but missing");
+    if (worker === undefined && workerRequired) {
+      throw new CheckError(f.at("worker"), "required, but missing");
+    }
     return { name, slots, weights, queueLimit, guestLimit, maxWaitMs, worker };
   });
 }

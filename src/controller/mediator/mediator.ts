@@ -9,7 +9,7 @@
 import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import * as v from "valibot";
-import { InvalidOptionError } from "../../errors.ts";
+import { ConfigInvalidError, InvalidOptionError } from "../../errors.ts";
 import { nodeClock } from "../../platform/node.ts";
 import { type SessionServer, serveSessions } from "../../platform/session.ts";
 import type { CallContext } from "../../session/call.ts";
@@ -19,8 +19,8 @@ import { parseAddress } from "../../transport/address.ts";
 import { VERSION } from "../../version.ts";
 import { Discovery } from "../discover.ts";
 import type { ListenEntry, MediatorConfig } from "./config.ts";
-import { Scheduler, type SchedulerStatus } from "./scheduler.ts";
-import { type PoolWorker, startWorker } from "./workers.ts";
+import { type RunContext, Scheduler, type SchedulerStatus } from "./scheduler.ts";
+import { functionWorker, type PoolWorker, startWorker } from "./workers.ts";
 
 /** The methods a mediator serves. */
 export const MEDIATOR_SERVICE = "mediator";
@@ -37,8 +37,16 @@ export type MediatorLog = (
   fields?: Record<string, unknown>,
 ) => void;
 
+/** A pool's work done in this process: the request's input in, its result out. */
+export type WorkerFunction = (input: unknown, ctx: RunContext) => unknown;
+
 export interface MediatorOptions {
   log?: MediatorLog;
+  /**
+   * Pools whose work a function of this program does, by pool name, instead of the config's
+   * `worker:` (a pool needs one or the other). A throw or rejection is the guest's WORKER_FAILED.
+   */
+  workers?: Record<string, WorkerFunction>;
   clock?: Clock;
   /** How often a pattern's folders are looked for. Default 500 ms. */
   discoverPollMs?: number;
@@ -87,10 +95,21 @@ export class Mediator {
     this.config = config;
     this.#log = options.log ?? (() => {});
     this.#pollMs = options.discoverPollMs ?? 500;
+    // Every pool has a worker before any is started.
+    config.pools.forEach((pool, i) => {
+      if (options.workers?.[pool.name] === undefined && pool.worker === undefined) {
+        throw new ConfigInvalidError(
+          `pools[${i}].worker: required, but missing (give the pool a helper: or command:, or a worker function in Mediator.start's options)`,
+        );
+      }
+    });
     for (const pool of config.pools) {
+      const fn = options.workers?.[pool.name];
       this.#workers.set(
         pool.name,
-        startWorker(pool, (message, fields) => this.#log("info", message, fields)),
+        fn !== undefined
+          ? functionWorker(pool.name, fn)
+          : startWorker(pool, (message, fields) => this.#log("info", message, fields)),
       );
     }
     this.#scheduler = new Scheduler({

@@ -8,7 +8,7 @@ import { spawn } from "node:child_process";
 import { GuestlinkError, isGuestlinkError } from "../../errors.ts";
 import { GroupStopper } from "../../platform/process-group.ts";
 import { type HelperPool, spawnHelpers } from "../helpers/pool.ts";
-import type { PoolConfig } from "./config.ts";
+import type { PoolConfig, WorkerSpec } from "./config.ts";
 import type { RunContext } from "./scheduler.ts";
 
 /** What a command worker may print before it is refused (its result must be one JSON value). */
@@ -34,16 +34,37 @@ export interface RunParams {
   key: string | null;
 }
 
+/** The worker the pool's config names (a pool without one gets a function: `functionWorker`). */
 export function startWorker(pool: PoolConfig, log: WorkerLog): PoolWorker {
-  return pool.worker.kind === "helper" ? helperWorker(pool, log) : commandWorker(pool, log);
+  const spec = pool.worker as WorkerSpec;
+  return spec.kind === "helper" ? helperWorker(pool, spec, log) : commandWorker(pool, spec, log);
 }
 
-function helperWorker(pool: PoolConfig, log: WorkerLog): PoolWorker {
-  const [command, ...args] = pool.worker.argv as [string, ...string[]];
+/** A pool whose work a function of the program does: its failure is the guest's WORKER_FAILED. */
+export function functionWorker(
+  pool: string,
+  fn: (input: unknown, ctx: RunContext) => unknown,
+): PoolWorker {
+  return {
+    async run(input, ctx) {
+      try {
+        return await fn(input, ctx);
+      } catch (err) {
+        if (ctx.signal.aborted) throw ctx.signal.reason;
+        if (isGuestlinkError(err)) throw err;
+        throw workerFailed(pool, err instanceof Error ? err.message : String(err), err);
+      }
+    },
+    async stop() {},
+  };
+}
+
+function helperWorker(pool: PoolConfig, spec: WorkerSpec, log: WorkerLog): PoolWorker {
+  const [command, ...args] = spec.argv as [string, ...string[]];
   const helpers: HelperPool = spawnHelpers(pool.slots, {
     command,
     args,
-    cwd: pool.worker.cwd,
+    cwd: spec.cwd,
     protocol: "jsonrpc",
   });
   helpers.onEvent((e, index) => {
@@ -81,12 +102,12 @@ function helperWorker(pool: PoolConfig, log: WorkerLog): PoolWorker {
   };
 }
 
-function commandWorker(pool: PoolConfig, log: WorkerLog): PoolWorker {
-  const [command, ...args] = pool.worker.argv as [string, ...string[]];
+function commandWorker(pool: PoolConfig, spec: WorkerSpec, log: WorkerLog): PoolWorker {
+  const [command, ...args] = spec.argv as [string, ...string[]];
   const running = new Set<Promise<unknown>>();
   return {
     run(input, ctx) {
-      const done = runCommand(pool, command, args, input, ctx, log);
+      const done = runCommand(pool, spec, command, args, input, ctx, log);
       running.add(done);
       void done.catch(() => {}).finally(() => running.delete(done));
       return done;
@@ -99,6 +120,7 @@ function commandWorker(pool: PoolConfig, log: WorkerLog): PoolWorker {
 
 function runCommand(
   pool: PoolConfig,
+  spec: WorkerSpec,
   command: string,
   args: string[],
   input: unknown,
@@ -111,7 +133,7 @@ function runCommand(
       return;
     }
     const child = spawn(command, args, {
-      cwd: pool.worker.cwd,
+      cwd: spec.cwd,
       stdio: ["pipe", "pipe", "pipe"],
       detached: true,
       env: {
