@@ -246,17 +246,26 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     );
 
     say(`[5/10] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
+    // Watched for --telemetry-seconds, and on until a second sample has come however busy the
+    // machine is (a sample is due every 500 ms; 30 s is the outer bound).
     const stop = new AbortController();
-    const timer = setTimeout(() => stop.abort(), opts.telemetrySeconds * 1000);
     let samples = 0;
+    let elapsed = false;
+    const timer = setTimeout(() => {
+      elapsed = true;
+      if (samples >= 2) stop.abort();
+    }, opts.telemetrySeconds * 1000);
+    const bound = setTimeout(() => stop.abort(), Math.max(30, opts.telemetrySeconds) * 1000);
     for await (const s of watchTelemetry(vm3, { intervalMs: 500, signal: stop.signal })) {
       samples++;
+      if (elapsed && samples >= 2) stop.abort();
       const rx = s.net.reduce((sum, n) => sum + n.rxBytes, 0);
       say(
         `      ${new Date(s.t).toISOString().slice(11, 23)}  cpu ${(s.cpu.usage * 100).toFixed(1).padStart(5)}%  memory ${formatBytes(s.memory.usedBytes)} of ${formatBytes(s.memory.totalBytes)}  load ${s.load.map((l) => l.toFixed(2)).join(" ")}  net rx ${formatBytes(rx)}`,
       );
     }
     clearTimeout(timer);
+    clearTimeout(bound);
     check("telemetry", samples >= 2, `${samples} samples streamed until the watch was cancelled`);
 
     say("[6/10] a coordinated fleet run: all three agents start together, stats merged live");

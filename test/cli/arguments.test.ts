@@ -160,7 +160,7 @@ describe("the command line", () => {
     };
     for (const [name, args] of Object.entries(outputs)) {
       const r = await runCli(args);
-      assert.equal(r.code, 0, `${name}: ${r.stderr}`);
+      assert.equal(r.code, 0, `${name}: ${r.stderr}${r.stdout}`);
       const lines = r.stdout.trim().split("\n");
       for (const line of lines) {
         const value = JSON.parse(line);
