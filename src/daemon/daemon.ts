@@ -19,6 +19,8 @@ import { Session } from "../session/session.ts";
 import { NodeStreamTransport } from "../transport/node-stream.ts";
 import { VERSION } from "../version.ts";
 import type { ServeConfig } from "./config.ts";
+import { serveExecHttp, serveExecUpgrade } from "./exec-ws.ts";
+import { serveFiles } from "./files-http.ts";
 import { forwardCalls } from "./forward.ts";
 import { type AgentSource, HeldAgent, type HeldAgentEvent } from "./held-agent.ts";
 import { UPGRADE_PROTOCOL } from "./paths.ts";
@@ -262,6 +264,7 @@ export class Daemon {
     const url = new URL(req.url ?? "/", "http://daemon");
     const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
     const get = req.method === "GET" || req.method === "HEAD";
+    if (serveExecHttp(req, res) || (await serveFiles(req, res, this.agents))) return;
     if (parts[0] === "v1" && parts[1] === "agents") {
       if (parts.length === 2 && get) {
         sendJson(res, 200, { agents: [...this.agents.values()].map((a) => a.snapshot()) });
@@ -346,6 +349,7 @@ export class Daemon {
   }
 
   #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    if (serveExecUpgrade(req, socket, head, this.agents)) return;
     const url = new URL(req.url ?? "/", "http://daemon");
     const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
     const refuse = (status: number, err: unknown) => {
