@@ -61,9 +61,13 @@ export async function startHeld(name: string): Promise<HeldFixture> {
 }
 
 /** Resolves once `check()` is true (looked at every 50 ms), or rejects after `ms`. */
-export async function eventually(check: () => boolean, ms: number, what: string): Promise<void> {
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  ms: number,
+  what: string,
+): Promise<void> {
   const until = Date.now() + ms;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > until) throw new Error(`not within ${ms} ms: ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
