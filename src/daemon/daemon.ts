@@ -20,6 +20,8 @@ import { NodeStreamTransport } from "../transport/node-stream.ts";
 import { VERSION } from "../version.ts";
 import type { ServeConfig } from "./config.ts";
 import { serveDashboard } from "./dashboard/serve.ts";
+import { serveExecHttp, serveExecUpgrade } from "./exec-ws.ts";
+import { serveFiles } from "./files-http.ts";
 import { forwardCalls } from "./forward.ts";
 import { type AgentSource, HeldAgent, type HeldAgentEvent } from "./held-agent.ts";
 import { DaemonMetrics } from "./metrics.ts";
@@ -267,6 +269,7 @@ export class Daemon {
     const get = req.method === "GET" || req.method === "HEAD";
     if (url.pathname === "/metrics" && get) return this.metrics.respond(res, req.method === "HEAD");
     if (get && serveDashboard(req, res, url.pathname)) return;
+    if (serveExecHttp(req, res) || (await serveFiles(req, res, this.agents))) return;
     if (parts[0] === "v1" && parts[1] === "agents") {
       if (parts.length === 2 && get) {
         sendJson(res, 200, { agents: [...this.agents.values()].map((a) => a.snapshot()) });
@@ -351,6 +354,7 @@ export class Daemon {
   }
 
   #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    if (serveExecUpgrade(req, socket, head, this.agents)) return;
     const url = new URL(req.url ?? "/", "http://daemon");
     const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
     const refuse = (status: number, err: unknown) => {
