@@ -59,32 +59,54 @@ export function forwardCalls(
     const piping = names.map((name) =>
       splice(ctx.streams[name] as SessionStream, call.streams[name] as SessionStream),
     );
+    let result: unknown;
     try {
-      return await call.result;
-    } finally {
-      // The streams finish on their own once both ends are done; the call does not wait for them
-      // beyond its result, as the agent's own handler does not.
-      void Promise.allSettled(piping);
+      result = await call.result;
+    } catch (err) {
+      // A failed call resets its streams; the pipes finish on their own.
+      void Promise.allSettled(piping.map((p) => p.both));
+      throw err;
     }
+    // The agent ended its directions before it sent its result, but what it sent may still be
+    // on its way to the client here (a client that reads slowly holds it back). Once the handler
+    // returns, the session ends the client's streams: wait until every byte of the agent's
+    // directions has been handed to them first, as the agent's own handler does.
+    await Promise.all(piping.map((p) => p.toClient));
+    void Promise.allSettled(piping.map((p) => p.both));
+    return result;
   }
 }
 
-/** Pipes two session streams into each other; settles when both directions are done. */
-function splice(a: SessionStream, b: SessionStream): Promise<void> {
-  const da = toDuplex(a);
-  const db = toDuplex(b);
-  return Promise.all([pipeOne(da, db), pipeOne(db, da)]).then(() => {});
+/**
+ * Pipes two session streams into each other: `toClient` settles once everything from `agent`
+ * was written into `client` and its end passed on (or the pipe failed), `both` once both
+ * directions are done.
+ */
+function splice(
+  client: SessionStream,
+  agent: SessionStream,
+): { toClient: Promise<void>; both: Promise<void> } {
+  const dc = toDuplex(client);
+  const da = toDuplex(agent);
+  const toClient = pipeOne(da, dc);
+  const toAgent = pipeOne(dc, da);
+  return { toClient, both: Promise.all([toClient, toAgent]).then(() => {}) };
 }
 
+/** Pipes `from` into `to`; settles once `to` has finished (every write done) or either failed. */
 function pipeOne(from: Duplex, to: Duplex): Promise<void> {
   return new Promise((resolve) => {
     from.pipe(to);
     const done = () => resolve();
-    from.once("end", done);
+    to.once("finish", done);
+    to.once("close", done);
     from.once("error", (err) => {
       to.destroy(err);
       done();
     });
-    from.once("close", done);
+    from.once("close", () => {
+      // Closed before its end (destroyed): `to` will not finish.
+      if (!from.readableEnded) done();
+    });
   });
 }
