@@ -20,6 +20,12 @@ export interface CallContext<S = unknown> {
   method: string;
   /** Aborted when the caller cancels, the deadline passes or the session ends. */
   signal: AbortSignalLike;
+  /**
+   * The same as `signal` for a handler that only listens (checks `aborted`, adds a listener):
+   * not a Node AbortSignal, so not for Node's APIs, but it costs next to nothing, where making
+   * `signal` costs an AbortController per call.
+   */
+  cancellation: AbortSignalLike;
   /** Absolute deadline on this side's clock (`Infinity` when none). */
   deadline: number;
   /** The streams the caller opened with the call, by name. */
@@ -176,6 +182,10 @@ export class HandlerContext<S> implements CallContext<S> {
 
   get signal(): AbortSignalLike {
     return this.#controller.signal;
+  }
+
+  get cancellation(): AbortSignalLike {
+    return this.#controller.light;
   }
 }
 

@@ -313,4 +313,52 @@ describe("a pool whose work a function of the program does", () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it("a guest that cancels a queued request takes it out of the queue: it never runs", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "guestlink-mediator-cancel-"));
+    const config = readMediatorConfig(
+      { listen: [`unix:${join(dir, "g.sock")}`], pools: [{ name: "one", slots: 1 }] },
+      { workers: "optional" },
+    );
+    const ran: number[] = [];
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const mediator = await Mediator.start(config, {
+      workers: {
+        one: async (input) => {
+          const n = (input as { n: number }).n;
+          ran.push(n);
+          if (n === 1) await held;
+          return n;
+        },
+      },
+    });
+    try {
+      const session = await openSession(`unix:${join(dir, "g.sock")}`);
+      const first = submitWork(session, "one", { n: 1 });
+      await until("the first request to run", () => (ran.length === 1 ? true : undefined));
+      const stop = new AbortController();
+      const second = submitWork(session, "one", { n: 2 }, { signal: stop.signal });
+      await until("the second to be queued", () =>
+        mediator.status().pools[0]?.queued === 1 ? true : undefined,
+      );
+      stop.abort();
+      await assert.rejects(second, (e: unknown) => isGuestlinkError(e, "CANCELLED"));
+      await until("the mediator to let it go", () =>
+        mediator.status().pools[0]?.queued === 0 ? true : undefined,
+      );
+      assert.equal(mediator.status().pools[0]?.levels[0]?.cancelled, 1);
+      release();
+      assert.equal(await first, 1);
+      assert.equal(await submitWork(session, "one", { n: 3 }), 3);
+      assert.deepEqual(ran, [1, 3]);
+      await session.close();
+    } finally {
+      release();
+      await mediator.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });

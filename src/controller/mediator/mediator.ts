@@ -280,7 +280,7 @@ export class Mediator {
       input: params.input ?? null,
       key: params.key,
       deadline: deadline !== undefined && Number.isFinite(deadline) ? deadline : undefined,
-      signal: ctx.signal,
+      signal: ctx.cancellation ?? ctx.signal,
     });
   }
 }
