@@ -1,6 +1,5 @@
 /** `guestlink agent`: run the agent on listeners, an outgoing connection, or stdio. */
 import type { Command } from "commander";
-import { Agent } from "../agent/agent.ts";
 import { DEFAULT_DRAIN_TIMEOUT_MS, runAgent } from "../agent/run.ts";
 import { InvalidOptionError } from "../errors.ts";
 import { makeLogger } from "./common.ts";
@@ -82,6 +81,8 @@ Examples:
     .action(async (opts: AgentCommandOptions, command: Command) => {
       const verbose = Boolean(command.optsWithGlobals().verbose);
       const log = makeLogger(verbose, verbose ? "debug" : opts.logLevel);
+      // Loaded here, not with the CLI: the agent's services are no concern of the other commands.
+      const { Agent } = await import("../agent/agent.ts");
       const agent = new Agent({
         id: opts.id,
         allow: opts.allow

@@ -1,8 +1,8 @@
 /** `guestlink mediate --config FILE`: the host's mediator in the foreground (src/controller/mediator/). */
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
-import { parseMediatorConfig } from "../controller/mediator/config.ts";
-import { Mediator, type MediatorLog } from "../controller/mediator/mediator.ts";
+import type { MediatorConfig } from "../controller/mediator/config.ts";
+import type { MediatorLog } from "../controller/mediator/mediator.ts";
 import { formatStatus } from "../controller/mediator/table.ts";
 import { ConfigInvalidError, isGuestlinkError } from "../errors.ts";
 import { makeLogger } from "./common.ts";
@@ -28,7 +28,10 @@ Exit status: 0 after SIGINT or SIGTERM (what was queued fails SESSION_CLOSED, wh
 for); 5 when the config is invalid or cannot be read (nothing was started); 255 when it cannot start (an address in use).`,
     )
     .action(async (opts: { config: string; table: boolean }) => {
-      let config: ReturnType<typeof parseMediatorConfig>;
+      // Loaded here, not with the CLI: the mediator brings the YAML reader, helpers and workers.
+      const { parseMediatorConfig } = await import("../controller/mediator/config.ts");
+      const { Mediator } = await import("../controller/mediator/mediator.ts");
+      let config: MediatorConfig;
       try {
         config = parseMediatorConfig(await readConfig(opts.config), opts.config);
       } catch (err) {

@@ -10,7 +10,7 @@ import {
   readServeConfig,
   type ServeConfig,
 } from "../daemon/config.ts";
-import { Daemon, type DaemonLog } from "../daemon/daemon.ts";
+import type { DaemonLog } from "../daemon/daemon.ts";
 import type { AgentSnapshot } from "../daemon/held-agent.ts";
 import { defaultSocketPath } from "../daemon/paths.ts";
 import { ConfigInvalidError, isGuestlinkError } from "../errors.ts";
@@ -118,6 +118,8 @@ start (its socket or port in use).`,
         return;
       }
       const log = logger();
+      // Loaded here, not with the CLI: the daemon brings prom-client, ws and the dashboard.
+      const { Daemon } = await import("../daemon/daemon.ts");
       const daemon = await Daemon.start(config, { log });
       log(
         "info",

@@ -3,7 +3,7 @@
  * their line and column, then the reader's first complaint with the key's path, each as one
  * line in the error the caller chooses (PLAN_INVALID, CONFIG_INVALID).
  */
-import { parseDocument } from "yaml";
+import { createRequire } from "node:module";
 import type { GuestlinkError, GuestlinkErrorOptions } from "../errors.ts";
 import { CheckError } from "../fleet/check.ts";
 
@@ -12,6 +12,15 @@ export type InvalidFileError = new (
   options?: GuestlinkErrorOptions,
 ) => GuestlinkError;
 
+/**
+ * The YAML library, loaded the first time a file is read rather than with the CLI (it is a
+ * quarter of what `guestlink exec` would otherwise load at start-up).
+ */
+function yaml(): typeof import("yaml") {
+  const from = typeof __filename === "string" ? __filename : import.meta.url;
+  return createRequire(from)("yaml") as typeof import("yaml");
+}
+
 /** Parses YAML `text` and reads it with `read`; `source` names the file in errors. */
 export function readYaml<T>(
   text: string,
@@ -19,7 +28,7 @@ export function readYaml<T>(
   read: (value: unknown) => T,
   Invalid: InvalidFileError,
 ): T {
-  const doc = parseDocument(text, { uniqueKeys: true });
+  const doc = yaml().parseDocument(text, { uniqueKeys: true });
   const problem = doc.errors[0];
   if (problem !== undefined) {
     const where = problem.linePos?.[0];

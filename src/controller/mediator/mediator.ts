@@ -19,13 +19,11 @@ import { parseAddress } from "../../transport/address.ts";
 import { VERSION } from "../../version.ts";
 import { Discovery } from "../discover.ts";
 import type { ListenEntry, MediatorConfig } from "./config.ts";
+import { MEDIATOR_SERVICE, STATUS_METHOD, SUBMIT_METHOD } from "./contract.ts";
 import { type RunContext, Scheduler, type SchedulerStatus } from "./scheduler.ts";
 import { functionWorker, type PoolWorker, startWorker } from "./workers.ts";
 
 /** The methods a mediator serves. */
-export const MEDIATOR_SERVICE = "mediator";
-export const SUBMIT_METHOD = "mediator.submit";
-export const STATUS_METHOD = "mediator.status";
 /** How long a guest's session may take to close when the mediator stops. */
 const CLOSE_GRACE_MS = 2_000;
 /** Longest key a guest may give. */

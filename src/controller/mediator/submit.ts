@@ -1,12 +1,8 @@
 /** The guest's side of the mediator: submitting work over a session (`guestlink submit`). */
 import type { CallOptions } from "../../abort.ts";
 import type { Session } from "../../session/session.ts";
-import {
-  type MediatorStatus,
-  STATUS_METHOD,
-  SUBMIT_METHOD,
-  type SubmitParams,
-} from "./mediator.ts";
+import { STATUS_METHOD, SUBMIT_METHOD } from "./contract.ts";
+import type { MediatorStatus, SubmitParams } from "./mediator.ts";
 
 export interface SubmitOptions extends CallOptions {
   /** 1 is the most urgent; default the pool's least urgent level. */
