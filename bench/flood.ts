@@ -2,10 +2,9 @@
  * A flood from a client that never reads, against a real agent process:
  *
  *   npx tsx bench/flood.ts [--calls N] [--param-bytes B] [--max-seconds S] [--hold-seconds S]
- *     [--dist]
  *
- * Starts `guestlink agent --listen unix:…` in a temporary folder (from the source; `--dist`: the
- * build), then the hostile client of test/fixtures/flood-client.ts in a process of its own: it
+ * Starts `guestlink agent --listen unix:…` in a temporary folder (the build, as bin/guestlink
+ * runs it; `npm run build` first), then the hostile client of test/fixtures/flood-client.ts in a process of its own: it
  * does the handshake, stops reading, and sends N `ping` calls (default 60,000) with a param of
  * B bytes (default 16 KiB) each, as fast as its socket takes them. Meanwhile a well-behaved
  * host, on a session of its own, pings the agent every 200 ms. Every 250 ms the agent's resident
@@ -32,7 +31,7 @@ import { formatNumber, median, round, table } from "./lib.ts";
 
 const FLOOD_CLIENT = fileURLToPath(new URL("../test/fixtures/flood-client.ts", import.meta.url));
 const USAGE =
-  "usage: npx tsx bench/flood.ts [--calls N] [--param-bytes B] [--max-seconds S] [--hold-seconds S] [--dist]";
+  "usage: npx tsx bench/flood.ts [--calls N] [--param-bytes B] [--max-seconds S] [--hold-seconds S]";
 
 const SAMPLE_EVERY_MS = 250;
 const PING_EVERY_MS = 200;
@@ -46,7 +45,6 @@ interface Options {
   paramBytes: number;
   maxSeconds: number;
   holdSeconds: number;
-  dist: boolean;
 }
 
 function parseArgs(argv: readonly string[]): Options {
@@ -55,7 +53,6 @@ function parseArgs(argv: readonly string[]): Options {
     paramBytes: 16 * 1024,
     maxSeconds: 60,
     holdSeconds: 5,
-    dist: false,
   };
   const numeric = {
     "--calls": "calls",
@@ -65,8 +62,7 @@ function parseArgs(argv: readonly string[]): Options {
   } as const;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
-    if (arg === "--dist") options.dist = true;
-    else if (arg === "--help" || arg === "-h") {
+    if (arg === "--help" || arg === "-h") {
       process.stdout.write(`${USAGE}\n`);
       process.exit(0);
     } else if (arg in numeric) {
@@ -213,7 +209,7 @@ function report(
   const ok = pings.filter((p) => p.ok).map((p) => p.ms);
   const failed = pings.length - ok.length;
   const lines = [
-    `flood: ${formatNumber(options.calls)} ping calls of ${formatNumber(options.paramBytes)} B params from a client that never reads; agent from ${options.dist ? "dist" : "source"}`,
+    `flood: ${formatNumber(options.calls)} ping calls of ${formatNumber(options.paramBytes)} B params from a client that never reads`,
     "",
     table(
       [
@@ -251,7 +247,7 @@ async function main(): Promise<void> {
     void cleanup().finally(() => process.exit(130));
   });
   try {
-    agent = await startAgent(path, { dist: options.dist });
+    agent = await startAgent(path);
     const pid = agent.pid;
     session = await openSession(agent.address);
     const events: string[] = [];

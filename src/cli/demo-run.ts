@@ -31,7 +31,6 @@ import { startJunkRelay } from "./demo-junk.ts";
 import { runMediatorDemo } from "./demo-mediator.ts";
 import { runWireDemo } from "./demo-wire.ts";
 
-const GIB = 1024 ** 3;
 const AGENTS = ["vm-1", "vm-2", "vm-3"] as const;
 
 interface Check {

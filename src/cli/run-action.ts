@@ -12,7 +12,12 @@ import {
 import { EXIT } from "../controller/run/outcome.ts";
 import { dryRun, runPlan } from "../controller/run/run-plan.ts";
 import type { RunSummary } from "../controller/run/summary.ts";
-import type { RunOptions } from "./run.ts";
+
+export interface RunOptions {
+  results?: string;
+  json?: boolean;
+  dryRun?: boolean;
+}
 
 function printSummary(s: RunSummary, dir: string): void {
   const out = (line: string) => process.stdout.write(`${line}\n`);

@@ -4,12 +4,7 @@ import { EXIT } from "../controller/run/outcome.ts";
 import { isGuestlinkError } from "../errors.ts";
 import { reportFailure } from "./failure.ts";
 import { addGlobalOptions, jsonOutput, verboseOutput } from "./options.ts";
-
-export interface RunOptions {
-  results?: string;
-  json?: boolean;
-  dryRun?: boolean;
-}
+import type { RunOptions } from "./run-action.ts";
 
 const EXIT_HELP = `
 Exit status:

@@ -40,7 +40,7 @@ function processesWith(marker: string): number[] {
       continue;
     }
     const argv = cmdline.split("\0");
-    if (argv.includes(marker) && !argv.some((arg) => arg.endsWith("cli-entry.ts"))) {
+    if (argv.includes(marker) && !argv.some((arg) => arg.endsWith("bin/guestlink"))) {
       found.push(Number(entry));
     }
   }

@@ -12,15 +12,14 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { Agent } from "../../src/agent/agent.ts";
 import { type RunningAgent, runAgent } from "../../src/agent/run.ts";
 import { startAgent } from "../helpers/agent-process.ts";
+import { guestlinkArgs } from "../helpers/bin.ts";
 import { runCli, startCli } from "../helpers/cli.ts";
 import { noTerminal, runOnTerminal } from "../helpers/terminal.ts";
 
 const silent = { info() {}, warn() {} };
-const ENTRY = fileURLToPath(new URL("../helpers/cli-entry.ts", import.meta.url));
 
 /** Starts `guestlink ARGS…` with nobody reading its stdout, and collects its stderr and status. */
 async function withReaderGone(args: string[], afterFirstLine = false) {
@@ -78,7 +77,7 @@ describe("in pipes and while waiting", () => {
   it("stdout that cannot be written (a full disk) is a failure: one line, exit 255", async () => {
     const full = openSync("/dev/full", "w");
     try {
-      const child = spawn(process.execPath, ["--import", "tsx", ENTRY, "info", addr], {
+      const child = spawn(process.execPath, guestlinkArgs(["info", addr]), {
         stdio: ["ignore", full, "pipe"],
       });
       let stderr = "";
@@ -145,11 +144,10 @@ describe("in pipes and while waiting", () => {
       // Root opens any socket: then the CLI runs as nobody; anyone else is refused a mode 000.
       const root = process.getuid?.() === 0;
       await chmod(path, root ? 0o600 : 0o000);
-      const child = spawn(
-        process.execPath,
-        ["--import", "tsx", ENTRY, "info", `unix:${path}`, "--json"],
-        { stdio: ["ignore", "pipe", "pipe"], ...(root ? { uid: 65534, gid: 65534 } : {}) },
-      );
+      const child = spawn(process.execPath, guestlinkArgs(["info", `unix:${path}`, "--json"]), {
+        stdio: ["ignore", "pipe", "pipe"],
+        ...(root ? { uid: 65534, gid: 65534 } : {}),
+      });
       let stderr = "";
       child.stderr.setEncoding("utf8").on("data", (d: string) => {
         stderr += d;

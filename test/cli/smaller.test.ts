@@ -13,14 +13,14 @@ import { promisify } from "node:util";
 import { Agent } from "../../src/agent/agent.ts";
 import { type RunningAgent, runAgent } from "../../src/agent/run.ts";
 import { formatBytes } from "../../src/cli/common.ts";
+import { GUESTLINK_BIN } from "../helpers/bin.ts";
 import { runCli } from "../helpers/cli.ts";
 
 const silent = { info() {}, warn() {} };
-const ENTRY = fileURLToPath(new URL("../helpers/cli-entry.ts", import.meta.url));
 const INDEX = fileURLToPath(new URL("../../src/index.ts", import.meta.url));
 const README = fileURLToPath(new URL("../../README.md", import.meta.url));
 /** An agent the CLI starts itself, as exec:ssh vm guestlink agent --stdio would. */
-const EXEC_AGENT = `exec:${process.execPath} --import tsx ${ENTRY} agent --stdio`;
+const EXEC_AGENT = `exec:${process.execPath} ${GUESTLINK_BIN} agent --stdio`;
 
 describe("the smaller things", () => {
   let dir: string;

@@ -13,13 +13,10 @@ import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { type AgentProcess, startAgent } from "../helpers/agent-process.ts";
+import { guestlinkArgs } from "../helpers/bin.ts";
 import { runCli, startCli } from "../helpers/cli.ts";
 import { until } from "../helpers/until.ts";
-
-const ENTRY = fileURLToPath(new URL("../helpers/cli-entry.ts", import.meta.url));
-const TSX = import.meta.resolve("tsx");
 
 /** GET on the daemon's Unix socket: status and parsed JSON. */
 function api(
@@ -198,16 +195,7 @@ describe("guestlink serve (real agents, the CLI through the daemon)", () => {
   it("holds an agent that dials in, known by the id in its HELLO", async () => {
     dialler = spawn(
       process.execPath,
-      [
-        "--import",
-        TSX,
-        ENTRY,
-        "agent",
-        "--connect",
-        `unix:${join(dir, "dial-in.sock")}`,
-        "--id",
-        "edge-1",
-      ],
+      guestlinkArgs(["agent", "--connect", `unix:${join(dir, "dial-in.sock")}`, "--id", "edge-1"]),
       { stdio: "ignore" },
     );
     await until("edge-1 up", async () =>

@@ -5,12 +5,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-
-const FROM_SOURCE = fileURLToPath(new URL("./cli-entry.ts", import.meta.url));
-/** tsx by its full address, so an agent started in another folder (`cwd`) still finds it. */
-const TSX = import.meta.resolve("tsx");
-const FROM_DIST = fileURLToPath(new URL("../../bin/guestlink", import.meta.url));
+import { guestlinkArgs } from "./bin.ts";
 
 /** Kept of the agent's log, for the error when it does not start. */
 const LOG_TAIL_CHARS = 8 * 1024;
@@ -26,19 +21,18 @@ export interface AgentProcess {
 }
 
 /**
- * Starts the agent listening on the Unix socket `path`, run from the TypeScript source (what is
- * being worked on) or, with `dist`, from the build `bin/guestlink` runs. Resolves once it has
+ * Starts the agent listening on the Unix socket `path`, run as users run it (bin/guestlink, the
+ * build; see bin.ts). Resolves once it has
  * logged "agent started", when it is listening. `args` are more options for `guestlink agent`.
  */
 export async function startAgent(
   path: string,
-  options: { dist?: boolean; args?: readonly string[]; cwd?: string } = {},
+  options: { args?: readonly string[]; cwd?: string } = {},
 ): Promise<AgentProcess> {
   const address = `unix:${path}`;
-  const entry = options.dist ? [FROM_DIST] : ["--import", TSX, FROM_SOURCE];
   const child = spawn(
     process.execPath,
-    [...entry, "agent", "--listen", address, ...(options.args ?? [])],
+    guestlinkArgs(["agent", "--listen", address, ...(options.args ?? [])]),
     {
       stdio: ["ignore", "ignore", "pipe"],
       cwd: options.cwd,

@@ -1,10 +1,6 @@
 /** Runs the guestlink CLI as a user would: a child process, its stdout, stderr and exit code. */
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
-
-const ENTRY = fileURLToPath(new URL("./cli-entry.ts", import.meta.url));
-/** tsx by its full address, so a CLI started in another folder (`cwd`) still finds it. */
-const TSX = import.meta.resolve("tsx");
+import { GUESTLINK_BIN, guestlinkArgs } from "./bin.ts";
 
 export interface CliResult {
   code: number | null;
@@ -13,27 +9,27 @@ export interface CliResult {
   stderr: string;
 }
 
-/** The command line that runs `guestlink` from the source, for a shell pipeline. */
-export const CLI_COMMAND = [process.execPath, "--import", TSX, ENTRY] as const;
+/** The command line that runs `guestlink` (bin/guestlink, the build), for a shell pipeline. */
+export const CLI_COMMAND = [process.execPath, GUESTLINK_BIN] as const;
 
-/** Starts `guestlink ARGS…` from the source (through tsx) and leaves it running. */
+/** Starts `guestlink ARGS…` (bin/guestlink) and leaves it running. */
 export function startCli(
   args: readonly string[],
   options: { cwd?: string } = {},
 ): ChildProcessWithoutNullStreams {
-  return spawn(process.execPath, ["--import", TSX, ENTRY, ...args], {
+  return spawn(process.execPath, guestlinkArgs(args), {
     stdio: ["pipe", "pipe", "pipe"],
     cwd: options.cwd,
   });
 }
 
-/** `guestlink ARGS…` from the source (through tsx), with optional stdin. */
+/** `guestlink ARGS…` (bin/guestlink), with optional stdin. */
 export function runCli(
   args: readonly string[],
   options: { stdin?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", TSX, ENTRY, ...args], {
+    const child = spawn(process.execPath, guestlinkArgs(args), {
       env: { ...process.env, ...options.env },
       cwd: options.cwd,
       stdio: ["pipe", "pipe", "pipe"],

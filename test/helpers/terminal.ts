@@ -4,9 +4,7 @@
  * arrives on the one terminal.
  */
 import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
-
-const ENTRY = fileURLToPath(new URL("./cli-entry.ts", import.meta.url));
+import { guestlinkArgs } from "./bin.ts";
 
 /** Why terminal tests cannot run here, or undefined if they can. */
 export const noTerminal: string | undefined = (() => {
@@ -32,7 +30,7 @@ export interface TerminalRun {
 
 /** `guestlink ARGS…` from the source, on a terminal. */
 export function runOnTerminal(args: readonly string[]): TerminalRun {
-  const command = [process.execPath, "--import", "tsx", ENTRY, ...args].map(quote).join(" ");
+  const command = [process.execPath, ...guestlinkArgs(args)].map(quote).join(" ");
   // -e: script exits with the command's status; -q: no banner; /dev/null: no typescript file.
   const child = spawn("script", ["-qec", command, "/dev/null"], {
     stdio: ["pipe", "pipe", "pipe"],

@@ -26,7 +26,7 @@ import { openSession, remoteExec } from "../../../src/index.ts";
 import type { Session } from "../../../src/session/session.ts";
 import { BarePort, type Transfer } from "./bare-port.ts";
 import { CutProxy, upstreamOf } from "./cut-proxy.ts";
-import { builtIsCurrent, describeRun, runGuestlink } from "./host.ts";
+import { describeRun, runGuestlink } from "./host.ts";
 import { prepareImage } from "./image.ts";
 import { bootVm, GUEST_SERIAL_LISTEN, type Vm } from "./vm.ts";
 
@@ -95,16 +95,14 @@ async function exec(session: Session, argv: string[], stdin?: Readable): Promise
 
 /** What the agent at `address` does: exec latency (CLI and in-process) and stream throughput. */
 async function agentFigures(address: string, label: string): Promise<void> {
-  const built = await builtIsCurrent();
-  const cli = built ? "node bin/guestlink" : "guestlink from the sources (tsx; dist/ is stale)";
   const cliMs: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     const args = ["exec", address, "--", "true"];
-    const r = await runGuestlink(args, { built });
+    const r = await runGuestlink(args);
     if (r.code !== 0) throw new Error(describeRun(args, r));
     cliMs.push(r.ms);
   }
-  record(`${label}: exec -- true, ${cli}, median of ${RUNS}`, median(cliMs), "ms");
+  record(`${label}: exec -- true, node bin/guestlink, median of ${RUNS}`, median(cliMs), "ms");
 
   const session = await openSession(address, { resume: false });
   try {

@@ -1,42 +1,15 @@
 /**
- * The host's side of the QEMU tests: guestlink's CLI and library from the TypeScript sources,
- * as the other CLI tests run it (test/helpers/cli-entry.ts through tsx), so host and guest are
- * always the same code: image.ts bundles the guest's agent from the same tree. `built: true`
- * runs `node bin/guestlink` (dist/, made by `npm run build`) instead, for figures of what ships.
+ * The host's side of the QEMU tests: guestlink's CLI as users run it, bin/guestlink (the build;
+ * test/helpers/bin.ts refuses a build older than src/), as the other CLI tests run it, so host
+ * and guest are the same code: image.ts bundles the guest's agent from the same tree.
  */
 import { spawn } from "node:child_process";
-import { statSync } from "node:fs";
-import { readdir, stat } from "node:fs/promises";
-import { join } from "node:path";
 import type { Writable } from "node:stream";
+import { guestlinkArgs } from "../../helpers/bin.ts";
 import { ROOT } from "./image.ts";
 
-/** The guestlink command as built. */
-export const GUESTLINK_BIN = join(ROOT, "bin", "guestlink");
-/** The guestlink command from the sources. */
-const CLI_ENTRY = join(ROOT, "test", "helpers", "cli-entry.ts");
-const BUILT_MAIN = join(ROOT, "dist", "cli", "main.js");
 /** A CLI run that takes longer than this is stuck, whatever it was doing. */
 const DEFAULT_CLI_TIMEOUT_MS = 120_000;
-
-/** Whether dist/ is newer than every source file, so `built: true` runs the same code. */
-export async function builtIsCurrent(): Promise<boolean> {
-  let built: number;
-  try {
-    built = statSync(BUILT_MAIN).mtimeMs;
-  } catch {
-    return false;
-  }
-  const newest = async (dir: string): Promise<number> => {
-    let max = 0;
-    for (const e of await readdir(dir, { withFileTypes: true })) {
-      const path = join(dir, e.name);
-      max = Math.max(max, e.isDirectory() ? await newest(path) : (await stat(path)).mtimeMs);
-    }
-    return max;
-  };
-  return built > (await newest(join(ROOT, "src")));
-}
 
 export interface GuestlinkRun {
   code: number | null;
@@ -54,8 +27,6 @@ export interface RunGuestlinkOptions {
   stdin?: string | Buffer;
   /** Killed (SIGKILL) after this long; the result then has signal SIGKILL. */
   timeoutMs?: number;
-  /** Run `node bin/guestlink` (dist/) rather than the sources. */
-  built?: boolean;
 }
 
 /** Runs `guestlink ARGS…` to its end. */
@@ -65,8 +36,7 @@ export function runGuestlink(
 ): Promise<GuestlinkRun> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const entry = options.built ? [GUESTLINK_BIN] : ["--import", "tsx", CLI_ENTRY];
-    const child = spawn(process.execPath, [...entry, ...args], {
+    const child = spawn(process.execPath, guestlinkArgs(args), {
       cwd: ROOT,
       stdio: ["pipe", "pipe", "pipe"],
     });
