@@ -956,7 +956,9 @@ function qemuGaExecTrue(ga: QemuGa, polls: number[]): () => Promise<void> {
   return async () => {
     const result = await ga.exec("true", []);
     if (result.exitcode !== 0) {
-      throw new QemuGaError(`guest-exec true: ${JSON.stringify({ ...result, out: undefined })}`);
+      const how = result.exitcode ?? `killed by signal ${result.signal}`;
+      const err = result.err.toString("utf8").trim();
+      throw new QemuGaError(`guest-exec true: exit ${how}${err ? `; stderr: ${err}` : ""}`);
     }
     polls.push(result.polls);
   };
@@ -1061,7 +1063,8 @@ async function measureQemuGa(
     call: {
       guestlink: summarize(call.guestlink),
       qemuGa: summarize(call.qemuGa),
-      polls: median(polls),
+      // The first `callWarmup` were the untimed calls.
+      polls: median(polls.slice(cfg.callWarmup)),
     },
     outputs,
   };
