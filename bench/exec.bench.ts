@@ -16,6 +16,12 @@
  *   same file, `cp` followed by `sync FILE` (guestlink fsyncs what it writes; cp does not), and
  *   `cat | dd conv=fsync` (streamed through a pipe between two processes, then fsynced).
  * - peak RSS of a fresh agent and of the CLI while 4 GiB stream through `exec`.
+ * - beside qemu-guest-agent, when `qemu-ga` is installed (else one line says so and the rest
+ *   runs): `qemu-ga -m unix-listen` on a temporary socket (`qemu-ga.ts`), the same commands
+ *   through the library and through guest-exec, taking turns: `true` (per call; qemu-ga's
+ *   guest-exec, then guest-exec-status polled back to back until it exited) and
+ *   `head -c N /dev/zero` for 1, 16 and 64 MiB, timed until the whole output is in hand (one
+ *   Buffer). qemu-ga keeps at most 16 MiB of a command's output: a size it truncates is n/a.
  *
  * The CLI and the library are a copy of bin/ and dist/ taken at the start (build first: `npm run
  * build`); a note says when src/ is newer than that build. The CLI's stdout is a real pipe (a
@@ -26,6 +32,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { closeSync, constants, existsSync, openSync, readFileSync, statSync } from "node:fs";
 import {
   cp,
+  mkdir,
   mkdtemp,
   open,
   readdir,
@@ -58,6 +65,7 @@ import {
   table,
   verdict,
 } from "./lib.ts";
+import { findQemuGa, QemuGa, QemuGaError } from "./qemu-ga.ts";
 import { RAW_STREAM } from "./session-server.ts";
 
 const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -97,6 +105,9 @@ interface Config {
   fileBytes: number;
   fileRuns: number;
   rssBytes: number;
+  /** Beside qemu-ga: exec true calls per side, and output sizes with their timed runs. */
+  qgaCallSamples: number;
+  qgaOutputs: { bytes: number; runs: number }[];
 }
 
 const FULL: Config = {
@@ -109,6 +120,12 @@ const FULL: Config = {
   fileBytes: 1 * GiB,
   fileRuns: 3,
   rssBytes: 4 * GiB,
+  qgaCallSamples: 300,
+  qgaOutputs: [
+    { bytes: 1 * MiB, runs: 15 },
+    { bytes: 16 * MiB, runs: 7 },
+    { bytes: 64 * MiB, runs: 5 },
+  ],
 };
 
 const QUICK: Config = {
@@ -121,6 +138,12 @@ const QUICK: Config = {
   fileBytes: 64 * MiB,
   fileRuns: 1,
   rssBytes: 256 * MiB,
+  qgaCallSamples: 50,
+  qgaOutputs: [
+    { bytes: 1 * MiB, runs: 3 },
+    { bytes: 16 * MiB, runs: 1 },
+    { bytes: 64 * MiB, runs: 1 },
+  ],
 };
 
 class CorrectnessError extends Error {
@@ -892,6 +915,161 @@ async function measureRss(
   }
 }
 
+// ---- 5: beside qemu-guest-agent -----------------------------------------------------------
+
+/** One output size through both: median ms until the whole output was in hand. */
+interface QgaOutput {
+  bytes: number;
+  guestlinkMs: number;
+  /** MB/s of each timed run. */
+  guestlinkRuns: number[];
+  /** qemu-ga's figures, or why there are none (`na`). */
+  qemuGa: { ms: number; runs: number[]; polls: number } | { na: string };
+}
+
+/** The comparison with qemu-ga, or the one line saying why there is none. */
+type QgaMeasured =
+  | { skipped: string }
+  | {
+      binary: string;
+      version: string;
+      call: { guestlink: Summary; qemuGa: Summary; polls: number };
+      outputs: QgaOutput[];
+    };
+
+/** A running qemu-ga with its socket and state in `dir`, or the line saying why there is none. */
+async function startQemuGa(dir: string): Promise<QemuGa | string> {
+  const binary = findQemuGa();
+  if (!binary) {
+    return "qemu-ga: not installed (not on PATH, /usr/sbin, /usr/local/sbin or /sbin), so exec is not compared with qemu-guest-agent";
+  }
+  await mkdir(dir);
+  try {
+    return await QemuGa.start(binary, dir);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    return `qemu-ga: could not be started, so exec is not compared with it: ${why}`;
+  }
+}
+
+function qemuGaExecTrue(ga: QemuGa, polls: number[]): () => Promise<void> {
+  return async () => {
+    const result = await ga.exec("true", []);
+    if (result.exitcode !== 0) {
+      const how = result.exitcode ?? `killed by signal ${result.signal}`;
+      const err = result.err.toString("utf8").trim();
+      throw new QemuGaError(`guest-exec true: exit ${how}${err ? `; stderr: ${err}` : ""}`);
+    }
+    polls.push(result.polls);
+  };
+}
+
+/** Runs `argv` through the library, its stdout collected into one Buffer. */
+async function libraryExecOutput(lib: Lib, session: Session, argv: string[]): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const stdout = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      chunks.push(chunk);
+      callback();
+    },
+  });
+  const result = await lib.remoteExec(session, { argv }, { stdout, stderr: sink() });
+  if (result.status !== 0 || result.reason !== "exited") {
+    throw new CorrectnessError(`exec ${argv.join(" ")}: ${JSON.stringify(result)}`);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Whether `output` is `bytes` zero bytes (`zeros` is at least that long). */
+function allZeros(output: Buffer, bytes: number, zeros: Buffer): boolean {
+  return output.length === bytes && output.equals(zeros.subarray(0, bytes));
+}
+
+async function measureQemuGa(
+  lib: Lib,
+  session: Session,
+  ga: QemuGa,
+  cfg: Config,
+): Promise<QgaMeasured> {
+  const polls: number[] = [];
+  const call = await interleaved(
+    { guestlink: libraryExecTrue(lib, session), qemuGa: qemuGaExecTrue(ga, polls) },
+    cfg.qgaCallSamples,
+    cfg.callWarmup,
+    LATENCY_BLOCK,
+  );
+  const zeros = Buffer.alloc(Math.max(...cfg.qgaOutputs.map((o) => o.bytes)));
+  const outputs: QgaOutput[] = [];
+  for (const { bytes, runs } of cfg.qgaOutputs) {
+    const argv = ["head", "-c", String(bytes), "/dev/zero"];
+    const viaGuestlink = async (): Promise<number> => {
+      const start = now();
+      const output = await libraryExecOutput(lib, session, argv);
+      const ms = now() - start;
+      if (!allZeros(output, bytes, zeros)) {
+        throw new CorrectnessError(`exec ${argv.join(" ")}: got ${output.length} bytes, not zeros`);
+      }
+      return ms;
+    };
+    const viaQemuGa = async () => {
+      const start = now();
+      const result = await ga.exec("head", argv.slice(1));
+      const ms = now() - start;
+      if (result.exitcode !== 0) {
+        throw new QemuGaError(`guest-exec ${argv.join(" ")}: exit ${result.exitcode}`);
+      }
+      return { ms, result };
+    };
+    // One untimed run each first; it also shows whether qemu-ga hands over the whole output.
+    await viaGuestlink();
+    const first = (await viaQemuGa()).result;
+    let na: string | undefined;
+    if (first.outTruncated) {
+      na = `qemu-ga returned ${formatNumber(first.out.length)} of ${formatNumber(bytes)} bytes with out-truncated: true (guest-exec keeps at most 16 MiB of a command's output)`;
+    } else if (!allZeros(first.out, bytes, zeros)) {
+      throw new QemuGaError(
+        `guest-exec ${argv.join(" ")}: returned ${first.out.length} bytes (not truncated, it says), not ${bytes} zeros`,
+      );
+    }
+    const glMs: number[] = [];
+    const qgMs: number[] = [];
+    const qgPolls: number[] = [];
+    for (let run = 0; run < runs; run++) {
+      glMs.push(await viaGuestlink());
+      if (na !== undefined) continue;
+      const { ms, result } = await viaQemuGa();
+      if (result.outTruncated || !allZeros(result.out, bytes, zeros)) {
+        throw new QemuGaError(
+          `guest-exec ${argv.join(" ")}: returned ${result.out.length} bytes${result.outTruncated ? " (truncated)" : ""}, not ${bytes} zeros, after it returned them all once`,
+        );
+      }
+      qgMs.push(ms);
+      qgPolls.push(result.polls);
+    }
+    const mbps = (ms: number) => round(bytes / MB / (ms / 1000));
+    outputs.push({
+      bytes,
+      guestlinkMs: median(glMs),
+      guestlinkRuns: glMs.map(mbps),
+      qemuGa:
+        na !== undefined
+          ? { na }
+          : { ms: median(qgMs), runs: qgMs.map(mbps), polls: median(qgPolls) },
+    });
+  }
+  return {
+    binary: ga.binary,
+    version: ga.version,
+    call: {
+      guestlink: summarize(call.guestlink),
+      qemuGa: summarize(call.qemuGa),
+      // The first `callWarmup` were the untimed calls.
+      polls: median(polls.slice(cfg.callWarmup)),
+    },
+    outputs,
+  };
+}
+
 // ---- running -------------------------------------------------------------------------------
 
 interface Measured {
@@ -906,6 +1084,7 @@ interface Measured {
   cli: { exec: Summary; node: Summary; version: Summary };
   files: Record<FileCase, { mbps: number; runs: number[] }>;
   rss: Rss;
+  qemuGa: QgaMeasured;
   notes: string[];
   loadAtEnd: number;
 }
@@ -959,8 +1138,18 @@ export async function run(opts: BenchOptions): Promise<BenchReport> {
       cfg.callWarmup,
       LATENCY_BLOCK,
     );
-    await session.close();
     await spawnLoop.stop();
+
+    // ---- 5: beside qemu-guest-agent, on the same session, when it is installed ----
+    const ga = await startQemuGa(join(dir, "qemu-ga"));
+    let qemuGa: QgaMeasured;
+    if (typeof ga === "string") qemuGa = { skipped: ga };
+    else {
+      res.add(() => ga.stop());
+      qemuGa = await measureQemuGa(lib, session, ga, cfg);
+      await ga.stop();
+    }
+    await session.close();
 
     // ---- 2b: the whole CLI invocation ----
     const cliSamples = await interleaved(
@@ -1007,6 +1196,7 @@ export async function run(opts: BenchOptions): Promise<BenchReport> {
       },
       files,
       rss,
+      qemuGa,
       notes,
       loadAtEnd: os.loadavg()[0] ?? 0,
     });
@@ -1034,6 +1224,80 @@ function msFigures(s: Summary): Record<string, number> {
     p99Ms: round(s.p99, 3),
     maxMs: round(s.max, 3),
   };
+}
+
+/** The section beside qemu-ga: its lines of text and its figures. */
+function qemuGaReport(m: QgaMeasured): { text: string[]; figures: Record<string, unknown> } {
+  if ("skipped" in m) return { text: [m.skipped], figures: { skipped: m.skipped } };
+  const f2 = (n: number) => formatNumber(n, 2);
+  const f3 = (n: number) => formatNumber(n, 3);
+  const { call, outputs } = m;
+  const rows: string[][] = (["median", "p90", "p99"] as const).map((stat) => [
+    `exec true, ${stat}`,
+    f3(call.guestlink[stat]),
+    f3(call.qemuGa[stat]),
+    "ms",
+    f2(call.guestlink[stat] / call.qemuGa[stat]),
+  ]);
+  const naLines: string[] = [];
+  for (const o of outputs) {
+    const glMbps = o.bytes / MB / (o.guestlinkMs / 1000);
+    const label = `exec head -c ${sizeLabel(o.bytes)} /dev/zero, output in hand`;
+    if ("na" in o.qemuGa) {
+      rows.push([label, formatNumber(glMbps), "n/a", "MB/s", "n/a"]);
+      naLines.push(`n/a at ${sizeLabel(o.bytes)}: ${o.qemuGa.na}.`);
+    } else {
+      const qgMbps = o.bytes / MB / (o.qemuGa.ms / 1000);
+      rows.push([label, formatNumber(glMbps), formatNumber(qgMbps), "MB/s", f2(glMbps / qgMbps)]);
+    }
+  }
+  const runs = outputs
+    .map((o) => {
+      const qg = "na" in o.qemuGa ? "n/a" : o.qemuGa.runs.join(" ");
+      const polls = "na" in o.qemuGa ? "" : `, ${formatNumber(o.qemuGa.polls)} polls`;
+      return `${sizeLabel(o.bytes)}: guestlink ${o.guestlinkRuns.join(" ")}; qemu-ga ${qg}${polls}`;
+    })
+    .join("; ");
+  const text = [
+    `beside qemu-guest-agent ${m.version} (${m.binary} -m unix-listen on a temporary Unix socket), the same commands, taking turns:`,
+    "",
+    table(["figure", "guestlink", "qemu-ga", "unit", "guestlink/qemu-ga"], rows),
+    "",
+    "The ratio is guestlink / qemu-ga: for ms lower is better (below 1, guestlink is faster); for MB/s higher is better",
+    "(above 1, guestlink is faster).",
+    `exec true: ${call.guestlink.n} calls each, in blocks of ${LATENCY_BLOCK}; guestlink through remoteExec on the session above, qemu-ga one` +
+      ` guest-exec, then guest-exec-status polled back to back (no sleep) until exited: a median of ${formatNumber(call.polls, 1)} polls per call.`,
+    `output: median of ${outputs.map((o) => `${o.guestlinkRuns.length} (${sizeLabel(o.bytes)})`).join(", ")} runs after one untimed run each,` +
+      ` from the request until the whole output is one Buffer (guestlink: remoteExec's stdout collected; qemu-ga: out-data`,
+    `decoded from base64; polled as above). MB/s per run: ${runs}.`,
+    ...naLines,
+  ];
+  const figures = {
+    binary: m.binary,
+    version: m.version,
+    ratio: "guestlink / qemu-ga",
+    execTrue: {
+      guestlink: msFigures(call.guestlink),
+      qemuGa: msFigures(call.qemuGa),
+      ratioMedian: round(call.guestlink.median / call.qemuGa.median, 3),
+      qemuGaPollsMedian: call.polls,
+    },
+    output: outputs.map((o) => {
+      const glMbps = o.bytes / MB / (o.guestlinkMs / 1000);
+      const base = { bytes: o.bytes, guestlinkMbps: round(glMbps), guestlinkRuns: o.guestlinkRuns };
+      if ("na" in o.qemuGa)
+        return { ...base, qemuGaMbps: null, ratio: null, qemuGaNa: o.qemuGa.na };
+      const qgMbps = o.bytes / MB / (o.qemuGa.ms / 1000);
+      return {
+        ...base,
+        qemuGaMbps: round(qgMbps),
+        qemuGaRuns: o.qemuGa.runs,
+        qemuGaPolls: o.qemuGa.polls,
+        ratio: round(glMbps / qgMbps, 3),
+      };
+    }),
+  };
+  return { text, figures };
 }
 
 function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
@@ -1232,6 +1496,7 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
   cpuCase("local pipe", streams.pipe);
 
   const cpus = os.cpus().length;
+  const qga = qemuGaReport(m.qemuGa);
   const text = [
     `exec: the CLI (dist/, node ${process.version}) against an agent process over a Unix socket, baselines in the same run${opts.quick ? "; QUICK: rough figures" : ""}`,
     "",
@@ -1258,6 +1523,9 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       ` cp+sync ${files.cpSync.runs.join(" ")}; cat|dd ${files.streamed.runs.join(" ")}). guestlink hashes (sha256) on both sides and fsyncs;` +
       " plain cp does neither (and copies in the kernel); `cat | dd bs=1M conv=fsync` streams through a pipe and fsyncs.",
     `peak RSS: a fresh agent's VmHWM (/proc) after one exec of true ("idle") and after ${sizeLabel(cfg.rssBytes)} through exec; the CLI's own maxRSS at exit.`,
+    "",
+    ...qga.text,
+    "",
     `load average (1 min) when measuring finished: ${formatNumber(m.loadAtEnd, 2)} on ${cpus} CPUs.`,
     ...m.notes,
   ].join("\n");
@@ -1315,6 +1583,7 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       aimMiB: AIM_RSS_BYTES / MiB,
       pass: agentRssVerdict === "PASS" && cliRssVerdict === "PASS",
     },
+    qemuGa: qga.figures,
     loadAverageAtEnd: round(m.loadAtEnd, 2),
     ...(m.notes.length > 0 ? { notes: m.notes } : {}),
   };
