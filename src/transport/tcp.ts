@@ -40,13 +40,43 @@ export async function listenTcp(
   port: number,
   options?: CallOptions,
 ): Promise<Listener> {
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true });
+  return await listenTcpServer(
+    server,
+    host,
+    port,
+    options,
+    (address) =>
+      new NetListener(
+        server,
+        address,
+        (socket) => {
+          // Older Node versions ignore the server's noDelay option.
+          socket.setNoDelay(true);
+          return wrap(socket, peerDescription(socket, address));
+        },
+        async () => {},
+      ),
+  );
+}
+
+/**
+ * Starts `server` (plain or TLS) listening on HOST:PORT under `options`, and makes its Listener
+ * once the real address is known; a failure is LISTEN_FAILED or ADDRESS_IN_USE.
+ */
+export async function listenTcpServer(
+  server: net.Server,
+  host: string,
+  port: number,
+  options: CallOptions | undefined,
+  makeListener: (address: string) => Listener,
+): Promise<Listener> {
   const requested = formatAddress({ kind: "tcp", host, port });
   const onDeadline = () =>
     new ListenFailedError(`listening on ${requested} did not finish before the deadline`, {
       details: { address: requested, reason: "deadline" },
     });
   throwIfDone(options, onDeadline);
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true });
   const attempt = (async () => {
     try {
       await startListening(server, { host, port });
@@ -54,17 +84,7 @@ export async function listenTcp(
       throw listenFailed(err, host, port, requested);
     }
     const bound = server.address() as net.AddressInfo;
-    const address = formatAddress({ kind: "tcp", host: bound.address, port: bound.port });
-    return new NetListener(
-      server,
-      address,
-      (socket) => {
-        // Older Node versions ignore the server's noDelay option.
-        socket.setNoDelay(true);
-        return wrap(socket, peerDescription(socket, address));
-      },
-      async () => {},
-    );
+    return makeListener(formatAddress({ kind: "tcp", host: bound.address, port: bound.port }));
   })();
   return await raceCallOptions(attempt, options, {
     onDeadline,
@@ -101,7 +121,8 @@ function peerDescription(socket: net.Socket, fallback: string): string {
   return formatAddress({ kind: "tcp", host, port });
 }
 
-function explainConnect(err: Error, host: string, description: string): string {
+/** What a failed TCP connect means, for people. */
+export function explainConnect(err: Error, host: string, description: string): string {
   const code = errorLabel(err);
   switch (code) {
     case "ECONNREFUSED":
