@@ -213,6 +213,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
         sessionOptions,
         {
           key: keyFor(address),
+          // Keyed or not, a tcp: listener refuses a peer whose key does not match (or exist).
           onRefused: ({ peer, reason }) =>
             log.warn({ where: address, peer, code: "AUTH_FAILED" }, `refused ${peer}: ${reason}`),
         },

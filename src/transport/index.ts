@@ -7,10 +7,11 @@ import { type Address, toAddress } from "./address.ts";
 import { connectExec } from "./exec.ts";
 import { connectFc, listenFc } from "./fc.ts";
 import { connectMailbox, listenMailbox } from "./mailbox.ts";
+import type { AuthRefusalHandler } from "./refusal.ts";
 import { listenSerial } from "./serial.ts";
 import { connectStdio } from "./stdio.ts";
 import { connectTcp, listenTcp } from "./tcp.ts";
-import { type AuthRefusalHandler, connectTls, listenTls } from "./tls.ts";
+import { connectTls, listenTls } from "./tls.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
 import { connectUnix, listenUnix } from "./unix.ts";
 import { connectVsock, listenVsock } from "./vsock.ts";
@@ -60,7 +61,7 @@ export interface ConnectOptions extends CallOptions {
 export interface ListenOptions extends CallOptions {
   /** For `tcp:` addresses: accept only TLS 1.3 connections with this 32-byte pre-shared key. */
   key?: Uint8Array;
-  /** With `key`: told of every connection refused because its key was wrong or missing. */
+  /** For `tcp:`: told of every connection refused because its key was wrong or missing. */
   onRefused?: AuthRefusalHandler;
 }
 

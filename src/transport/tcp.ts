@@ -8,6 +8,7 @@ import { AddressInUseError, InvalidAddressError, ListenFailedError } from "../er
 import { formatAddress } from "./address.ts";
 import { raceCallOptions, throwIfDone } from "./call-options.ts";
 import { errorLabel, NodeStreamTransport } from "./node-stream.ts";
+import { type AuthRefusalHandler, authFailedFrame, looksLikeTls } from "./refusal.ts";
 import type { SlabReads } from "./slab-reads.ts";
 import { connectSocket, NetListener, startListening } from "./socket.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
@@ -34,11 +35,15 @@ export async function connectTcp(
   );
 }
 
-/** Listens on HOST:PORT (port 0: any free port; `address` then names the real one). */
+/**
+ * Listens on HOST:PORT (port 0: any free port; `address` then names the real one). A client that
+ * opens with TLS (it has a key; this listener has none) is told so at once and refused, and
+ * reported to `onRefused`.
+ */
 export async function listenTcp(
   host: string,
   port: number,
-  options?: CallOptions,
+  options?: CallOptions & { onRefused?: AuthRefusalHandler },
 ): Promise<Listener> {
   const server = net.createServer({ allowHalfOpen: true, noDelay: true });
   return await listenTcpServer(
@@ -53,7 +58,19 @@ export async function listenTcp(
         (socket) => {
           // Older Node versions ignore the server's noDelay option.
           socket.setNoDelay(true);
-          return wrap(socket, peerDescription(socket, address));
+          const peer = peerDescription(socket, address);
+          socket.once("data", (chunk: Buffer) => {
+            if (!looksLikeTls(chunk)) return;
+            options?.onRefused?.({ peer, reason: "the client has a key and this agent has none" });
+            // The TLS client reads this as "not TLS" (AUTH_FAILED on its side).
+            socket.end(
+              authFailedFrame(
+                "this agent has no key: connect without --key-file, or give the agent one",
+              ),
+            );
+            setTimeout(() => socket.destroy(), 1_000).unref();
+          });
+          return wrap(socket, peer);
         },
         async () => {},
       ),

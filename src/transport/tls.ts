@@ -11,12 +11,10 @@
 import type net from "node:net";
 import tls from "node:tls";
 import { AuthFailedError, ConnectFailedError, InvalidOptionError } from "../errors.ts";
-import { encodeControl } from "../wire/control.ts";
-import { FrameEncoder } from "../wire/encode.ts";
-import { FrameType } from "../wire/frame.ts";
 import { formatAddress } from "./address.ts";
 import { raceCallOptions, throwIfDone } from "./call-options.ts";
 import { errorLabel, NodeStreamTransport } from "./node-stream.ts";
+import { type AuthRefusalHandler, authFailedFrame } from "./refusal.ts";
 import { NetListener } from "./socket.ts";
 import { explainConnect, listenTcpServer } from "./tcp.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
@@ -32,8 +30,7 @@ const TLS_SETTINGS = {
   ciphers: "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256",
 } as const;
 
-/** Told about each connection a keyed listener refused (for the agent's log). */
-export type AuthRefusalHandler = (refusal: { peer: string; reason: string }) => void;
+export type { AuthRefusalHandler } from "./refusal.ts";
 
 function checkKey(key: Uint8Array): void {
   if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) {
@@ -182,15 +179,11 @@ function refuse(err: Error, socket: tls.TLSSocket, onRefused: AuthRefusalHandler
   if (plain && raw !== undefined && !raw.destroyed) {
     // The client is a session waiting for our HELLO: an ERROR on stream 0 ends its handshake
     // with this reason (protocol.md 9.1).
-    const frame = new FrameEncoder().encode({
-      type: FrameType.ERROR,
-      payload: encodeControl({
-        code: "AUTH_FAILED",
-        message:
-          "this agent requires a key: connect with --key-file FILE (the key the agent was started with)",
-      }),
-    });
-    raw.end(frame);
+    raw.end(
+      authFailedFrame(
+        "this agent requires a key: connect with --key-file FILE (the key the agent was started with)",
+      ),
+    );
     setTimeout(() => raw.destroy(), 1_000).unref();
     return;
   }
