@@ -4,13 +4,14 @@
  * address without a key, keygen's file, and a session that resumes across a cut TLS connection.
  */
 import assert from "node:assert/strict";
+import { once } from "node:events";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type AgentProcess, startAgent } from "../helpers/agent-process.ts";
-import { runCli } from "../helpers/cli.ts";
+import { runCli, startCli } from "../helpers/cli.ts";
 import { until } from "../helpers/until.ts";
 
 let dir: string;
@@ -85,14 +86,7 @@ describe("keyed tcp:", () => {
     });
     try {
       const started = performance.now();
-      const r = await runCli([
-        "exec",
-        "--key-file",
-        keyFile,
-        tcpAddress(plain),
-        "--",
-        "true",
-      ]);
+      const r = await runCli(["exec", "--key-file", keyFile, tcpAddress(plain), "--", "true"]);
       assert.equal(r.code, 255);
       assert.match(
         r.stderr,
@@ -106,9 +100,17 @@ describe("keyed tcp:", () => {
   });
 
   it("the agent refuses 0.0.0.0 without a key, and listens with --insecure or a key", async () => {
-    const r = await runCli(["agent", "--listen", "tcp:0.0.0.0:0"]);
+    // If it wrongly listens it would run on: it is stopped after 20 s and the test fails.
+    const child = startCli(["agent", "--listen", "tcp:0.0.0.0:0"]);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+    });
+    const [code] = (await once(child, "close")) as [number | null];
+    clearTimeout(timer);
+    const r = { code, stderr };
     assert.equal(r.code, 255);
-    assert.equal(r.stdout, "");
     assert.match(
       r.stderr,
       /^guestlink: refusing to listen on tcp:0\.0\.0\.0:0 without a key: .*--key-file FILE.*--insecure.*\[INVALID_OPTION\]\n$/,
