@@ -219,7 +219,12 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
         },
       );
       servers.push(server);
-      log.info({ address: server.address }, "listening");
+      log.info(
+        keyFor(address) === undefined
+          ? { address: server.address }
+          : { address: server.address, tls: "TLS 1.3, pre-shared key" },
+        "listening",
+      );
     }
   } catch (err) {
     await Promise.all(servers.map((s) => s.close({ abort: true })));

@@ -169,12 +169,7 @@ function refuse(err: Error, socket: tls.TLSSocket, onRefused: AuthRefusalHandler
   const code = errorLabel(err);
   const peer = peerOf(rawSocket(socket) ?? socket, "tcp:?");
   const plain = PLAIN_GUESTLINK.test(code);
-  onRefused?.({
-    peer,
-    reason: plain
-      ? "the client has no key (it spoke plain guestlink)"
-      : `the TLS handshake failed (${code}): most likely the client's key is not this agent's`,
-  });
+  onRefused?.({ peer, reason: refusalReason(code, plain) });
   const raw = rawSocket(socket);
   if (plain && raw !== undefined && !raw.destroyed) {
     // The client is a session waiting for our HELLO: an ERROR on stream 0 ends its handshake
@@ -189,6 +184,16 @@ function refuse(err: Error, socket: tls.TLSSocket, onRefused: AuthRefusalHandler
   }
   socket.destroy();
   raw?.destroy();
+}
+
+/** Why a connection failed the handshake, for the agent's log. */
+function refusalReason(code: string, plain: boolean): string {
+  if (plain) return "the client has no key (it spoke plain guestlink)";
+  if (/ECONNRESET|EPIPE|ETIMEDOUT/.test(code)) {
+    return `the client went away during the TLS handshake (${code})`;
+  }
+  if (code === "ERR_TLS_HANDSHAKE_TIMEOUT") return "the client did not finish the TLS handshake";
+  return `the TLS handshake failed (${code}): most likely the client's key is not this agent's`;
 }
 
 /** What a failed TLS connect means, as AUTH_FAILED or CONNECT_FAILED. */
