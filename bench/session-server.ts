@@ -144,14 +144,16 @@ function stream(socket: net.Socket, block: Buffer, total: number): void {
   more();
 }
 
-async function serveGuestlink(
+/** Serves "echo" and "produce" at `address` (auth.bench.ts uses it for tcp:, with and without a key). */
+export async function serveGuestlink(
   lib: GuestlinkLib,
-  path: string,
+  address: string,
   windows: { streamWindowBytes?: number; sessionWindowBytes?: number },
+  listenOptions: { key?: Uint8Array } = {},
 ): Promise<() => Promise<void>> {
   const block = patternBlock();
   const server = await lib.serveSessions(
-    `unix:${path}`,
+    address,
     (session) => {
       session
         .handle("echo", (params) => params)
@@ -173,6 +175,7 @@ async function serveGuestlink(
         });
     },
     windows,
+    listenOptions,
   );
   return () => server.close({ abort: true });
 }
@@ -199,7 +202,7 @@ async function main(argv: readonly string[]): Promise<void> {
       const [kind, path, stream, session] = spec.split(":");
       if (!path) throw new Error(`${spec}: no path (${USAGE})`);
       if (kind === "raw") return serveRaw(path);
-      if (kind === "source") return serveGuestlink(SOURCE_LIB, path, {});
+      if (kind === "source") return serveGuestlink(SOURCE_LIB, `unix:${path}`, {});
       if (kind === "guestlink") {
         const windows =
           stream === undefined
@@ -208,7 +211,7 @@ async function main(argv: readonly string[]): Promise<void> {
                 streamWindowBytes: positiveInt(stream),
                 sessionWindowBytes: positiveInt(session ?? stream),
               };
-        return serveGuestlink(lib, path, windows);
+        return serveGuestlink(lib, `unix:${path}`, windows);
       }
       throw new Error(`${spec}: unknown kind (${USAGE})`);
     }),

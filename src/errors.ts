@@ -20,6 +20,8 @@ export const ERROR_CODES = {
   CONNECT_FAILED: "a connection to an address (or a process to talk to) could not be established",
   ADDRESS_IN_USE: "something else already occupies the address guestlink was asked to listen on",
   LISTEN_FAILED: "guestlink could not listen on an address for a reason other than it being in use",
+  AUTH_FAILED:
+    "the two ends of a keyed tcp: connection do not share a key (a wrong key, or one side has none)",
   TRANSPORT_FAILED: "a connection broke: the peer aborted, the link failed or the process died",
   TRANSPORT_CLOSED: "the transport is closed or closing, so nothing more can be sent on it",
   PROTOCOL_ERROR: "the peer broke the protocol; the session was ended",
@@ -168,6 +170,13 @@ export class AddressInUseError extends GuestlinkError {
 export class ListenFailedError extends GuestlinkError {
   constructor(message: string, options?: GuestlinkErrorOptions) {
     super("LISTEN_FAILED", message, options);
+  }
+}
+
+/** The peers of a keyed connection do not share a key; `details.address` names the peer. */
+export class AuthFailedError extends GuestlinkError {
+  constructor(message: string, options?: GuestlinkErrorOptions) {
+    super("AUTH_FAILED", message, options);
   }
 }
 

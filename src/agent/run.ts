@@ -14,6 +14,7 @@ import {
 } from "../platform/session.ts";
 import { Session } from "../session/session.ts";
 import { Supervisor } from "../supervise/supervisor.ts";
+import { isLoopbackHost, parseAddress } from "../transport/address.ts";
 import { connectStdio } from "../transport/stdio.ts";
 import type { Agent } from "./agent.ts";
 
@@ -37,6 +38,13 @@ export interface RunAgentOptions {
   payloadChecksum?: boolean;
   /** How long a session whose connection was lost waits to be resumed (default 60 s). */
   resumeWindowMs?: number;
+  /**
+   * The agent's 32-byte key: every `tcp:` address (listened on or connected to) is then TLS 1.3
+   * with it, and a peer without it is refused (AUTH_FAILED). Other transports ignore it.
+   */
+  key?: Uint8Array;
+  /** Allow listening on a non-loopback `tcp:` address without a key (refused otherwise). */
+  insecure?: boolean;
   /**
    * On a graceful `stop()`, how long running work may take to finish before its sessions are
    * aborted and its commands killed (default `DEFAULT_DRAIN_TIMEOUT_MS`).
@@ -85,6 +93,19 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
         : `choose one of --listen, --connect and --stdio (got ${modes.join(" and ")})`,
     );
   }
+  const keyFor = (address: string) =>
+    parseAddress(address).kind === "tcp" ? options.key : undefined;
+  for (const address of options.listen ?? []) {
+    const a = parseAddress(address);
+    if (a.kind === "tcp" && options.key === undefined && !options.insecure) {
+      if (!isLoopbackHost(a.host)) {
+        throw new InvalidOptionError(
+          `refusing to listen on ${address} without a key: anyone who can reach it could run commands here; give --key-file FILE (guestlink keygen FILE makes one), or --insecure if the network is trusted`,
+          { details: { address } },
+        );
+      }
+    }
+  }
   const sessionOptions = {
     ...agent.sessionOptions(),
     ...(options.payloadChecksum === false ? { payloadChecksum: false } : {}),
@@ -130,6 +151,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
       connect: async (signal) => {
         const session = await openSession(address, {
           ...sessionOptions,
+          key: keyFor(address),
           role: "server",
           signal,
           setup: (s) => agent.attach(s),
@@ -189,9 +211,20 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
           watch(session, address);
         },
         sessionOptions,
+        {
+          key: keyFor(address),
+          // Keyed or not, a tcp: listener refuses a peer whose key does not match (or exist).
+          onRefused: ({ peer, reason }) =>
+            log.warn({ where: address, peer, code: "AUTH_FAILED" }, `refused ${peer}: ${reason}`),
+        },
       );
       servers.push(server);
-      log.info({ address: server.address }, "listening");
+      log.info(
+        keyFor(address) === undefined
+          ? { address: server.address }
+          : { address: server.address, tls: "TLS 1.3, pre-shared key" },
+        "listening",
+      );
     }
   } catch (err) {
     await Promise.all(servers.map((s) => s.close({ abort: true })));

@@ -2,6 +2,7 @@
 import type { Command } from "commander";
 import { DEFAULT_DRAIN_TIMEOUT_MS, runAgent } from "../agent/run.ts";
 import { InvalidOptionError } from "../errors.ts";
+import { readKeyFile } from "../platform/key-file.ts";
 import { makeLogger } from "./common.ts";
 import { addGlobalOptions, seconds } from "./options.ts";
 
@@ -15,6 +16,8 @@ interface AgentCommandOptions {
   payloadChecksum: boolean;
   resumeWindow: number;
   drainTimeout: number;
+  keyFile?: string;
+  insecure?: boolean;
 }
 
 /** A number of seconds that may be 0 (for --drain-timeout: stop the commands at once). */
@@ -51,6 +54,14 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
       "--allow <services>",
       "serve only these services, comma-separated: exec,files,info,telemetry",
     )
+    .option(
+      "--key-file <file>",
+      "the agent's key (guestlink keygen FILE): tcp: addresses take only TLS 1.3 connections that hold it",
+    )
+    .option(
+      "--insecure",
+      "allow listening on a non-loopback tcp: address without --key-file (anyone who reaches it can run commands)",
+    )
     .option("--id <name>", "the agent's id in handshakes (default: the host name)")
     .option(
       "--no-payload-checksum",
@@ -75,6 +86,7 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
 Examples:
   guestlink agent --listen unix:/run/guestlink.sock
   guestlink agent --listen unix:/run/g.sock --listen tcp:127.0.0.1:7070 --allow info,telemetry
+  guestlink agent --listen tcp:0.0.0.0:7070 --key-file /etc/guestlink/key   # reached with: guestlink exec --key-file KEY tcp:HOST:7070 -- uname
   guestlink agent --listen serial:/dev/virtio-ports/org.guestlink.0   # in a QEMU guest; host: unix:CHARDEV_SOCKET
   guestlink agent --stdio                      # spoken to by: guestlink exec 'exec:ssh vm guestlink agent --stdio' -- uname -a`,
     )
@@ -92,8 +104,11 @@ Examples:
         onProblem: (message) => log.warn({}, message),
         onNote: (message) => log.debug({}, message),
       });
+      const key = opts.keyFile === undefined ? undefined : await readKeyFile(opts.keyFile);
       const running = await runAgent({
         agent,
+        key,
+        insecure: opts.insecure,
         listen: opts.listen,
         connect: opts.connect,
         stdio: opts.stdio,

@@ -5,6 +5,7 @@ import pino, { type Logger } from "pino";
 import { openDaemonSession } from "../daemon/client.ts";
 import { InvalidOptionError } from "../errors.ts";
 import { dialSession } from "../platform/dial.ts";
+import { readKeyFile } from "../platform/key-file.ts";
 import { logSessionEvents } from "../platform/session.ts";
 import type { Session } from "../session/session.ts";
 import { VERSION } from "../version.ts";
@@ -55,6 +56,8 @@ export interface AgentCommandOptions {
   payloadChecksum?: boolean;
   /** Who this side says it is in the handshake (default: host name and pid). */
   peerId?: string;
+  /** `--key-file`: the agent's key, for a tcp: address (TLS 1.3 with a pre-shared key). */
+  keyFile?: string;
 }
 
 let verboseLog: Logger | undefined;
@@ -85,6 +88,13 @@ export async function connectAgent(
     if (verboseLog !== undefined) logSessionEvents(session, verboseLog);
     return session;
   }
+  if (opts.keyFile !== undefined && !address.startsWith("tcp:")) {
+    throw new InvalidOptionError(
+      `--key-file applies to tcp: addresses only, not ${address}: drop --key-file (that transport is reached without a key)`,
+      { details: { address } },
+    );
+  }
+  const key = opts.keyFile === undefined ? undefined : await readKeyFile(opts.keyFile);
   const timeoutS = opts.connectTimeout;
   const reconnectS = opts.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_S;
   const tell = process.stderr.isTTY
@@ -95,6 +105,7 @@ export async function connectAgent(
     execStderr: agentLogWriter(process.stderr, verboseLog !== undefined),
     timeoutMs: timeoutS * 1000,
     resume: { windowMs: reconnectS * 1000 },
+    ...(key === undefined ? {} : { key }),
     ...(opts.payloadChecksum === false ? { payloadChecksum: false } : {}),
     ...(opts.peerId === undefined
       ? {}

@@ -14,6 +14,7 @@ import { registerExec } from "./exec.ts";
 import { failureJson, formatFailure } from "./failure.ts";
 import { registerFiles } from "./files.ts";
 import { registerInfo } from "./info.ts";
+import { registerKeygen } from "./keygen.ts";
 import { registerMediate } from "./mediate.ts";
 import {
   addConnectOptions,
@@ -64,6 +65,7 @@ export function buildProgram({ agentOnly = false } = {}): Command {
   registerServe(program);
   registerLs(program);
   registerAgent(program);
+  registerKeygen(program);
   registerDemo(program);
   return program;
 }

@@ -73,6 +73,10 @@ export function addConnectOptions(command: Command): Command {
     .option(
       "--no-payload-checksum",
       "go without payload checksums if the peer agrees too (never over a lossy pipe: serial, stdio, exec, mailbox)",
+    )
+    .option(
+      "--key-file <file>",
+      "for tcp: addresses, the agent's key (guestlink keygen FILE): the connection is TLS 1.3 with it",
     );
 }
 
@@ -82,6 +86,7 @@ const GLOBAL_DEFAULTS: Readonly<Record<string, unknown>> = {
   connectTimeout: DEFAULT_CONNECT_TIMEOUT_S,
   reconnectTimeout: DEFAULT_RECONNECT_TIMEOUT_S,
   payloadChecksum: true,
+  keyFile: undefined,
 };
 
 /**

@@ -13,6 +13,8 @@ export interface ServeAgent {
   id: string;
   address: string;
   labels: Record<string, string>;
+  /** `key_file`: the agent's key, for a tcp: address (docs/security.md). */
+  keyFile?: string;
 }
 
 export interface ServeConfig {
@@ -42,6 +44,10 @@ export function readServeConfig(value: unknown): ServeConfig {
           throw new CheckError(a.at("id"), "use 1 to 64 letters, digits, '.', '_' and '-'");
         const address = a.string("address");
         checkAddress(address, a.at("address"));
+        const keyFile = a.string("key_file", undefined);
+        if (keyFile !== undefined && !address.startsWith("tcp:")) {
+          throw new CheckError(a.at("key_file"), "a key applies to tcp: addresses only");
+        }
         const labels = a.raw("labels") ?? {};
         if (
           typeof labels !== "object" ||
@@ -51,7 +57,12 @@ export function readServeConfig(value: unknown): ServeConfig {
         ) {
           throw new CheckError(a.at("labels"), "expected a mapping of names to strings");
         }
-        return { id, address, labels: labels as Record<string, string> };
+        return {
+          id,
+          address,
+          labels: labels as Record<string, string>,
+          ...(keyFile === undefined ? {} : { keyFile }),
+        };
       }),
     );
     const ids = new Set<string>();

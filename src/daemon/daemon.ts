@@ -96,7 +96,9 @@ export class Daemon {
   }
 
   async #start(): Promise<void> {
-    for (const a of this.config.agents) this.#add(a.id, "config", a.address, a.labels);
+    for (const a of this.config.agents) {
+      this.#add(a.id, "config", a.address, a.labels, a.keyFile);
+    }
     for (const pattern of this.config.discover) {
       const discovery: Discovery = new Discovery(
         pattern,
@@ -140,8 +142,9 @@ export class Daemon {
     source: AgentSource,
     address: string | null,
     labels: Record<string, string>,
+    keyFile?: string,
   ): HeldAgent {
-    const held = new HeldAgent(id, source, { address: address ?? undefined, labels });
+    const held = new HeldAgent(id, source, { address: address ?? undefined, labels, keyFile });
     this.agents.set(id, held);
     held.onEvent((e) => this.#emit(e));
     this.#emit({ type: "added", id, source, address });

@@ -7,6 +7,7 @@
  * An agent that dials in (`agent --connect`) is held the same way, minus the dialling.
  */
 import { isGuestlinkError } from "../errors.ts";
+import { readKeyFile } from "../platform/key-file.ts";
 import { nodeKeepAliveClock } from "../platform/node.ts";
 import { openSession } from "../platform/session.ts";
 import type { Session, SessionEvent } from "../session/session.ts";
@@ -65,15 +66,18 @@ export class HeldAgent {
   #timer: NodeJS.Timeout;
   readonly #listeners = new Set<(e: HeldAgentEvent) => void>();
   #closed = false;
+  /** The agent's key file (tcp: only), read at each dial so a replaced key is picked up. */
+  readonly #keyFile: string | undefined;
 
   constructor(
     id: string,
     source: AgentSource,
-    options: { address?: string; labels?: Record<string, string> },
+    options: { address?: string; labels?: Record<string, string>; keyFile?: string },
   ) {
     this.id = id;
     this.source = source;
     this.address = options.address;
+    this.#keyFile = options.keyFile;
     this.labels = options.labels ?? {};
     this.#timer = setInterval(() => this.#checkLiveness(), LIVENESS_POLL_MS);
     this.#timer.unref();
@@ -98,7 +102,8 @@ export class HeldAgent {
     const address = this.address as string;
     const supervisor = new Supervisor<Session>({
       connect: async (signal) => {
-        const session = await openSession(address, { signal });
+        const key = this.#keyFile === undefined ? undefined : await readKeyFile(this.#keyFile);
+        const session = await openSession(address, { signal, ...(key ? { key } : {}) });
         return session;
       },
       closed: (session) => session.closed,

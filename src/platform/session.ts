@@ -10,7 +10,13 @@ import { Session, type SessionConnection, type SessionEvent } from "../session/s
 import type { BackoffOptions } from "../supervise/backoff.ts";
 import { Supervisor } from "../supervise/supervisor.ts";
 import { raceCallOptions } from "../transport/call-options.ts";
-import { type Address, connect, listen, toAddress } from "../transport/index.ts";
+import {
+  type Address,
+  connect,
+  type ListenOptions,
+  listen,
+  toAddress,
+} from "../transport/index.ts";
 import type { CallOptions, Listener } from "../transport/transport.ts";
 import { VERSION } from "../version.ts";
 import { nodeKeepAliveClock, nodeRuntime } from "./node.ts";
@@ -40,6 +46,8 @@ export interface OpenSessionOptions extends NodeSessionOptions, CallOptions {
   reconnectBackoff?: BackoffOptions;
   /** For `exec:` addresses: where the child's stderr goes (default: this process's stderr). */
   execStderr?: NodeJS.WritableStream;
+  /** For `tcp:`: the agent's key; every connection, redials included, is TLS with it. */
+  key?: Uint8Array;
 }
 
 /**
@@ -57,9 +65,9 @@ export async function openSession(
   address: string | Address,
   options: OpenSessionOptions = {},
 ): Promise<Session> {
-  const { signal, deadline, setup, reconnectBackoff, execStderr, ...rest } = options;
+  const { signal, deadline, setup, reconnectBackoff, execStderr, key, ...rest } = options;
   const parsed = toAddress(address);
-  const transport = await connect(parsed, { signal, deadline, execStderr });
+  const transport = await connect(parsed, { signal, deadline, execStderr, key });
   // Only where dialling again reaches the same peer can a lost connection be resumed.
   const resume = transport.redialable === true ? (rest.resume ?? true) : false;
   const session = new Session(
@@ -81,12 +89,19 @@ export async function openSession(
       cancel: () => session.abort(new GuestlinkError("CANCELLED", "the handshake was given up")),
     },
   );
-  if (resume !== false) keepConnected(session, parsed, reconnectBackoff ?? RECONNECT_BACKOFF);
+  if (resume !== false) {
+    keepConnected(session, parsed, reconnectBackoff ?? RECONNECT_BACKOFF, key);
+  }
   return session;
 }
 
 /** Dials `address` again whenever the session's connection is lost, until the session ends. */
-function keepConnected(session: Session, address: Address, backoff: BackoffOptions): void {
+function keepConnected(
+  session: Session,
+  address: Address,
+  backoff: BackoffOptions,
+  key: Uint8Array | undefined,
+): void {
   let first = session.connection;
   const supervisor = new Supervisor<SessionConnection>({
     connect: async (signal) => {
@@ -95,7 +110,8 @@ function keepConnected(session: Session, address: Address, backoff: BackoffOptio
         first = undefined;
         return conn;
       }
-      const conn = session.reconnect(await connect(address, { signal }));
+      // A redial is a new TLS connection with the same key: the session resumes over it.
+      const conn = session.reconnect(await connect(address, { signal, key }));
       await conn.ready;
       return conn;
     },
@@ -128,14 +144,16 @@ export interface SessionServer {
  * Listens on `address` and calls `setup(session)` for each new session, before it answers the
  * peer's handshake (so the handlers it registers are advertised). A connection that resumes a
  * session goes to it, and makes no new one. Sessions are the server side of the id space.
+ * `listenOptions.key` makes a `tcp:` listener accept only TLS with that key.
  */
 export async function serveSessions(
   address: string | Address,
   setup: (session: Session) => void,
   options: NodeSessionOptions = {},
+  listenOptions: ListenOptions = {},
 ): Promise<SessionServer> {
   const parsed = toAddress(address);
-  const listener: Listener = await listen(parsed);
+  const listener: Listener = await listen(parsed, listenOptions);
   // Every connection waits for its peer's HELLO, which may resume a session it had before.
   const registry = new SessionRegistry(sessionOptions("server", options), setup);
   const sessions = registry.sessions;

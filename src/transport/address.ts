@@ -101,6 +101,19 @@ export function parseAddress(input: string): Address {
   }
 }
 
+/**
+ * Whether a tcp host can only be reached from this machine: 127.0.0.0/8, ::1 (and its
+ * IPv4-mapped form) or the name localhost. Any other name counts as reachable from the network.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/\.$/, "");
+  if (h === "localhost" || h.endsWith(".localhost")) return true;
+  if (isIPv4(h)) return h.startsWith("127.");
+  if (h === "::1" || h === "0:0:0:0:0:0:0:1") return true;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
+  return mapped !== null && (mapped[1] as string).startsWith("127.");
+}
+
 /** Formats an address in the syntax `parseAddress` reads; `parseAddress(formatAddress(a))` equals `a`. */
 export function formatAddress(address: Address): string {
   const text = unparse(address);

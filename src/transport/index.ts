@@ -7,9 +7,11 @@ import { type Address, toAddress } from "./address.ts";
 import { connectExec } from "./exec.ts";
 import { connectFc, listenFc } from "./fc.ts";
 import { connectMailbox, listenMailbox } from "./mailbox.ts";
+import type { AuthRefusalHandler } from "./refusal.ts";
 import { listenSerial } from "./serial.ts";
 import { connectStdio } from "./stdio.ts";
 import { connectTcp, listenTcp } from "./tcp.ts";
+import { connectTls, listenTls } from "./tls.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
 import { connectUnix, listenUnix } from "./unix.ts";
 import { connectVsock, listenVsock } from "./vsock.ts";
@@ -19,6 +21,7 @@ export {
   type Address,
   AddressKind,
   formatAddress,
+  isLoopbackHost,
   parseAddress,
   toAddress,
 } from "./address.ts";
@@ -39,6 +42,7 @@ export {
 } from "./node-stream.ts";
 export { connectStdio } from "./stdio.ts";
 export { connectTcp, listenTcp } from "./tcp.ts";
+export { type AuthRefusalHandler, connectTls, KEY_BYTES, listenTls } from "./tls.ts";
 export type { CallOptions, Listener, Transport } from "./transport.ts";
 export { connectUnix, listenUnix, MAX_UNIX_PATH_BYTES } from "./unix.ts";
 
@@ -46,6 +50,28 @@ export { connectUnix, listenUnix, MAX_UNIX_PATH_BYTES } from "./unix.ts";
 export interface ConnectOptions extends CallOptions {
   /** For `exec:` addresses: where the child's stderr goes (see `ExecOptions.stderr`). */
   execStderr?: NodeJS.WritableStream;
+  /**
+   * For `tcp:` addresses: the agent's 32-byte key. The connection is then TLS 1.3 with this
+   * pre-shared key (see tls.ts), and fails with AUTH_FAILED if the agent's key differs.
+   */
+  key?: Uint8Array;
+}
+
+/** What `listen` takes: the call's signal and deadline, and for `tcp:` a key. */
+export interface ListenOptions extends CallOptions {
+  /** For `tcp:` addresses: accept only TLS 1.3 connections with this 32-byte pre-shared key. */
+  key?: Uint8Array;
+  /** For `tcp:`: told of every connection refused because its key was wrong or missing. */
+  onRefused?: AuthRefusalHandler;
+}
+
+function keyOnlyForTcp(a: Address, key: Uint8Array | undefined): void {
+  if (key !== undefined && a.kind !== "tcp") {
+    throw new InvalidAddressError(
+      `a key applies to tcp: addresses only, not ${a.kind}: (it is reached without one)`,
+      { details: { address: a.kind } },
+    );
+  }
 }
 
 /** Connects to an address. Fails with INVALID_ADDRESS, TRANSPORT_UNSUPPORTED or CONNECT_FAILED. */
@@ -54,11 +80,14 @@ export async function connect(
   options?: ConnectOptions,
 ): Promise<Transport> {
   const a = toAddress(address);
+  keyOnlyForTcp(a, options?.key);
   switch (a.kind) {
     case "unix":
       return connectUnix(a.path, options);
     case "tcp":
-      return connectTcp(a.host, a.port, options);
+      return options?.key === undefined
+        ? connectTcp(a.host, a.port, options)
+        : connectTls(a.host, a.port, options.key, options);
     case "stdio":
       return connectStdio(options);
     case "exec":
@@ -82,13 +111,19 @@ export async function connect(
 }
 
 /** Listens on an address (unix or tcp). Fails with INVALID_ADDRESS, ADDRESS_IN_USE or LISTEN_FAILED. */
-export async function listen(address: string | Address, options?: CallOptions): Promise<Listener> {
+export async function listen(
+  address: string | Address,
+  options?: ListenOptions,
+): Promise<Listener> {
   const a = toAddress(address);
+  keyOnlyForTcp(a, options?.key);
   switch (a.kind) {
     case "unix":
       return listenUnix(a.path, options);
     case "tcp":
-      return listenTcp(a.host, a.port, options);
+      return options?.key === undefined
+        ? listenTcp(a.host, a.port, options)
+        : listenTls(a.host, a.port, options.key, options);
     case "stdio":
       throw new InvalidAddressError(
         "cannot listen on stdio: stdio is this process's one connection, so connect to it instead (guestlink agent --stdio)",

@@ -84,19 +84,21 @@ export class NetListener implements Listener {
   /**
    * @param server a server that is already listening.
    * @param release frees the address once the server stopped (removes a Unix socket file).
+   * @param event the server's event for a connection ready to use (TLS: "secureConnection").
    */
   constructor(
     server: net.Server,
     address: string,
     wrap: (socket: net.Socket) => Transport,
     release: () => Promise<void>,
+    event: "connection" | "secureConnection" = "connection",
   ) {
     this.address = address;
     this.#server = server;
     this.#wrap = wrap;
     this.#release = release;
     this.#queue = new AcceptQueue(address);
-    server.on("connection", (socket) => this.#onConnection(socket));
+    server.on(event, (socket: net.Socket) => this.#onConnection(socket));
     server.on("error", (err) => this.#onError(err));
   }
 

@@ -8,6 +8,7 @@ import { AddressInUseError, InvalidAddressError, ListenFailedError } from "../er
 import { formatAddress } from "./address.ts";
 import { raceCallOptions, throwIfDone } from "./call-options.ts";
 import { errorLabel, NodeStreamTransport } from "./node-stream.ts";
+import { type AuthRefusalHandler, authFailedFrame, looksLikeTls } from "./refusal.ts";
 import type { SlabReads } from "./slab-reads.ts";
 import { connectSocket, NetListener, startListening } from "./socket.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
@@ -34,11 +35,58 @@ export async function connectTcp(
   );
 }
 
-/** Listens on HOST:PORT (port 0: any free port; `address` then names the real one). */
+/**
+ * Listens on HOST:PORT (port 0: any free port; `address` then names the real one). A client that
+ * opens with TLS (it has a key; this listener has none) is told so at once and refused, and
+ * reported to `onRefused`.
+ */
 export async function listenTcp(
   host: string,
   port: number,
-  options?: CallOptions,
+  options?: CallOptions & { onRefused?: AuthRefusalHandler },
+): Promise<Listener> {
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true });
+  return await listenTcpServer(
+    server,
+    host,
+    port,
+    options,
+    (address) =>
+      new NetListener(
+        server,
+        address,
+        (socket) => {
+          // Older Node versions ignore the server's noDelay option.
+          socket.setNoDelay(true);
+          const peer = peerDescription(socket, address);
+          socket.once("data", (chunk: Buffer) => {
+            if (!looksLikeTls(chunk)) return;
+            options?.onRefused?.({ peer, reason: "the client has a key and this agent has none" });
+            // The TLS client reads this as "not TLS" (AUTH_FAILED on its side).
+            socket.end(
+              authFailedFrame(
+                "this agent has no key: connect without --key-file, or give the agent one",
+              ),
+            );
+            setTimeout(() => socket.destroy(), 1_000).unref();
+          });
+          return wrap(socket, peer);
+        },
+        async () => {},
+      ),
+  );
+}
+
+/**
+ * Starts `server` (plain or TLS) listening on HOST:PORT under `options`, and makes its Listener
+ * once the real address is known; a failure is LISTEN_FAILED or ADDRESS_IN_USE.
+ */
+export async function listenTcpServer(
+  server: net.Server,
+  host: string,
+  port: number,
+  options: CallOptions | undefined,
+  makeListener: (address: string) => Listener,
 ): Promise<Listener> {
   const requested = formatAddress({ kind: "tcp", host, port });
   const onDeadline = () =>
@@ -46,7 +94,6 @@ export async function listenTcp(
       details: { address: requested, reason: "deadline" },
     });
   throwIfDone(options, onDeadline);
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true });
   const attempt = (async () => {
     try {
       await startListening(server, { host, port });
@@ -54,17 +101,7 @@ export async function listenTcp(
       throw listenFailed(err, host, port, requested);
     }
     const bound = server.address() as net.AddressInfo;
-    const address = formatAddress({ kind: "tcp", host: bound.address, port: bound.port });
-    return new NetListener(
-      server,
-      address,
-      (socket) => {
-        // Older Node versions ignore the server's noDelay option.
-        socket.setNoDelay(true);
-        return wrap(socket, peerDescription(socket, address));
-      },
-      async () => {},
-    );
+    return makeListener(formatAddress({ kind: "tcp", host: bound.address, port: bound.port }));
   })();
   return await raceCallOptions(attempt, options, {
     onDeadline,
@@ -101,7 +138,8 @@ function peerDescription(socket: net.Socket, fallback: string): string {
   return formatAddress({ kind: "tcp", host, port });
 }
 
-function explainConnect(err: Error, host: string, description: string): string {
+/** What a failed TCP connect means, for people. */
+export function explainConnect(err: Error, host: string, description: string): string {
   const code = errorLabel(err);
   switch (code) {
     case "ECONNREFUSED":

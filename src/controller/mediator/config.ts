@@ -16,6 +16,8 @@ export interface ListenEntry {
   shared: boolean;
   /** The flow's name for a plain address (default: the address); a glob's flows are its matches. */
   name: string | undefined;
+  /** `key_file`: accept only connections with this key (tcp: only; docs/security.md). */
+  keyFile?: string;
 }
 
 export type WorkerSpec =
@@ -90,13 +92,14 @@ export function readMediatorConfig(
 }
 
 function readListen(value: unknown, path: string): ListenEntry {
-  const entry =
+  const entry: ListenEntry =
     typeof value === "string"
       ? { address: value, shared: false, name: undefined }
       : readMapping(value, path, (f) => ({
           address: f.string("address"),
           shared: f.boolean("shared", false),
           name: f.string("name", undefined),
+          keyFile: f.string("key_file", undefined),
         }));
   const where = typeof value === "string" ? path : `${path}.address`;
   const pattern = entry.address.includes("*");
@@ -114,6 +117,9 @@ function readListen(value: unknown, path: string): ListenEntry {
   } catch (err) {
     if (isGuestlinkError(err)) throw new CheckError(where, err.message);
     throw err;
+  }
+  if (entry.keyFile !== undefined && !entry.address.startsWith("tcp:")) {
+    throw new CheckError(`${path}.key_file`, "a key applies to tcp: addresses only");
   }
   if (entry.name !== undefined && !NAME.test(entry.name)) {
     throw new CheckError(`${path}.name`, "use 1 to 64 letters, digits, '.', '_' and '-'");

@@ -10,6 +10,7 @@ import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import * as v from "valibot";
 import { ConfigInvalidError, InvalidOptionError } from "../../errors.ts";
+import { readKeyFile } from "../../platform/key-file.ts";
 import { nodeClock } from "../../platform/node.ts";
 import { type SessionServer, serveSessions } from "../../platform/session.ts";
 import type { CallContext } from "../../session/call.ts";
@@ -229,10 +230,20 @@ export class Mediator {
 
   async #listenOn(entry: ListenEntry, address: string, guest: string | undefined): Promise<void> {
     if (this.#closing !== undefined || this.#channels.has(address)) return;
-    const server = await serveSessions(address, (session) => this.#serve(session, entry, guest), {
-      services: [MEDIATOR_SERVICE],
-      peer: { id: `mediator@${hostname()}`, hostname: hostname(), version: VERSION },
-    });
+    const key = entry.keyFile === undefined ? undefined : await readKeyFile(entry.keyFile);
+    const server = await serveSessions(
+      address,
+      (session) => this.#serve(session, entry, guest),
+      {
+        services: [MEDIATOR_SERVICE],
+        peer: { id: `mediator@${hostname()}`, hostname: hostname(), version: VERSION },
+      },
+      {
+        ...(key === undefined ? {} : { key }),
+        onRefused: ({ peer, reason }) =>
+          this.#log("warn", `refused ${peer}: ${reason}`, { address, peer, code: "AUTH_FAILED" }),
+      },
+    );
     if (this.#closing !== undefined) {
       await server.close();
       return;

@@ -14,6 +14,8 @@ import { readYaml } from "../config-file.ts";
 export interface PlanAgent {
   id: string;
   address: string;
+  /** `key_file`: the agent's key, for a tcp: address (docs/security.md). */
+  keyFile?: string;
 }
 
 /** Who must finish a stage for the run to go on. */
@@ -134,13 +136,19 @@ function readAgent(value: unknown, path: string): PlanAgent {
       );
     }
     const address = f.string("address");
+    let kind: string;
     try {
-      parseAddress(address);
+      kind = parseAddress(address).kind;
     } catch (err) {
       if (isGuestlinkError(err)) throw new CheckError(f.at("address"), err.message);
       throw err;
     }
-    return { id, address };
+    const keyFile = f.string("key_file", undefined);
+    if (keyFile === undefined) return { id, address };
+    if (kind !== "tcp") {
+      throw new CheckError(f.at("key_file"), `a key applies to tcp: addresses only, not ${kind}:`);
+    }
+    return { id, address, keyFile };
   });
 }
 

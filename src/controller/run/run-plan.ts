@@ -6,6 +6,7 @@
 import { readFile } from "node:fs/promises";
 import type { AbortSignalLike } from "../../abort.ts";
 import { GuestlinkError, isGuestlinkError, toGuestlinkError } from "../../errors.ts";
+import { readKeyFile } from "../../platform/key-file.ts";
 import { nodeKeepAliveClock } from "../../platform/node.ts";
 import { openSession } from "../../platform/session.ts";
 import type { Clock } from "../../session/runtime.ts";
@@ -62,8 +63,12 @@ export async function loadPlan(path: string): Promise<{ plan: Plan; text: string
 
 /** Opens a session to a plan's agent: a connection lost for longer than timeouts.lost ends it. */
 function connectTo(plan: Plan): NonNullable<RunPlanOptions["connect"]> {
-  return (agent: PlanAgent, signal: AbortSignalLike) =>
-    openSession(agent.address, { signal, resume: { windowMs: Math.max(1, plan.timeouts.lostMs) } });
+  return async (agent: PlanAgent, signal: AbortSignalLike) =>
+    openSession(agent.address, {
+      signal,
+      resume: { windowMs: Math.max(1, plan.timeouts.lostMs) },
+      ...(agent.keyFile === undefined ? {} : { key: await readKeyFile(agent.keyFile) }),
+    });
 }
 
 export async function runPlan(o: RunPlanOptions): Promise<RunPlanResult> {
