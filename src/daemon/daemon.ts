@@ -13,7 +13,7 @@ import { hostname } from "node:os";
 import { dirname } from "node:path";
 import { Discovery } from "../controller/discover.ts";
 import { watchTelemetry } from "../controller/telemetry.ts";
-import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
+import { GuestlinkError, InvalidOptionError } from "../errors.ts";
 import { type SessionServer, serveSessions, sessionOptions } from "../platform/session.ts";
 import { Session } from "../session/session.ts";
 import { NodeStreamTransport } from "../transport/node-stream.ts";
@@ -24,6 +24,7 @@ import { serveExecHttp, serveExecUpgrade } from "./exec-ws.ts";
 import { serveFiles } from "./files-http.ts";
 import { forwardCalls } from "./forward.ts";
 import { type AgentSource, HeldAgent, type HeldAgentEvent } from "./held-agent.ts";
+import { errorBody, refuseUpgrade, sendError, sendJson } from "./http-errors.ts";
 import { DaemonMetrics } from "./metrics.ts";
 import { UPGRADE_PROTOCOL } from "./paths.ts";
 import { SseStream } from "./sse.ts";
@@ -360,12 +361,6 @@ export class Daemon {
     if (serveExecUpgrade(req, socket, head, this.agents)) return;
     const url = new URL(req.url ?? "/", "http://daemon");
     const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
-    const refuse = (status: number, err: unknown) => {
-      const body = JSON.stringify(errorBody(err));
-      socket.end(
-        `HTTP/1.1 ${status} ${status === 404 ? "Not Found" : "Bad Request"}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-      );
-    };
     if (
       (req.headers.upgrade ?? "").toLowerCase() !== UPGRADE_PROTOCOL ||
       parts.length !== 4 ||
@@ -373,14 +368,14 @@ export class Daemon {
       parts[1] !== "agents" ||
       parts[3] !== "session"
     ) {
-      refuse(404, new GuestlinkError("NOT_FOUND", `no such upgrade: ${url.pathname}`));
+      refuseUpgrade(socket, new GuestlinkError("NOT_FOUND", `no such upgrade: ${url.pathname}`));
       return;
     }
     const id = parts[2] as string;
     const held = this.agents.get(id);
     if (held === undefined) {
-      refuse(
-        404,
+      refuseUpgrade(
+        socket,
         new GuestlinkError("AGENT_NOT_FOUND", `the daemon holds no agent ${id}`, {
           details: { id, available: [...this.agents.keys()] },
         }),
@@ -434,36 +429,4 @@ function answers(path: string): Promise<boolean> {
     });
     s.once("error", () => resolve(false));
   });
-}
-
-const STATUS: Record<string, number> = {
-  AGENT_NOT_FOUND: 404,
-  NOT_FOUND: 404,
-  AGENT_UNAVAILABLE: 503,
-  INVALID_OPTION: 400,
-  DEADLINE_EXCEEDED: 504,
-};
-
-function errorBody(err: unknown): { code: string; message: string; details?: unknown } {
-  if (isGuestlinkError(err)) return { code: err.code, message: err.message, details: err.details };
-  return { code: "INTERNAL", message: err instanceof Error ? err.message : String(err) };
-}
-
-function sendError(res: ServerResponse, err: unknown): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body = errorBody(err);
-  sendJson(res, STATUS[body.code] ?? (isGuestlinkError(err) ? 502 : 500), body);
-}
-
-function sendJson(res: ServerResponse, status: number, value: object): void {
-  const body = `${JSON.stringify({ schemaVersion: 1, ...value })}\n`;
-  res.writeHead(status, {
-    "content-type": "application/json; charset=utf-8",
-    "content-length": Buffer.byteLength(body),
-    "cache-control": "no-store",
-  });
-  res.end(body);
 }

@@ -1,8 +1,7 @@
 /**
- * Errors of the daemon's exec and files endpoints as HTTP answers: the same JSON body as the
- * rest of the API (`{schemaVersion, code, message, details}`), with a status that fits the code
- * (a missing file is 404, a folder where a file was asked for 409, …). Kept apart from
- * daemon.ts so the endpoints need nothing from it (and no import cycle).
+ * The daemon's API answers: JSON bodies, and errors as `{schemaVersion, code, message, details}`
+ * with a status that fits the code (a missing file is 404, a folder where a file was asked for
+ * 409, …). Kept apart from daemon.ts so the endpoints need nothing from it (and no import cycle).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { STATUS_CODES } from "node:http";
