@@ -20,10 +20,18 @@ import { workloadService } from "./workload/service.ts";
 /** Services every agent has, whatever its allow-list: ping costs nothing and reveals nothing. */
 const ALWAYS_ALLOWED = "ping";
 
+/** Methods that are steps of another: allowing the one allows them (a put ends in one of these). */
+const STEPS_OF: Record<string, readonly string[]> = {
+  "files.put": ["files.commit", "files.discard"],
+};
+
 export interface AgentOptions {
   /** The agent's id in handshakes (default: the host name). */
   id?: string;
-  /** Service names the agent serves; anything else is refused with POLICY_DENIED. Default: all. */
+  /**
+   * What the agent serves: service names (`exec`: all its methods) and method names
+   * (`files.get`); anything else is refused with POLICY_DENIED. Default: everything.
+   */
   allow?: readonly string[];
   /** Extra options for the exec service. */
   exec?: { killGraceMs?: number };
@@ -44,8 +52,10 @@ export class Agent {
   readonly id: string;
   /** Every service this agent knows, allowed or not. */
   readonly services: readonly Service[];
-  /** Names of the services it serves. */
+  /** Names of the services it serves, in whole or in part (what it advertises). */
   readonly allowed: ReadonlySet<string>;
+  /** Names of the methods it serves. */
+  readonly allowedMethods: ReadonlySet<string>;
   /** The process groups of the commands it runs, and the keeper that outlives it. */
   readonly commands: CommandGroups;
 
@@ -71,17 +81,27 @@ export class Agent {
         groups: this.commands,
       }),
     ];
-    const known = new Set(this.services.map((s) => s.name));
-    const allow = options.allow ?? [...known];
-    for (const name of allow) {
-      if (!known.has(name)) {
+    const methodsOf = new Map(this.services.map((s) => [s.name, Object.keys(s.methods)]));
+    const serviceOf = new Map(
+      this.services.flatMap((s) => Object.keys(s.methods).map((m) => [m, s.name] as const)),
+    );
+    const methods = new Set<string>(methodsOf.get(ALWAYS_ALLOWED));
+    for (const name of options.allow ?? [...methodsOf.keys()]) {
+      const whole = methodsOf.get(name);
+      if (whole !== undefined) {
+        for (const m of whole) methods.add(m);
+      } else if (serviceOf.has(name)) {
+        methods.add(name);
+        for (const step of STEPS_OF[name] ?? []) methods.add(step);
+      } else {
         throw new InvalidOptionError(
-          `unknown service "${name}" in the allow-list; the services are ${[...known].filter((n) => n !== ALWAYS_ALLOWED).join(", ")}`,
+          `unknown service or method "${name}" in the allow-list; the services are ${[...methodsOf.keys()].filter((n) => n !== ALWAYS_ALLOWED).join(", ")}, and their methods ${[...serviceOf.keys()].filter((m) => serviceOf.get(m) !== ALWAYS_ALLOWED && m !== serviceOf.get(m)).join(", ")}`,
           { details: { option: "allow", value: name } },
         );
       }
     }
-    this.allowed = new Set([ALWAYS_ALLOWED, ...allow]);
+    this.allowedMethods = methods;
+    this.allowed = new Set([...methods].map((m) => serviceOf.get(m) as string));
   }
 
   /** Identity and advertised services for the sessions this agent serves. */
@@ -102,28 +122,27 @@ export class Agent {
   }
 
   /**
-   * Serves this agent's methods on `session`; denied services answer POLICY_DENIED. When the
+   * Serves this agent's methods on `session`; denied ones answer POLICY_DENIED. When the
    * session ends without resume, what its commands left running is stopped.
    */
   attach(session: Session): void {
     void session.closed.then(() => this.commands.ownerEnded(session));
     for (const service of this.services) {
-      const allowed = this.allowed.has(service.name);
       for (const [method, handler] of Object.entries(service.methods)) {
-        session.handle(method, allowed ? handler : denied(service.name));
+        session.handle(
+          method,
+          this.allowedMethods.has(method) ? handler : denied(service.name, method),
+        );
       }
     }
   }
 }
 
-function denied(service: string): Handler {
+function denied(service: string, method: string): Handler {
+  const what = service === method ? `the "${service}" service` : `"${method}"`;
   return () => {
-    throw new GuestlinkError(
-      "POLICY_DENIED",
-      `this agent does not allow the "${service}" service`,
-      {
-        details: { service },
-      },
-    );
+    throw new GuestlinkError("POLICY_DENIED", `this agent does not allow ${what}`, {
+      details: { service, method },
+    });
   };
 }

@@ -51,8 +51,8 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
       "serve one session on stdin and stdout (for exec:ssh host guestlink agent --stdio)",
     )
     .option(
-      "--allow <services>",
-      "serve only these services, comma-separated: exec,files,info,telemetry",
+      "--allow <list>",
+      "serve only these, comma-separated: services (exec, files, info, telemetry, workload) or methods (files.get, files.put, files.list, …); ping always",
     )
     .option(
       "--key-file <file>",

@@ -87,7 +87,8 @@ describe("agent", () => {
     assert.throws(
       () => new Agent({ allow: ["exec", "shell"] }),
       (e: unknown) =>
-        isGuestlinkError(e, "INVALID_OPTION") && /unknown service "shell"/.test(e.message),
+        isGuestlinkError(e, "INVALID_OPTION") &&
+        /unknown service or method "shell"/.test(e.message),
     );
   });
 

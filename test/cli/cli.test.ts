@@ -13,6 +13,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Agent } from "../../src/agent/agent.ts";
 import { type RunningAgent, runAgent } from "../../src/agent/run.ts";
+import { startAgent } from "../helpers/agent-process.ts";
 import { runCli, startCli } from "../helpers/cli.ts";
 
 const silent = { info() {}, warn() {} };
@@ -241,6 +242,40 @@ describe("the guestlink command", () => {
     assert.equal(r.code, 255);
     assert.match(r.stderr, /does not allow the "exec" service \[POLICY_DENIED\]/);
     assert.equal((await runCli(["info", limitedAddr])).code, 0);
+  });
+
+  it("an agent started with --allow naming methods serves those and refuses the rest of their service", async () => {
+    const path = join(dir, "methods.sock");
+    const agent = await startAgent(path, { args: ["--allow", "info,files.get,files.put"] });
+    try {
+      const addr = `unix:${path}`;
+      const source = join(dir, "allowed-source.txt");
+      await writeFile(source, "both ways\n");
+      const put = await runCli(["put", addr, source, join(dir, "allowed-put.txt")]);
+      assert.equal(put.code, 0, put.stderr);
+      const got = await runCli(["get", addr, join(dir, "allowed-put.txt"), "-"]);
+      assert.equal(got.code, 0, got.stderr);
+      assert.equal(got.stdout, "both ways\n");
+      const list = await runCli(["get", "-r", addr, dir, join(dir, "copy-of-dir")]);
+      assert.equal(list.code, 255);
+      assert.match(list.stderr, /does not allow "files\.list" \[POLICY_DENIED\]/);
+      const exec = await runCli(["exec", addr, "--", "true"]);
+      assert.equal(exec.code, 255);
+      assert.match(exec.stderr, /does not allow the "exec" service \[POLICY_DENIED\]/);
+      const info = await runCli(["info", addr, "--json"]);
+      assert.deepEqual(JSON.parse(info.stdout).services.sort(), ["files", "info", "ping"]);
+      const bad = await runCli([
+        "agent",
+        "--listen",
+        `unix:${join(dir, "x.sock")}`,
+        "--allow",
+        "files.chmod",
+      ]);
+      assert.equal(bad.code, 255);
+      assert.match(bad.stderr, /unknown service or method "files\.chmod".*\[INVALID_OPTION\]/);
+    } finally {
+      await agent.kill();
+    }
   });
 
   it("bin/guestlink runs the built CLI", () => {
