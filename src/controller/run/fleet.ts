@@ -14,6 +14,7 @@
  * 4. `abort()` (Ctrl-C) aborts every agent's stage, waits for each to confirm, and ends the run.
  */
 
+import { setMaxListeners } from "node:events";
 import type { Writable } from "node:stream";
 import type { AbortSignalLike } from "../../abort.ts";
 import { GuestlinkError, isGuestlinkError, toGuestlinkError } from "../../errors.ts";
@@ -98,6 +99,9 @@ export class FleetRun {
 
   constructor(options: FleetOptions) {
     this.#o = options;
+    // Every agent's connect, calls and waits listen on the run's signal at once: with more than
+    // ten agents Node would warn of a leak that is not one (the listeners go with each phase).
+    setMaxListeners(0, this.#abort.signal);
     this.#clock = options.clock;
     this.agents = options.plan.agents.map((a) => ({
       id: a.id,
