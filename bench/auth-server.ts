@@ -7,7 +7,7 @@
  * and on tcp:127.0.0.1:KEYED_PORT with the key (TLS 1.3 PSK), from the TypeScript source. Prints
  * "ready" once listening on both; exits when its stdin closes or on SIGTERM.
  */
-import { SOURCE_LIB, serveGuestlink } from "./session-server.ts";
+import { SOURCE_LIB, serveGuestlink, serveUntilStdinEnds } from "./session-server.ts";
 
 async function main([plain, keyed, keyHex]: readonly string[]): Promise<void> {
   if (plain === undefined || keyed === undefined || keyHex === undefined) {
@@ -18,14 +18,7 @@ async function main([plain, keyed, keyHex]: readonly string[]): Promise<void> {
     serveGuestlink(SOURCE_LIB, `tcp:127.0.0.1:${plain}`, {}),
     serveGuestlink(SOURCE_LIB, `tcp:127.0.0.1:${keyed}`, {}, { key }),
   ]);
-  const exit = () => {
-    Promise.allSettled(stops.map((stop) => stop())).finally(() => process.exit(0));
-  };
-  process.stdin.on("end", exit);
-  process.stdin.on("error", exit);
-  process.stdin.resume();
-  process.once("SIGTERM", exit);
-  process.stdout.write("ready\n");
+  serveUntilStdinEnds(stops);
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {

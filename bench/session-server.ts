@@ -216,6 +216,14 @@ async function main(argv: readonly string[]): Promise<void> {
       throw new Error(`${spec}: unknown kind (${USAGE})`);
     }),
   );
+  serveUntilStdinEnds(stops);
+}
+
+/**
+ * Says "ready" on stdout, then runs until stdin closes (the benchmark went away) or SIGTERM,
+ * calling every `stops` before exiting 0.
+ */
+export function serveUntilStdinEnds(stops: readonly (() => Promise<unknown>)[]): void {
   const exit = () => {
     Promise.allSettled(stops.map((stop) => stop())).finally(() => process.exit(0));
   };
