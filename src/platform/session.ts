@@ -23,8 +23,13 @@ import { nodeKeepAliveClock, nodeRuntime } from "./node.ts";
 
 export type NodeSessionOptions = Partial<Omit<SessionOptions, "runtime">>;
 
-/** Redialling a lost connection: quick at first (a blip), backing off to a second between tries. */
-const RECONNECT_BACKOFF: BackoffOptions = { baseMs: 5, ceilingMs: 1_000 };
+/**
+ * Redialling a lost connection: quick at first (a blip), backing off to a second between tries.
+ * The first redial waits 0.5 ms on average: measured through the chaos proxy (a cut every 2 MB),
+ * a 5 ms base was 2.5 of the 7.5 ms from losing a connection to data flowing again. A peer that
+ * refuses or drops before the handshake still backs off: only a finished handshake resets it.
+ */
+const RECONNECT_BACKOFF: BackoffOptions = { baseMs: 1, ceilingMs: 1_000 };
 
 /** A session's options on Node: this host as the peer, the Node runtime, `options` over both. */
 export function sessionOptions(
