@@ -45,6 +45,8 @@ export interface RunAgentOptions {
   key?: Uint8Array;
   /** Allow listening on a non-loopback `tcp:` address without a key (refused otherwise). */
   insecure?: boolean;
+  /** For `nats:` addresses that name none: the NATS credentials file (`--nats-creds`). */
+  natsCreds?: string;
   /**
    * On a graceful `stop()`, how long running work may take to finish before its sessions are
    * aborted and its commands killed (default `DEFAULT_DRAIN_TIMEOUT_MS`).
@@ -213,6 +215,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
         sessionOptions,
         {
           key: keyFor(address),
+          natsCreds: options.natsCreds,
           // Keyed or not, a tcp: listener refuses a peer whose key does not match (or exist).
           onRefused: ({ peer, reason }) =>
             log.warn({ where: address, peer, code: "AUTH_FAILED" }, `refused ${peer}: ${reason}`),
