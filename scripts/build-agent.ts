@@ -16,12 +16,14 @@ import { VSOCK_ADDON_BUILD_PATH, VSOCK_ADDON_FILE } from "../src/transport/vsock
 
 const outfile = "dist/guestlink-agent.cjs";
 const natsFile = "guestlink-agent-nats.cjs";
-/** `import("@nats-io/transport-node")` becomes a require of the file next to the bundle. */
+/** `import("@nats-io/transport-node")` (nats-connect.ts) loads the file next to the bundle. */
 const natsBesideTheAgent: Plugin = {
   name: "nats-beside-the-agent",
   setup(b) {
     b.onResolve({ filter: /^@nats-io\/transport-node$/ }, (args) =>
-      args.importer.endsWith("nats.ts") ? { path: `./${natsFile}`, external: true } : undefined,
+      args.importer.endsWith("nats-connect.ts")
+        ? { path: `./${natsFile}`, external: true }
+        : undefined,
     );
   },
 };

@@ -3,6 +3,7 @@
  * on this process's stdio. What happens is reported through a small logger interface (the CLI
  * passes pino writing to stderr); nothing here writes to stdout, which stdio mode owns.
  */
+import { arch, hostname, release, type } from "node:os";
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { nodeKeepAliveClock, nodeRuntime } from "../platform/node.ts";
 import {
@@ -216,6 +217,13 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
         {
           key: keyFor(address),
           natsCreds: options.natsCreds,
+          natsMetadata: () => ({
+            hostname: hostname(),
+            pid: String(process.pid),
+            os: `${type()} ${release()} ${arch()}`,
+            services: [...agent.allowed].join(","),
+            sessions: String(servers.reduce((n, s) => n + s.sessions.size, 0)),
+          }),
           // Keyed or not, a tcp: listener refuses a peer whose key does not match (or exist).
           onRefused: ({ peer, reason }) =>
             log.warn({ where: address, peer, code: "AUTH_FAILED" }, `refused ${peer}: ${reason}`),

@@ -74,8 +74,8 @@ export interface ListenOptions extends CallOptions {
   onRefused?: AuthRefusalHandler;
   /** For `nats:` addresses that name no creds file: a NATS credentials file (`--nats-creds`). */
   natsCreds?: string;
-  /** For `nats:`: given the listener's NATS connection (the agent registers for discovery). */
-  onNatsConnection?: NatsListenOptions["onConnection"];
+  /** For `nats:`: what the agent tells discovery of itself (`$SRV.INFO` metadata). */
+  natsMetadata?: NatsListenOptions["metadata"];
 }
 
 function keyOnlyForTcp(a: Address, key: Uint8Array | undefined): void {
@@ -166,7 +166,7 @@ export async function listen(
         signal: options?.signal,
         deadline: options?.deadline,
         creds: options?.natsCreds,
-        onConnection: options?.onNatsConnection,
+        metadata: options?.natsMetadata,
       });
   }
 }

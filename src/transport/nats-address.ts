@@ -46,18 +46,24 @@ export function parseNatsAddress(rest: string, invalid: (problem: string) => Err
 }
 
 /**
- * Parses `nats://…` naming only servers (an agent id, if given, is refused: a discovery query
- * names every agent there). Throws `invalid(problem)`.
+ * Parses a discovery query, `nats://SERVERS[/PATTERN]`: the servers, and the agent ids wanted
+ * (`*` matches any run of characters; none: every agent). Throws `invalid(problem)`.
  */
-export function parseNatsServers(input: string, invalid: (problem: string) => Error): NatsServers {
+export function parseNatsServers(
+  input: string,
+  invalid: (problem: string) => Error,
+): NatsServers & { match?: string } {
   if (!input.startsWith("nats:")) {
-    throw invalid(`a NATS server is written nats://HOST:PORT`);
+    throw invalid(`NATS servers are written nats://HOST:PORT (or nats://HOST:PORT/ID-PATTERN)`);
   }
   const { servers, path } = parseServers(input.slice("nats:".length), invalid);
-  if (path !== "") {
-    throw invalid(`this takes NATS servers only (nats://HOST:PORT), not an agent id ("/${path}")`);
+  if (path === "") return servers;
+  if (!/^[A-Za-z0-9_*-]{1,128}$/.test(path)) {
+    throw invalid(
+      `${JSON.stringify(path)} is not an agent-id pattern: letters, digits, "-", "_" and "*"`,
+    );
   }
-  return servers;
+  return { ...servers, match: path };
 }
 
 function parseServers(

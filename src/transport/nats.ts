@@ -25,10 +25,8 @@
  * CLI and the agent bundles carry it as a chunk of their own (scripts/build-*.ts).
  */
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
-import type { ConnectionOptions, Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
-  AuthFailedError,
   ConnectFailedError,
   ListenFailedError,
   TransportClosedError,
@@ -39,14 +37,12 @@ import { raceCallOptions, remainingMs, throwIfDone } from "./call-options.ts";
 import { abortedError, CLOSE_TIMEOUT_MS, CloseLatch, SendGate } from "./gates.ts";
 import { Inbound } from "./inbound.ts";
 import { type NatsAddress, type NatsServers, natsDescription } from "./nats-address.ts";
+import { connectNatsServer, NATS_OPEN_TIMEOUT_MS } from "./nats-connect.ts";
+import { type NatsServiceMetadata, serveNatsService } from "./nats-service.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
-
-type NatsModule = typeof import("@nats-io/transport-node");
 
 /** Bytes published and not yet confirmed read by the server at which `send` reports full. */
 export const NATS_HIGH_WATER_MARK_BYTES = 1024 * 1024;
-/** How long a dial waits for the agent to answer its open request. */
-export const NATS_OPEN_TIMEOUT_MS = 5_000;
 /** The header of every message: its type and its sequence number in its direction. */
 const HEADER_BYTES = 5;
 const DATA = 0;
@@ -60,19 +56,6 @@ export const natsSubjects = {
   up: (conn: string) => `guestlink.conn.${conn}.up`,
   down: (conn: string) => `guestlink.conn.${conn}.down`,
 };
-
-let loading: Promise<NatsModule> | undefined;
-
-/** The NATS client library, loaded on first use. */
-export function loadNats(): Promise<NatsModule> {
-  // A CommonJS package: Node (and a bundle of it) may show only `default` with everything on it.
-  loading ??= import("@nats-io/transport-node").then((m) =>
-    typeof (m as Partial<NatsModule>).connect === "function"
-      ? m
-      : ((m as unknown as { default: NatsModule }).default ?? m),
-  );
-  return loading;
-}
 
 export interface NatsConnectOptions extends CallOptions {
   /** A creds file used when the address names none (`--nats-creds`). */
@@ -153,77 +136,6 @@ const pool = new Map<string, Promise<SharedConnection>>();
 
 function poolKey(servers: NatsServers, creds: string | undefined): string {
   return JSON.stringify([servers.servers, servers.user, servers.pass, servers.token, creds]);
-}
-
-/** NATS connection options for `servers`: who we are and how we log in. */
-async function natsOptions(
-  nats: NatsModule,
-  servers: NatsServers,
-  creds: string | undefined,
-  name: string,
-): Promise<ConnectionOptions> {
-  const options: ConnectionOptions = {
-    servers: [...servers.servers],
-    name,
-    // A dial or listen that cannot reach any server says so; the caller decides to retry.
-    waitOnFirstConnect: false,
-    timeout: NATS_OPEN_TIMEOUT_MS,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    reconnectJitter: 100,
-  };
-  if (servers.token !== undefined) options.token = servers.token;
-  if (servers.user !== undefined) {
-    options.user = servers.user;
-    options.pass = servers.pass ?? "";
-  }
-  const file = servers.creds ?? creds;
-  if (file !== undefined) {
-    let bytes: Uint8Array;
-    try {
-      bytes = await readFile(file);
-    } catch (err) {
-      throw new ConnectFailedError(
-        `cannot read the NATS credentials file ${file} (${(err as NodeJS.ErrnoException).code ?? "error"}): check the path (--nats-creds or ?creds=)`,
-        { cause: err, details: { file, dialAgain: false } },
-      );
-    }
-    options.authenticator = nats.credsAuthenticator(bytes);
-  }
-  return options;
-}
-
-/** Connects to NATS, with what failed said plainly: an unreachable server, or credentials refused. */
-async function connectNatsServer(
-  servers: NatsServers,
-  creds: string | undefined,
-  name: string,
-  extra: Partial<ConnectionOptions> = {},
-): Promise<NatsConnection> {
-  const nats = await loadNats();
-  const description = natsDescription(servers);
-  const options = { ...(await natsOptions(nats, servers, creds, name)), ...extra };
-  try {
-    return await nats.connect(options);
-  } catch (err) {
-    throw explainNatsConnect(err, description);
-  }
-}
-
-/** What a failed NATS connect means, for people. */
-function explainNatsConnect(err: unknown, description: string): Error {
-  const message = err instanceof Error ? err.message : String(err);
-  const text = `${message} ${err instanceof Error && err.cause instanceof Error ? err.cause.message : ""}`;
-  if (/authori[sz]ation|authentication|permissions? violation|user.*expired/i.test(text)) {
-    return new AuthFailedError(
-      `the NATS server at ${description} refused our credentials (${message}): check the user and password or token in the address, or the creds file (--nats-creds)`,
-      { cause: err, details: { address: description, dialAgain: false } },
-    );
-  }
-  return new ConnectFailedError(
-    `cannot reach the NATS server at ${description} (${message}): is nats-server running there, and is the port right?`,
-    { cause: err, details: { address: description, reason: "nats-unreachable" } },
-  );
 }
 
 async function acquire(servers: NatsServers, creds: string | undefined): Promise<SharedConnection> {
@@ -602,8 +514,8 @@ function parseJson(bytes: Uint8Array): unknown {
 export interface NatsListenOptions extends CallOptions {
   /** A creds file used when the address names none (`--nats-creds`). */
   creds?: string;
-  /** Called with the listener's NATS connection once it is up (discovery registers itself). */
-  onConnection?: (nc: NatsConnection) => (() => Promise<void>) | undefined;
+  /** What the agent tells of itself to discovery (`$SRV.INFO`; nats-service.ts). */
+  metadata?: () => NatsServiceMetadata;
 }
 
 /**
@@ -636,7 +548,11 @@ export async function listenNats(
   }
   const shared = new SharedConnection(nc, "", natsDescription(address));
   const queue = new AcceptQueue(description);
-  const stopService = options.onConnection?.(nc);
+  const opens = { count: 0, errors: 0, lastError: "" };
+  const stopService = serveNatsService(nc, address.agent, options.metadata ?? (() => ({})), {
+    subject: natsSubjects.open(address.agent),
+    requests: () => opens,
+  });
   const sub = nc.subscribe(natsSubjects.open(address.agent), {
     callback: (err, msg) => {
       if (err !== null) {
@@ -650,10 +566,13 @@ export async function listenNats(
         !/^[A-Za-z0-9]{1,64}$/.test(open.conn) ||
         typeof open.maxPayload !== "number"
       ) {
+        opens.errors++;
+        opens.lastError = "a malformed open request";
         msg.respond(JSON.stringify({ error: "a malformed open request (another version?)" }));
         return;
       }
       if (queue.closed) return;
+      opens.count++;
       const t = new NatsTransport(
         nc,
         `${description} (connection ${open.conn})`,
@@ -672,7 +591,7 @@ export async function listenNats(
     closing ??= (async () => {
       sub.unsubscribe();
       queue.close();
-      await stopService?.();
+      await stopService();
       // The sessions over it are closed after the listener (serveSessions): the NATS connection
       // goes once the last of their connections is done.
       shared.onIdle(() => void nc.drain().catch(() => {}));

@@ -66,9 +66,14 @@ describe("nats: addresses", () => {
     }
   });
 
-  it("a server list without an agent is what discovery takes; one with an agent is refused", () => {
+  it("a discovery query is servers and, if given, an agent-id pattern", () => {
     const invalid = (p: string) => new Error(p);
-    assert.deepEqual(parseNatsServers("nats://a,b:5/", invalid).servers, ["a:4222", "b:5"]);
-    assert.throws(() => parseNatsServers("nats://a/io-1", invalid), /servers only/);
+    assert.deepEqual(parseNatsServers("nats://a,b:5", invalid), { servers: ["a:4222", "b:5"] });
+    assert.deepEqual(parseNatsServers("nats://a/io-*", invalid), {
+      servers: ["a:4222"],
+      match: "io-*",
+    });
+    assert.throws(() => parseNatsServers("nats://a/io.*", invalid), /not an agent-id pattern/);
+    assert.throws(() => parseNatsServers("tcp:a:1", invalid), /nats:\/\/HOST:PORT/);
   });
 });
