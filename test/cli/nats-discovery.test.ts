@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -143,6 +143,38 @@ describe("nats discovery", { skip }, () => {
       serve.kill("SIGKILL");
       await once(serve, "close");
     }
+  });
+
+  it("a fleet run's plan names its agents by a NATS query, across the cluster", async () => {
+    const plan = join(dir, "nats-plan.yaml");
+    await writeFile(
+      plan,
+      `name: over-nats\nagents: { nats: "${url(2)}", match: "io-*" }\nstart_delay: 300ms\nstages:\n  - name: main\n    duration: 1s\n    workload: { io: { dir: ${dir}/data, files: 4, size: 4KiB, concurrency: 2, mix: { write: 1, stat: 1 } } }\n`,
+    );
+    const results = join(dir, "nats-results");
+    const r = await runCli(["run", plan, "--results", results]);
+    assert.equal(r.code, 0, r.stderr);
+    const summary = JSON.parse(await readFile(join(results, "summary.json"), "utf8"));
+    assert.equal(summary.outcome, "completed");
+    assert.deepEqual(
+      summary.agents.map((a: { id: string; state: string }) => [a.id, a.state]).sort(),
+      [
+        ["io-1", "COMPLETED"],
+        ["io-2", "COMPLETED"],
+      ],
+    );
+    // A query nothing matches is a plan that cannot run: PLAN_INVALID, exit 5, one line.
+    const none = join(dir, "none-plan.yaml");
+    await writeFile(
+      none,
+      `name: none\nagents: { nats: "${url(2)}/web-*" }\nstages:\n  - name: s\n    workload: { io: { dir: ${dir}/n, files: 1, size: 1, op: write } }\n`,
+    );
+    const bad = await runCli(["run", none]);
+    assert.equal(bad.code, 5, bad.stderr);
+    assert.match(
+      bad.stderr,
+      /^guestlink: .*agents: no agent on nats:\/\/127\.0\.0\.1:\d+ matching web-\* answered.*\[PLAN_INVALID\]\n$/,
+    );
   });
 
   it("the bundled agent loads its NATS client from the file beside it, and only for nats:", async () => {
