@@ -234,6 +234,11 @@ class NatsTransport implements Transport {
       this.#publishScheduled = true;
       queueMicrotask(() => this.#publish());
     }
+    // Ask for the server's confirmation before the mark is reached, so a steady sender seldom
+    // waits for it.
+    if (this.#unconfirmed + this.#pendingBytes >= NATS_HIGH_WATER_MARK_BYTES / 2) {
+      queueMicrotask(() => this.#confirm());
+    }
     return this.#belowHighWater();
   }
 
@@ -304,9 +309,8 @@ class NatsTransport implements Transport {
       () => {
         this.#confirming = false;
         this.#unconfirmed -= confirmed;
-        if (!this.#send.waiting) return;
         if (this.#belowHighWater()) this.#send.wake();
-        else this.#confirm();
+        else if (this.#send.waiting) this.#confirm();
       },
       (err: unknown) => {
         this.#confirming = false;
