@@ -27,6 +27,7 @@
 import { randomBytes } from "node:crypto";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
+  AddressInUseError,
   ConnectFailedError,
   ListenFailedError,
   TransportClosedError,
@@ -38,7 +39,11 @@ import { abortedError, CLOSE_TIMEOUT_MS, CloseLatch, SendGate } from "./gates.ts
 import { Inbound } from "./inbound.ts";
 import { type NatsAddress, type NatsServers, natsDescription } from "./nats-address.ts";
 import { connectNatsServer, NATS_OPEN_TIMEOUT_MS } from "./nats-connect.ts";
-import { type NatsServiceMetadata, serveNatsService } from "./nats-service.ts";
+import {
+  NATS_SERVICE_NAME,
+  type NatsServiceMetadata,
+  serveNatsService,
+} from "./nats-service.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
 
 /** Bytes published and not yet confirmed read by the server at which `send` reports full. */
@@ -549,6 +554,20 @@ export async function listenNats(
       throw new ListenFailedError(err.message, { cause: err, details: { address: description } });
     }
     throw err;
+  }
+  // Two agents of one id would each take some of the connections meant for one of them.
+  const answered = await nc
+    .request(`$SRV.PING.${NATS_SERVICE_NAME}.${address.agent}`, "", { timeout: 1_000 })
+    .then(
+      () => true,
+      () => false,
+    );
+  if (answered) {
+    await nc.close().catch(() => {});
+    throw new AddressInUseError(
+      `an agent with id "${address.agent}" is already on the NATS servers at ${natsDescription(address)}: stop it, or give this one another id`,
+      { details: { address: description } },
+    );
   }
   const shared = new SharedConnection(nc, "", natsDescription(address));
   const queue = new AcceptQueue(description);

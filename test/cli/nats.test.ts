@@ -97,6 +97,15 @@ describe("nats: one server", { skip }, () => {
     assert.match(r.stdout, /^agent\s+io-1 \(guestlink /m);
   });
 
+  it("a second agent with the same id is refused: ADDRESS_IN_USE, one line", async () => {
+    const r = await runCli(["agent", "--listen", address]);
+    assert.equal(r.code, 255);
+    assert.match(
+      r.stderr,
+      /^guestlink: an agent with id "io-1" is already on the NATS servers at nats:\/\/127\.0\.0\.1:\d+: .*\[ADDRESS_IN_USE\]\n$/,
+    );
+  });
+
   it("an unknown agent id fails in one line with CONNECT_FAILED, naming the id", async () => {
     const url = (servers[0] as NatsServer).url;
     const r = await runCli(["exec", "--connect-timeout", "1", `${url}/nobody`, "--", "true"]);
@@ -244,6 +253,54 @@ describe("nats: credentials", { skip }, () => {
       ]);
       assert.equal(bad.code, 255);
       assert.match(bad.stderr, /refused our credentials.*\[AUTH_FAILED\]\n$/);
+    } finally {
+      await agent.kill();
+      await servers.stop();
+    }
+  });
+});
+
+describe("nats: a creds file (decentralised auth: operator, account, user)", { skip }, () => {
+  it("--nats-creds logs the agent and the client in; an untrusted user's creds are AUTH_FAILED", async () => {
+    const servers = await startNatsServers(1, { operator: true });
+    const address = `${(servers[0] as NatsServer).url}/io-k`;
+    const agent = await startAgentAt(address, { args: ["--nats-creds", servers.creds.trusted] });
+    try {
+      const ok = await runCli([
+        "exec",
+        "--nats-creds",
+        servers.creds.trusted,
+        address,
+        "--",
+        "echo",
+        "in",
+      ]);
+      assert.equal(ok.stdout, "in\n", ok.stderr);
+      // The same file named in the address.
+      const inUrl = await runCli([
+        "exec",
+        `${address}?creds=${servers.creds.trusted}`,
+        "--",
+        "echo",
+        "in",
+      ]);
+      assert.equal(inUrl.stdout, "in\n", inUrl.stderr);
+      const none = await runCli(["exec", address, "--", "true"]);
+      assert.equal(none.code, 255);
+      assert.match(none.stderr, /refused our credentials.*\[AUTH_FAILED\]\n$/);
+      const bad = await runCli([
+        "exec",
+        "--nats-creds",
+        servers.creds.untrusted,
+        address,
+        "--",
+        "true",
+      ]);
+      assert.equal(bad.code, 255);
+      assert.match(
+        bad.stderr,
+        /^guestlink: the NATS server at .* refused our credentials .*\[AUTH_FAILED\]\n$/,
+      );
     } finally {
       await agent.kill();
       await servers.stop();

@@ -6,10 +6,12 @@
  * (`requires("nats-server")`).
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createAccount, createOperator, createUser, type KeyPair } from "@nats-io/nkeys";
 import { until } from "./until.ts";
 
 /** A port nothing listens on now (the kernel's pick, released at once). */
@@ -28,6 +30,68 @@ export interface NatsServerOptions {
   user?: { name: string; password: string };
   /** The largest message the server takes (nats-server's default is 1 MiB). */
   maxPayload?: number;
+  /**
+   * Decentralised auth: an operator, an account preloaded into the server, and users whose
+   * creds files are written next to the config (`creds`: one the server trusts, `untrusted`: a
+   * user of an account the server does not know).
+   */
+  operator?: boolean;
+}
+
+/** JWTs as nats-server reads them: header.claims.signature, signed with the issuer's NKey. */
+function jwt(issuer: KeyPair, subject: string, nats: Record<string, unknown>): string {
+  const b64 = (b: Uint8Array | string) => Buffer.from(b).toString("base64url");
+  const header = b64(JSON.stringify({ typ: "JWT", alg: "ed25519-nkey" }));
+  const claims = {
+    jti: randomUUID().replaceAll("-", "").toUpperCase(),
+    iat: Math.floor(Date.now() / 1000),
+    iss: issuer.getPublicKey(),
+    name: subject.slice(0, 8),
+    sub: subject,
+    nats: { ...nats, version: 2 },
+  };
+  const body = `${header}.${b64(JSON.stringify(claims))}`;
+  return `${body}.${b64(issuer.sign(new TextEncoder().encode(body)))}`;
+}
+
+const UNLIMITED = { subs: -1, data: -1, payload: -1 };
+
+function credsFile(userJwt: string, user: KeyPair): string {
+  return `-----BEGIN NATS USER JWT-----\n${userJwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n${new TextDecoder().decode(user.getSeed())}\n------END USER NKEY SEED------\n`;
+}
+
+/** Writes an operator's JWT and two creds files to `folder`; returns the server's config lines. */
+function operatorSetup(folder: string): string {
+  const operator = createOperator();
+  const account = createAccount();
+  const stranger = createAccount();
+  writeFileSync(
+    join(folder, "operator.jwt"),
+    jwt(operator, operator.getPublicKey(), { type: "operator" }),
+  );
+  const accountJwt = jwt(operator, account.getPublicKey(), {
+    type: "account",
+    limits: { ...UNLIMITED, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 },
+    default_permissions: { pub: {}, sub: {} },
+  });
+  for (const [name, issuer] of [
+    ["creds", account],
+    ["untrusted", stranger],
+  ] as const) {
+    const user = createUser();
+    const userJwt = jwt(issuer, user.getPublicKey(), {
+      type: "user",
+      pub: {},
+      sub: {},
+      ...UNLIMITED,
+    });
+    writeFileSync(join(folder, `${name}.creds`), credsFile(userJwt, user), { mode: 0o600 });
+  }
+  return [
+    `operator: ${join(folder, "operator.jwt")}`,
+    "resolver: MEMORY",
+    `resolver_preload: { ${account.getPublicKey()}: "${accountJwt}" }`,
+  ].join("\n");
 }
 
 export interface NatsServer {
@@ -42,6 +106,12 @@ export interface NatsServer {
   /** What it logged, for messages when a test fails. */
   log(): string;
 }
+
+/** Started servers; with `operator`, the creds files of a trusted user and of a stranger. */
+export type NatsServers = NatsServer[] & {
+  stop(): Promise<void>;
+  creds: { trusted: string; untrusted: string };
+};
 
 interface Node {
   name: string;
@@ -128,8 +198,9 @@ function authConfig(options: NatsServerOptions): string {
 export async function startNatsServers(
   count: number,
   options: NatsServerOptions = {},
-): Promise<NatsServer[] & { stop(): Promise<void> }> {
+): Promise<NatsServers> {
   const folder = mkdtempSync(join(tmpdir(), "guestlink-nats-"));
+  const auth = options.operator ? operatorSetup(folder) : authConfig(options);
   const nodes: Node[] = [];
   for (let i = 0; i < count; i++) {
     nodes.push({
@@ -148,7 +219,7 @@ export async function startNatsServers(
       `listen: 127.0.0.1:${node.port}`,
       `http: 127.0.0.1:${node.monitorPort}`,
       options.maxPayload === undefined ? "" : `max_payload: ${options.maxPayload}`,
-      authConfig(options),
+      auth,
       node.clusterPort === undefined
         ? ""
         : `cluster { name: guestlink-test, listen: 127.0.0.1:${node.clusterPort}, routes: [${routes.join(", ")}] }`,
@@ -181,5 +252,8 @@ export async function startNatsServers(
     await stop();
     throw err;
   }
-  return Object.assign([...servers] as NatsServer[], { stop });
+  return Object.assign([...servers] as NatsServer[], {
+    stop,
+    creds: { trusted: join(folder, "creds.creds"), untrusted: join(folder, "untrusted.creds") },
+  });
 }
