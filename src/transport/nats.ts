@@ -39,11 +39,7 @@ import { abortedError, CLOSE_TIMEOUT_MS, CloseLatch, SendGate } from "./gates.ts
 import { Inbound } from "./inbound.ts";
 import { type NatsAddress, type NatsServers, natsDescription } from "./nats-address.ts";
 import { connectNatsServer, NATS_OPEN_TIMEOUT_MS } from "./nats-connect.ts";
-import {
-  NATS_SERVICE_NAME,
-  type NatsServiceMetadata,
-  serveNatsService,
-} from "./nats-service.ts";
+import { NATS_SERVICE_NAME, type NatsServiceMetadata, serveNatsService } from "./nats-service.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
 
 /** Bytes published and not yet confirmed read by the server at which `send` reports full. */
