@@ -25,7 +25,7 @@ import { serveDashboard } from "./dashboard/serve.ts";
 import { serveExecHttp, serveExecUpgrade } from "./exec-ws.ts";
 import { serveFiles } from "./files-http.ts";
 import { forwardCalls } from "./forward.ts";
-import { type AgentSource, HeldAgent, type HeldAgentEvent } from "./held-agent.ts";
+import { type AgentSource, HeldAgent, type HeldAgentEvent, shownAddress } from "./held-agent.ts";
 import { errorBody, refuseUpgrade, sendError, sendJson } from "./http-errors.ts";
 import { DaemonMetrics } from "./metrics.ts";
 import { UPGRADE_PROTOCOL } from "./paths.ts";
@@ -154,7 +154,12 @@ export class Daemon {
     const held = new HeldAgent(id, source, { address: address ?? undefined, labels, keyFile });
     this.agents.set(id, held);
     held.onEvent((e) => this.#emit(e));
-    this.#emit({ type: "added", id, source, address });
+    this.#emit({
+      type: "added",
+      id,
+      source,
+      address: address === null ? null : shownAddress(address),
+    });
     if (address !== null && source !== "dialled-in") held.hold();
     return held;
   }

@@ -152,6 +152,10 @@ describe("docs/guides/nats.md", { skip }, () => {
     const r = await runCli(words(execLine as string), { env });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /load average/);
+    // The daemon dials with the password; its API and ls show the addresses without it.
+    const ls = await runCli(["ls"], { env });
+    assert.match(ls.stdout, /^io-1\s+up\s.*nats:\/\/127\.0\.0\.1:4224\/io-1/m);
+    assert.doesNotMatch(ls.stdout, /secret/);
   });
 
   it("the guide's plan runs on the agents its query finds", async () => {
