@@ -364,6 +364,46 @@ describe("nats: a cluster of three", { skip }, () => {
   });
 });
 
+describe("nats: a message out of sequence", { skip }, () => {
+  it("breaks the connection, and the session resumes over a new one; the output is exact", async () => {
+    const servers = await startNatsServers(1);
+    const server = servers[0] as NatsServer;
+    const agent = await startAgentAt(`${server.url}/io-s`);
+    const { connect } = await import("@nats-io/transport-node");
+    // A third party on the server: it sees which connection the exec uses, and forges a message
+    // on it with a sequence number far ahead (as if NATS had dropped messages before it).
+    const nc = await connect({ servers: `127.0.0.1:${server.port}` });
+    try {
+      let forged = false;
+      nc.subscribe("guestlink.conn.*.down", {
+        callback: (err, msg) => {
+          if (err !== null || forged) return;
+          forged = true;
+          const bogus = new Uint8Array(5 + 3);
+          bogus[0] = 0;
+          new DataView(bogus.buffer).setUint32(1, 1_000_000);
+          bogus.set([1, 2, 3], 5);
+          nc.publish(msg.subject, bogus);
+        },
+      });
+      await nc.flush();
+      const lines = 40;
+      const script = `i=0; while [ $i -lt ${lines} ]; do echo line $i; i=$((i+1)); sleep 0.02; done`;
+      const r = await runCli(["exec", `${server.url}/io-s`, "--", "sh", "-c", script]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, Array.from({ length: lines }, (_, i) => `line ${i}\n`).join(""));
+      assert.ok(forged);
+      await until("the agent's log of the resume", () =>
+        /session resumed/.test(agent.log()) ? true : undefined,
+      );
+    } finally {
+      await nc.close();
+      await agent.kill();
+      await servers.stop();
+    }
+  });
+});
+
 describe("nats: the server restarts mid-exec", { skip }, () => {
   it("the session resumes once the server is back; the output is byte-exact", async () => {
     const servers = await startNatsServers(1);
