@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -69,6 +70,20 @@ describe("docs/guides/nats.md", { skip }, () => {
   }
 
   before(async () => {
+    // Debian's package starts a nats-server of its own on 127.0.0.1:4222 where systemd runs.
+    for (const port of [4222, 4223, 4224, 6222, 6223, 6224, 8222, 8223, 8224]) {
+      const taken = await new Promise<boolean>((resolve) => {
+        const socket = connect({ host: "127.0.0.1", port }, () => {
+          socket.destroy();
+          resolve(true);
+        });
+        socket.on("error", () => resolve(false));
+      });
+      assert.ok(
+        !taken,
+        `port ${port} is taken, and the guide's servers need it (Debian's nats-server service? systemctl stop nats-server)`,
+      );
+    }
     for (const name of ["users.conf", "n1.conf", "n2.conf", "n3.conf"]) {
       writeFileSync(join(dir, name), file(name));
     }
