@@ -4,7 +4,7 @@
  */
 import { readFile } from "node:fs/promises";
 import type { ConnectionOptions, NatsConnection } from "@nats-io/transport-node";
-import { AuthFailedError, ConnectFailedError } from "../errors.ts";
+import { AuthFailedError, ConnectFailedError, TransportUnsupportedError } from "../errors.ts";
 import { type NatsServers, natsDescription } from "./nats-address.ts";
 
 /** How long connecting to a NATS server may take, and a dial waits for the agent's answer. */
@@ -17,10 +17,19 @@ let loading: Promise<NatsModule> | undefined;
 /** The NATS client library, loaded on first use. */
 export function loadNats(): Promise<NatsModule> {
   // A CommonJS package: Node (and a bundle of it) may show only `default` with everything on it.
-  loading ??= import("@nats-io/transport-node").then((m) =>
-    typeof (m as Partial<NatsModule>).connect === "function"
-      ? m
-      : ((m as unknown as { default: NatsModule }).default ?? m),
+  loading ??= import("@nats-io/transport-node").then(
+    (m) =>
+      typeof (m as Partial<NatsModule>).connect === "function"
+        ? m
+        : ((m as unknown as { default: NatsModule }).default ?? m),
+    (err: unknown) => {
+      loading = undefined;
+      // The single-file agent looks for the client beside it (scripts/build-agent.ts).
+      throw new TransportUnsupportedError(
+        `nats: addresses need the NATS client, which cannot be loaded here (${err instanceof Error ? err.message.split("\n")[0] : String(err)}): install guestlink with its dependencies, or put guestlink-agent-nats.cjs next to the bundled agent`,
+        { cause: err, details: { kind: "nats", dialAgain: false } },
+      );
+    },
   );
   return loading;
 }

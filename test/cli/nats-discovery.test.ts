@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -174,6 +174,27 @@ describe("nats discovery", { skip }, () => {
     assert.match(
       bad.stderr,
       /^guestlink: .*agents: no agent on nats:\/\/127\.0\.0\.1:\d+ matching web-\* answered.*\[PLAN_INVALID\]\n$/,
+    );
+  });
+
+  it("the bundled agent without its NATS client file says what is missing, in one line", async () => {
+    const alone = join(dir, "alone");
+    await mkdir(alone);
+    await copyFile("dist/guestlink-agent.cjs", join(alone, "guestlink-agent.cjs"));
+    const child = spawn(
+      process.execPath,
+      [join(alone, "guestlink-agent.cjs"), "--listen", `${url(1)}/alone`],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+    });
+    const [code] = await once(child, "close");
+    assert.equal(code, 255);
+    assert.match(
+      stderr,
+      /^guestlink: nats: addresses need the NATS client, .*guestlink-agent-nats\.cjs next to the bundled agent \[TRANSPORT_UNSUPPORTED\]\n$/,
     );
   });
 
