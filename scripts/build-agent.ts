@@ -4,14 +4,42 @@
  * extension and the optional SIMD CRC-32 are left out (they fall back to JavaScript and zlib). The vsock addon, when
  * it was built, is copied next to the bundle, where the bundled agent looks for it first; copy
  * both files into a guest to use `vsock:` there.
+ *
+ * The NATS client is a file of its own, dist/guestlink-agent-nats.cjs, which the agent loads only
+ * when it is given a `nats:` address: a guest without NATS needs neither the file nor its bytes.
+ * Copy it next to the agent to use `nats:` there.
  */
 import { copyFileSync, existsSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { build } from "esbuild";
+import { build, type Plugin } from "esbuild";
 import { VSOCK_ADDON_BUILD_PATH, VSOCK_ADDON_FILE } from "../src/transport/vsock-addon.ts";
 
 const outfile = "dist/guestlink-agent.cjs";
+const natsFile = "guestlink-agent-nats.cjs";
+/** `import("@nats-io/transport-node")` (nats-connect.ts) loads the file next to the bundle. */
+const natsBesideTheAgent: Plugin = {
+  name: "nats-beside-the-agent",
+  setup(b) {
+    b.onResolve({ filter: /^@nats-io\/transport-node$/ }, (args) =>
+      args.importer.endsWith("nats-connect.ts")
+        ? { path: `./${natsFile}`, external: true }
+        : undefined,
+    );
+  },
+};
 await build({
+  entryPoints: { [natsFile.replace(/\.cjs$/, "")]: "@nats-io/transport-node" },
+  outdir: "dist",
+  outExtension: { ".js": ".cjs" },
+  bundle: true,
+  platform: "node",
+  target: "node20",
+  format: "cjs",
+  legalComments: "none",
+  logLevel: "warning",
+});
+await build({
+  plugins: [natsBesideTheAgent],
   entryPoints: ["src/cli/agent-main.ts"],
   outfile,
   bundle: true,
@@ -26,6 +54,9 @@ await build({
 });
 const kib = (path: string) => `${(statSync(path).size / 1024).toFixed(0)} KiB`;
 console.log(`${outfile}: ${kib(outfile)}`);
+console.log(
+  `dist/${natsFile}: ${kib(`dist/${natsFile}`)} (the NATS client, loaded for nats: only)`,
+);
 
 const addon = join("dist", VSOCK_ADDON_FILE);
 if (existsSync(VSOCK_ADDON_BUILD_PATH)) {

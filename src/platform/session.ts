@@ -53,6 +53,8 @@ export interface OpenSessionOptions extends NodeSessionOptions, CallOptions {
   execStderr?: NodeJS.WritableStream;
   /** For `tcp:`: the agent's key; every connection, redials included, is TLS with it. */
   key?: Uint8Array;
+  /** For `nats:` addresses that name none: a NATS credentials file, for every redial too. */
+  natsCreds?: string;
 }
 
 /**
@@ -70,9 +72,10 @@ export async function openSession(
   address: string | Address,
   options: OpenSessionOptions = {},
 ): Promise<Session> {
-  const { signal, deadline, setup, reconnectBackoff, execStderr, key, ...rest } = options;
+  const { signal, deadline, setup, reconnectBackoff, execStderr, key, natsCreds, ...rest } =
+    options;
   const parsed = toAddress(address);
-  const transport = await connect(parsed, { signal, deadline, execStderr, key });
+  const transport = await connect(parsed, { signal, deadline, execStderr, key, natsCreds });
   // Only where dialling again reaches the same peer can a lost connection be resumed.
   const resume = transport.redialable === true ? (rest.resume ?? true) : false;
   const session = new Session(
@@ -95,7 +98,7 @@ export async function openSession(
     },
   );
   if (resume !== false) {
-    keepConnected(session, parsed, reconnectBackoff ?? RECONNECT_BACKOFF, key);
+    keepConnected(session, parsed, reconnectBackoff ?? RECONNECT_BACKOFF, key, natsCreds);
   }
   return session;
 }
@@ -106,6 +109,7 @@ function keepConnected(
   address: Address,
   backoff: BackoffOptions,
   key: Uint8Array | undefined,
+  natsCreds: string | undefined,
 ): void {
   let first = session.connection;
   const supervisor = new Supervisor<SessionConnection>({
@@ -116,7 +120,7 @@ function keepConnected(
         return conn;
       }
       // A redial is a new TLS connection with the same key: the session resumes over it.
-      const conn = session.reconnect(await connect(address, { signal, key }));
+      const conn = session.reconnect(await connect(address, { signal, key, natsCreds }));
       await conn.ready;
       return conn;
     },
