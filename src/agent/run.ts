@@ -16,6 +16,7 @@ import { Session } from "../session/session.ts";
 import { Supervisor } from "../supervise/supervisor.ts";
 import { isLoopbackHost, parseAddress } from "../transport/address.ts";
 import { connectStdio } from "../transport/stdio.ts";
+import { keyId } from "../transport/tls.ts";
 import type { Agent } from "./agent.ts";
 
 export type AgentLogger = EventLogger;
@@ -222,7 +223,11 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
       log.info(
         keyFor(address) === undefined
           ? { address: server.address }
-          : { address: server.address, tls: "TLS 1.3, pre-shared key" },
+          : {
+              address: server.address,
+              tls: "TLS 1.3, pre-shared key",
+              keyId: keyId(options.key as Uint8Array),
+            },
         "listening",
       );
     }

@@ -18,6 +18,7 @@ interface AgentCommandOptions {
   drainTimeout: number;
   keyFile?: string;
   insecure?: boolean;
+  filesRoot?: string;
 }
 
 /** A number of seconds that may be 0 (for --drain-timeout: stop the commands at once). */
@@ -30,6 +31,9 @@ function secondsOrZero(name: string): (value: string) => number {
     return n;
   };
 }
+
+/** Failures of an operation that mean a peer asked for what it may not have. */
+const REFUSALS: ReadonlySet<string> = new Set(["POLICY_DENIED", "PATH_OUTSIDE_ROOT"]);
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -61,6 +65,10 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
     .option(
       "--insecure",
       "allow listening on a non-loopback tcp: address without --key-file (anyone who reaches it can run commands)",
+    )
+    .option(
+      "--files-root <dir>",
+      "confine get and put to this folder: relative paths are taken in it, and no path (no .., no symlink) may lead out of it",
     )
     .option("--id <name>", "the agent's id in handshakes (default: the host name)")
     .option(
@@ -95,7 +103,19 @@ Examples:
       const log = makeLogger(verbose, verbose ? "debug" : opts.logLevel);
       // Loaded here, not with the CLI: the agent's services are no concern of the other commands.
       const { Agent } = await import("../agent/agent.ts");
+      const { FilesRoot } = await import("../agent/files-root.ts");
+      const filesRoot =
+        opts.filesRoot === undefined ? undefined : await FilesRoot.open(opts.filesRoot);
       const agent = new Agent({
+        filesRoot,
+        // Every command run and file touched, with who asked and over what: stderr, never stdout.
+        // A refusal (an allow-list, the files root) is worth a warning: someone tried.
+        onOperation: ({ phase, method, request, result, ...who }) =>
+          (REFUSALS.has(who.code ?? "") ? log.warn : log.info).call(
+            log,
+            { ...who, ...request, ...result },
+            phase === "start" ? method : `${method} ${who.code === undefined ? "done" : "failed"}`,
+          ),
         id: opts.id,
         allow: opts.allow
           ?.split(",")
@@ -118,7 +138,12 @@ Examples:
         log,
       });
       log.info(
-        { id: agent.id, addresses: running.addresses, services: [...agent.allowed] },
+        {
+          id: agent.id,
+          addresses: running.addresses,
+          services: [...agent.allowed],
+          ...(filesRoot === undefined ? {} : { filesRoot: filesRoot.path }),
+        },
         "agent started",
       );
       let signals = 0;

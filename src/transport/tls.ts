@@ -8,6 +8,7 @@
  * HELLO frame, not a TLS ClientHello) with an ERROR frame on stream 0, code AUTH_FAILED, so the
  * client learns at once what is wrong instead of waiting for a handshake that never comes.
  */
+import { createHash } from "node:crypto";
 import type net from "node:net";
 import tls from "node:tls";
 import { AuthFailedError, ConnectFailedError, InvalidOptionError } from "../errors.ts";
@@ -31,6 +32,14 @@ const TLS_SETTINGS = {
 } as const;
 
 export type { AuthRefusalHandler } from "./refusal.ts";
+
+/**
+ * A key's id for logs: 16 hex digits of SHA-256 over a fixed label and the key. It names the key
+ * without revealing it (`guestlink keygen` prints it; an agent logs it with each operation).
+ */
+export function keyId(key: Uint8Array): string {
+  return createHash("sha256").update("guestlink key id\0").update(key).digest("hex").slice(0, 16);
+}
 
 function checkKey(key: Uint8Array): void {
   if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) {
@@ -88,7 +97,7 @@ export async function connectTls(
     discard: (s) => s.destroy(),
   });
   socket.setNoDelay(true);
-  return wrap(socket, description);
+  return wrap(socket, description, keyId(key));
 }
 
 /**
@@ -103,6 +112,7 @@ export async function listenTls(
 ): Promise<Listener> {
   checkKey(key);
   const psk = Buffer.from(key);
+  const id = keyId(key);
   const server = tls.createServer({
     ...TLS_SETTINGS,
     allowHalfOpen: true,
@@ -116,7 +126,7 @@ export async function listenTls(
       address,
       (socket) => {
         socket.setNoDelay(true);
-        return wrap(socket as tls.TLSSocket, peerOf(socket, address));
+        return wrap(socket as tls.TLSSocket, peerOf(socket, address), id);
       },
       async () => {},
       "secureConnection",
@@ -124,9 +134,10 @@ export async function listenTls(
   });
 }
 
-function wrap(socket: tls.TLSSocket, description: string): Transport {
+function wrap(socket: tls.TLSSocket, description: string, id: string): Transport {
   return new NodeStreamTransport(socket, socket, {
     description,
+    keyId: id,
     destroy: () => reset(socket),
     redialable: true,
     // QEMU's user-mode hostfwd accepts on the host and drops while the guest boots.
