@@ -19,6 +19,11 @@ interface AgentCommandOptions {
   keyFile?: string;
   insecure?: boolean;
   filesRoot?: string;
+  maxConnections?: number;
+  maxPending?: number;
+  helloTimeout?: number;
+  maxStreams?: number;
+  maxCalls?: number;
 }
 
 /** A number of seconds that may be 0 (for --drain-timeout: stop the commands at once). */
@@ -34,6 +39,17 @@ function secondsOrZero(name: string): (value: string) => number {
 
 /** Failures of an operation that mean a peer asked for what it may not have. */
 const REFUSALS: ReadonlySet<string> = new Set(["POLICY_DENIED", "PATH_OUTSIDE_ROOT"]);
+
+/** A whole number of things, 1 or more. */
+function count(name: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
+      throw new InvalidOptionError(`${name} takes a whole number (1 or more), got "${value}"`);
+    }
+    return n;
+  };
+}
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -69,6 +85,31 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
     .option(
       "--files-root <dir>",
       "confine get and put to this folder: relative paths are taken in it, and no path (no .., no symlink) may lead out of it",
+    )
+    .option(
+      "--max-connections <n>",
+      "sessions each listener holds at once, open or waiting to resume; one more is refused with LIMIT_EXCEEDED (default 128)",
+      count("--max-connections"),
+    )
+    .option(
+      "--max-pending <n>",
+      "connections each listener lets wait for their HELLO; one more drops the oldest (default 64)",
+      count("--max-pending"),
+    )
+    .option(
+      "--hello-timeout <seconds>",
+      "how long a new connection has to say HELLO, a keyed one's TLS handshake included (default 10)",
+      seconds("--hello-timeout"),
+    )
+    .option(
+      "--max-streams <n>",
+      "streams a peer may have open at once in a session; a call that would open more gets LIMIT_EXCEEDED (default 4096)",
+      count("--max-streams"),
+    )
+    .option(
+      "--max-calls <n>",
+      "calls a peer may have running at once in a session; past it the agent stops reading from that peer until one ends (default 1024)",
+      count("--max-calls"),
     )
     .option("--id <name>", "the agent's id in handshakes (default: the host name)")
     .option(
@@ -135,6 +176,15 @@ Examples:
         payloadChecksum: opts.payloadChecksum,
         resumeWindowMs: opts.resumeWindow * 1000,
         drainTimeoutMs: opts.drainTimeout * 1000,
+        limits: {
+          maxSessions: opts.maxConnections,
+          maxHandshaking: opts.maxPending,
+          ...(opts.helloTimeout === undefined
+            ? {}
+            : { helloTimeoutMs: Math.ceil(opts.helloTimeout * 1000) }),
+          maxStreams: opts.maxStreams,
+          maxCalls: opts.maxCalls,
+        },
         log,
       });
       log.info(

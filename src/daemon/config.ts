@@ -29,6 +29,10 @@ export interface DialInEntry {
    * with LIMIT_EXCEEDED, so a guest dialling in under ever new names cannot grow the daemon.
    */
   maxAgents: number;
+  /** `max_connections`: sessions this address holds at once (default: registry.ts's). */
+  maxConnections?: number;
+  /** `max_pending`: connections waiting for their HELLO at once; one more drops the oldest. */
+  maxPending?: number;
 }
 
 /** Agents one dial-in address may make the daemon hold, by default. */
@@ -111,11 +115,15 @@ export function readDialIn(value: unknown, path: string): DialInEntry {
       : readMapping(value, path, (f) => {
           const keyFile = f.string("key_file", undefined);
           const insecure = f.boolean("insecure", false);
+          const maxConnections = f.integer("max_connections", 1, 1_000_000, undefined);
+          const maxPending = f.integer("max_pending", 1, 1_000_000, undefined);
           return {
             address: f.string("address"),
             ...(keyFile === undefined ? {} : { keyFile }),
             ...(insecure ? { insecure } : {}),
             maxAgents: f.integer("max_agents", 1, 100_000, DEFAULT_MAX_DIALLED_IN_AGENTS),
+            ...(maxConnections === undefined ? {} : { maxConnections }),
+            ...(maxPending === undefined ? {} : { maxPending }),
           };
         });
   const where = typeof value === "string" ? path : `${path}.address`;

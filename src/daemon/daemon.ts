@@ -138,6 +138,8 @@ export class Daemon {
         { role: "client", peer: daemonPeer() },
         {
           ...(key === undefined ? {} : { key }),
+          maxSessions: entry.maxConnections,
+          maxHandshaking: entry.maxPending,
           onRefused: ({ peer, reason }) =>
             this.#log("warn", `refused ${peer} at ${address}: ${reason}`, {
               address,

@@ -314,10 +314,15 @@ export class Calls<S> {
     this.#ids.claimPeer(id, "call");
     const streams: Record<string, SessionStream> = {};
     let streamCount = 0;
+    let overLimit: GuestlinkError | undefined;
     if (msg.streams !== undefined) {
-      for (const [name, streamId] of Object.entries(msg.streams)) {
+      const entries = Object.entries(msg.streams);
+      overLimit = this.#streams.peerLimit(entries.length);
+      for (const [name, streamId] of entries) {
         this.#ids.claimPeer(streamId, "stream");
-        streams[name] = this.#streams.open(streamId, name);
+        // Past the limit the ids are taken (what the peer sends on them is dropped), nothing opened.
+        if (overLimit !== undefined) continue;
+        streams[name] = this.#streams.openPeer(streamId, name);
         streamCount++;
       }
     }
@@ -328,6 +333,10 @@ export class Calls<S> {
       for (const s of Object.values(streams)) s.reset(payload.code, payload.message);
       this.#port.sendControl(FrameType.ERROR, id, payload);
     };
+    if (overLimit !== undefined) {
+      reply(overLimit);
+      return;
+    }
     if (this.#port.goaway()) {
       reply(
         new GuestlinkError("SESSION_CLOSING", "the session is closing and accepts no new calls"),

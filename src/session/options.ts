@@ -27,6 +27,8 @@ export const DEFAULT_REPLAY_BUFFER_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_MAX_INCOMING_CALLS = 1024;
 /** Bytes queued toward a peer that does not read before the session stops reading from it. */
 export const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+/** Streams the peer has open at once in one session; a call that would open more is refused. */
+export const DEFAULT_MAX_PEER_STREAMS = 4096;
 
 export interface ResumeOptions {
   /** How long a lost connection may stay lost before the session fails with RESUME_FAILED. */
@@ -70,6 +72,12 @@ export interface SessionOptions {
    * bound the session stops reading from the peer until the queue drains. Default 4 MiB.
    */
   maxQueuedBytes?: number;
+  /**
+   * Streams opened by the peer and still open here at once. A CALL that would open more is
+   * answered LIMIT_EXCEEDED (its streams never opened), so a peer that opens streams and never
+   * ends them cannot make the session hold them without bound. Default 4096.
+   */
+  maxPeerStreams?: number;
   /** `false` turns keepalive off (tests of other things; never in production). */
   keepalive?: { intervalMs?: number; deadAfterMs?: number } | false;
   handshakeTimeoutMs?: number;
@@ -95,6 +103,7 @@ export interface ResolvedSessionOptions {
   payloadChecksum: boolean;
   maxIncomingCalls: number;
   maxQueuedBytes: number;
+  maxPeerStreams: number;
   /** Sent frames kept until acknowledged: for resending on the live connection, and for resume. */
   replayBufferBytes: number;
   keepalive: { intervalMs: number; deadAfterMs: number } | false;
@@ -181,6 +190,7 @@ export function resolveSessionOptions(options: SessionOptions): ResolvedSessionO
       DEFAULT_MAX_INCOMING_CALLS,
     ),
     maxQueuedBytes: positive("maxQueuedBytes", options.maxQueuedBytes, DEFAULT_MAX_QUEUED_BYTES),
+    maxPeerStreams: positive("maxPeerStreams", options.maxPeerStreams, DEFAULT_MAX_PEER_STREAMS),
     replayBufferBytes: positive(
       "resume.replayBufferBytes",
       typeof options.resume === "object" ? options.resume.replayBufferBytes : undefined,

@@ -63,6 +63,16 @@ export interface ListenOptions extends CallOptions {
   key?: Uint8Array;
   /** For `tcp:`: told of every connection refused because its key was wrong or missing. */
   onRefused?: AuthRefusalHandler;
+  /**
+   * For keyed `tcp:`: how long a client has to finish the TLS handshake (the session's own
+   * handshake timeout then bounds its HELLO). Default `HANDSHAKE_TIMEOUT_MS`.
+   */
+  handshakeTimeoutMs?: number;
+  /**
+   * For keyed `tcp:`: connections in the TLS handshake at once; one more drops the oldest.
+   * Default 64.
+   */
+  maxHandshaking?: number;
 }
 
 function keyOnlyForTcp(a: Address, key: Uint8Array | undefined): void {

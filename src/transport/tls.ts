@@ -20,6 +20,11 @@ import { NetListener } from "./socket.ts";
 import { explainConnect, listenTcpServer } from "./tcp.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
 
+/** Connections a keyed listener lets sit in the TLS handshake at once, by default. */
+const DEFAULT_MAX_TLS_HANDSHAKING = 64;
+/** How long a client has to finish the TLS handshake, by default (as long as the session's HELLO). */
+const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
 /** The length of a key, in bytes (256 bits). */
 export const KEY_BYTES = 32;
 /** The PSK identity both ends name: there is one key per agent, so it only labels the scheme. */
@@ -108,7 +113,11 @@ export async function listenTls(
   host: string,
   port: number,
   key: Uint8Array,
-  options?: CallOptions & { onRefused?: AuthRefusalHandler },
+  options?: CallOptions & {
+    onRefused?: AuthRefusalHandler;
+    handshakeTimeoutMs?: number;
+    maxHandshaking?: number;
+  },
 ): Promise<Listener> {
   checkKey(key);
   const psk = Buffer.from(key);
@@ -117,9 +126,28 @@ export async function listenTls(
     ...TLS_SETTINGS,
     allowHalfOpen: true,
     noDelay: true,
+    // Node's default is 120 s: a client that connects and says nothing holds a socket that long.
+    handshakeTimeout: options?.handshakeTimeoutMs ?? DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
     pskCallback: (_socket, identity) => (identity === PSK_IDENTITY ? psk : null),
   });
   server.on("tlsClientError", (err, socket) => refuse(err, socket, options?.onRefused));
+  // Connections still in the TLS handshake, oldest first: past the bound the oldest goes, so
+  // clients that connect and stall cannot hold more, and one that completes at once gets in.
+  const maxHandshaking = options?.maxHandshaking ?? DEFAULT_MAX_TLS_HANDSHAKING;
+  const handshaking = new Set<net.Socket>();
+  server.on("connection", (raw: net.Socket) => {
+    handshaking.add(raw);
+    raw.once("close", () => handshaking.delete(raw));
+    while (handshaking.size > maxHandshaking) {
+      const oldest = handshaking.values().next().value as net.Socket;
+      handshaking.delete(oldest);
+      oldest.destroy();
+    }
+  });
+  server.on("secureConnection", (socket: tls.TLSSocket) => {
+    const raw = rawSocket(socket);
+    if (raw !== undefined) handshaking.delete(raw);
+  });
   return await listenTcpServer(server, host, port, options, (address) => {
     return new NetListener(
       server,

@@ -115,6 +115,7 @@ export class Mediator {
       clock: options.clock ?? nodeClock,
       keepMs: config.results.keepMs,
       maxKept: config.results.max,
+      maxKeptPerGuest: config.results.guestMax,
       pools: config.pools.map((p) => ({
         name: p.name,
         slots: p.slots,
@@ -240,6 +241,8 @@ export class Mediator {
       },
       {
         ...(key === undefined ? {} : { key }),
+        maxSessions: entry.maxConnections,
+        maxHandshaking: entry.maxPending,
         onRefused: ({ peer, reason }) =>
           this.#log("warn", `refused ${peer}: ${reason}`, { address, peer, code: "AUTH_FAILED" }),
       },
