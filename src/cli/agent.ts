@@ -88,7 +88,7 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
     )
     .option(
       "--max-connections <n>",
-      "sessions each listener holds at once, open or waiting to resume; one more is refused with LIMIT_EXCEEDED (default 128)",
+      "sessions each listener holds at once, open or waiting to resume; one more is refused with LIMIT_EXCEEDED (default 64)",
       count("--max-connections"),
     )
     .option(

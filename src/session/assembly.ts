@@ -85,6 +85,7 @@ export function assembleParts<S>(
   const gate = new ReadGate(
     {
       running: () => calls.running,
+      runningBytes: () => calls.runningBytes,
       queuedBytes: () => outbox.queuedBytes,
       ended: () => core.ended(),
     },

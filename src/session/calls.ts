@@ -77,6 +77,8 @@ export class Calls<S> {
   readonly #incoming = new Map<number, IncomingCall>();
   /** Notification handlers still running. */
   #notifications = 0;
+  /** Bytes of the CALL frames of the peer's calls and notifications running here. */
+  #runningBytes = 0;
   /** Bumped when the session starts afresh: work from before must not reach the new peer. */
   #epoch = 0;
   readonly #port: CallsPort;
@@ -115,6 +117,11 @@ export class Calls<S> {
   /** The peer's calls and notifications running here. */
   get running(): number {
     return this.#incoming.size + this.#notifications;
+  }
+
+  /** Bytes of the CALL frames of those (what their params hold). */
+  get runningBytes(): number {
+    return this.#runningBytes;
   }
 
   // ---- calls we start ------------------------------------------------------------------------
@@ -308,7 +315,7 @@ export class Calls<S> {
     const msg = parseFrame<CallMessage>(CallSchema, frame, isPlainCall);
     const id = frame.streamId;
     if (id === 0) {
-      this.#onNotification(msg);
+      this.#onNotification(msg, frame.payload.length);
       return;
     }
     this.#ids.claimPeer(id, "call");
@@ -363,11 +370,14 @@ export class Calls<S> {
             ),
           );
     this.#incoming.set(id, controller);
+    const bytes = frame.payload.length;
+    this.#runningBytes += bytes;
     const ctx = new HandlerContext(msg.method, controller, deadline, streams, this.#session);
     const finish = () => {
       timer?.cancel();
       if (this.#epoch !== epoch) return;
       this.#incoming.delete(id);
+      this.#runningBytes -= bytes;
       this.#port.finished();
     };
     const sendResult = (value: unknown) => {
@@ -449,7 +459,7 @@ export class Calls<S> {
     });
   }
 
-  #onNotification(msg: CallMessage): void {
+  #onNotification(msg: CallMessage, bytes: number): void {
     if (!msg.notify) {
       throw new ProtocolViolation("BAD_MESSAGE", "CALL on stream 0 must be a notification");
     }
@@ -466,10 +476,13 @@ export class Calls<S> {
       this.#session,
     );
     this.#notifications++;
+    const epoch = this.#epoch;
+    this.#runningBytes += bytes;
     RESOLVED.then(() => handler(msg.params, ctx))
       .catch(() => this.#port.notificationFailed())
       .finally(() => {
         this.#notifications--;
+        if (this.#epoch === epoch) this.#runningBytes -= bytes;
         this.#port.finished();
       });
   }
@@ -502,6 +515,7 @@ export class Calls<S> {
     this.#outgoing.clear();
     for (const call of this.#incoming.values()) call.abort(reason);
     this.#incoming.clear();
+    if (restart) this.#runningBytes = 0;
   }
 }
 

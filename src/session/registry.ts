@@ -13,7 +13,7 @@ import type { SessionOptions } from "./options.ts";
 import { Session } from "./session.ts";
 
 /** Sessions a registry holds at once (open, or waiting to be resumed), by default. */
-export const DEFAULT_MAX_SESSIONS = 128;
+export const DEFAULT_MAX_SESSIONS = 64;
 /** Connections a registry lets wait for their peer's HELLO at once, by default. */
 export const DEFAULT_MAX_HANDSHAKING = 64;
 

@@ -32,11 +32,13 @@ class Client {
 function registry(limits: ConstructorParameters<typeof SessionRegistry>[2], extra = {}) {
   const clock = new FakeClock();
   const sessions: Session[] = [];
+  const held: (() => void)[] = [];
   const reg = new SessionRegistry(
     { role: "server", runtime: fakeRuntime(clock), keepalive: false, ...extra },
     (session) => {
       sessions.push(session);
       session.handle("echo", (p) => p);
+      session.handle("hold", () => new Promise<void>((resolve) => held.push(resolve)));
     },
     limits,
   );
@@ -45,7 +47,7 @@ function registry(limits: ConstructorParameters<typeof SessionRegistry>[2], extr
     reg.accept(ours);
     return new Client(new ScriptedPeer(theirs));
   };
-  return { reg, sessions, connect, clock };
+  return { reg, sessions, connect, clock, held };
 }
 
 describe("limits: what one peer may hold", () => {
@@ -96,6 +98,29 @@ describe("limits: what one peer may hold", () => {
     await settle();
     assert.equal(real.peer.frames(FrameType.HELLO)[0]?.body?.answers, "real");
     assert.equal(silent[2]?.peer.ended, true, "the oldest silent one made room");
+  });
+
+  it("stops reading from a peer whose running calls hold maxIncomingCallBytes, until they end", async () => {
+    const { connect, held } = registry({}, { maxIncomingCallBytes: 5_000 });
+    const c = connect();
+    c.hello("c");
+    await settle();
+    const params = new Uint8Array(2_000);
+    for (const id of [1, 3, 5]) {
+      c.send(FrameType.CALL, id, { method: "hold", params });
+      await settle();
+    }
+    assert.equal(held.length, 3, "three running: 6,000 bytes, past the bound");
+    c.send(FrameType.CALL, 7, { method: "echo", params: "next" });
+    await settle();
+    assert.equal(c.peer.frames(FrameType.RESULT).length, 0, "not read while they run");
+    for (const release of held.splice(0)) release();
+    await settle();
+    assert.deepEqual(
+      c.peer.frames(FrameType.RESULT).map((f) => f.frame.streamId),
+      [1, 3, 5, 7],
+      "read again once they ended",
+    );
   });
 
   it("a call that would pass maxPeerStreams is answered LIMIT_EXCEEDED; ending streams makes room", async () => {
