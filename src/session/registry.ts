@@ -20,8 +20,9 @@ export const DEFAULT_MAX_HANDSHAKING = 64;
 /** What one registry (one listener) holds for its peers at most. */
 export interface RegistryLimits {
   /**
-   * Sessions at once, open or waiting to be resumed. A new one past it is refused with
-   * LIMIT_EXCEEDED, told to the peer before any HELLO; resuming one that is here is not new.
+   * Sessions at once, open or waiting to be resumed. A new one past it first makes room by
+   * ending the oldest that waits to be resumed; when every one is connected it is refused with
+   * LIMIT_EXCEEDED, told to the peer before any HELLO. Resuming one that is here is not new.
    * Default `DEFAULT_MAX_SESSIONS`.
    */
   maxSessions?: number;
@@ -51,7 +52,7 @@ export class SessionRegistry implements Acceptor<Session> {
   readonly #maxHandshaking: number;
   readonly #onLimit: RegistryLimits["onLimit"];
   /** Connections dropped because `maxHandshaking` were waiting, and sessions refused. */
-  readonly refused = { handshaking: 0, sessions: 0 };
+  readonly refused = { handshaking: 0, sessions: 0, resumable: 0 };
 
   constructor(
     options: SessionOptions,
@@ -119,6 +120,7 @@ export class SessionRegistry implements Acceptor<Session> {
   opened(session: Session): GuestlinkError | undefined {
     this.#waiting.delete(session);
     const sessions = this.sessions as Set<Session>;
+    if (sessions.size >= this.#maxSessions) this.#dropOldestWaiting();
     if (sessions.size >= this.#maxSessions) {
       this.refused.sessions++;
       this.#told("maxSessions", session);
@@ -136,6 +138,28 @@ export class SessionRegistry implements Acceptor<Session> {
     });
     this.#onSession(session);
     return undefined;
+  }
+
+  /**
+   * Makes room for a new session by ending the oldest one whose connection is lost and that
+   * waits for its peer to come back: a peer that opens sessions and drops them cannot keep
+   * others out for a resume window (they are let go, oldest first, as new peers come).
+   */
+  #dropOldestWaiting(): void {
+    for (const session of this.sessions) {
+      if (session.connection !== undefined) continue;
+      this.refused.resumable++;
+      session.abort(
+        new GuestlinkError(
+          "RESUME_FAILED",
+          `the session was let go while it waited to be resumed: ${this.#maxSessions} sessions were held and a new one came`,
+          { details: { limit: "maxSessions", max: this.#maxSessions } },
+        ),
+      );
+      (this.sessions as Set<Session>).delete(session);
+      this.#byId.delete(session.id);
+      return;
+    }
   }
 
   #told(which: "maxSessions" | "maxHandshaking", session: Session): void {

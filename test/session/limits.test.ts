@@ -83,6 +83,26 @@ describe("limits: what one peer may hold", () => {
     assert.equal(d.peer.frames(FrameType.HELLO)[0]?.body?.answers, "d");
   });
 
+  it("a new session past maxSessions lets go of the oldest one waiting to be resumed, not of a connected one", async () => {
+    const { connect, sessions } = registry({ maxSessions: 2 });
+    const a = connect();
+    const b = connect();
+    a.hello("a");
+    b.hello("b");
+    await settle();
+    // a's connection is lost: its session waits for a to come back.
+    a.peer.transport.abort();
+    await settle();
+    assert.equal((sessions[0] as Session).connection, undefined);
+    const c = connect();
+    c.hello("c");
+    await settle();
+    assert.equal(c.peer.frames(FrameType.HELLO)[0]?.body?.answers, "c", "c got in");
+    const err = await (sessions[0] as Session).closed;
+    assert.equal(err?.code, "RESUME_FAILED");
+    assert.equal((sessions[1] as Session).state, "open", "b, connected, was not touched");
+  });
+
   it("past maxHandshaking the oldest connection still silent is dropped; one that says HELLO gets in", async () => {
     const { connect, reg } = registry({ maxHandshaking: 3 });
     const silent = [connect(), connect(), connect(), connect(), connect()];

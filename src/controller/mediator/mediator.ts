@@ -68,7 +68,14 @@ const SubmitParams = v.strictObject({
   pool: v.pipe(v.string(), v.minLength(1), v.maxLength(64)),
   priority: v.optional(v.pipe(v.number(), v.integer())),
   input: v.optional(v.unknown()),
-  key: v.optional(v.pipe(v.string(), v.minLength(1), v.maxLength(MAX_KEY_LENGTH))),
+  key: v.optional(
+    v.pipe(
+      v.string(),
+      v.minLength(1),
+      v.maxLength(MAX_KEY_LENGTH),
+      v.check((k) => !k.includes("\0"), "a key must not contain NUL"),
+    ),
+  ),
 });
 export type SubmitParams = v.InferOutput<typeof SubmitParams>;
 
