@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createConnection, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -48,6 +49,47 @@ describe("agent limits from the command line", () => {
     await until("room again", async () =>
       (await runCli(["ping", "-c", "1", agent.address])).code === 0 ? true : undefined,
     );
+  });
+
+  it("a keyed listener holds at most --max-pending silent connections, each for --hello-timeout, and a keyed client still gets in", async () => {
+    const keyFile = join(dir, "key");
+    assert.equal((await runCli(["keygen", keyFile])).code, 0);
+    const keyed = await startAgent(join(dir, "keyed.sock"), {
+      args: [
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--key-file",
+        keyFile,
+        "--max-pending",
+        "5",
+        "--hello-timeout",
+        "3",
+      ],
+    });
+    const silent: Socket[] = [];
+    try {
+      const m = /"addresses":\[[^\]]*"(tcp:[^"]+)"/.exec(keyed.log());
+      assert.ok(m, keyed.log());
+      const address = m[1] as string;
+      const [host, port] = [address.split(":")[1] as string, Number(address.split(":")[2])];
+      let closed = 0;
+      for (let i = 0; i < 20; i++) {
+        const s = createConnection({ host, port });
+        s.on("error", () => {});
+        s.once("close", () => closed++);
+        await once(s, "connect");
+        silent.push(s);
+      }
+      // Dropped as the new ones came, long before their 3 s were up.
+      await until("all but the newest 5 dropped", () => (closed >= 15 ? true : undefined), 2_500);
+      const r = await runCli(["ping", "-c", "1", "--key-file", keyFile, address]);
+      assert.equal(r.code, 0, r.stderr);
+      // Those left never finish the TLS handshake: dropped once --hello-timeout is up.
+      await until("the rest dropped after 3 s", () => (closed === 20 ? true : undefined), 15_000);
+    } finally {
+      for (const s of silent) s.destroy();
+      await keyed.kill();
+    }
   });
 
   it("refuses a limit that is not a whole number of 1 or more", async () => {
