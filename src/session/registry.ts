@@ -51,7 +51,7 @@ export class SessionRegistry implements Acceptor<Session> {
   readonly #maxSessions: number;
   readonly #maxHandshaking: number;
   readonly #onLimit: RegistryLimits["onLimit"];
-  /** Connections dropped because `maxHandshaking` were waiting, and sessions refused. */
+  /** Connections dropped at `maxHandshaking`, sessions refused, and sessions let go while they waited to be resumed. */
   readonly refused = { handshaking: 0, sessions: 0, resumable: 0 };
 
   constructor(
