@@ -41,6 +41,10 @@ export const ERROR_CODES = {
   STREAM_RESET: "a stream was reset by one side, so neither direction carries more bytes",
   STREAM_CLOSED: "a stream was used after it was ended or closed",
   POLICY_DENIED: "the agent's allow-list does not include the service called",
+  PATH_OUTSIDE_ROOT:
+    "a file operation named a path outside the folder the agent's files are confined to (--files-root)",
+  LIMIT_EXCEEDED:
+    "a peer went past a limit the agent, mediator or daemon sets on what one peer may hold (connections, streams, kept replies, agents)",
   FILE_NOT_FOUND: "a file or folder named in the request does not exist",
   PERMISSION_DENIED:
     "the user guestlink runs as (here or in the agent) may not read or write the file named",

@@ -3,7 +3,8 @@
  * knows nothing of addresses; `run.ts` puts it on listeners, an outgoing connection or stdio.
  */
 import { hostname } from "node:os";
-import { GuestlinkError, InvalidOptionError } from "../errors.ts";
+import { performance } from "node:perf_hooks";
+import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { nodeClock } from "../platform/node.ts";
 import type { NodeSessionOptions } from "../platform/session.ts";
 import type { Clock } from "../session/runtime.ts";
@@ -12,6 +13,7 @@ import { VERSION } from "../version.ts";
 import { CommandGroups } from "./command-groups.ts";
 import { DEFAULT_KILL_GRACE_MS, execService } from "./exec.ts";
 import { filesService } from "./files.ts";
+import type { FilesRoot } from "./files-root.ts";
 import { infoService } from "./info.ts";
 import type { Service } from "./service.ts";
 import { telemetryService } from "./telemetry.ts";
@@ -19,6 +21,34 @@ import { workloadService } from "./workload/service.ts";
 
 /** Services every agent has, whatever its allow-list: ping costs nothing and reveals nothing. */
 const ALWAYS_ALLOWED = "ping";
+
+/** Services whose every call the agent reports (`onOperation`): what runs commands or touches files. */
+const REPORTED_SERVICES: ReadonlySet<string> = new Set(["exec", "files", "workload"]);
+/** Longest text of a request kept in a report (a command line, a path). */
+const MAX_REPORTED_CHARS = 1024;
+
+/** An exec or file operation, as the agent reports it when it starts and when it ends. */
+export interface OperationReport {
+  phase: "start" | "end";
+  /** The method called (exec, files.get, files.put, …). */
+  method: string;
+  /** The peer's id and host name, as its HELLO gave them (its own word, not proof). */
+  peer: string;
+  host: string;
+  /**
+   * The connection the call came on: the peer's address (`tcp:IP:PORT`) or, for a Unix socket,
+   * the address listened on.
+   */
+  address: string;
+  /** On a keyed connection, the id of the key the peer proved it holds (tls.ts `keyId`). */
+  keyId?: string;
+  /** What was asked: `argv` and `cwd` of a command, the `path` of a file (cut at 1024 characters). */
+  request: Record<string, unknown>;
+  /** At the end: how long it took, and how it went (`code` of a failure, or what the result says). */
+  ms?: number;
+  code?: string;
+  result?: Record<string, unknown>;
+}
 
 /** Methods that are steps of another: allowing the one allows them (a put ends in one of these). */
 const STEPS_OF: Record<string, readonly string[]> = {
@@ -46,6 +76,13 @@ export interface AgentOptions {
   onProblem?: (message: string) => void;
   /** Told what is worth a debug log line (the keeper watching a group). */
   onNote?: (message: string) => void;
+  /** Confines the files service to this folder (`--files-root`; files-root.ts). */
+  filesRoot?: FilesRoot;
+  /**
+   * Told of every exec, file and workload call, when it starts and when it ends, with who asked
+   * and over what (the CLI logs each as a line). A listener that throws is ignored.
+   */
+  onOperation?: (report: OperationReport) => void;
 }
 
 export class Agent {
@@ -58,9 +95,14 @@ export class Agent {
   readonly allowedMethods: ReadonlySet<string>;
   /** The process groups of the commands it runs, and the keeper that outlives it. */
   readonly commands: CommandGroups;
+  /** Where the files service is confined, if it is. */
+  readonly filesRoot: FilesRoot | undefined;
+  readonly #onOperation: ((report: OperationReport) => void) | undefined;
 
   constructor(options: AgentOptions = {}) {
     this.id = options.id ?? hostname();
+    this.filesRoot = options.filesRoot;
+    this.#onOperation = options.onOperation;
     this.commands = new CommandGroups({
       killGraceMs: options.exec?.killGraceMs ?? DEFAULT_KILL_GRACE_MS,
       keeper: options.keeper,
@@ -71,7 +113,7 @@ export class Agent {
     this.services = [
       ping,
       execService({ ...options.exec, groups: this.commands }),
-      filesService(),
+      filesService({ root: options.filesRoot }),
       infoService({ services: () => [...this.allowed] }),
       telemetryService(),
       workloadService({
@@ -128,14 +170,80 @@ export class Agent {
   attach(session: Session): void {
     void session.closed.then(() => this.commands.ownerEnded(session));
     for (const service of this.services) {
+      const reported = this.#onOperation !== undefined && REPORTED_SERVICES.has(service.name);
       for (const [method, handler] of Object.entries(service.methods)) {
-        session.handle(
-          method,
-          this.allowedMethods.has(method) ? handler : denied(service.name, method),
-        );
+        const allowed = this.allowedMethods.has(method) ? handler : denied(service.name, method);
+        session.handle(method, reported ? this.#reporting(allowed) : allowed);
       }
     }
   }
+
+  /** `handler`, reporting each call to `onOperation` as it starts and ends. */
+  #reporting(handler: Handler): Handler {
+    const report = (r: OperationReport) => {
+      try {
+        this.#onOperation?.(r);
+      } catch {
+        // A broken listener must not break the call.
+      }
+    };
+    return async (params, ctx) => {
+      const session = ctx.session;
+      const connection = session.connection;
+      const who = {
+        method: ctx.method,
+        peer: session.peer?.id ?? "?",
+        host: session.peer?.hostname ?? "?",
+        address: connection?.description ?? "?",
+        ...(connection?.keyId === undefined ? {} : { keyId: connection.keyId }),
+      };
+      report({ phase: "start", ...who, request: describeRequest(params) });
+      const started = performance.now();
+      const ms = () => Math.round((performance.now() - started) * 10) / 10;
+      try {
+        const value = await handler(params, ctx);
+        report({ phase: "end", ...who, request: {}, ms: ms(), result: describeResult(value) });
+        return value;
+      } catch (err) {
+        const code = isGuestlinkError(err)
+          ? err.code
+          : String((err as { code?: unknown } | undefined)?.code ?? "HANDLER_FAILED");
+        report({ phase: "end", ...who, request: {}, ms: ms(), code });
+        throw err;
+      }
+    };
+  }
+}
+
+/** The parts of a request worth a log line, cut short: a command, a path, a size. */
+function describeRequest(params: unknown): Record<string, unknown> {
+  if (typeof params !== "object" || params === null) return {};
+  const p = params as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  if (Array.isArray(p.argv)) out.argv = cut(p.argv.map(String).join(" "));
+  for (const key of ["path", "cwd", "name", "token", "stage"] as const) {
+    if (typeof p[key] === "string") out[key] = cut(p[key] as string);
+  }
+  if (p.shell === true) out.shell = true;
+  if (typeof p.size === "number") out.size = p.size;
+  return out;
+}
+
+/** What a result says in a log line: an exit status, a path, a size. */
+function describeResult(value: unknown): Record<string, unknown> {
+  if (typeof value !== "object" || value === null) return {};
+  const v = value as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const key of ["status", "reason", "size", "path", "sha256", "state"] as const) {
+    const x = v[key];
+    if (typeof x === "number" || typeof x === "boolean") out[key] = x;
+    else if (typeof x === "string") out[key] = cut(x);
+  }
+  return out;
+}
+
+function cut(text: string): string {
+  return text.length <= MAX_REPORTED_CHARS ? text : `${text.slice(0, MAX_REPORTED_CHARS)}…`;
 }
 
 function denied(service: string, method: string): Handler {

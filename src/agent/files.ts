@@ -11,7 +11,8 @@
  * through, a symlink is followed, a folder gets the file under the caller's base name.
  * `files.list` and `files.mkdir` let the host copy folders file by file.
  *
- * Relative paths are relative to the agent's working folder.
+ * Relative paths are relative to the agent's working folder; with `root` (`--files-root DIR`),
+ * relative to DIR, and every path must stay inside it (files-root.ts).
  */
 import { createHash, randomBytes } from "node:crypto";
 import { chmod, type FileHandle, lstat, rename, rm, stat, statfs } from "node:fs/promises";
@@ -39,6 +40,7 @@ import {
   writeAll,
 } from "../platform/file-transfer.ts";
 import type { CallContext, Session } from "../session/session.ts";
+import { type FilesRoot, O_NOFOLLOW } from "./files-root.ts";
 import { parseParams, requireStream } from "./params.ts";
 import type { Service } from "./service.ts";
 
@@ -62,6 +64,8 @@ export interface FilesServiceOptions {
   uncommittedTtlMs?: number;
   /** Told about temporary files and commits; a listener that throws is ignored. */
   onEvent?: (event: FilesEvent) => void;
+  /** Confines every path to this folder (PATH_OUTSIDE_ROOT beyond it). */
+  root?: FilesRoot;
 }
 
 const TokenSchema = v.pipe(v.string("must be a string"), v.minLength(1), v.maxLength(128));
@@ -125,6 +129,18 @@ async function isPseudoFile(path: string): Promise<boolean> {
 
 export function filesService(options: FilesServiceOptions = {}): Service {
   const ttlMs = options.uncommittedTtlMs ?? UNCOMMITTED_TTL_MS;
+  const root = options.root;
+
+  /** A path to read or list: with a root, resolved (symlinks followed) and checked inside it. */
+  const existing = async (requested: string): Promise<string> =>
+    root === undefined
+      ? resolve(requested)
+      : root.resolveExisting(root.locate(requested), requested);
+
+  /** Checks a file just opened is inside the root (a path swapped since the check is caught). */
+  const checkOpened = async (handle: FileHandle, requested: string): Promise<void> => {
+    if (root !== undefined) await root.checkOpened(handle, requested);
+  };
   const sessions = new WeakMap<Session, Uploads>();
 
   const emit = (event: FilesEvent) => {
@@ -171,9 +187,21 @@ export function filesService(options: FilesServiceOptions = {}): Service {
   };
 
   const get = async (params: unknown, ctx: CallContext) => {
-    const path = resolve(parseParams(ctx.method, GetParams, params).path);
+    const requested = parseParams(ctx.method, GetParams, params).path;
+    const path = await existing(requested);
     const out = requireStream(ctx, "data");
-    const { handle, size: statSize, mode } = await openForReading(path);
+    let opened: Awaited<ReturnType<typeof openForReading>>;
+    try {
+      // Confined, a symlink put at the end since the check is not followed out.
+      opened = await openForReading(path, root === undefined ? 0 : O_NOFOLLOW);
+    } catch (err) {
+      if (root !== undefined && (err as { code?: unknown }).code === "ELOOP") {
+        throw root.symlinkAtEnd(requested);
+      }
+      throw err;
+    }
+    const { handle, size: statSize, mode } = opened;
+    await checkOpened(handle, requested);
     try {
       const expected = statSize === 0 && (await isPseudoFile(path)) ? undefined : statSize;
       const hash = createHash("sha256");
@@ -203,10 +231,14 @@ export function filesService(options: FilesServiceOptions = {}): Service {
     const { mode, size: expected } = request;
     const input = requireStream(ctx, "data");
     const uploads = uploadsOf(ctx.session);
-    const destination = await resolveDestination(request.path, {
-      name: request.name,
-      follow: request.follow,
-    });
+    const destination = await resolveDestination(
+      root === undefined ? request.path : root.locate(request.path),
+      { name: request.name, follow: request.follow },
+    );
+    // Confined: where the links were followed to must be inside too (its folder resolved).
+    if (root !== undefined) {
+      destination.path = await root.resolveParent(destination.path, request.path);
+    }
     const path = destination.path;
     let temp: string | undefined;
     let handle: FileHandle;
@@ -214,8 +246,15 @@ export function filesService(options: FilesServiceOptions = {}): Service {
       const created = await createTemp(path);
       ({ path: temp, handle } = created);
       emit({ type: "temp-created", path: temp, target: path });
+      try {
+        await checkOpened(handle, request.path);
+      } catch (err) {
+        await removeTemp(temp, path, "failed");
+        throw err;
+      }
     } else if (destination.kind === "through") {
       handle = await openThrough(destination, ctx.signal);
+      await checkOpened(handle, request.path);
       emit({ type: "writing-through", path, kind: destination.type });
     } else {
       // resolveDestination refuses the agent's own open files unless asked not to; it was not.
@@ -325,7 +364,7 @@ export function filesService(options: FilesServiceOptions = {}): Service {
   };
 
   const list = async (params: unknown, ctx: CallContext) => {
-    const path = resolve(parseParams(ctx.method, ListParams, params).path);
+    const path = await existing(parseParams(ctx.method, ListParams, params).path);
     const entries = await listFolder(path);
     let mode: number;
     try {
@@ -338,7 +377,7 @@ export function filesService(options: FilesServiceOptions = {}): Service {
 
   const makeFolder = async (params: unknown, ctx: CallContext) => {
     const request = parseParams(ctx.method, MkdirParams, params);
-    return createFolder(resolve(request.path), request.name, request.mode);
+    return createFolder(await existing(request.path), request.name, request.mode);
   };
 
   return {

@@ -13,10 +13,12 @@ import {
   type SessionServer,
   serveSessions,
 } from "../platform/session.ts";
+import type { RegistryLimits } from "../session/registry.ts";
 import { Session } from "../session/session.ts";
 import { Supervisor } from "../supervise/supervisor.ts";
 import { isLoopbackHost, parseAddress } from "../transport/address.ts";
 import { connectStdio } from "../transport/stdio.ts";
+import { keyId } from "../transport/tls.ts";
 import type { Agent } from "./agent.ts";
 
 export type AgentLogger = EventLogger;
@@ -49,10 +51,25 @@ export interface RunAgentOptions {
   /** For `nats:` addresses that name none: the NATS credentials file (`--nats-creds`). */
   natsCreds?: string;
   /**
+   * What one peer may make the agent hold (docs/security.md#limits): per listener, sessions and
+   * connections waiting for their HELLO (registry.ts); per session, the time to HELLO, streams
+   * open and calls running (session/options.ts). Defaults where not given.
+   */
+  limits?: AgentLimits;
+  /**
    * On a graceful `stop()`, how long running work may take to finish before its sessions are
    * aborted and its commands killed (default `DEFAULT_DRAIN_TIMEOUT_MS`).
    */
   drainTimeoutMs?: number;
+}
+
+export interface AgentLimits extends RegistryLimits {
+  /** How long a new connection has to say HELLO (a keyed one's TLS handshake included). */
+  helloTimeoutMs?: number;
+  /** Streams a peer may have open at once in one session (LIMIT_EXCEEDED past it). */
+  maxStreams?: number;
+  /** Calls a peer may have running at once in one session (the agent stops reading past it). */
+  maxCalls?: number;
 }
 
 /** How long a graceful stop lets running work finish (SIGTERM to a container gets 10 s too). */
@@ -109,8 +126,12 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
       }
     }
   }
+  const limits = options.limits ?? {};
   const sessionOptions = {
     ...agent.sessionOptions(),
+    ...(limits.helloTimeoutMs === undefined ? {} : { handshakeTimeoutMs: limits.helloTimeoutMs }),
+    ...(limits.maxStreams === undefined ? {} : { maxPeerStreams: limits.maxStreams }),
+    ...(limits.maxCalls === undefined ? {} : { maxIncomingCalls: limits.maxCalls }),
     ...(options.payloadChecksum === false ? { payloadChecksum: false } : {}),
     ...(options.resumeWindowMs ? { resume: { windowMs: options.resumeWindowMs } } : {}),
   };
@@ -224,16 +245,22 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
             services: [...agent.allowed].join(","),
             sessions: String(servers.reduce((n, s) => n + s.sessions.size, 0)),
           }),
+          maxSessions: limits.maxSessions,
+          maxHandshaking: limits.maxHandshaking,
+          onLimit: limitLog(address, log),
           // Keyed or not, a tcp: listener refuses a peer whose key does not match (or exist).
-          onRefused: ({ peer, reason }) =>
-            log.warn({ where: address, peer, code: "AUTH_FAILED" }, `refused ${peer}: ${reason}`),
+          onRefused: refusalLog(address, log),
         },
       );
       servers.push(server);
       log.info(
         keyFor(address) === undefined
           ? { address: server.address }
-          : { address: server.address, tls: "TLS 1.3, pre-shared key" },
+          : {
+              address: server.address,
+              tls: "TLS 1.3, pre-shared key",
+              keyId: keyId(options.key as Uint8Array),
+            },
         "listening",
       );
     }
@@ -254,6 +281,83 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     },
     live: () => servers.flatMap((s) => [...s.sessions]),
   });
+}
+
+/** How often the agent says how many silent connections it dropped (each would be a line). */
+const DROPPED_REPORT_MS = 10_000;
+
+/**
+ * Logs a listener's refusals at its limits: each session refused, and the connections dropped
+ * for never saying HELLO summed up at most once every 10 s (a flood of them is one line).
+ */
+function limitLog(
+  where: string,
+  log: AgentLogger,
+): (r: { limit: "maxSessions" | "maxHandshaking"; address: string }) => void {
+  let dropped = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return ({ limit, address }) => {
+    if (limit === "maxSessions") {
+      log.warn(
+        { where, peer: address, code: "LIMIT_EXCEEDED", limit },
+        `refused a session from ${address}: this listener holds as many as it takes (--max-connections)`,
+      );
+      return;
+    }
+    dropped++;
+    if (timer !== undefined) return;
+    const report = () => {
+      timer = undefined;
+      if (dropped === 0) return;
+      log.warn(
+        { where, code: "LIMIT_EXCEEDED", limit, dropped },
+        `dropped ${dropped} connections that had not said HELLO, to make room for new ones (--max-pending)`,
+      );
+      dropped = 0;
+      timer = setTimeout(report, DROPPED_REPORT_MS);
+      timer.unref();
+    };
+    report();
+  };
+}
+
+/** Refusals logged one by one in each 10 s; past that they are counted and summed up. */
+const REFUSALS_PER_REPORT = 20;
+
+/**
+ * Logs the connections a tcp: listener refused for their key, each with its peer, up to 20 in
+ * 10 s; past that (a flood) the rest are counted and said in one line when the 10 s are over.
+ */
+function refusalLog(
+  where: string,
+  log: AgentLogger,
+): (r: { peer: string; reason: string }) => void {
+  let told = 0;
+  let untold = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const windowEnds = () => {
+    timer = undefined;
+    if (untold > 0) {
+      log.warn(
+        { where, code: "AUTH_FAILED", refused: untold },
+        `refused ${untold} more connections in ${DROPPED_REPORT_MS / 1000} s (each not logged)`,
+      );
+    }
+    told = 0;
+    untold = 0;
+  };
+  return ({ peer, reason }) => {
+    if (timer === undefined) {
+      timer = setTimeout(windowEnds, DROPPED_REPORT_MS);
+      timer.unref();
+    }
+    if (told >= REFUSALS_PER_REPORT) {
+      untold++;
+      return;
+    }
+    told++;
+    log.warn({ where, peer, code: "AUTH_FAILED" }, `refused ${peer}: ${reason}`);
+  };
 }
 
 /**

@@ -20,6 +20,12 @@ interface AgentCommandOptions {
   keyFile?: string;
   insecure?: boolean;
   natsCreds?: string;
+  filesRoot?: string;
+  maxConnections?: number;
+  maxPending?: number;
+  helloTimeout?: number;
+  maxStreams?: number;
+  maxCalls?: number;
 }
 
 /** A number of seconds that may be 0 (for --drain-timeout: stop the commands at once). */
@@ -40,6 +46,20 @@ function natsAgentId(listen: readonly string[] | undefined): string | undefined 
     if (a.kind === "nats") return a.agent;
   }
   return undefined;
+}
+
+/** Failures of an operation that mean a peer asked for what it may not have. */
+const REFUSALS: ReadonlySet<string> = new Set(["POLICY_DENIED", "PATH_OUTSIDE_ROOT"]);
+
+/** A whole number of things, 1 or more. */
+function count(name: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
+      throw new InvalidOptionError(`${name} takes a whole number (1 or more), got "${value}"`);
+    }
+    return n;
+  };
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -82,6 +102,35 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
       "the agent's id in handshakes (default: its id on NATS when it listens there, else the host name)",
     )
     .option(
+      "--files-root <dir>",
+      "confine get and put to this folder: relative paths are taken in it, and no path (no .., no symlink) may lead out of it",
+    )
+    .option(
+      "--max-connections <n>",
+      "sessions each listener holds at once, open or waiting to resume; one more is refused with LIMIT_EXCEEDED (default 64)",
+      count("--max-connections"),
+    )
+    .option(
+      "--max-pending <n>",
+      "connections each listener lets wait for their HELLO; one more drops the oldest (default 64)",
+      count("--max-pending"),
+    )
+    .option(
+      "--hello-timeout <seconds>",
+      "how long a new connection has to say HELLO, a keyed one's TLS handshake included (default 10)",
+      seconds("--hello-timeout"),
+    )
+    .option(
+      "--max-streams <n>",
+      "streams a peer may have open at once in a session; a call that would open more gets LIMIT_EXCEEDED (default 4096)",
+      count("--max-streams"),
+    )
+    .option(
+      "--max-calls <n>",
+      "calls a peer may have running at once in a session; past it the agent stops reading from that peer until one ends (default 1024)",
+      count("--max-calls"),
+    )
+    .option(
       "--no-payload-checksum",
       "go without payload checksums if the peer agrees too (never over a lossy pipe: serial, stdio, exec, mailbox)",
     )
@@ -114,7 +163,19 @@ Examples:
       const log = makeLogger(verbose, verbose ? "debug" : opts.logLevel);
       // Loaded here, not with the CLI: the agent's services are no concern of the other commands.
       const { Agent } = await import("../agent/agent.ts");
+      const { FilesRoot } = await import("../agent/files-root.ts");
+      const filesRoot =
+        opts.filesRoot === undefined ? undefined : await FilesRoot.open(opts.filesRoot);
       const agent = new Agent({
+        filesRoot,
+        // Every command run and file touched, with who asked and over what: stderr, never stdout.
+        // A refusal (an allow-list, the files root) is worth a warning: someone tried.
+        onOperation: ({ phase, method, request, result, ...who }) =>
+          (REFUSALS.has(who.code ?? "") ? log.warn : log.info).call(
+            log,
+            { ...who, ...request, ...result },
+            phase === "start" ? method : `${method} ${who.code === undefined ? "done" : "failed"}`,
+          ),
         id: opts.id ?? natsAgentId(opts.listen),
         allow: opts.allow
           ?.split(",")
@@ -135,10 +196,24 @@ Examples:
         payloadChecksum: opts.payloadChecksum,
         resumeWindowMs: opts.resumeWindow * 1000,
         drainTimeoutMs: opts.drainTimeout * 1000,
+        limits: {
+          maxSessions: opts.maxConnections,
+          maxHandshaking: opts.maxPending,
+          ...(opts.helloTimeout === undefined
+            ? {}
+            : { helloTimeoutMs: Math.ceil(opts.helloTimeout * 1000) }),
+          maxStreams: opts.maxStreams,
+          maxCalls: opts.maxCalls,
+        },
         log,
       });
       log.info(
-        { id: agent.id, addresses: running.addresses, services: [...agent.allowed] },
+        {
+          id: agent.id,
+          addresses: running.addresses,
+          services: [...agent.allowed],
+          ...(filesRoot === undefined ? {} : { filesRoot: filesRoot.path }),
+        },
         "agent started",
       );
       let signals = 0;

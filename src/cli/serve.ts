@@ -7,6 +7,7 @@ import {
   checkHttp,
   checkPattern,
   parseServeConfig,
+  readDialIn,
   readServeConfig,
   type ServeConfig,
 } from "../daemon/config.ts";
@@ -58,10 +59,7 @@ async function serveConfig(opts: ServeOptions): Promise<ServeConfig> {
       config.agents.push({ id, address, labels: {} });
     }
     for (const d of opts.discover) config.discover.push(checkPattern(d, "--discover"));
-    for (const l of opts.listen) {
-      checkAddress(l, "--listen");
-      config.listen.push(l);
-    }
+    for (const l of opts.listen) config.listen.push(readDialIn(l, "--listen"));
     if (opts.socket !== undefined) config.socket = opts.socket;
     if (opts.http !== undefined) config.http = checkHttp(opts.http, "--http");
   } catch (err) {

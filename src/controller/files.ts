@@ -85,6 +85,7 @@ const FILE_CODES: ReadonlySet<ErrorCode> = new Set([
   "UNSUPPORTED_FILE_TYPE",
   "NO_SPACE",
   "FILE_CHANGED",
+  "PATH_OUTSIDE_ROOT",
 ]);
 
 /**

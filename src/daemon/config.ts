@@ -6,7 +6,7 @@
 import { readYaml } from "../controller/config-file.ts";
 import { ConfigInvalidError, isGuestlinkError } from "../errors.ts";
 import { CheckError, readMapping } from "../fleet/check.ts";
-import { parseAddress } from "../transport/address.ts";
+import { isLoopbackHost, parseAddress } from "../transport/address.ts";
 import { parseNatsServers } from "../transport/nats-address.ts";
 import { DEFAULT_HTTP, defaultSocketPath } from "./paths.ts";
 
@@ -18,12 +18,33 @@ export interface ServeAgent {
   keyFile?: string;
 }
 
+/** Where agents started with `agent --connect` dial in (`listen:`). */
+export interface DialInEntry {
+  address: string;
+  /** `key_file`: only agents holding this key may dial in (tcp: only; docs/security.md). */
+  keyFile?: string;
+  /** `insecure`: allow a non-loopback tcp: address without a key (anyone could pose as an agent). */
+  insecure?: boolean;
+  /**
+   * `max_agents`: agents held from this address at once (up or down); one more id is refused
+   * with LIMIT_EXCEEDED, so a guest dialling in under ever new names cannot grow the daemon.
+   */
+  maxAgents: number;
+  /** `max_connections`: sessions this address holds at once (default: registry.ts's). */
+  maxConnections?: number;
+  /** `max_pending`: connections waiting for their HELLO at once; one more drops the oldest. */
+  maxPending?: number;
+}
+
+/** Agents one dial-in address may make the daemon hold, by default. */
+export const DEFAULT_MAX_DIALLED_IN_AGENTS = 64;
+
 export interface ServeConfig {
   agents: ServeAgent[];
   /** Absolute socket-path patterns with `*`: one agent per match, named by what `*` matched. */
   discover: string[];
   /** Addresses where agents started with `agent --connect` dial in. */
-  listen: string[];
+  listen: DialInEntry[];
   /** The API's Unix socket. */
   socket: string;
   /** The API on TCP (`host:port`, loopback only), or null for none. */
@@ -73,15 +94,57 @@ export function readServeConfig(value: unknown): ServeConfig {
       ids.add(a.id);
     });
     const discover = f.list("discover", (v, path) => checkPattern(v, path));
-    const listen = f.list("listen", (v, path) => {
-      if (typeof v !== "string") throw new CheckError(path, "expected an address");
-      checkAddress(v, path);
-      return v;
+    const listen = f.list("listen", readDialIn);
+    const seen = new Set<string>();
+    listen.forEach((entry, i) => {
+      if (seen.has(entry.address)) {
+        throw new CheckError(`listen[${i}]`, `${entry.address} is listed twice`);
+      }
+      seen.add(entry.address);
     });
     const socket = f.string("socket", defaultSocketPath());
     const http = checkHttp(f.raw("http"), "http");
     return { agents, discover, listen, socket, http };
   });
+}
+
+/** A `listen:` entry: an address, or `{ address, key_file?, insecure?, max_agents? }`. */
+export function readDialIn(value: unknown, path: string): DialInEntry {
+  const entry: DialInEntry =
+    typeof value === "string"
+      ? { address: value, maxAgents: DEFAULT_MAX_DIALLED_IN_AGENTS }
+      : readMapping(value, path, (f) => {
+          const keyFile = f.string("key_file", undefined);
+          const insecure = f.boolean("insecure", false);
+          const maxConnections = f.integer("max_connections", 1, 1_000_000, undefined);
+          const maxPending = f.integer("max_pending", 1, 1_000_000, undefined);
+          return {
+            address: f.string("address"),
+            ...(keyFile === undefined ? {} : { keyFile }),
+            ...(insecure ? { insecure } : {}),
+            maxAgents: f.integer("max_agents", 1, 100_000, DEFAULT_MAX_DIALLED_IN_AGENTS),
+            ...(maxConnections === undefined ? {} : { maxConnections }),
+            ...(maxPending === undefined ? {} : { maxPending }),
+          };
+        });
+  const where = typeof value === "string" ? path : `${path}.address`;
+  checkAddress(entry.address, where);
+  const parsed = parseAddress(entry.address);
+  if (entry.keyFile !== undefined && parsed.kind !== "tcp") {
+    throw new CheckError(`${path}.key_file`, "a key applies to tcp: addresses only");
+  }
+  if (
+    parsed.kind === "tcp" &&
+    entry.keyFile === undefined &&
+    !entry.insecure &&
+    !isLoopbackHost(parsed.host)
+  ) {
+    throw new CheckError(
+      where,
+      `${entry.address} is not a loopback address: without a key anyone who reaches it could pose as an agent; give key_file: (guestlink keygen FILE; the agents dial in with --key-file), or insecure: true if the network is trusted`,
+    );
+  }
+  return entry;
 }
 
 export function checkAddress(address: string, path: string): void {

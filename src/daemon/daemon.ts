@@ -14,13 +14,14 @@ import { dirname } from "node:path";
 import { Discovery } from "../controller/discover.ts";
 import { watchTelemetry } from "../controller/telemetry.ts";
 import { ConfigInvalidError, GuestlinkError, InvalidOptionError } from "../errors.ts";
+import { readKeyFile } from "../platform/key-file.ts";
 import { type SessionServer, serveSessions, sessionOptions } from "../platform/session.ts";
 import { Session } from "../session/session.ts";
 import { parseNatsServers } from "../transport/nats-address.ts";
 import { NatsDiscovery } from "../transport/nats-service.ts";
 import { NodeStreamTransport } from "../transport/node-stream.ts";
 import { VERSION } from "../version.ts";
-import type { ServeConfig } from "./config.ts";
+import type { DialInEntry, ServeConfig } from "./config.ts";
 import { serveDashboard } from "./dashboard/serve.ts";
 import { serveExecHttp, serveExecUpgrade } from "./exec-ws.ts";
 import { serveFiles } from "./files-http.ts";
@@ -60,6 +61,8 @@ export class Daemon {
   readonly #recent: (DaemonEvent & { at: number })[] = [];
   readonly #discoveries: (Discovery | NatsDiscovery)[] = [];
   readonly #dialIns: SessionServer[] = [];
+  /** Agents that dialled in, by id: the `listen:` address each came to (for `max_agents`). */
+  readonly #dialledFrom = new Map<string, string>();
   readonly #servers: Server[] = [];
   readonly #pollMs: number;
   #httpAddress: string | undefined;
@@ -132,13 +135,31 @@ export class Daemon {
       this.#discoveries.push(discovery);
       await discovery.start();
     }
-    for (const address of this.config.listen) {
-      const server = await serveSessions(address, (session) => this.#dialledIn(session, address), {
-        role: "client",
-        peer: daemonPeer(),
-      });
+    for (const entry of this.config.listen) {
+      const { address } = entry;
+      const key = entry.keyFile === undefined ? undefined : await readKeyFile(entry.keyFile);
+      const server = await serveSessions(
+        address,
+        (session) => this.#dialledIn(session, entry),
+        { role: "client", peer: daemonPeer() },
+        {
+          ...(key === undefined ? {} : { key }),
+          maxSessions: entry.maxConnections,
+          maxHandshaking: entry.maxPending,
+          onRefused: ({ peer, reason }) =>
+            this.#log("warn", `refused ${peer} at ${address}: ${reason}`, {
+              address,
+              peer,
+              code: "AUTH_FAILED",
+            }),
+        },
+      );
       this.#dialIns.push(server);
-      this.#log("info", `agents may dial in at ${address}`, { address });
+      this.#log(
+        "info",
+        `agents may dial in at ${address}${key === undefined ? "" : " (TLS 1.3, pre-shared key)"}`,
+        { address },
+      );
     }
     await this.#listenSocket(this.config.socket);
     if (this.config.http !== null) await this.#listenHttp(this.config.http);
@@ -168,11 +189,13 @@ export class Daemon {
     const held = this.agents.get(id);
     if (held === undefined) return;
     this.agents.delete(id);
+    this.#dialledFrom.delete(id);
     void held.close();
     this.#emit({ type: "removed", id });
   }
 
-  #dialledIn(session: Session, address: string): void {
+  #dialledIn(session: Session, entry: DialInEntry): void {
+    const { address } = entry;
     void session.ready.then(
       (peer) => {
         const id = peer.id;
@@ -189,6 +212,25 @@ export class Daemon {
             new GuestlinkError("POLICY_DENIED", `the daemon holds an agent named ${id} already`),
           );
           return;
+        }
+        if (known === undefined) {
+          const held = [...this.#dialledFrom.values()].filter((a) => a === address).length;
+          if (held >= entry.maxAgents) {
+            this.#log(
+              "warn",
+              `an agent dialled in at ${address} as ${id}, but ${held} agents are held from there (max_agents); refused`,
+              { id, address, code: "LIMIT_EXCEEDED" },
+            );
+            session.abort(
+              new GuestlinkError(
+                "LIMIT_EXCEEDED",
+                `the daemon holds ${held} agents dialled in at ${address}, its max_agents: no more are taken there`,
+                { details: { limit: "max_agents", max: entry.maxAgents } },
+              ),
+            );
+            return;
+          }
+          this.#dialledFrom.set(id, address);
         }
         (known ?? this.#add(id, "dialled-in", null, {})).adopt(session);
       },

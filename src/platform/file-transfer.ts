@@ -74,14 +74,18 @@ export async function refuseFolder(target: string): Promise<void> {
   }
 }
 
-/** Opens a file to send; refuses folders and anything that is not a regular file. */
+/**
+ * Opens a file to send; refuses folders and anything that is not a regular file. `flags` are
+ * added to the open's (O_NOFOLLOW, for the agent confined to a folder).
+ */
 export async function openForReading(
   path: string,
+  flags = 0,
 ): Promise<{ handle: FileHandle; size: number; mode: number }> {
   let handle: FileHandle;
   try {
     // O_NONBLOCK: a FIFO must not hang the open; it is refused just below.
-    handle = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+    handle = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | flags);
   } catch (err) {
     throw fileSystemError(err, path);
   }

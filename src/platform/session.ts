@@ -5,7 +5,7 @@
 import { hostname } from "node:os";
 import { ConnectFailedError, GuestlinkError } from "../errors.ts";
 import type { SessionOptions } from "../session/options.ts";
-import { SessionRegistry } from "../session/registry.ts";
+import { type RegistryLimits, SessionRegistry } from "../session/registry.ts";
 import { Session, type SessionConnection, type SessionEvent } from "../session/session.ts";
 import type { BackoffOptions } from "../supervise/backoff.ts";
 import { Supervisor } from "../supervise/supervisor.ts";
@@ -137,6 +137,12 @@ function keepConnected(
   void session.closed.then(() => supervisor.shutdown());
 }
 
+/**
+ * How a listener of sessions listens: the transport's options (a key for tcp:) and what the
+ * listener holds at most (registry.ts): sessions, and connections waiting for their HELLO.
+ */
+export interface ServeOptions extends ListenOptions, RegistryLimits {}
+
 /** A listener that runs a session on every connection it accepts. */
 export interface SessionServer {
   readonly address: string;
@@ -159,12 +165,22 @@ export async function serveSessions(
   address: string | Address,
   setup: (session: Session) => void,
   options: NodeSessionOptions = {},
-  listenOptions: ListenOptions = {},
+  listenOptions: ServeOptions = {},
 ): Promise<SessionServer> {
   const parsed = toAddress(address);
-  const listener: Listener = await listen(parsed, listenOptions);
+  const { maxSessions, maxHandshaking, onLimit, ...rest } = listenOptions;
+  const listener: Listener = await listen(parsed, {
+    ...rest,
+    // A keyed tcp: listener's TLS handshake is held to the same bounds as the HELLO after it.
+    handshakeTimeoutMs: options.handshakeTimeoutMs,
+    maxHandshaking,
+  });
   // Every connection waits for its peer's HELLO, which may resume a session it had before.
-  const registry = new SessionRegistry(sessionOptions("server", options), setup);
+  const registry = new SessionRegistry(sessionOptions("server", options), setup, {
+    maxSessions,
+    maxHandshaking,
+    onLimit,
+  });
   const sessions = registry.sessions;
   const accepting = (async () => {
     for await (const transport of listener) registry.accept(transport);

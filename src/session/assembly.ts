@@ -68,7 +68,13 @@ export function assembleParts<S>(
   // up to its keepalive's dead timeout, after which keepalive would have spoken anyway.
   const giveUpAfterMs = o.keepalive ? o.keepalive.deadAfterMs : KEEPALIVE_DEAD_AFTER_MS;
   const delivery = new Delivery(core, { clock, outbox, stats, giveUpAfterMs }, o.replayBufferBytes);
-  const streams = new Streams(core, ids, o.streamWindowBytes, o.sessionWindowBytes);
+  const streams = new Streams(
+    core,
+    ids,
+    o.streamWindowBytes,
+    o.sessionWindowBytes,
+    o.maxPeerStreams,
+  );
   const calls = new Calls<S>(
     core,
     session,
@@ -79,6 +85,7 @@ export function assembleParts<S>(
   const gate = new ReadGate(
     {
       running: () => calls.running,
+      runningBytes: () => calls.runningBytes,
       queuedBytes: () => outbox.queuedBytes,
       ended: () => core.ended(),
     },

@@ -1,6 +1,7 @@
 /**
  * Holding back a peer that would make the session hold unbounded memory (docs/protocol.md 9.9):
- * when as many of its calls as the session runs at once are running (`maxIncomingCalls`), or
+ * when as many of its calls as the session runs at once are running (`maxIncomingCalls`, or
+ * their CALL frames add up to `maxIncomingCallBytes`), or
  * what we owe it has piled up because it does not read (`maxQueuedBytes`), the session stops
  * reading from it. Not reading is the backpressure that reaches the peer through the transport
  * (its writes block); other sessions are unaffected. Reading resumes when either eases.
@@ -10,6 +11,8 @@ import { type Deferred, deferred } from "../abort.ts";
 export interface ReadGatePort {
   /** The peer's calls (and notifications) running now. */
   running(): number;
+  /** Bytes of the CALL frames of those calls. */
+  runningBytes(): number;
   /** Bytes queued toward the peer and not yet taken by its transport. */
   queuedBytes(): number;
   /** The session has ended: nothing is held back any more. */
@@ -19,12 +22,17 @@ export interface ReadGatePort {
 export class ReadGate {
   readonly #port: ReadGatePort;
   readonly #maxRunning: number;
+  readonly #maxRunningBytes: number;
   readonly #maxQueuedBytes: number;
   #waiter: Deferred<void> | undefined;
 
-  constructor(port: ReadGatePort, limits: { maxIncomingCalls: number; maxQueuedBytes: number }) {
+  constructor(
+    port: ReadGatePort,
+    limits: { maxIncomingCalls: number; maxIncomingCallBytes: number; maxQueuedBytes: number },
+  ) {
     this.#port = port;
     this.#maxRunning = limits.maxIncomingCalls;
+    this.#maxRunningBytes = limits.maxIncomingCallBytes;
     this.#maxQueuedBytes = limits.maxQueuedBytes;
   }
 
@@ -33,7 +41,9 @@ export class ReadGate {
     const port = this.#port;
     return (
       !port.ended() &&
-      (port.running() >= this.#maxRunning || port.queuedBytes() >= this.#maxQueuedBytes)
+      (port.running() >= this.#maxRunning ||
+        port.runningBytes() >= this.#maxRunningBytes ||
+        port.queuedBytes() >= this.#maxQueuedBytes)
     );
   }
 

@@ -77,6 +77,8 @@ export class Calls<S> {
   readonly #incoming = new Map<number, IncomingCall>();
   /** Notification handlers still running. */
   #notifications = 0;
+  /** Bytes of the CALL frames of the peer's calls and notifications running here. */
+  #runningBytes = 0;
   /** Bumped when the session starts afresh: work from before must not reach the new peer. */
   #epoch = 0;
   readonly #port: CallsPort;
@@ -115,6 +117,11 @@ export class Calls<S> {
   /** The peer's calls and notifications running here. */
   get running(): number {
     return this.#incoming.size + this.#notifications;
+  }
+
+  /** Bytes of the CALL frames of those (what their params hold). */
+  get runningBytes(): number {
+    return this.#runningBytes;
   }
 
   // ---- calls we start ------------------------------------------------------------------------
@@ -308,16 +315,21 @@ export class Calls<S> {
     const msg = parseFrame<CallMessage>(CallSchema, frame, isPlainCall);
     const id = frame.streamId;
     if (id === 0) {
-      this.#onNotification(msg);
+      this.#onNotification(msg, frame.payload.length);
       return;
     }
     this.#ids.claimPeer(id, "call");
     const streams: Record<string, SessionStream> = {};
     let streamCount = 0;
+    let overLimit: GuestlinkError | undefined;
     if (msg.streams !== undefined) {
-      for (const [name, streamId] of Object.entries(msg.streams)) {
+      const entries = Object.entries(msg.streams);
+      overLimit = this.#streams.peerLimit(entries.length);
+      for (const [name, streamId] of entries) {
         this.#ids.claimPeer(streamId, "stream");
-        streams[name] = this.#streams.open(streamId, name);
+        // Past the limit the ids are taken (what the peer sends on them is dropped), nothing opened.
+        if (overLimit !== undefined) continue;
+        streams[name] = this.#streams.openPeer(streamId, name);
         streamCount++;
       }
     }
@@ -328,6 +340,10 @@ export class Calls<S> {
       for (const s of Object.values(streams)) s.reset(payload.code, payload.message);
       this.#port.sendControl(FrameType.ERROR, id, payload);
     };
+    if (overLimit !== undefined) {
+      reply(overLimit);
+      return;
+    }
     if (this.#port.goaway()) {
       reply(
         new GuestlinkError("SESSION_CLOSING", "the session is closing and accepts no new calls"),
@@ -354,11 +370,14 @@ export class Calls<S> {
             ),
           );
     this.#incoming.set(id, controller);
+    const bytes = frame.payload.length;
+    this.#runningBytes += bytes;
     const ctx = new HandlerContext(msg.method, controller, deadline, streams, this.#session);
     const finish = () => {
       timer?.cancel();
       if (this.#epoch !== epoch) return;
       this.#incoming.delete(id);
+      this.#runningBytes -= bytes;
       this.#port.finished();
     };
     const sendResult = (value: unknown) => {
@@ -440,7 +459,7 @@ export class Calls<S> {
     });
   }
 
-  #onNotification(msg: CallMessage): void {
+  #onNotification(msg: CallMessage, bytes: number): void {
     if (!msg.notify) {
       throw new ProtocolViolation("BAD_MESSAGE", "CALL on stream 0 must be a notification");
     }
@@ -457,10 +476,13 @@ export class Calls<S> {
       this.#session,
     );
     this.#notifications++;
+    const epoch = this.#epoch;
+    this.#runningBytes += bytes;
     RESOLVED.then(() => handler(msg.params, ctx))
       .catch(() => this.#port.notificationFailed())
       .finally(() => {
         this.#notifications--;
+        if (this.#epoch === epoch) this.#runningBytes -= bytes;
         this.#port.finished();
       });
   }
@@ -493,6 +515,7 @@ export class Calls<S> {
     this.#outgoing.clear();
     for (const call of this.#incoming.values()) call.abort(reason);
     this.#incoming.clear();
+    if (restart) this.#runningBytes = 0;
   }
 }
 

@@ -17,6 +17,8 @@ import type { Timer } from "./runtime.ts";
 /** One connection of a session, as the public API shows it. */
 export interface SessionConnection {
   readonly description: string;
+  /** For a keyed connection, the id of the key both ends proved they hold (`Transport.keyId`). */
+  readonly keyId?: string;
   /** Settles once this connection's handshake is done (rejects if it ends first). */
   readonly ready: Promise<void>;
   /** Settles when this connection is over: with why, or undefined after a clean close. */
@@ -79,6 +81,10 @@ export class Connection implements SessionConnection {
 
   get description(): string {
     return this.transport.description;
+  }
+
+  get keyId(): string | undefined {
+    return this.transport.keyId;
   }
 
   get ready(): Promise<void> {

@@ -47,8 +47,11 @@ export interface LinksPort {
   goaway(): boolean;
   /** A session of the same registry, by id (its connections), to resume. */
   find(sessionId: string): Links | undefined;
-  /** This accepted session is new: its registry gets it before it answers the HELLO. */
-  registered(): void;
+  /**
+   * This accepted session is new: its registry gets it before it answers the HELLO, or refuses
+   * it (a limit reached) with the error the peer is told instead.
+   */
+  registered(): GuestlinkError | undefined;
   /** The peer began a new connection on `transport`: a new session of the registry's reads it. */
   acceptInBand(transport: Transport, decoder: FrameDecoder): Connection;
   /** An accepted connection resumed another session: this one ends without a word. */
@@ -318,7 +321,23 @@ export class Links implements ResumeHost {
         return;
       }
     }
-    this.#port.registered();
+    const refused = this.#port.registered();
+    if (refused !== undefined) {
+      // Told before any HELLO: the peer's handshake ends with this error (protocol.md 9.1).
+      this.#port.sendControl(
+        FrameType.ERROR,
+        0,
+        {
+          code: refused.code,
+          message: refused.message,
+          ...(refused.details === undefined ? {} : { details: refused.details }),
+        },
+        false,
+      );
+      this.#outbox.flush(true);
+      this.#port.end(refused, true);
+      return;
+    }
     if (this.#port.state() === "closed") return;
     const answer: Partial<Hello> = refusal === undefined ? {} : { resumeRefused: refusal };
     if (hello.nonce !== undefined) answer.answers = hello.nonce;

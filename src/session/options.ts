@@ -27,6 +27,10 @@ export const DEFAULT_REPLAY_BUFFER_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_MAX_INCOMING_CALLS = 1024;
 /** Bytes queued toward a peer that does not read before the session stops reading from it. */
 export const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+/** Bytes of the peer's running calls (their CALL frames) before the session stops reading. */
+export const DEFAULT_MAX_INCOMING_CALL_BYTES = 32 * 1024 * 1024;
+/** Streams the peer has open at once in one session; a call that would open more is refused. */
+export const DEFAULT_MAX_PEER_STREAMS = 4096;
 
 export interface ResumeOptions {
   /** How long a lost connection may stay lost before the session fails with RESUME_FAILED. */
@@ -66,10 +70,22 @@ export interface SessionOptions {
    */
   maxIncomingCalls?: number;
   /**
+   * Bytes of the peer's calls running at once (the size of their CALL frames, which their params
+   * are): at the bound the session stops reading from the peer, as at `maxIncomingCalls`, so
+   * 1,024 calls of a megabyte each are not held at once. Default 32 MiB.
+   */
+  maxIncomingCallBytes?: number;
+  /**
    * Bytes queued toward the peer while its transport is congested (it does not read). At the
    * bound the session stops reading from the peer until the queue drains. Default 4 MiB.
    */
   maxQueuedBytes?: number;
+  /**
+   * Streams opened by the peer and still open here at once. A CALL that would open more is
+   * answered LIMIT_EXCEEDED (its streams never opened), so a peer that opens streams and never
+   * ends them cannot make the session hold them without bound. Default 4096.
+   */
+  maxPeerStreams?: number;
   /** `false` turns keepalive off (tests of other things; never in production). */
   keepalive?: { intervalMs?: number; deadAfterMs?: number } | false;
   handshakeTimeoutMs?: number;
@@ -94,7 +110,9 @@ export interface ResolvedSessionOptions {
   sessionWindowBytes: number;
   payloadChecksum: boolean;
   maxIncomingCalls: number;
+  maxIncomingCallBytes: number;
   maxQueuedBytes: number;
+  maxPeerStreams: number;
   /** Sent frames kept until acknowledged: for resending on the live connection, and for resume. */
   replayBufferBytes: number;
   keepalive: { intervalMs: number; deadAfterMs: number } | false;
@@ -180,7 +198,13 @@ export function resolveSessionOptions(options: SessionOptions): ResolvedSessionO
       options.maxIncomingCalls,
       DEFAULT_MAX_INCOMING_CALLS,
     ),
+    maxIncomingCallBytes: positive(
+      "maxIncomingCallBytes",
+      options.maxIncomingCallBytes,
+      DEFAULT_MAX_INCOMING_CALL_BYTES,
+    ),
     maxQueuedBytes: positive("maxQueuedBytes", options.maxQueuedBytes, DEFAULT_MAX_QUEUED_BYTES),
+    maxPeerStreams: positive("maxPeerStreams", options.maxPeerStreams, DEFAULT_MAX_PEER_STREAMS),
     replayBufferBytes: positive(
       "resume.replayBufferBytes",
       typeof options.resume === "object" ? options.resume.replayBufferBytes : undefined,

@@ -45,6 +45,9 @@ export class Streams implements StreamOwner {
   /** Our window for each stream, and how much a writer may queue on one before it is told to wait. */
   readonly #streamWindowBytes: number;
   readonly #open = new Map<number, SessionStream>();
+  /** Ids of the open streams the peer opened, for `maxPeerStreams`. */
+  readonly #fromPeer = new Set<number>();
+  readonly #maxPeerStreams: number;
   readonly #withOutput = new Set<SessionStream>();
   #pumping = false;
   /** The peer's initial window for each stream, from its HELLO. */
@@ -56,9 +59,11 @@ export class Streams implements StreamOwner {
     ids: IdSpace,
     streamWindowBytes: number,
     sessionWindowBytes: number,
+    maxPeerStreams = Number.POSITIVE_INFINITY,
   ) {
     this.#port = port;
     this.#ids = ids;
+    this.#maxPeerStreams = maxPeerStreams;
     this.#streamWindowBytes = streamWindowBytes;
     this.window = new ReceiveWindow(sessionWindowBytes);
   }
@@ -73,6 +78,33 @@ export class Streams implements StreamOwner {
     this.credit.available = limits.sessionWindowBytes;
     this.#peerStreamWindow = limits.streamWindowBytes;
     for (const stream of this.#open.values()) stream.credit.available = limits.streamWindowBytes;
+  }
+
+  /** Streams the peer opened that are open now. */
+  get peerOpen(): number {
+    return this.#fromPeer.size;
+  }
+
+  /**
+   * LIMIT_EXCEEDED if the peer opening `count` more streams would pass `maxPeerStreams`, else
+   * undefined.
+   */
+  peerLimit(count: number): GuestlinkError | undefined {
+    if (this.#fromPeer.size + count <= this.#maxPeerStreams) return undefined;
+    return new GuestlinkError(
+      "LIMIT_EXCEEDED",
+      `this call would open ${count} streams and ${this.#fromPeer.size} are open already: at most ${this.#maxPeerStreams} may be open at once in a session (end the streams you are done with)`,
+      {
+        details: { limit: "maxPeerStreams", max: this.#maxPeerStreams, open: this.#fromPeer.size },
+      },
+    );
+  }
+
+  /** A new stream the peer opened with a call, with id `id`. */
+  openPeer(id: number, name: string): SessionStream {
+    const stream = this.open(id, name);
+    this.#fromPeer.add(id);
+    return stream;
   }
 
   /** A new stream with id `id`, ours or the peer's. */
@@ -104,6 +136,7 @@ export class Streams implements StreamOwner {
   /** Drops a stream that never reached the peer. */
   discard(stream: SessionStream, err: GuestlinkError): void {
     this.#open.delete(stream.id);
+    this.#fromPeer.delete(stream.id);
     stream.fail(err);
   }
 
@@ -121,6 +154,7 @@ export class Streams implements StreamOwner {
       stream.releaseUnconsumed();
     }
     this.#open.clear();
+    this.#fromPeer.clear();
     this.#withOutput.clear();
   }
 
@@ -286,6 +320,7 @@ export class Streams implements StreamOwner {
   /** Forgets a stream that is gone, giving back the session credit of what nobody consumed. */
   #release(stream: SessionStream): void {
     this.#open.delete(stream.id);
+    this.#fromPeer.delete(stream.id);
     this.#withOutput.delete(stream);
     const unconsumed = stream.releaseUnconsumed();
     if (unconsumed > 0 && !this.#port.ended()) this.#consumedOnSession(unconsumed);

@@ -76,6 +76,16 @@ export interface ListenOptions extends CallOptions {
   natsCreds?: string;
   /** For `nats:`: what the agent tells discovery of itself (`$SRV.INFO` metadata). */
   natsMetadata?: NatsListenOptions["metadata"];
+  /**
+   * For keyed `tcp:`: how long a client has to finish the TLS handshake (the session's own
+   * handshake timeout then bounds its HELLO). Default `HANDSHAKE_TIMEOUT_MS`.
+   */
+  handshakeTimeoutMs?: number;
+  /**
+   * For keyed `tcp:`: connections in the TLS handshake at once; one more drops the oldest.
+   * Default 64.
+   */
+  maxHandshaking?: number;
 }
 
 function keyOnlyForTcp(a: Address, key: Uint8Array | undefined): void {

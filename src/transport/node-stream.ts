@@ -46,6 +46,7 @@ export interface NodeStreamTransportOptions {
   lossy?: boolean;
   redialable?: boolean;
   dropsBeforePeer?: boolean;
+  keyId?: string;
 }
 
 /** What to call an errno-style error in a message: its code when it has one. */
@@ -62,6 +63,7 @@ export class NodeStreamTransport implements Transport {
   readonly lossy: boolean;
   readonly redialable: boolean;
   readonly dropsBeforePeer: boolean;
+  readonly keyId: string | undefined;
   readonly #readable: Readable;
   readonly #writable: Writable;
   readonly #duplex: boolean;
@@ -89,6 +91,7 @@ export class NodeStreamTransport implements Transport {
     this.lossy = options.lossy === true;
     this.redialable = options.redialable === true;
     this.dropsBeforePeer = options.dropsBeforePeer === true;
+    this.keyId = options.keyId;
     this.#readable = readable;
     this.#writable = writable;
     this.#duplex = (readable as unknown) === writable;

@@ -8,6 +8,7 @@
  * HELLO frame, not a TLS ClientHello) with an ERROR frame on stream 0, code AUTH_FAILED, so the
  * client learns at once what is wrong instead of waiting for a handshake that never comes.
  */
+import { createHash } from "node:crypto";
 import type net from "node:net";
 import tls from "node:tls";
 import { AuthFailedError, ConnectFailedError, InvalidOptionError } from "../errors.ts";
@@ -18,6 +19,11 @@ import { type AuthRefusalHandler, authFailedFrame } from "./refusal.ts";
 import { NetListener } from "./socket.ts";
 import { explainConnect, listenTcpServer } from "./tcp.ts";
 import type { CallOptions, Listener, Transport } from "./transport.ts";
+
+/** Connections a keyed listener lets sit in the TLS handshake at once, by default. */
+const DEFAULT_MAX_TLS_HANDSHAKING = 64;
+/** How long a client has to finish the TLS handshake, by default (as long as the session's HELLO). */
+const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** The length of a key, in bytes (256 bits). */
 export const KEY_BYTES = 32;
@@ -31,6 +37,14 @@ const TLS_SETTINGS = {
 } as const;
 
 export type { AuthRefusalHandler } from "./refusal.ts";
+
+/**
+ * A key's id for logs: 16 hex digits of SHA-256 over a fixed label and the key. It names the key
+ * without revealing it (`guestlink keygen` prints it; an agent logs it with each operation).
+ */
+export function keyId(key: Uint8Array): string {
+  return createHash("sha256").update("guestlink key id\0").update(key).digest("hex").slice(0, 16);
+}
 
 function checkKey(key: Uint8Array): void {
   if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) {
@@ -88,7 +102,7 @@ export async function connectTls(
     discard: (s) => s.destroy(),
   });
   socket.setNoDelay(true);
-  return wrap(socket, description);
+  return wrap(socket, description, keyId(key));
 }
 
 /**
@@ -99,24 +113,48 @@ export async function listenTls(
   host: string,
   port: number,
   key: Uint8Array,
-  options?: CallOptions & { onRefused?: AuthRefusalHandler },
+  options?: CallOptions & {
+    onRefused?: AuthRefusalHandler;
+    handshakeTimeoutMs?: number;
+    maxHandshaking?: number;
+  },
 ): Promise<Listener> {
   checkKey(key);
   const psk = Buffer.from(key);
+  const id = keyId(key);
   const server = tls.createServer({
     ...TLS_SETTINGS,
     allowHalfOpen: true,
     noDelay: true,
+    // Node's default is 120 s: a client that connects and says nothing holds a socket that long.
+    handshakeTimeout: options?.handshakeTimeoutMs ?? DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
     pskCallback: (_socket, identity) => (identity === PSK_IDENTITY ? psk : null),
   });
   server.on("tlsClientError", (err, socket) => refuse(err, socket, options?.onRefused));
+  // Connections still in the TLS handshake, oldest first: past the bound the oldest goes, so
+  // clients that connect and stall cannot hold more, and one that completes at once gets in.
+  const maxHandshaking = options?.maxHandshaking ?? DEFAULT_MAX_TLS_HANDSHAKING;
+  const handshaking = new Set<net.Socket>();
+  server.on("connection", (raw: net.Socket) => {
+    handshaking.add(raw);
+    raw.once("close", () => handshaking.delete(raw));
+    while (handshaking.size > maxHandshaking) {
+      const oldest = handshaking.values().next().value as net.Socket;
+      handshaking.delete(oldest);
+      oldest.destroy();
+    }
+  });
+  server.on("secureConnection", (socket: tls.TLSSocket) => {
+    const raw = rawSocket(socket);
+    if (raw !== undefined) handshaking.delete(raw);
+  });
   return await listenTcpServer(server, host, port, options, (address) => {
     return new NetListener(
       server,
       address,
       (socket) => {
         socket.setNoDelay(true);
-        return wrap(socket as tls.TLSSocket, peerOf(socket, address));
+        return wrap(socket as tls.TLSSocket, peerOf(socket, address), id);
       },
       async () => {},
       "secureConnection",
@@ -124,9 +162,10 @@ export async function listenTls(
   });
 }
 
-function wrap(socket: tls.TLSSocket, description: string): Transport {
+function wrap(socket: tls.TLSSocket, description: string, id: string): Transport {
   return new NodeStreamTransport(socket, socket, {
     description,
+    keyId: id,
     destroy: () => reset(socket),
     redialable: true,
     // QEMU's user-mode hostfwd accepts on the host and drops while the guest boots.

@@ -39,6 +39,13 @@ export interface Transport {
   readonly dropsBeforePeer?: boolean;
 
   /**
+   * For a keyed connection (TLS with a pre-shared key, transport/tls.ts): the key's id, 16 hex
+   * digits of a hash of it (`keyId`), the same on both ends. Whoever is on the other end holds
+   * that key; it says nothing of who else does.
+   */
+  readonly keyId?: string;
+
+  /**
    * Queues bytes to send, in order. Returns false when the transport's send buffer is above its
    * high-water mark: the caller should await `drain()` before sending more. The chunks must not be
    * modified afterwards. Throws `TRANSPORT_CLOSED` once the transport is closed or aborted.

@@ -30,7 +30,7 @@ describe("the mediator's config", () => {
           worker: { kind: "helper", argv: ["python3", "w.py"], cwd: undefined },
         },
       ],
-      results: { keepMs: 600_000, max: 100_000 },
+      results: { keepMs: 600_000, max: 100_000, guestMax: 10_000 },
     });
     const three = parseMediatorConfig(`${BASE}    priorities: 3\n    max_wait: 30s\n`, "m.yaml");
     assert.deepEqual(three.pools[0]?.weights, [4, 2, 1]);

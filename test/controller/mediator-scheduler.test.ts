@@ -761,6 +761,22 @@ describe("the mediator's scheduler", () => {
       assert.deepEqual(rig.order, ["k1", "k2", "k3", "k4", "k1 again"]);
     });
 
+    it("keeps at most maxKeptPerGuest replies of one guest: its own oldest go, never another's", async () => {
+      const rig = new Rig([{}], { maxKeptPerGuest: 2 });
+      rig.auto = true;
+      rig.submit("b1", { key: "b1", flow: "b" });
+      // Guest a submits under ever new keys.
+      for (let i = 1; i <= 5; i++) rig.submit(`a${i}`, { key: `a${i}`, flow: "a" });
+      await settle();
+      assert.equal(rig.sched.status().kept, 3, "a's two newest and b's one");
+      rig.submit("b1 again", { key: "b1", flow: "b" });
+      rig.submit("a5 again", { key: "a5", flow: "a" });
+      rig.submit("a1 again", { key: "a1", flow: "a" });
+      await settle();
+      // b's reply was kept, a's newest too; a's oldest was pushed out by a's own.
+      assert.deepEqual(rig.order, ["b1", "a1", "a2", "a3", "a4", "a5", "a1 again"]);
+    });
+
     it("scopes a key to its flow and pool", async () => {
       const rig = new Rig([{ name: "p" }, { name: "q" }]);
       rig.auto = true;

@@ -159,6 +159,22 @@ pools:
     assert.equal(runs(runsFile).filter((r) => r.key === key).length, 1);
   });
 
+  it("takes a guest name with a NUL to a command worker, and refuses a key with one (found by the fuzzer)", async () => {
+    const session = await openSession(shared(), {
+      peer: { id: "a\0b", hostname: "fuzz", version: "0" },
+    });
+    try {
+      const reply = (await submitWork(session, "calc", { a: 2, b: 3 })) as { guest: string };
+      assert.equal(reply.guest, `${shared()}#a\uFFFDb`);
+      await assert.rejects(
+        session.call("mediator.submit", { pool: "calc", input: { a: 1, b: 1 }, key: "k\0" }),
+        (e: unknown) => isGuestlinkError(e, "INVALID_OPTION") && /NUL/.test((e as Error).message),
+      );
+    } finally {
+      session.abort();
+    }
+  });
+
   it("reports its status as JSON, each pool with its levels and guests", async () => {
     const r = await runCli(["call", vm1(), "mediator.status", "--json"]);
     assert.equal(r.code, 0, r.stderr);

@@ -16,7 +16,7 @@ export interface AgentProcess {
   readonly child: ChildProcess;
   /** Kills it (SIGKILL: nothing here is about how it stops) and resolves once it is gone. */
   kill(): Promise<void>;
-  /** The last 8 KiB of what it logged on stderr. */
+  /** The last 8 KiB (or `keepLogChars`) of what it logged on stderr. */
   log(): string;
 }
 
@@ -27,7 +27,7 @@ export interface AgentProcess {
  */
 export async function startAgent(
   path: string,
-  options: { args?: readonly string[]; cwd?: string } = {},
+  options: { args?: readonly string[]; cwd?: string; keepLogChars?: number } = {},
 ): Promise<AgentProcess> {
   return await startAgentAt(`unix:${path}`, options);
 }
@@ -35,7 +35,7 @@ export async function startAgent(
 /** As `startAgent`, listening on any address (`nats://HOST:PORT/ID`, `tcp:…`). */
 export async function startAgentAt(
   address: string,
-  options: { args?: readonly string[]; cwd?: string } = {},
+  options: { args?: readonly string[]; cwd?: string; keepLogChars?: number } = {},
 ): Promise<AgentProcess> {
   const child = spawn(
     process.execPath,
@@ -53,7 +53,7 @@ export async function startAgentAt(
   let log = "";
   await new Promise<void>((resolve, reject) => {
     child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
-      log = (log + chunk).slice(-LOG_TAIL_CHARS);
+      log = (log + chunk).slice(-(options.keepLogChars ?? LOG_TAIL_CHARS));
       if (log.includes("agent started")) resolve();
     });
     child.once("error", reject);

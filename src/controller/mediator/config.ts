@@ -18,6 +18,10 @@ export interface ListenEntry {
   name: string | undefined;
   /** `key_file`: accept only connections with this key (tcp: only; docs/security.md). */
   keyFile?: string;
+  /** `max_connections`: sessions this address holds at once (default: registry.ts's). */
+  maxConnections?: number;
+  /** `max_pending`: connections waiting for their HELLO at once; one more drops the oldest. */
+  maxPending?: number;
 }
 
 export type WorkerSpec =
@@ -39,13 +43,14 @@ export interface PoolConfig {
 export interface MediatorConfig {
   listen: ListenEntry[];
   pools: PoolConfig[];
-  results: { keepMs: number; max: number };
+  results: { keepMs: number; max: number; guestMax: number };
 }
 
 export const MEDIATOR_DEFAULTS = {
   queueLimit: 1000,
   keepMs: 10 * 60_000,
   maxKept: 100_000,
+  maxKeptPerGuest: 10_000,
   maxSlots: 1024,
   maxPriorities: 16,
 } as const;
@@ -86,7 +91,12 @@ export function readMediatorConfig(
     const results = f.mapping("results", (r) => ({
       keepMs: r.duration("keep", MEDIATOR_DEFAULTS.keepMs),
       max: r.integer("max", 1, 10_000_000, MEDIATOR_DEFAULTS.maxKept),
-    })) ?? { keepMs: MEDIATOR_DEFAULTS.keepMs, max: MEDIATOR_DEFAULTS.maxKept };
+      guestMax: r.integer("guest_max", 1, 10_000_000, MEDIATOR_DEFAULTS.maxKeptPerGuest),
+    })) ?? {
+      keepMs: MEDIATOR_DEFAULTS.keepMs,
+      max: MEDIATOR_DEFAULTS.maxKept,
+      guestMax: MEDIATOR_DEFAULTS.maxKeptPerGuest,
+    };
     return { listen, pools, results };
   });
 }
@@ -95,12 +105,18 @@ function readListen(value: unknown, path: string): ListenEntry {
   const entry: ListenEntry =
     typeof value === "string"
       ? { address: value, shared: false, name: undefined }
-      : readMapping(value, path, (f) => ({
-          address: f.string("address"),
-          shared: f.boolean("shared", false),
-          name: f.string("name", undefined),
-          keyFile: f.string("key_file", undefined),
-        }));
+      : readMapping(value, path, (f) => {
+          const maxConnections = f.integer("max_connections", 1, 1_000_000, undefined);
+          const maxPending = f.integer("max_pending", 1, 1_000_000, undefined);
+          return {
+            address: f.string("address"),
+            shared: f.boolean("shared", false),
+            name: f.string("name", undefined),
+            keyFile: f.string("key_file", undefined),
+            ...(maxConnections === undefined ? {} : { maxConnections }),
+            ...(maxPending === undefined ? {} : { maxPending }),
+          };
+        });
   const where = typeof value === "string" ? path : `${path}.address`;
   const pattern = entry.address.includes("*");
   if (pattern) {

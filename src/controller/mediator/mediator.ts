@@ -68,7 +68,14 @@ const SubmitParams = v.strictObject({
   pool: v.pipe(v.string(), v.minLength(1), v.maxLength(64)),
   priority: v.optional(v.pipe(v.number(), v.integer())),
   input: v.optional(v.unknown()),
-  key: v.optional(v.pipe(v.string(), v.minLength(1), v.maxLength(MAX_KEY_LENGTH))),
+  key: v.optional(
+    v.pipe(
+      v.string(),
+      v.minLength(1),
+      v.maxLength(MAX_KEY_LENGTH),
+      v.check((k) => !k.includes("\0"), "a key must not contain NUL"),
+    ),
+  ),
 });
 export type SubmitParams = v.InferOutput<typeof SubmitParams>;
 
@@ -115,6 +122,7 @@ export class Mediator {
       clock: options.clock ?? nodeClock,
       keepMs: config.results.keepMs,
       maxKept: config.results.max,
+      maxKeptPerGuest: config.results.guestMax,
       pools: config.pools.map((p) => ({
         name: p.name,
         slots: p.slots,
@@ -240,6 +248,8 @@ export class Mediator {
       },
       {
         ...(key === undefined ? {} : { key }),
+        maxSessions: entry.maxConnections,
+        maxHandshaking: entry.maxPending,
         onRefused: ({ peer, reason }) =>
           this.#log("warn", `refused ${peer}: ${reason}`, { address, peer, code: "AUTH_FAILED" }),
       },

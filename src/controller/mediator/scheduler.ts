@@ -55,6 +55,11 @@ export interface SchedulerOptions {
   keepMs: number;
   /** Most replies kept for keys in all (oldest dropped first). Default 100_000. */
   maxKept?: number;
+  /**
+   * Most replies kept for one guest (flow), its oldest dropped first: one guest submitting under
+   * ever new keys pushes out its own replies, never another guest's. Default 10_000.
+   */
+  maxKeptPerGuest?: number;
 }
 
 export interface SubmitRequest {
@@ -129,6 +134,7 @@ export interface SchedulerStatus {
 }
 
 const DEFAULT_MAX_KEPT = 100_000;
+const DEFAULT_MAX_KEPT_PER_GUEST = 10_000;
 const DEFAULT_MAX_QUEUED = 1000;
 /** Waits (queued → started) remembered per level for the percentiles. */
 const WAIT_SAMPLES = 1024;
@@ -233,6 +239,7 @@ interface Kept {
   ok: boolean;
   value: unknown;
   expires: number;
+  flow: string;
 }
 
 export class Scheduler {
@@ -240,6 +247,9 @@ export class Scheduler {
   readonly #run: SchedulerOptions["run"];
   readonly #keepMs: number;
   readonly #maxKept: number;
+  readonly #maxKeptPerGuest: number;
+  /** The key slots of each flow's kept replies, oldest first (for `maxKeptPerGuest`). */
+  readonly #keptByFlow = new Map<string, Set<string>>();
   readonly #pools = new Map<string, Pool>();
   /** Jobs queued or running, by key slot, for submits with the same key to attach to. */
   readonly #inflight = new Map<string, Job>();
@@ -282,6 +292,10 @@ export class Scheduler {
     this.#keepMs = nonNegative("keepMs", options.keepMs, true);
     this.#maxKept =
       options.maxKept === undefined ? DEFAULT_MAX_KEPT : count("maxKept", options.maxKept, false);
+    this.#maxKeptPerGuest =
+      options.maxKeptPerGuest === undefined
+        ? DEFAULT_MAX_KEPT_PER_GUEST
+        : count("maxKeptPerGuest", options.maxKeptPerGuest, false);
     if (!Array.isArray(options.pools) || options.pools.length === 0) {
       throw new InvalidOptionError("scheduler option pools must list at least one pool");
     }
@@ -367,6 +381,7 @@ export class Scheduler {
       for (const job of pool.runningJobs) job.controller?.abort(err);
     }
     this.#kept.clear();
+    this.#keptByFlow.clear();
     this.#checkClosed();
     return this.#closed.promise;
   }
@@ -811,7 +826,7 @@ export class Scheduler {
     job.input = undefined;
     if (!job.orphaned && job.slot !== undefined) {
       this.#release(job);
-      if (!this.#closing) this.#keep(job.slot, ok, value);
+      if (!this.#closing) this.#keep(job.slot, job.stats.flow, ok, value);
     }
     for (const sub of job.submitters) {
       this.#detach(sub);
@@ -823,16 +838,35 @@ export class Scheduler {
     this.#checkClosed();
   }
 
-  #keep(slot: string, ok: boolean, value: unknown): void {
+  #keep(slot: string, flow: string, ok: boolean, value: unknown): void {
     if (this.#maxKept === 0 || this.#keepMs <= 0) return;
     const now = this.#clock.now();
     this.#pruneKept(now);
-    this.#kept.delete(slot);
-    this.#kept.set(slot, { ok, value, expires: now + this.#keepMs });
-    while (this.#kept.size > this.#maxKept) {
-      const oldest = this.#kept.keys().next().value as string;
-      this.#kept.delete(oldest);
+    this.#dropKept(slot);
+    this.#kept.set(slot, { ok, value, expires: now + this.#keepMs, flow });
+    let mine = this.#keptByFlow.get(flow);
+    if (mine === undefined) {
+      mine = new Set();
+      this.#keptByFlow.set(flow, mine);
     }
+    mine.add(slot);
+    // This guest's share first: past it, its own oldest reply goes.
+    while (mine.size > this.#maxKeptPerGuest) {
+      this.#dropKept(mine.values().next().value as string);
+    }
+    while (this.#kept.size > this.#maxKept) {
+      this.#dropKept(this.#kept.keys().next().value as string);
+    }
+  }
+
+  /** Forgets the reply kept for `slot`, if there is one. */
+  #dropKept(slot: string): void {
+    const kept = this.#kept.get(slot);
+    if (kept === undefined) return;
+    this.#kept.delete(slot);
+    const mine = this.#keptByFlow.get(kept.flow);
+    mine?.delete(slot);
+    if (mine?.size === 0) this.#keptByFlow.delete(kept.flow);
   }
 
   #lookupKept(slot: string, now: number): Kept | undefined {
@@ -844,7 +878,7 @@ export class Scheduler {
   #pruneKept(now: number): void {
     for (const [slot, kept] of this.#kept) {
       if (kept.expires > now) break;
-      this.#kept.delete(slot);
+      this.#dropKept(slot);
     }
   }
 

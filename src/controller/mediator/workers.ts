@@ -118,6 +118,11 @@ function commandWorker(pool: PoolConfig, spec: WorkerSpec, log: WorkerLog): Pool
   };
 }
 
+/** `text` as an environment variable can hold it: a NUL (which ends one) becomes U+FFFD. */
+function envText(text: string): string {
+  return text.includes("\0") ? text.replaceAll("\0", "\uFFFD") : text;
+}
+
 function runCommand(
   pool: PoolConfig,
   spec: WorkerSpec,
@@ -138,10 +143,11 @@ function runCommand(
       detached: true,
       env: {
         ...process.env,
-        GUESTLINK_POOL: ctx.pool,
+        // A guest's name comes from its HELLO: an environment cannot hold a NUL.
+        GUESTLINK_POOL: envText(ctx.pool),
         GUESTLINK_PRIORITY: String(ctx.priority),
-        GUESTLINK_GUEST: ctx.flow,
-        ...(ctx.key === undefined ? {} : { GUESTLINK_KEY: ctx.key }),
+        GUESTLINK_GUEST: envText(ctx.flow),
+        ...(ctx.key === undefined ? {} : { GUESTLINK_KEY: envText(ctx.key) }),
       },
     });
     const out: Buffer[] = [];
