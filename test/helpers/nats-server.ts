@@ -194,10 +194,31 @@ function authConfig(options: NatsServerOptions): string {
   return "";
 }
 
-/** Starts `count` nats-servers (routed into one cluster when more than one). */
+/** Tries at starting servers whose free ports another process took first. */
+const PORT_RACE_TRIES = 5;
+
+/**
+ * Starts `count` nats-servers (routed into one cluster when more than one). The ports are free
+ * when picked, but other tests run at once and may bind one before nats-server does: then it is
+ * all tried again on new ports.
+ */
 export async function startNatsServers(
   count: number,
   options: NatsServerOptions = {},
+): Promise<NatsServers> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await startNatsServersOnce(count, options);
+    } catch (err) {
+      const raced = /address already in use/.test(String((err as Error).message));
+      if (!raced || tries >= PORT_RACE_TRIES) throw err;
+    }
+  }
+}
+
+async function startNatsServersOnce(
+  count: number,
+  options: NatsServerOptions,
 ): Promise<NatsServers> {
   const folder = mkdtempSync(join(tmpdir(), "guestlink-nats-"));
   const auth = options.operator ? operatorSetup(folder) : authConfig(options);
