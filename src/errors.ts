@@ -43,6 +43,8 @@ export const ERROR_CODES = {
   POLICY_DENIED: "the agent's allow-list does not include the service called",
   PATH_OUTSIDE_ROOT:
     "a file operation named a path outside the folder the agent's files are confined to (--files-root)",
+  FORBIDDEN_ORIGIN:
+    "the daemon's HTTP API refused a request for another host name, or one a web page of another origin sent",
   LIMIT_EXCEEDED:
     "a peer went past a limit the agent, mediator or daemon sets on what one peer may hold (connections, streams, kept replies, agents)",
   FILE_NOT_FOUND: "a file or folder named in the request does not exist",

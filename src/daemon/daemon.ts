@@ -29,6 +29,7 @@ import { forwardCalls } from "./forward.ts";
 import { type AgentSource, HeldAgent, type HeldAgentEvent, shownAddress } from "./held-agent.ts";
 import { errorBody, refuseUpgrade, sendError, sendJson } from "./http-errors.ts";
 import { DaemonMetrics } from "./metrics.ts";
+import { refusedOrigin } from "./origin.ts";
 import { UPGRADE_PROTOCOL } from "./paths.ts";
 import { SseStream } from "./sse.ts";
 
@@ -268,7 +269,7 @@ export class Daemon {
       });
     }
     await rm(path, { force: true });
-    const server = this.#httpServer();
+    const server = this.#httpServer(false);
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(path, () => {
@@ -285,7 +286,7 @@ export class Daemon {
     const at = hostPort.lastIndexOf(":");
     const host = hostPort.slice(0, at).replace(/^\[|\]$/g, "");
     const port = Number(hostPort.slice(at + 1));
-    const server = this.#httpServer();
+    const server = this.#httpServer(true);
     await new Promise<void>((resolve, reject) => {
       server.once("error", (err: NodeJS.ErrnoException) =>
         reject(
@@ -312,11 +313,18 @@ export class Daemon {
     });
   }
 
-  #httpServer(): Server {
+  /** `overTcp`: the loopback `--http` address, which web pages can reach (see origin.ts). */
+  #httpServer(overTcp: boolean): Server {
     const server = createServer((req, res) => {
+      const refused = refusedOrigin(req, overTcp);
+      if (refused !== undefined) return sendError(res, refused);
       this.#route(req, res).catch((err: unknown) => sendError(res, err));
     });
-    server.on("upgrade", (req, socket, head) => this.#upgrade(req, socket as Socket, head));
+    server.on("upgrade", (req, socket, head) => {
+      const refused = refusedOrigin(req, overTcp);
+      if (refused !== undefined) refuseUpgrade(socket as Socket, refused);
+      else this.#upgrade(req, socket as Socket, head);
+    });
     return server;
   }
 
