@@ -95,6 +95,7 @@ Examples:
       const log = makeLogger(verbose, verbose ? "debug" : opts.logLevel);
       // Loaded here, not with the CLI: the agent's services are no concern of the other commands.
       const { Agent } = await import("../agent/agent.ts");
+      const { spawnAddon } = await import("../agent/spawn-native.ts");
       const agent = new Agent({
         id: opts.id,
         allow: opts.allow
@@ -117,8 +118,17 @@ Examples:
         drainTimeoutMs: opts.drainTimeout * 1000,
         log,
       });
+      // How exec starts commands: posix_spawn through the spawn addon, or child_process (why).
+      const spawner = spawnAddon();
       log.info(
-        { id: agent.id, addresses: running.addresses, services: [...agent.allowed] },
+        {
+          id: agent.id,
+          addresses: running.addresses,
+          services: [...agent.allowed],
+          ...("addon" in spawner
+            ? { spawner: "posix_spawn" }
+            : { spawner: "child_process", noTerminal: spawner.reason }),
+        },
         "agent started",
       );
       let signals = 0;
