@@ -5,16 +5,44 @@
  * addons (vsock, spawn), when they were built, are copied next to the bundle, where the bundled
  * agent looks for them first; copy them into a guest with it to use `vsock:`, posix_spawn and
  * `exec -t` there.
+ *
+ * The NATS client is a file of its own, dist/guestlink-agent-nats.cjs, which the agent loads only
+ * when it is given a `nats:` address: a guest without NATS needs neither the file nor its bytes.
+ * Copy it next to the agent to use `nats:` there.
  */
 import { copyFileSync, existsSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { build } from "esbuild";
+import { build, type Plugin } from "esbuild";
 import { SPAWN_ADDON_FILE } from "../src/agent/spawn-native.ts";
 import { ADDON_BUILD_DIR } from "../src/platform/native-addon.ts";
 import { VSOCK_ADDON_FILE } from "../src/transport/vsock-addon.ts";
 
 const outfile = "dist/guestlink-agent.cjs";
+const natsFile = "guestlink-agent-nats.cjs";
+/** `import("@nats-io/transport-node")` (nats-connect.ts) loads the file next to the bundle. */
+const natsBesideTheAgent: Plugin = {
+  name: "nats-beside-the-agent",
+  setup(b) {
+    b.onResolve({ filter: /^@nats-io\/transport-node$/ }, (args) =>
+      args.importer.endsWith("nats-connect.ts")
+        ? { path: `./${natsFile}`, external: true }
+        : undefined,
+    );
+  },
+};
 await build({
+  entryPoints: { [natsFile.replace(/\.cjs$/, "")]: "@nats-io/transport-node" },
+  outdir: "dist",
+  outExtension: { ".js": ".cjs" },
+  bundle: true,
+  platform: "node",
+  target: "node20",
+  format: "cjs",
+  legalComments: "none",
+  logLevel: "warning",
+});
+await build({
+  plugins: [natsBesideTheAgent],
   entryPoints: ["src/cli/agent-main.ts"],
   outfile,
   bundle: true,
@@ -29,6 +57,9 @@ await build({
 });
 const kib = (path: string) => `${(statSync(path).size / 1024).toFixed(0)} KiB`;
 console.log(`${outfile}: ${kib(outfile)}`);
+console.log(
+  `dist/${natsFile}: ${kib(`dist/${natsFile}`)} (the NATS client, loaded for nats: only)`,
+);
 
 // The addons, when they were built, go next to the bundle, where the bundled agent (and the
 // bundled CLI, two folders below) look for them first. A stale copy would be loaded in place of

@@ -21,7 +21,7 @@ export const ERROR_CODES = {
   ADDRESS_IN_USE: "something else already occupies the address guestlink was asked to listen on",
   LISTEN_FAILED: "guestlink could not listen on an address for a reason other than it being in use",
   AUTH_FAILED:
-    "the two ends of a keyed tcp: connection do not share a key (a wrong key, or one side has none)",
+    "the two ends of a keyed tcp: connection do not share a key, or a NATS server refused the credentials",
   TRANSPORT_FAILED: "a connection broke: the peer aborted, the link failed or the process died",
   TRANSPORT_CLOSED: "the transport is closed or closing, so nothing more can be sent on it",
   PROTOCOL_ERROR: "the peer broke the protocol; the session was ended",

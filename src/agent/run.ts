@@ -3,6 +3,7 @@
  * on this process's stdio. What happens is reported through a small logger interface (the CLI
  * passes pino writing to stderr); nothing here writes to stdout, which stdio mode owns.
  */
+import { arch, hostname, release, type } from "node:os";
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { nodeKeepAliveClock, nodeRuntime } from "../platform/node.ts";
 import {
@@ -45,6 +46,8 @@ export interface RunAgentOptions {
   key?: Uint8Array;
   /** Allow listening on a non-loopback `tcp:` address without a key (refused otherwise). */
   insecure?: boolean;
+  /** For `nats:` addresses that name none: the NATS credentials file (`--nats-creds`). */
+  natsCreds?: string;
   /**
    * On a graceful `stop()`, how long running work may take to finish before its sessions are
    * aborted and its commands killed (default `DEFAULT_DRAIN_TIMEOUT_MS`).
@@ -213,6 +216,14 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
         sessionOptions,
         {
           key: keyFor(address),
+          natsCreds: options.natsCreds,
+          natsMetadata: () => ({
+            hostname: hostname(),
+            pid: String(process.pid),
+            os: `${type()} ${release()} ${arch()}`,
+            services: [...agent.allowed].join(","),
+            sessions: String(servers.reduce((n, s) => n + s.sessions.size, 0)),
+          }),
           // Keyed or not, a tcp: listener refuses a peer whose key does not match (or exist).
           onRefused: ({ peer, reason }) =>
             log.warn({ where: address, peer, code: "AUTH_FAILED" }, `refused ${peer}: ${reason}`),

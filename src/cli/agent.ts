@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { DEFAULT_DRAIN_TIMEOUT_MS, runAgent } from "../agent/run.ts";
 import { InvalidOptionError } from "../errors.ts";
 import { readKeyFile } from "../platform/key-file.ts";
+import { parseAddress } from "../transport/address.ts";
 import { makeLogger } from "./common.ts";
 import { addGlobalOptions, seconds } from "./options.ts";
 
@@ -18,6 +19,7 @@ interface AgentCommandOptions {
   drainTimeout: number;
   keyFile?: string;
   insecure?: boolean;
+  natsCreds?: string;
 }
 
 /** A number of seconds that may be 0 (for --drain-timeout: stop the commands at once). */
@@ -31,6 +33,15 @@ function secondsOrZero(name: string): (value: string) => number {
   };
 }
 
+/** The id of the first nats: address listened on: the agent's id there is its id everywhere. */
+function natsAgentId(listen: readonly string[] | undefined): string | undefined {
+  for (const address of listen ?? []) {
+    const a = parseAddress(address);
+    if (a.kind === "nats") return a.agent;
+  }
+  return undefined;
+}
+
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 /** With `isDefault`, `guestlink-agent --listen …` needs no `agent` word (the bundled agent). */
@@ -39,7 +50,7 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
     .description("run the agent: serve exec, files, info and telemetry to hosts that connect")
     .option(
       "--listen <address>",
-      "listen on an address (unix:PATH, tcp:HOST:PORT, serial:/dev/virtio-ports/NAME, vsock:CID:PORT, fc:UDS_PATH:PORT, mailbox:FOLDER); repeatable",
+      "listen on an address (unix:PATH, tcp:HOST:PORT, serial:/dev/virtio-ports/NAME, vsock:CID:PORT, fc:UDS_PATH:PORT, mailbox:FOLDER, nats://HOST:PORT/AGENT-ID); repeatable",
       collect,
     )
     .option(
@@ -62,7 +73,14 @@ export function registerAgent(program: Command, { isDefault = false } = {}): voi
       "--insecure",
       "allow listening on a non-loopback tcp: address without --key-file (anyone who reaches it can run commands)",
     )
-    .option("--id <name>", "the agent's id in handshakes (default: the host name)")
+    .option(
+      "--nats-creds <file>",
+      "for nats: addresses, the NATS credentials file (a user JWT and NKey seed) to log in with",
+    )
+    .option(
+      "--id <name>",
+      "the agent's id in handshakes (default: its id on NATS when it listens there, else the host name)",
+    )
     .option(
       "--no-payload-checksum",
       "go without payload checksums if the peer agrees too (never over a lossy pipe: serial, stdio, exec, mailbox)",
@@ -88,6 +106,7 @@ Examples:
   guestlink agent --listen unix:/run/g.sock --listen tcp:127.0.0.1:7070 --allow info,telemetry
   guestlink agent --listen tcp:0.0.0.0:7070 --key-file /etc/guestlink/key   # reached with: guestlink exec --key-file KEY tcp:HOST:7070 -- uname
   guestlink agent --listen serial:/dev/virtio-ports/org.guestlink.0   # in a QEMU guest; host: unix:CHARDEV_SOCKET
+  guestlink agent --listen nats://nats.example:4222/io-1   # reached with: guestlink exec nats://nats.example:4222/io-1 -- uname
   guestlink agent --stdio                      # spoken to by: guestlink exec 'exec:ssh vm guestlink agent --stdio' -- uname -a`,
     )
     .action(async (opts: AgentCommandOptions, command: Command) => {
@@ -97,7 +116,7 @@ Examples:
       const { Agent } = await import("../agent/agent.ts");
       const { spawnAddon } = await import("../agent/spawn-native.ts");
       const agent = new Agent({
-        id: opts.id,
+        id: opts.id ?? natsAgentId(opts.listen),
         allow: opts.allow
           ?.split(",")
           .map((s) => s.trim())
@@ -110,6 +129,7 @@ Examples:
         agent,
         key,
         insecure: opts.insecure,
+        natsCreds: opts.natsCreds,
         listen: opts.listen,
         connect: opts.connect,
         stdio: opts.stdio,

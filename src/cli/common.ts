@@ -58,6 +58,8 @@ export interface AgentCommandOptions {
   peerId?: string;
   /** `--key-file`: the agent's key, for a tcp: address (TLS 1.3 with a pre-shared key). */
   keyFile?: string;
+  /** `--nats-creds`: the NATS credentials file, for a nats: address. */
+  natsCreds?: string;
 }
 
 let verboseLog: Logger | undefined;
@@ -100,6 +102,12 @@ export async function connectAgent(
       { details: { address } },
     );
   }
+  if (opts.natsCreds !== undefined && !address.startsWith("nats:")) {
+    throw new InvalidOptionError(
+      `--nats-creds applies to nats: addresses only, not ${address}: drop --nats-creds`,
+      { details: { address } },
+    );
+  }
   const key = opts.keyFile === undefined ? undefined : await readKeyFile(opts.keyFile);
   const timeoutS = opts.connectTimeout;
   const reconnectS = opts.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_S;
@@ -113,6 +121,7 @@ export async function connectAgent(
     timeoutMs: timeoutS * 1000,
     resume: { windowMs: reconnectS * 1000 },
     ...(key === undefined ? {} : { key }),
+    ...(opts.natsCreds === undefined ? {} : { natsCreds: opts.natsCreds }),
     ...(opts.payloadChecksum === false ? { payloadChecksum: false } : {}),
     ...(opts.peerId === undefined
       ? {}

@@ -29,6 +29,7 @@ import { runFleetDemo } from "./demo-fleet.ts";
 import { runHelperDemo } from "./demo-helpers.ts";
 import { startJunkRelay } from "./demo-junk.ts";
 import { runMediatorDemo } from "./demo-mediator.ts";
+import { runNatsDemo } from "./demo-nats.ts";
 import { runWireDemo } from "./demo-wire.ts";
 
 const AGENTS = ["vm-1", "vm-2", "vm-3"] as const;
@@ -142,7 +143,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
   const children: ChildProcess[] = [];
   const sessions: Session[] = [];
   try {
-    say(`[1/10] three agents on Unix sockets in ${dir}, standing in for three VMs`);
+    say(`[1/11] three agents on Unix sockets in ${dir}, standing in for three VMs`);
     for (const name of AGENTS) {
       const child = spawn(
         process.execPath,
@@ -182,7 +183,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     const [info1, info2] = infos as [AgentInfo, AgentInfo];
 
     say(
-      `[2/10] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
+      `[2/11] ${formatBytes(opts.outputBytes)} of command output from vm-1, checked by sha256 end to end`,
     );
     say("      exec vm-1 -- sh -c '<random bytes | tee (sha256 to stderr)>'");
     const output = await checkedOutput(vm1, opts.outputBytes);
@@ -206,7 +207,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     // About every MiB, or often enough that a small --damaged-bytes still meets junk.
     const junkEvery = Math.min(1024 * 1024, Math.max(4096, Math.floor(opts.damagedBytes / 8)));
     say(
-      `[3/10] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
+      `[3/11] ${formatBytes(opts.damagedBytes)} more from vm-1 through a relay that inserts junk into the bytes, both ways, about every ${formatBytes(junkEvery)}`,
     );
     const relay = await startJunkRelay(
       join(dir, "relay.sock"),
@@ -236,7 +237,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       await relay.close();
     }
 
-    say(`[4/10] a file round trip through vm-2`);
+    say(`[4/11] a file round trip through vm-2`);
     const original = join(dir, "original.bin");
     const remote = join(dir, "vm-2", "received.bin");
     const back = join(dir, "back.bin");
@@ -255,7 +256,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `sha256 equal on both trips (${a.slice(0, 16)}…), mode ${got.mode.toString(8)} kept; agent pid ${info2.agent.pid}`,
     );
 
-    say(`[5/10] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
+    say(`[5/11] live telemetry from vm-3 for ${opts.telemetrySeconds} s`);
     // Watched for --telemetry-seconds, and on until a second sample has come however busy the
     // machine is (a sample is due every 500 ms; 30 s is the outer bound).
     const stop = new AbortController();
@@ -278,7 +279,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
     clearTimeout(bound);
     check("telemetry", samples >= 2, `${samples} samples streamed until the watch was cancelled`);
 
-    say("[6/10] a coordinated fleet run: all three agents start together, stats merged live");
+    say("[6/11] a coordinated fleet run: all three agents start together, stats merged live");
     const fleet = await runFleetDemo(
       AGENTS.map((name) => [name, `unix:${join(dir, `${name}.sock`)}`] as const),
       dir,
@@ -303,7 +304,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `every agent completed both stages (exit ${fleet.exitCode}); merged reads ${reads?.count ?? 0} = the agents' own counts added (${perAgent})`,
     );
 
-    say("[7/10] helper processes: a pool of two JSON-RPC helpers, one crashes with work in it");
+    say("[7/11] helper processes: a pool of two JSON-RPC helpers, one crashes with work in it");
     const helpers = await runHelperDemo(dir, 400, say);
     say(
       `      ${helpers.answered} of ${helpers.requests} answered at once, ${helpers.wrong} wrong; ${helpers.strays} stray prints reported as events; ${helpers.exitLine ?? "no exit seen"}`,
@@ -319,7 +320,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `the ${helpers.failedOnExit} requests waiting in the crashed helper failed HELPER_EXITED (none lost, none answered twice); it was restarted, and asked again they were all answered right`,
     );
 
-    say("[8/10] the mediator: four VMs on shared folders submit to two pools with priorities");
+    say("[8/11] the mediator: four VMs on shared folders submit to two pools with priorities");
     const mediated = await runMediatorDemo(dir, say);
     for (const line of formatStatus(mediated.status).split("\n")) say(`      ${line}`);
     check(
@@ -328,7 +329,7 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `${mediated.answered} of ${mediated.submitted} replies arrived, each to the VM that asked, each from one run in its worker`,
     );
 
-    say("[9/10] the channel itself: frames through a channel that misbehaves the way real ones do");
+    say("[9/11] the channel itself: frames through a channel that misbehaves the way real ones do");
     const wire = runWireDemo(Date.now() % 2 ** 31, 1000);
     say(
       `      sent ${wire.sent} frames with ${wire.injected.logLines} stray log lines, ${wire.injected.halfFrames} half frames, ${wire.injected.hugeHeaders} headers claiming 4 GiB and ${wire.injected.randomBytes} random bytes between them, ${wire.corrupted} corrupted in flight`,
@@ -339,7 +340,12 @@ export async function runDemo(opts: DemoOptions, say: (line: string) => void): P
       `received every intact frame (${wire.received}) in order, byte-exact; ${wire.invented} invented; peak buffered ${formatBytes(wire.peakBufferedBytes)}`,
     );
 
-    say("[10/10] the host daemon: it holds the three agents; any command reaches them by id");
+    say("[10/11] NATS: an agent reached by its id through a nats-server restarted mid-command");
+    const nats = await runNatsDemo(bin, say);
+    if (nats.skipped !== undefined) say(`      skipped: ${nats.skipped}`);
+    else check("nats", nats.ok, nats.detail);
+
+    say("[11/11] the host daemon: it holds the three agents; any command reaches them by id");
     const served = await runDaemonDemo(
       AGENTS.map((name) => [name, `unix:${join(dir, `${name}.sock`)}`] as const),
       dir,

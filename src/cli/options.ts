@@ -77,6 +77,10 @@ export function addConnectOptions(command: Command): Command {
     .option(
       "--key-file <file>",
       "for tcp: addresses, the agent's key (guestlink keygen FILE): the connection is TLS 1.3 with it",
+    )
+    .option(
+      "--nats-creds <file>",
+      "for nats: addresses, the NATS credentials file (a user JWT and NKey seed) to log in with",
     );
 }
 
@@ -87,6 +91,7 @@ const GLOBAL_DEFAULTS: Readonly<Record<string, unknown>> = {
   reconnectTimeout: DEFAULT_RECONNECT_TIMEOUT_S,
   payloadChecksum: true,
   keyFile: undefined,
+  natsCreds: undefined,
 };
 
 /**

@@ -13,8 +13,9 @@ import {
 import type { DaemonLog } from "../daemon/daemon.ts";
 import type { AgentSnapshot } from "../daemon/held-agent.ts";
 import { defaultSocketPath } from "../daemon/paths.ts";
-import { ConfigInvalidError, isGuestlinkError } from "../errors.ts";
+import { ConfigInvalidError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { CheckError } from "../fleet/check.ts";
+import { parseNatsServers } from "../transport/nats-address.ts";
 import { makeLogger, printJson } from "./common.ts";
 import { reportFailure } from "./failure.ts";
 import { addGlobalOptions, jsonOutput, verboseOutput } from "./options.ts";
@@ -80,7 +81,7 @@ export function registerServe(program: Command): void {
     .option("--agent <id=address>", "hold this agent (repeatable)", collect, [])
     .option(
       "--discover <pattern>",
-      "hold an agent per socket matching, named by what * matched (repeatable)",
+      "hold an agent per socket matching, named by what * matched, or every agent on NATS servers (nats://HOST:PORT[/ID-PATTERN]), found live (repeatable)",
       collect,
       [],
     )
@@ -100,6 +101,7 @@ export function registerServe(program: Command): void {
       `
 Examples:
   guestlink serve --discover '/run/vms/*/agent.sock'
+  guestlink serve --discover 'nats://nats.example:4222/io-*'
   guestlink serve --agent vm-1=unix:/run/vm-1.sock --listen tcp:127.0.0.1:7070
   guestlink exec @vm-1 -- uname -a          # any agent command, through the daemon
   guestlink ls
@@ -159,12 +161,34 @@ function ago(since: number): string {
 
 export function registerLs(program: Command): void {
   addGlobalOptions(program.command("ls"))
-    .description("list the agents the daemon (guestlink serve) holds")
+    .description(
+      "list the agents the daemon (guestlink serve) holds, or with --nats the agents on NATS servers",
+    )
+    .option(
+      "--nats <servers>",
+      "list the agents connected to these NATS servers (nats://HOST:PORT, or nats://HOST:PORT/ID-PATTERN with * in it)",
+    )
+    .option("--match <pattern>", "with --nats: only agents whose id matches (* for any characters)")
+    .option("--nats-creds <file>", "with --nats: the NATS credentials file to log in with")
     .addHelpText(
       "after",
-      "\nThe daemon's socket: $GUESTLINK_SOCKET, else the default (guestlink serve --help).",
+      `
+The daemon's socket: $GUESTLINK_SOCKET, else the default (guestlink serve --help).
+
+Examples:
+  guestlink ls
+  guestlink ls --nats nats://nats.example:4222 --match 'io-*'`,
     )
-    .action(async (opts: { json?: boolean }) => {
+    .action(async (opts: { json?: boolean; nats?: string; match?: string; natsCreds?: string }) => {
+      if (opts.nats !== undefined) {
+        await listNatsAgents(opts.nats, opts);
+        return;
+      }
+      if (opts.match !== undefined || opts.natsCreds !== undefined) {
+        throw new InvalidOptionError(
+          `${opts.match !== undefined ? "--match" : "--nats-creds"} goes with --nats nats://HOST:PORT`,
+        );
+      }
       const { agents } = (await daemonGet("/v1/agents")) as { agents: AgentSnapshot[] };
       if (opts.json) {
         printJson({ agents });
@@ -184,14 +208,61 @@ export function registerLs(program: Command): void {
             : `${a.lastError.code}: ${a.lastError.message}`.slice(0, 72),
         ]),
       ];
-      const widths =
-        rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
-      for (const row of rows)
-        process.stdout.write(
-          `${row
-            .map((c, i) => c.padEnd(widths[i] ?? 0))
-            .join("  ")
-            .trimEnd()}\n`,
-        );
+      printRows(rows);
     });
+}
+
+function printRows(rows: readonly (readonly string[])[]): void {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+  for (const row of rows)
+    process.stdout.write(
+      `${row
+        .map((c, i) => c.padEnd(widths[i] ?? 0))
+        .join("  ")
+        .trimEnd()}\n`,
+    );
+}
+
+/** `ls --nats`: every agent that answers the NATS service protocol there (nats-service.ts). */
+async function listNatsAgents(
+  query: string,
+  opts: { json?: boolean; match?: string; natsCreds?: string },
+): Promise<void> {
+  const { match, ...servers } = parseNatsServers(
+    query,
+    (problem) =>
+      new InvalidOptionError(`--nats ${JSON.stringify(query)}: ${problem}`, {
+        details: { option: "--nats" },
+      }),
+  );
+  if (match !== undefined && opts.match !== undefined) {
+    throw new InvalidOptionError(`give the id pattern once: in --nats or with --match, not both`);
+  }
+  const { findNatsAgents } = await import("../transport/nats-service.ts");
+  const agents = await findNatsAgents(servers, {
+    creds: opts.natsCreds,
+    match: match ?? opts.match,
+  });
+  if (opts.json) {
+    printJson({
+      agents: agents.map((a) => ({
+        id: a.id,
+        address: a.description,
+        version: a.version,
+        metadata: a.metadata,
+      })),
+    });
+    return;
+  }
+  printRows([
+    ["ID", "ADDRESS", "HOST", "VERSION", "SESSIONS", "SERVICES"],
+    ...agents.map((a) => [
+      a.id,
+      a.description,
+      a.metadata.hostname ?? "",
+      a.version,
+      a.metadata.sessions ?? "",
+      a.metadata.services ?? "",
+    ]),
+  ]);
 }

@@ -7,6 +7,7 @@ import { readYaml } from "../controller/config-file.ts";
 import { ConfigInvalidError, isGuestlinkError } from "../errors.ts";
 import { CheckError, readMapping } from "../fleet/check.ts";
 import { parseAddress } from "../transport/address.ts";
+import { parseNatsServers } from "../transport/nats-address.ts";
 import { DEFAULT_HTTP, defaultSocketPath } from "./paths.ts";
 
 export interface ServeAgent {
@@ -92,9 +93,19 @@ export function checkAddress(address: string, path: string): void {
   }
 }
 
-/** A discover pattern: an absolute path (or `unix:` path) with at least one `*`. */
+/**
+ * A discover pattern: an absolute path (or `unix:` path) with at least one `*`, or NATS servers
+ * whose agents are found by the NATS service protocol (`nats://HOST:PORT[/ID-PATTERN]`).
+ */
 export function checkPattern(value: unknown, path: string): string {
   if (typeof value !== "string") throw new CheckError(path, "expected a socket-path pattern");
+  if (value.startsWith("nats:")) {
+    parseNatsServers(
+      value,
+      (problem) => new CheckError(path, `${JSON.stringify(value)}: ${problem}`),
+    );
+    return value;
+  }
   const pattern = value.startsWith("unix:") ? value.slice(5) : value;
   if (!pattern.startsWith("/") || !pattern.includes("*")) {
     throw new CheckError(

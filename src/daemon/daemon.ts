@@ -13,9 +13,11 @@ import { hostname } from "node:os";
 import { dirname } from "node:path";
 import { Discovery } from "../controller/discover.ts";
 import { watchTelemetry } from "../controller/telemetry.ts";
-import { GuestlinkError, InvalidOptionError } from "../errors.ts";
+import { ConfigInvalidError, GuestlinkError, InvalidOptionError } from "../errors.ts";
 import { type SessionServer, serveSessions, sessionOptions } from "../platform/session.ts";
 import { Session } from "../session/session.ts";
+import { parseNatsServers } from "../transport/nats-address.ts";
+import { NatsDiscovery } from "../transport/nats-service.ts";
 import { NodeStreamTransport } from "../transport/node-stream.ts";
 import { VERSION } from "../version.ts";
 import type { ServeConfig } from "./config.ts";
@@ -23,7 +25,7 @@ import { serveDashboard } from "./dashboard/serve.ts";
 import { serveExecHttp, serveExecUpgrade } from "./exec-ws.ts";
 import { serveFiles } from "./files-http.ts";
 import { forwardCalls } from "./forward.ts";
-import { type AgentSource, HeldAgent, type HeldAgentEvent } from "./held-agent.ts";
+import { type AgentSource, HeldAgent, type HeldAgentEvent, shownAddress } from "./held-agent.ts";
 import { errorBody, refuseUpgrade, sendError, sendJson } from "./http-errors.ts";
 import { DaemonMetrics } from "./metrics.ts";
 import { UPGRADE_PROTOCOL } from "./paths.ts";
@@ -56,7 +58,7 @@ export class Daemon {
   readonly #log: DaemonLog;
   readonly #listeners = new Set<(e: DaemonEvent) => void>();
   readonly #recent: (DaemonEvent & { at: number })[] = [];
-  readonly #discoveries: Discovery[] = [];
+  readonly #discoveries: (Discovery | NatsDiscovery)[] = [];
   readonly #dialIns: SessionServer[] = [];
   readonly #servers: Server[] = [];
   readonly #pollMs: number;
@@ -101,6 +103,10 @@ export class Daemon {
       this.#add(a.id, "config", a.address, a.labels, a.keyFile);
     }
     for (const pattern of this.config.discover) {
+      if (pattern.startsWith("nats:")) {
+        await this.#discoverOnNats(pattern);
+        continue;
+      }
       const discovery: Discovery = new Discovery(
         pattern,
         {
@@ -148,7 +154,12 @@ export class Daemon {
     const held = new HeldAgent(id, source, { address: address ?? undefined, labels, keyFile });
     this.agents.set(id, held);
     held.onEvent((e) => this.#emit(e));
-    this.#emit({ type: "added", id, source, address });
+    this.#emit({
+      type: "added",
+      id,
+      source,
+      address: address === null ? null : shownAddress(address),
+    });
     if (address !== null && source !== "dialled-in") held.hold();
     return held;
   }
@@ -396,6 +407,35 @@ export class Daemon {
       }),
     );
     forwardCalls(session, () => held.session, id, this.metrics.observeCall);
+  }
+
+  /** Holds every agent the NATS servers of `query` have (whose id matches), found live. */
+  async #discoverOnNats(query: string): Promise<void> {
+    const { match, ...servers } = parseNatsServers(query, (p) => new ConfigInvalidError(p));
+    const discovery = new NatsDiscovery(
+      servers,
+      {
+        found: (agent) => {
+          if (this.agents.has(agent.id)) {
+            this.#log(
+              "warn",
+              `${agent.description}: an agent named ${agent.id} is held already; not added`,
+              { id: agent.id },
+            );
+            return;
+          }
+          this.#add(agent.id, "discovered", agent.address, {});
+        },
+        lost: (agent) => {
+          const held = this.agents.get(agent.id);
+          if (held?.source === "discovered" && held.address === agent.address)
+            this.#remove(agent.id);
+        },
+      },
+      { ...(match === undefined ? {} : { match }), pollMs: Math.max(this.#pollMs, 1_000) },
+    );
+    this.#discoveries.push(discovery);
+    await discovery.start();
   }
 
   async #close(): Promise<void> {

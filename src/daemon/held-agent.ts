@@ -12,6 +12,8 @@ import { nodeKeepAliveClock } from "../platform/node.ts";
 import { openSession } from "../platform/session.ts";
 import type { Session, SessionEvent } from "../session/session.ts";
 import { Supervisor } from "../supervise/supervisor.ts";
+import { parseAddress } from "../transport/address.ts";
+import { natsDescription } from "../transport/nats-address.ts";
 
 export type AgentState = "connecting" | "up" | "stalled" | "down";
 
@@ -150,7 +152,8 @@ export class HeldAgent {
     const live = s !== undefined && this.#state !== "connecting";
     return {
       id: this.id,
-      address: this.address ?? null,
+      // A nats: address may hold a password or token: the API shows it without them.
+      address: this.address === undefined ? null : shownAddress(this.address),
       source: this.source,
       labels: this.labels,
       state: this.#state,
@@ -270,4 +273,11 @@ export class HeldAgent {
 function describe(err: unknown): { code: string; message: string } {
   if (isGuestlinkError(err)) return { code: err.code, message: err.message };
   return { code: "UNKNOWN", message: err instanceof Error ? err.message : String(err) };
+}
+
+/** An address as the API shows it: a `nats:` one without its credentials. */
+export function shownAddress(address: string): string {
+  if (!address.startsWith("nats:")) return address;
+  const a = parseAddress(address);
+  return a.kind === "nats" ? natsDescription(a, a.agent) : address;
 }

@@ -9,7 +9,7 @@ import { type Frame, FrameType, HEADER_BYTES } from "../wire/frame.ts";
 import type { Connection } from "./connection.ts";
 import type { SessionStats } from "./events.ts";
 import type { Outbox } from "./outbox.ts";
-import { Arrival, ReceiveSequence } from "./receive-sequence.ts";
+import { type Arrival, ReceiveSequence } from "./receive-sequence.ts";
 import type { Clock } from "./runtime.ts";
 import { ProtocolViolation } from "./violation.ts";
 
@@ -65,17 +65,17 @@ export class Delivery {
   }
 
   /**
-   * Whether `frame` is the next to deliver; if so, `takeHeld` gives the frames it unblocks.
+   * `NEXT` when `frame` is the next to deliver (then `takeHeld` gives the frames it unblocks).
    * Otherwise it is a duplicate, or after a gap: held (or dropped) while the gap is asked for.
    */
-  arrived(frame: Frame): boolean {
+  arrived(frame: Frame): Arrival {
     const bytes = HEADER_BYTES + frame.payload.length;
     // A small payload may be a view into a read's whole chunk: hold a copy, not the chunk.
     const held =
       frame.seq > this.rx.expected && frame.payload.length <= COPY_HELD_BELOW_BYTES
         ? { ...frame, payload: frame.payload.slice() }
         : frame;
-    return this.rx.arrive(frame.seq, bytes, held) === Arrival.NEXT;
+    return this.rx.arrive(frame.seq, bytes, held);
   }
 
   /** After a frame was delivered: the next held frame now in order, if any. */

@@ -15,6 +15,7 @@ import type { SessionStats } from "./events.ts";
 import { RECONNECT } from "./in-band.ts";
 import type { Links } from "./links.ts";
 import { AckSchema, GoawaySchema, PingSchema, PongSchema } from "./messages.ts";
+import { Arrival } from "./receive-sequence.ts";
 import type { Clock } from "./runtime.ts";
 import type { Streams } from "./streams.ts";
 import { ProtocolViolation, parseFrame } from "./violation.ts";
@@ -91,7 +92,13 @@ export class Dispatch {
         return;
       }
       // A duplicate (replayed), or after a gap: held while what is missing is asked for again.
-      if (!delivery.arrived(frame)) return;
+      const arrival = delivery.arrived(frame);
+      if (arrival !== Arrival.NEXT) {
+        if (arrival === Arrival.HELD && frame.type === FrameType.DATA) {
+          this.#streams.onHeldData(frame);
+        }
+        return;
+      }
       this.#dispatch(conn, frame);
       // What a gap held back, now in order (none, most of the time).
       if (!delivery.rx.behind) return;

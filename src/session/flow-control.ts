@@ -32,6 +32,8 @@ export class ReceiveWindow {
   readonly size: number;
   #available: number;
   #ungranted = 0;
+  /** Credit granted ahead of consumption (`lend`), not yet paid back by consuming. */
+  #lent = 0;
 
   constructor(size: number) {
     this.size = size;
@@ -55,7 +57,9 @@ export class ReceiveWindow {
    * was consumed since the last grant once it reaches half the window, else 0.
    */
   consumed(bytes: number): number {
-    this.#ungranted += bytes;
+    const repaid = Math.min(this.#lent, bytes);
+    this.#lent -= repaid;
+    this.#ungranted += bytes - repaid;
     if (this.#ungranted < this.size / 2) return 0;
     const grant = this.#ungranted;
     this.#available += grant;
@@ -63,9 +67,23 @@ export class ReceiveWindow {
     return grant;
   }
 
+  /**
+   * Grants `bytes` now for data that arrived but cannot be consumed yet (held after a gap, while
+   * the frame before it is sent again), unless that takes what is lent past `max`. The next
+   * `bytes` consumed pay it back instead of being granted again, so the window returns to its
+   * size. Returns the credit to grant the peer: `bytes`, or 0.
+   */
+  lend(bytes: number, max: number): number {
+    if (this.#lent + bytes > max) return 0;
+    this.#lent += bytes;
+    this.#available += bytes;
+    return bytes;
+  }
+
   /** Back to a full window (the peer restarted). */
   reset(): void {
     this.#available = this.size;
     this.#ungranted = 0;
+    this.#lent = 0;
   }
 }

@@ -10,11 +10,12 @@
  * before the first frame it holds. Once they arrive, what was held is delivered after them.
  *
  * One ask covers one loss. It is made again when the resent frames arrive and still lack the one
- * expected (the numbers went backwards, and there is a gap again), when nothing at all arrived
- * for a while (the ask itself was lost), or after a few waits in which frames flowed but not the
+ * expected (the numbers went backwards, and there is a gap again), when the decoder dropped
+ * something meanwhile that was no frame of the run arriving (the resent frame), when nothing at all arrived for a
+ * while (the ask itself was lost), or after a few waits in which frames flowed but not the
  * missing one (such an ask does not count toward giving up: the resent frames may be on a slow
- * way). A frame the
- * decoder dropped with nothing after it may have been the last one sent: after a wait with no
+ * way). While frames are held after a gap, their stream credit is lent back to the sender (see
+ * `Streams.onHeldData`), so it keeps sending behind the resend. A frame the decoder dropped with nothing after it may have been the last one sent: after a wait with no
  * frame in order, the receiver asks for everything after what it has. After `MAX_RESEND_ASKS`
  * asks that did not bring a frame surely missing (one after it arrived), resending is not
  * healing the connection and the port is told so; asks made only on such suspicion just stop
@@ -95,6 +96,8 @@ export class ReceiveSequence<T> {
   /** The decoder dropped something while `expected` was this, and nothing proved it harmless. */
   #suspectAt = 0;
   #arrivedSinceCheck = false;
+  /** While asking, the decoder dropped something after the frame with this number (-1: no). */
+  #droppedAfter = -1;
   #flowingWaits = 0;
   #timer: Timer | undefined;
   #unackedFrames = 0;
@@ -130,6 +133,12 @@ export class ReceiveSequence<T> {
   /** A sequenced frame of `bytes` bytes (header included) arrived with number `seq`. */
   arrive(seq: number, bytes: number, item: T): Arrival {
     const wentBack = seq <= this.#lastSeen;
+    // Something was dropped while asking, and this frame follows the last one without a gap: what
+    // was dropped was not one of theirs, so most likely the frame asked for, sent again. Asked
+    // for again now, not after waits sized for a slow resend (frames after the gap keep
+    // arriving, held, so those waits would run on).
+    const resentLost = this.#droppedAfter >= 0 && seq === this.#droppedAfter + 1;
+    this.#droppedAfter = -1;
     this.#lastSeen = seq;
     if (seq > this.#highestSeen) this.#highestSeen = seq;
     this.#arrivedSinceCheck = true;
@@ -145,7 +154,7 @@ export class ReceiveSequence<T> {
       arrival = Arrival.HELD;
     }
     // A gap. Ask once per loss; again when the resent frames came and still lack the one expected.
-    if (this.#askedFor !== this.expected || wentBack) this.#ask();
+    if (this.#askedFor !== this.expected || wentBack || resentLost) this.#ask();
     this.#gapSeen = true;
     return arrival;
   }
@@ -175,7 +184,11 @@ export class ReceiveSequence<T> {
    * have been the last frame sent, and everything after `received` is asked for.
    */
   damaged(): void {
-    if (this.#askedFor !== 0) return;
+    if (this.#askedFor !== 0) {
+      // It may have been the frame asked for, sent again: `arrive` tells by the next frame.
+      this.#droppedAfter = this.#lastSeen;
+      return;
+    }
     this.#suspectAt = this.expected;
     this.#arrivedSinceCheck = false;
     this.#armTimer(SUSPECT_WAIT_MIN_MS);
@@ -202,6 +215,7 @@ export class ReceiveSequence<T> {
   newConnection(): void {
     this.#healed();
     this.#suspectAt = 0;
+    this.#droppedAfter = -1;
     this.#held.clear();
     this.#heldBytes = 0;
     this.#lastSeen = this.received;

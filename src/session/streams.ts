@@ -10,8 +10,15 @@ import { ReceiveWindow, SendCredit } from "./flow-control.ts";
 import type { IdSpace } from "./ids.ts";
 import { ErrorSchema, type Hello, isPlainError, isPlainWindow, WindowSchema } from "./messages.ts";
 import { DEFAULT_MAX_DATA_FRAME_BYTES } from "./options.ts";
+import { MAX_HELD_BYTES } from "./receive-sequence.ts";
 import { SessionStream, type StreamOwner } from "./stream.ts";
 import { ProtocolViolation, parseFrame } from "./violation.ts";
+
+/**
+ * Credit lent at most at once for DATA held after a gap (`onHeldData`): with the default 4 MiB
+ * session window, what the peer may then have sent stays within what a gap may hold.
+ */
+export const MAX_LENT_BYTES = MAX_HELD_BYTES / 2;
 
 /** What the streams need from their session. */
 export interface StreamsPort {
@@ -144,6 +151,22 @@ export class Streams implements StreamOwner {
     stream.window.accept(length);
     this.window.accept(length);
     stream.deliver(frame.payload);
+  }
+
+  /**
+   * A DATA frame was held after a gap (docs/protocol.md 9.4): its credit is lent back now, so the
+   * peer keeps sending while the missing frame is sent again behind what it has queued, instead
+   * of stalling once its window is full; consuming the frame later pays the loan back. At most
+   * `MAX_LENT_BYTES` are lent at once, which keeps what is held within what may be held.
+   */
+  onHeldData(frame: Frame): void {
+    const stream = this.#open.get(frame.streamId);
+    if (stream === undefined || stream.remoteEnded || stream.closed) return;
+    const length = frame.payload.length;
+    if (this.window.lend(length, MAX_LENT_BYTES) === 0) return;
+    stream.window.lend(length, MAX_LENT_BYTES);
+    this.#port.sendControl(FrameType.WINDOW, stream.id, { credit: length });
+    this.#port.sendControl(FrameType.WINDOW, 0, { credit: length });
   }
 
   onWindow(frame: Frame): void {

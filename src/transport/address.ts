@@ -1,11 +1,13 @@
 /**
  * The one parser for every address form (`unix:PATH`, `tcp:HOST:PORT`, `vsock:CID:PORT`,
- * `fc:UDS_PATH:PORT`, `serial:PATH`, `mailbox:FOLDER`, `stdio`, `exec:COMMAND`) and its inverse.
+ * `fc:UDS_PATH:PORT`, `serial:PATH`, `mailbox:FOLDER`, `stdio`, `exec:COMMAND`,
+ * `nats://HOST:PORT/AGENT-ID`) and its inverse.
  * Everything that takes an address from a user goes through `parseAddress`, so a typo fails here
  * with a message that says what was wrong and which forms exist, never later as a strange errno.
  */
 import { isIPv4, isIPv6 } from "node:net";
 import { InvalidAddressError } from "../errors.ts";
+import { type NatsAddress, parseNatsAddress, unparseNats } from "./nats-address.ts";
 
 /** The transports an address can name. */
 export const AddressKind = {
@@ -17,6 +19,7 @@ export const AddressKind = {
   MAILBOX: "mailbox",
   STDIO: "stdio",
   EXEC: "exec",
+  NATS: "nats",
 } as const;
 export type AddressKind = (typeof AddressKind)[keyof typeof AddressKind];
 
@@ -32,7 +35,9 @@ export type Address =
   | { readonly kind: "mailbox"; readonly folder: string }
   | { readonly kind: "stdio" }
   /** The command line split into words; it is spawned directly, never through a shell. */
-  | { readonly kind: "exec"; readonly argv: readonly string[] };
+  | { readonly kind: "exec"; readonly argv: readonly string[] }
+  /** An agent reached through a NATS server or cluster, by its id (see nats-address.ts). */
+  | NatsAddress;
 
 /** The accepted forms, for error messages. */
 export const ADDRESS_FORMS: Readonly<Record<AddressKind, string>> = {
@@ -44,6 +49,7 @@ export const ADDRESS_FORMS: Readonly<Record<AddressKind, string>> = {
   mailbox: "mailbox:FOLDER",
   stdio: "stdio",
   exec: "exec:COMMAND",
+  nats: "nats://HOST:PORT/AGENT-ID",
 };
 
 const ACCEPTED = `accepted forms: ${Object.values(ADDRESS_FORMS).join(", ")}`;
@@ -94,6 +100,8 @@ export function parseAddress(input: string): Address {
       return parseFc(input, rest);
     case "exec":
       return { kind, argv: splitCommandLine(input, rest) };
+    case "nats":
+      return parseNatsAddress(rest, (problem) => invalid(input, problem));
     case "stdio":
       throw invalid(input, "stdio takes nothing after it: write just stdio");
     default:
@@ -147,6 +155,8 @@ function unparse(address: Address): string {
       return "stdio";
     case "exec":
       return `exec:${address.argv.map(quoteWord).join(" ")}`;
+    case "nats":
+      return unparseNats(address);
     default:
       throw new InvalidAddressError(
         `cannot format an address of kind ${JSON.stringify((address as { kind?: unknown }).kind)} (${ACCEPTED})`,

@@ -7,6 +7,7 @@ import { type Address, toAddress } from "./address.ts";
 import { connectExec } from "./exec.ts";
 import { connectFc, listenFc } from "./fc.ts";
 import { connectMailbox, listenMailbox } from "./mailbox.ts";
+import { connectNats, listenNats, type NatsListenOptions } from "./nats.ts";
 import type { AuthRefusalHandler } from "./refusal.ts";
 import { listenSerial } from "./serial.ts";
 import { connectStdio } from "./stdio.ts";
@@ -36,6 +37,12 @@ export {
 } from "./exec.ts";
 export { MEMORY_HIGH_WATER_MARK_BYTES, type MemoryPairOptions, memoryPair } from "./memory.ts";
 export {
+  type NatsAddress,
+  type NatsServers,
+  natsDescription,
+  parseNatsServers,
+} from "./nats-address.ts";
+export {
   NodeStreamTransport,
   type NodeStreamTransportOptions,
   READ_HIGH_WATER_MARK_BYTES,
@@ -55,6 +62,8 @@ export interface ConnectOptions extends CallOptions {
    * pre-shared key (see tls.ts), and fails with AUTH_FAILED if the agent's key differs.
    */
   key?: Uint8Array;
+  /** For `nats:` addresses that name no creds file: a NATS credentials file (`--nats-creds`). */
+  natsCreds?: string;
 }
 
 /** What `listen` takes: the call's signal and deadline, and for `tcp:` a key. */
@@ -63,6 +72,10 @@ export interface ListenOptions extends CallOptions {
   key?: Uint8Array;
   /** For `tcp:`: told of every connection refused because its key was wrong or missing. */
   onRefused?: AuthRefusalHandler;
+  /** For `nats:` addresses that name no creds file: a NATS credentials file (`--nats-creds`). */
+  natsCreds?: string;
+  /** For `nats:`: what the agent tells discovery of itself (`$SRV.INFO` metadata). */
+  natsMetadata?: NatsListenOptions["metadata"];
 }
 
 function keyOnlyForTcp(a: Address, key: Uint8Array | undefined): void {
@@ -102,6 +115,12 @@ export async function connect(
       return connectFc(a.path, a.port, options);
     case "mailbox":
       return connectMailbox(a.folder, options);
+    case "nats":
+      return connectNats(a, {
+        signal: options?.signal,
+        deadline: options?.deadline,
+        creds: options?.natsCreds,
+      });
     case "serial":
       throw new InvalidAddressError(
         `cannot connect to serial:${a.path}: the agent in the guest listens on its port (guestlink agent --listen serial:${a.path}); the host reaches the port through the hypervisor's socket for it, e.g. unix:PATH for QEMU's chardev`,
@@ -142,5 +161,12 @@ export async function listen(
       return listenMailbox(a.folder, options);
     case "serial":
       return listenSerial(a.path, options);
+    case "nats":
+      return listenNats(a, {
+        signal: options?.signal,
+        deadline: options?.deadline,
+        creds: options?.natsCreds,
+        metadata: options?.natsMetadata,
+      });
   }
 }

@@ -61,4 +61,27 @@ describe("chaos: garbage inside frames, with default options", () => {
       `${replay}: only ${f.burstsInData.toAgent} bursts inside DATA payloads to the agent; ${f.burstPlaces}`,
     );
   });
+
+  it("junk alone never costs a connection: every damaged frame is sent again on the live one", async (t) => {
+    const seed = SEED + 12;
+    const replay = `seed ${seed} (replay with GUESTLINK_SEED=${SEED})`;
+    const f = await execThroughProxy(
+      chaos.address,
+      chaos.proxyAt(),
+      2_000_000,
+      seed,
+      { garbageEveryBytes: 256 * 1024 },
+      undefined,
+      true,
+    );
+    t.diagnostic(`${replay}: exit ${f.exitCode}, ${f.garbageBursts} bursts; ${f.burstPlaces}`);
+    assert.equal(f.exitCode, 0, `${replay}: ${f.stderr}`);
+    assert.equal(f.sha256, f.expectedSha256, `${replay}: the output differs from a local seq`);
+    assert.ok(
+      f.burstsInData.toCli >= MIN_BURSTS_IN_DATA,
+      `${replay}: only ${f.burstsInData.toCli} bursts inside DATA payloads to the CLI`,
+    );
+    const lost = f.stderr.match(/connection lost/g)?.length ?? 0;
+    assert.equal(lost, 0, `${replay}: junk cost ${lost} connections: ${f.stderr}`);
+  });
 });

@@ -145,6 +145,36 @@ describe("a fleet run's plan", () => {
     assert.deepEqual(plan.thresholds, []);
   });
 
+  it("reads a NATS query in place of the agent list, and refuses a malformed one", () => {
+    const stages = "stages: [{name: s, barrier: {min: 40}, workload: {io: {dir: /d, op: stat}}}]\n";
+    const plan = parsePlan(
+      `name: q\nagents: { nats: "nats://h:4222", match: "io-*", creds: /etc/n.creds }\n${stages}`,
+      "q.yaml",
+    );
+    assert.deepEqual(plan.agents, []);
+    assert.deepEqual(plan.agentQuery, {
+      nats: "nats://h:4222",
+      match: "io-*",
+      creds: "/etc/n.creds",
+    });
+    for (const [agents, why] of [
+      ['{ nats: "tcp:h:1" }', /^q\.yaml: agents\.nats: NATS servers are written nats:/],
+      [
+        '{ nats: "nats://h/io-*", match: "x*" }',
+        /agents\.match: the id pattern is in nats already/,
+      ],
+      ['{ nats: "nats://h", match: "a.b" }', /agents\.match: an agent-id pattern/],
+      ['{ nats: "nats://h", matsh: "a" }', /agents\.matsh: unknown key/],
+      ["{ match: a }", /agents\.nats: required/],
+    ] as const) {
+      assert.throws(
+        () => parsePlan(`name: q\nagents: ${agents}\n${stages}`, "q.yaml"),
+        (err: unknown) => isGuestlinkError(err, "PLAN_INVALID") && why.test(err.message),
+        agents,
+      );
+    }
+  });
+
   it("names the path of a wrong value, an unknown key, a missing one", () => {
     const cases: [string, string, RegExp][] = [
       [

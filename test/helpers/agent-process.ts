@@ -29,7 +29,14 @@ export async function startAgent(
   path: string,
   options: { args?: readonly string[]; cwd?: string } = {},
 ): Promise<AgentProcess> {
-  const address = `unix:${path}`;
+  return await startAgentAt(`unix:${path}`, options);
+}
+
+/** As `startAgent`, listening on any address (`nats://HOST:PORT/ID`, `tcp:…`). */
+export async function startAgentAt(
+  address: string,
+  options: { args?: readonly string[]; cwd?: string } = {},
+): Promise<AgentProcess> {
   const child = spawn(
     process.execPath,
     guestlinkArgs(["agent", "--listen", address, ...(options.args ?? [])]),

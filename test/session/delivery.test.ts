@@ -11,6 +11,7 @@ import { newSessionStats } from "../../src/session/events.ts";
 import { Outbox } from "../../src/session/outbox.ts";
 import {
   ACK_EVERY_FRAMES,
+  Arrival,
   MAX_RESEND_ASKS,
   RESEND_ALL,
   RESEND_WAIT_MAX_MS,
@@ -102,10 +103,10 @@ function violates(fn: () => void, violation: string): void {
 describe("Delivery: what arrives", () => {
   it("delivers frames in order, and neither a repeat nor a frame after a gap", () => {
     const { delivery } = rig();
-    assert.equal(delivery.arrived(arriving(1)), true);
-    assert.equal(delivery.arrived(arriving(2)), true);
-    assert.equal(delivery.arrived(arriving(2)), false);
-    assert.equal(delivery.arrived(arriving(4)), false);
+    assert.equal(delivery.arrived(arriving(1)), Arrival.NEXT);
+    assert.equal(delivery.arrived(arriving(2)), Arrival.NEXT);
+    assert.equal(delivery.arrived(arriving(2)), Arrival.DUPLICATE);
+    assert.equal(delivery.arrived(arriving(4)), Arrival.HELD);
     assert.equal(delivery.rx.received, 2);
   });
 
@@ -113,12 +114,12 @@ describe("Delivery: what arrives", () => {
     const { delivery, state, stats } = rig();
     delivery.arrived(arriving(1));
     delivery.arrived(arriving(2));
-    assert.equal(delivery.arrived(arriving(4)), false);
-    assert.equal(delivery.arrived(arriving(5)), false);
+    assert.equal(delivery.arrived(arriving(4)), Arrival.HELD);
+    assert.equal(delivery.arrived(arriving(5)), Arrival.HELD);
     // One ask for the one loss, however many frames follow it: 3 only, 4 and 5 are held.
     assert.deepEqual(state.acks, [{ received: 2, resend: 3 }]);
     assert.equal(stats.resendAsks, 1);
-    assert.equal(delivery.arrived(arriving(3)), true);
+    assert.equal(delivery.arrived(arriving(3)), Arrival.NEXT);
     assert.deepEqual(
       [delivery.takeHeld()?.seq, delivery.takeHeld()?.seq, delivery.takeHeld()],
       [4, 5, undefined],

@@ -91,4 +91,27 @@ describe("ReceiveWindow", () => {
     assert.equal(window.consumed(30), 0);
     assert.equal(window.size, 100);
   });
+
+  it("lends credit ahead of consumption, and the consumption pays it back before granting", () => {
+    const window = new ReceiveWindow(100);
+    window.accept(100);
+    // 40 bytes held after a gap: lent back at once, so the peer may send 40 more.
+    assert.equal(window.lend(40, 1000), 40);
+    assert.equal(window.available, 40);
+    // Consuming the first 40 repays the loan; only what is consumed beyond it counts to a grant.
+    assert.equal(window.consumed(40), 0);
+    assert.equal(window.consumed(49), 0);
+    assert.equal(window.consumed(1), 50);
+    assert.equal(window.available, 90);
+  });
+
+  it("lends nothing that would take what is lent past the bound", () => {
+    const window = new ReceiveWindow(100);
+    assert.equal(window.lend(60, 100), 60);
+    assert.equal(window.lend(41, 100), 0);
+    assert.equal(window.available, 160);
+    // Paid back, it may lend again.
+    window.consumed(60);
+    assert.equal(window.lend(41, 100), 41);
+  });
 });

@@ -73,6 +73,36 @@ describe("ReceiveSequence", () => {
     ]);
   });
 
+  it("asks again at once when something dropped while asking was the frame sent again", () => {
+    const { arrive, rx, asks } = rig();
+    arrive(1);
+    arrive(3);
+    arrive(4);
+    // The resent 2 is damaged; 5 follows 4 without a gap, so what was dropped was not 5's elder.
+    rx.damaged();
+    assert.equal(arrive(5), Arrival.HELD);
+    assert.deepEqual(asks, [
+      [1, 2],
+      [1, 2],
+    ]);
+  });
+
+  it("does not ask again when what dropped while asking was a frame after the gap", () => {
+    const { arrive, drain, rx, asks } = rig();
+    arrive(1);
+    arrive(3);
+    // 4 is damaged on its way: 5 comes after a second gap, which is asked for once 2 arrives.
+    rx.damaged();
+    assert.equal(arrive(5), Arrival.HELD);
+    assert.deepEqual(asks, [[1, 2]]);
+    assert.equal(arrive(2), Arrival.NEXT);
+    assert.deepEqual(drain(), ["f3"]);
+    assert.deepEqual(asks, [
+      [1, 2],
+      [3, 4],
+    ]);
+  });
+
   it("asks for the rest of a gap that remains once what filled its start is delivered", () => {
     const { arrive, drain, asks } = rig();
     arrive(1);

@@ -5,7 +5,7 @@ import { GuestlinkError, isGuestlinkError } from "../../src/errors.ts";
 import { MAX_CREDIT } from "../../src/session/flow-control.ts";
 import { IdSpace } from "../../src/session/ids.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
-import { Streams, type StreamsPort } from "../../src/session/streams.ts";
+import { MAX_LENT_BYTES, Streams, type StreamsPort } from "../../src/session/streams.ts";
 import { ProtocolViolation } from "../../src/session/violation.ts";
 import { encodeControl } from "../../src/wire/control.ts";
 import { type Frame, FrameType } from "../../src/wire/frame.ts";
@@ -326,6 +326,32 @@ describe("Streams: granting credit back", () => {
     // 1600 consumed on the session, more than half of 3000.
     assert.deepEqual(wire(), ["WINDOW 2 600", "WINDOW 2 1000", "WINDOW 0 1600"]);
     assert.equal(streams.window.available, 3000);
+  });
+
+  it("lends the credit of DATA held after a gap at once, and takes it back as it is consumed", () => {
+    const { streams, openPeers, wire } = rig({ streamWindow: 1000, sessionWindow: 3000 });
+    const s = openPeers(2);
+    record(s);
+    streams.onData(data(2, 1000));
+    // The stream's window is used up; two frames after a gap are held while one is sent again.
+    const held = [data(2, 300), data(2, 200)];
+    for (const f of held) streams.onHeldData(f);
+    assert.deepEqual(wire(), ["WINDOW 2 300", "WINDOW 0 300", "WINDOW 2 200", "WINDOW 0 200"]);
+    // Filled and delivered (the resent frame arrives within the loan): nothing beyond a window.
+    streams.onData(data(2, 300));
+    streams.onData(data(2, 200));
+    s.consumed(1500);
+    // The first 500 consumed paid the loan back; the other 1000 are granted as usual.
+    assert.deepEqual(wire().slice(4), ["WINDOW 2 1000"]);
+    assert.equal(s.window.available, 1000);
+  });
+
+  it("lends nothing for DATA held on a stream that is gone, or beyond MAX_LENT_BYTES", () => {
+    const { streams, openPeers, wire } = rig({ streamWindow: 1000, sessionWindow: 3000 });
+    openPeers(2);
+    streams.onHeldData(data(4, 100));
+    streams.onHeldData(data(2, MAX_LENT_BYTES + 1));
+    assert.deepEqual(wire(), []);
   });
 
   it("grants nothing once the session has ended", () => {

@@ -9,6 +9,7 @@ import { CheckError, type Fields, readMapping } from "../../fleet/check.ts";
 import { parseDuration } from "../../fleet/units.ts";
 import { readWorkload, type Workload } from "../../fleet/workload.ts";
 import { parseAddress } from "../../transport/address.ts";
+import { parseNatsServers } from "../../transport/nats-address.ts";
 import { readYaml } from "../config-file.ts";
 
 export interface PlanAgent {
@@ -16,6 +17,18 @@ export interface PlanAgent {
   address: string;
   /** `key_file`: the agent's key, for a tcp: address (docs/security.md). */
   keyFile?: string;
+  /** For an agent found on NATS: the creds file the query named. */
+  natsCreds?: string;
+}
+
+/** `agents: { nats: "nats://…", match: "io-*" }`: the plan's agents are those found on NATS. */
+export interface PlanAgentQuery {
+  /** The servers (`nats://HOST:PORT[/PATTERN]`, credentials as in an address). */
+  nats: string;
+  /** Agent ids wanted, `*` for any characters (or the pattern in `nats`); none: every agent. */
+  match?: string;
+  /** A NATS credentials file. */
+  creds?: string;
 }
 
 /** Who must finish a stage for the run to go on. */
@@ -57,7 +70,10 @@ export interface Threshold {
 
 export interface Plan {
   name: string;
+  /** The agents; empty until `agentQuery` is resolved (run-plan.ts, when the plan is loaded). */
   agents: PlanAgent[];
+  /** Set when the plan names its agents by a NATS discovery query instead of a list. */
+  agentQuery?: PlanAgentQuery;
   startDelayMs: number;
   clock: { maxSkewMs: number };
   /**
@@ -100,7 +116,12 @@ export function readPlan(value: unknown): Plan {
         "use letters, digits, '.', '_' and '-' (it names the results folder)",
       );
     }
-    const agents = f.list("agents", readAgent, 1);
+    const rawAgents = f.raw("agents");
+    const agentQuery =
+      rawAgents !== null && typeof rawAgents === "object" && !Array.isArray(rawAgents)
+        ? f.mapping("agents", readAgentQuery)
+        : undefined;
+    const agents = agentQuery === undefined ? f.list("agents", readAgent, 1) : [];
     const ids = new Set<string>();
     agents.forEach((agent, i) => {
       if (ids.has(agent.id)) {
@@ -113,7 +134,9 @@ export function readPlan(value: unknown): Plan {
       maxSkewMs: c.duration("max_skew", PLAN_DEFAULTS.maxSkewMs),
     })) ?? { maxSkewMs: PLAN_DEFAULTS.maxSkewMs };
     const timeouts = f.mapping("timeouts", readTimeouts) ?? readTimeouts(undefined);
-    const stages = f.list("stages", (v, p) => readStage(v, p, agents.length), 1);
+    // With a query the number of agents is known once they are found (and checked then).
+    const agentCount = agentQuery === undefined ? agents.length : Number.MAX_SAFE_INTEGER;
+    const stages = f.list("stages", (v, p) => readStage(v, p, agentCount), 1);
     const names = new Set<string>();
     stages.forEach((stage, i) => {
       if (names.has(stage.name)) {
@@ -122,7 +145,16 @@ export function readPlan(value: unknown): Plan {
       names.add(stage.name);
     });
     const thresholds = f.mapping("thresholds", readThresholds) ?? [];
-    return { name, agents, startDelayMs, clock, timeouts, stages, thresholds };
+    return {
+      name,
+      agents,
+      ...(agentQuery === undefined ? {} : { agentQuery }),
+      startDelayMs,
+      clock,
+      timeouts,
+      stages,
+      thresholds,
+    };
   });
 }
 
@@ -150,6 +182,37 @@ function readAgent(value: unknown, path: string): PlanAgent {
     }
     return { id, address, keyFile };
   });
+}
+
+function readAgentQuery(f: Fields): PlanAgentQuery {
+  const nats = f.string("nats");
+  let inUrl: string | undefined;
+  try {
+    inUrl = parseNatsServers(nats, (problem) => new CheckError(f.at("nats"), problem)).match;
+  } catch (err) {
+    if (err instanceof CheckError) throw err;
+    throw new CheckError(f.at("nats"), (err as Error).message);
+  }
+  const match = f.string("match", undefined);
+  if (match !== undefined) {
+    if (inUrl !== undefined) {
+      throw new CheckError(f.at("match"), "the id pattern is in nats already: give it once");
+    }
+    if (!/^[A-Za-z0-9_*-]{1,128}$/.test(match)) {
+      throw new CheckError(f.at("match"), 'an agent-id pattern: letters, digits, "-", "_" and "*"');
+    }
+  }
+  const creds = f.string("creds", undefined);
+  return {
+    nats,
+    ...(match === undefined ? {} : { match }),
+    ...(creds === undefined ? {} : { creds }),
+  };
+}
+
+/** Whether a found agent's id can be a plan's (it names files in the results folder). */
+export function isPlanAgentId(id: string): boolean {
+  return ID.test(id);
 }
 
 function readTimeouts(f: Fields | undefined): Plan["timeouts"] {

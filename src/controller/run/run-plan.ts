@@ -5,18 +5,24 @@
  */
 import { readFile } from "node:fs/promises";
 import type { AbortSignalLike } from "../../abort.ts";
-import { GuestlinkError, isGuestlinkError, toGuestlinkError } from "../../errors.ts";
+import {
+  GuestlinkError,
+  isGuestlinkError,
+  PlanInvalidError,
+  toGuestlinkError,
+} from "../../errors.ts";
 import { readKeyFile } from "../../platform/key-file.ts";
 import { nodeKeepAliveClock } from "../../platform/node.ts";
 import { openSession } from "../../platform/session.ts";
 import type { Clock } from "../../session/runtime.ts";
 import type { Session } from "../../session/session.ts";
+import { natsDescription, parseNatsServers } from "../../transport/nats-address.ts";
 import { agentTime } from "./agent-link.ts";
 import { type ClockOffset, measureOffset } from "./clock.ts";
 import { FleetRun } from "./fleet.ts";
 import { type LiveOutput, LiveState, tickOf } from "./live.ts";
 import { EXIT } from "./outcome.ts";
-import { type Plan, type PlanAgent, parsePlan } from "./plan.ts";
+import { isPlanAgentId, type Plan, type PlanAgent, parsePlan } from "./plan.ts";
 import { defaultResultsDir, ResultsWriter } from "./results.ts";
 import { buildSummary, type RunSummary } from "./summary.ts";
 import { checkThresholds } from "./thresholds.ts";
@@ -58,7 +64,56 @@ export async function loadPlan(path: string): Promise<{ plan: Plan; text: string
       { details: { path } },
     );
   }
-  return { plan: parsePlan(text, path), text };
+  return { plan: await findPlanAgents(parsePlan(text, path), path), text };
+}
+
+/**
+ * A plan whose agents are a NATS query (`agents: { nats, match }`) gets the agents found there
+ * now; PLAN_INVALID when none is found, or too few for a stage's `barrier: { min }`.
+ */
+async function findPlanAgents(plan: Plan, path: string): Promise<Plan> {
+  const query = plan.agentQuery;
+  if (query === undefined) return plan;
+  const { match: inUrl, ...servers } = parseNatsServers(
+    query.nats,
+    (p) => new PlanInvalidError(`${path}: agents.nats: ${p}`),
+  );
+  const match = query.match ?? inUrl;
+  const { findNatsAgents } = await import("../../transport/nats-service.ts");
+  const found = await findNatsAgents(servers, {
+    ...(query.creds === undefined ? {} : { creds: query.creds }),
+    ...(match === undefined ? {} : { match }),
+  });
+  const where = `${natsDescription(servers)}${match === undefined ? "" : ` matching ${match}`}`;
+  if (found.length === 0) {
+    throw new PlanInvalidError(
+      `${path}: agents: no agent on ${where} answered: are they running with --listen nats://…/ID? (guestlink ls --nats ${natsDescription(servers)} lists them)`,
+      { details: { path: "agents" } },
+    );
+  }
+  const odd = found.find((a) => !isPlanAgentId(a.id));
+  if (odd !== undefined) {
+    throw new PlanInvalidError(
+      `${path}: agents: the agent ${JSON.stringify(odd.id)} found on ${where} cannot be in a plan (ids there start with a letter or digit and have at most 64 characters): narrow match`,
+      { details: { path: "agents" } },
+    );
+  }
+  plan.stages.forEach((stage, i) => {
+    if (stage.barrier.kind === "min" && stage.barrier.min > found.length) {
+      throw new PlanInvalidError(
+        `${path}: stages[${i}].barrier.min: ${stage.barrier.min} but only ${found.length} agents were found on ${where}`,
+        { details: { path: `stages[${i}].barrier.min` } },
+      );
+    }
+  });
+  return {
+    ...plan,
+    agents: found.map((a) => ({
+      id: a.id,
+      address: a.address,
+      ...(query.creds === undefined ? {} : { natsCreds: query.creds }),
+    })),
+  };
 }
 
 /** Opens a session to a plan's agent: a connection lost for longer than timeouts.lost ends it. */
@@ -68,6 +123,7 @@ function connectTo(plan: Plan): NonNullable<RunPlanOptions["connect"]> {
       signal,
       resume: { windowMs: Math.max(1, plan.timeouts.lostMs) },
       ...(agent.keyFile === undefined ? {} : { key: await readKeyFile(agent.keyFile) }),
+      ...(agent.natsCreds === undefined ? {} : { natsCreds: agent.natsCreds }),
     });
 }
 

@@ -66,8 +66,12 @@ export async function waitForAgent(
         await session.close().catch(() => {});
       }
     } catch (err) {
-      // An agent that answers wrongly (another protocol version, say) will not get better.
-      if (!TRANSIENT.some((code) => isGuestlinkError(err, code))) {
+      // An attempt that ran out of its own time (the dial rejects with the signal's reason, a
+      // TimeoutError) is tried again, as a transient failure is; on a busy machine a booting
+      // guest can take longer than one attempt. An agent that answers wrongly (another protocol
+      // version, say) will not get better.
+      const attemptTimedOut = attempt.aborted && !signal.aborted;
+      if (!attemptTimedOut && !TRANSIENT.some((code) => isGuestlinkError(err, code))) {
         throw new Error(`the agent at ${address} answered, but: ${(err as Error).message}`, {
           cause: err,
         });
