@@ -408,6 +408,12 @@ function expectSuccess(what: string, done: Finished, stdoutBytes?: number): void
   }
 }
 
+interface AgentOptions {
+  /** A module node loads first (`--import`): the ballast that grows the agent's memory. */
+  preload?: string;
+  env?: Record<string, string>;
+}
+
 /** A `guestlink agent --listen unix:PATH --log-level warn` process. */
 class Agent {
   readonly address: string;
@@ -415,12 +421,24 @@ class Agent {
   readonly #exited: Promise<void>;
   #stderr = "";
 
-  private constructor(path: string) {
+  private constructor(path: string, options: AgentOptions) {
     this.address = `unix:${path}`;
     this.#child = spawn(
       process.execPath,
-      [shipped.bin, "agent", "--listen", this.address, "--log-level", "warn"],
-      { cwd: REPO_ROOT, stdio: ["ignore", "ignore", "pipe"] },
+      [
+        ...(options.preload ? ["--import", pathToFileURL(options.preload).href] : []),
+        shipped.bin,
+        "agent",
+        "--listen",
+        this.address,
+        "--log-level",
+        "warn",
+      ],
+      {
+        cwd: REPO_ROOT,
+        env: { ...process.env, ...options.env },
+        stdio: ["ignore", "ignore", "pipe"],
+      },
     );
     this.#child.stderr?.setEncoding("utf8").on("data", (text: string) => {
       if (this.#stderr.length < 16_384) this.#stderr += text;
@@ -438,8 +456,8 @@ class Agent {
   }
 
   /** Starts an agent at `path` and waits until it accepts connections. */
-  static async start(path: string): Promise<Agent> {
-    const agent = new Agent(path);
+  static async start(path: string, options: AgentOptions = {}): Promise<Agent> {
+    const agent = new Agent(path, options);
     const deadline = now() + AGENT_READY_TIMEOUT_MS;
     for (;;) {
       if (agent.#child.exitCode !== null || agent.#child.signalCode !== null) {
@@ -487,8 +505,8 @@ class Resources {
     this.#cleanups.push(cleanup);
   }
 
-  async agent(path: string): Promise<Agent> {
-    const agent = await Agent.start(path);
+  async agent(path: string, options: AgentOptions = {}): Promise<Agent> {
+    const agent = await Agent.start(path, options);
     this.add(() => agent.stop());
     return agent;
   }
@@ -1070,6 +1088,125 @@ async function measureQemuGa(
   };
 }
 
+// ---- 6: exec true by the agent's size and its spawner -----------------------------------
+
+/** MiB of buffers a grown agent keeps, written to (so resident), as a busy agent might hold. */
+const BALLAST_MIB = 200;
+/** Loaded into a grown agent with `node --import`. */
+const BALLAST_HOOK = `const keep = [];
+for (let i = 0; i < ${BALLAST_MIB}; i++) keep.push(Buffer.alloc(1 << 20, i & 255));
+globalThis.guestlinkBenchBallast = keep;
+`;
+
+/** One agent of the comparison: its spawner, its size, its figures. */
+interface SpawnCase {
+  label: string;
+  summary: Summary;
+  rssBytes: number;
+}
+
+interface SpawnCost {
+  cases: SpawnCase[];
+  /** qemu-ga's exec true in the same blocks, when it runs. */
+  qemuGa: Summary | undefined;
+}
+
+/**
+ * `exec true` through the library against four agents taking turns (and qemu-ga, when it runs):
+ * the spawner the agent picks (the native addon's posix_spawn when it loads) and node's
+ * child_process (`GUESTLINK_SPAWN_ADDON=off`), each in an agent as started and in one holding
+ * BALLAST_MIB MiB more. fork() copies the page tables of everything mapped, so its cost grows
+ * with the agent; posix_spawn (clone with CLONE_VM|CLONE_VFORK) copies none.
+ */
+async function measureSpawnCost(
+  lib: Lib,
+  res: Resources,
+  dir: string,
+  main: { agent: Agent; session: Session },
+  ga: QemuGa | undefined,
+  cfg: Config,
+): Promise<SpawnCost> {
+  const ballast = join(dir, "ballast.mjs");
+  await writeFile(ballast, BALLAST_HOOK);
+  const off = { GUESTLINK_SPAWN_ADDON: "off" };
+  const specs: { key: string; label: string; options?: AgentOptions }[] = [
+    { key: "default", label: "agent's own spawner" },
+    {
+      key: "defaultGrown",
+      label: `agent's own spawner, +${BALLAST_MIB} MiB`,
+      options: { preload: ballast },
+    },
+    { key: "node", label: "child_process (addon off)", options: { env: off } },
+    {
+      key: "nodeGrown",
+      label: `child_process (addon off), +${BALLAST_MIB} MiB`,
+      options: { preload: ballast, env: off },
+    },
+  ];
+  const agents = new Map<string, { agent: Agent; session: Session }>();
+  for (const spec of specs) {
+    if (spec.options === undefined) {
+      agents.set(spec.key, main);
+      continue;
+    }
+    const agent = await res.agent(join(dir, `spawn-${spec.key}.sock`), spec.options);
+    const session = await lib.openSession(agent.address);
+    res.add(() => session.close());
+    agents.set(spec.key, { agent, session });
+  }
+  const cases: Record<string, (() => Promise<void>) | { batch: (n: number) => Promise<number[]> }> =
+    {};
+  for (const [key, { session }] of agents) cases[key] = libraryExecTrue(lib, session);
+  const polls: number[] = [];
+  if (ga !== undefined) cases.qemuGa = qemuGaExecTrue(ga, polls);
+  const samples = await interleaved(cases, cfg.qgaCallSamples, cfg.callWarmup, LATENCY_BLOCK);
+  const out: SpawnCase[] = specs.map((spec) => {
+    const one = agents.get(spec.key);
+    return {
+      label: spec.label,
+      summary: summarize(samples[spec.key] ?? []),
+      rssBytes: one ? (procMemory(one.agent.pid, "VmRSS") ?? Number.NaN) : Number.NaN,
+    };
+  });
+  for (const [key, { agent, session }] of agents) {
+    if (key === "default") continue;
+    await session.close();
+    await agent.stop();
+  }
+  return { cases: out, qemuGa: samples.qemuGa ? summarize(samples.qemuGa) : undefined };
+}
+
+function spawnCostReport(m: SpawnCost): { text: string[]; figures: Record<string, unknown> } {
+  const f3 = (n: number) => formatNumber(n, 3);
+  const qg = m.qemuGa;
+  const rows = m.cases.map((c) => [
+    c.label,
+    f3(c.summary.median),
+    f3(c.summary.p90),
+    mib(c.rssBytes),
+    qg ? formatNumber(c.summary.median / qg.median, 2) : "n/a",
+  ]);
+  if (qg) rows.push(["qemu-ga guest-exec + status polling", f3(qg.median), f3(qg.p90), "", "1.00"]);
+  const text = [
+    `exec true by the agent's spawner and size: ${m.cases[0]?.summary.n ?? 0} calls each through remoteExec, one session per agent,` +
+      ` taking turns in blocks of ${LATENCY_BLOCK}${qg ? " with qemu-ga" : " (qemu-ga not running: no column)"}; +${BALLAST_MIB} MiB: an agent started with that much in`,
+    "buffers it keeps (node --import), as a busy agent may hold; RSS is the agent's VmRSS after the calls.",
+    "",
+    table(["agent", "median ms", "p90 ms", "agent RSS MiB", "median / qemu-ga"], rows),
+  ];
+  const figures = {
+    ballastMiB: BALLAST_MIB,
+    cases: m.cases.map((c) => ({
+      agent: c.label,
+      ...msFigures(c.summary),
+      agentRssMiB: round(c.rssBytes / MiB, 1),
+      ...(qg ? { ratioQemuGaMedian: round(c.summary.median / qg.median, 3) } : {}),
+    })),
+    ...(qg ? { qemuGa: msFigures(qg) } : {}),
+  };
+  return { text, figures };
+}
+
 // ---- running -------------------------------------------------------------------------------
 
 interface Measured {
@@ -1085,6 +1222,7 @@ interface Measured {
   files: Record<FileCase, { mbps: number; runs: number[] }>;
   rss: Rss;
   qemuGa: QgaMeasured;
+  spawnCost: SpawnCost;
   notes: string[];
   loadAtEnd: number;
 }
@@ -1147,8 +1285,18 @@ export async function run(opts: BenchOptions): Promise<BenchReport> {
     else {
       res.add(() => ga.stop());
       qemuGa = await measureQemuGa(lib, session, ga, cfg);
-      await ga.stop();
     }
+
+    // ---- 6: exec true by the agent's spawner and size, beside qemu-ga ----
+    const spawnCost = await measureSpawnCost(
+      lib,
+      res,
+      dir,
+      { agent, session },
+      typeof ga === "string" ? undefined : ga,
+      cfg,
+    );
+    if (typeof ga !== "string") await ga.stop();
     await session.close();
 
     // ---- 2b: the whole CLI invocation ----
@@ -1197,6 +1345,7 @@ export async function run(opts: BenchOptions): Promise<BenchReport> {
       files,
       rss,
       qemuGa,
+      spawnCost,
       notes,
       loadAtEnd: os.loadavg()[0] ?? 0,
     });
@@ -1497,6 +1646,7 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
 
   const cpus = os.cpus().length;
   const qga = qemuGaReport(m.qemuGa);
+  const spawnSection = spawnCostReport(m.spawnCost);
   const text = [
     `exec: the CLI (dist/, node ${process.version}) against an agent process over a Unix socket, baselines in the same run${opts.quick ? "; QUICK: rough figures" : ""}`,
     "",
@@ -1525,6 +1675,8 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
     `peak RSS: a fresh agent's VmHWM (/proc) after one exec of true ("idle") and after ${sizeLabel(cfg.rssBytes)} through exec; the CLI's own maxRSS at exit.`,
     "",
     ...qga.text,
+    "",
+    ...spawnSection.text,
     "",
     `load average (1 min) when measuring finished: ${formatNumber(m.loadAtEnd, 2)} on ${cpus} CPUs.`,
     ...m.notes,
@@ -1584,6 +1736,7 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       pass: agentRssVerdict === "PASS" && cliRssVerdict === "PASS",
     },
     qemuGa: qga.figures,
+    spawnCost: spawnSection.figures,
     loadAverageAtEnd: round(m.loadAtEnd, 2),
     ...(m.notes.length > 0 ? { notes: m.notes } : {}),
   };

@@ -8,6 +8,16 @@
       "conditions": [
         ["OS!='linux'", { "type": "none", "sources!": ["vsock.c"] }]
       ]
+    },
+    {
+      "target_name": "guestlink_spawn",
+      "sources": ["spawn.c"],
+      "cflags": ["-Wall", "-Wextra", "-std=gnu11"],
+      "defines": ["NAPI_VERSION=8"],
+      "libraries": ["-ldl"],
+      "conditions": [
+        ["OS!='linux'", { "type": "none", "sources!": ["spawn.c"] }]
+      ]
     }
   ]
 }

@@ -1,9 +1,10 @@
 /**
  * Bundles the agent into one file, dist/guestlink-agent.cjs, that runs with plain `node` (20 or
  * newer) and no node_modules: what the VM tests put into a guest. msgpackr's optional native
- * extension and the optional SIMD CRC-32 are left out (they fall back to JavaScript and zlib). The vsock addon, when
- * it was built, is copied next to the bundle, where the bundled agent looks for it first; copy
- * both files into a guest to use `vsock:` there.
+ * extension and the optional SIMD CRC-32 are left out (they fall back to JavaScript and zlib). The native
+ * addons (vsock, spawn), when they were built, are copied next to the bundle, where the bundled
+ * agent looks for them first; copy them into a guest with it to use `vsock:`, posix_spawn and
+ * `exec -t` there.
  *
  * The NATS client is a file of its own, dist/guestlink-agent-nats.cjs, which the agent loads only
  * when it is given a `nats:` address: a guest without NATS needs neither the file nor its bytes.
@@ -12,7 +13,9 @@
 import { copyFileSync, existsSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { build, type Plugin } from "esbuild";
-import { VSOCK_ADDON_BUILD_PATH, VSOCK_ADDON_FILE } from "../src/transport/vsock-addon.ts";
+import { SPAWN_ADDON_FILE } from "../src/agent/spawn-native.ts";
+import { ADDON_BUILD_DIR } from "../src/platform/native-addon.ts";
+import { VSOCK_ADDON_FILE } from "../src/transport/vsock-addon.ts";
 
 const outfile = "dist/guestlink-agent.cjs";
 const natsFile = "guestlink-agent-nats.cjs";
@@ -58,12 +61,29 @@ console.log(
   `dist/${natsFile}: ${kib(`dist/${natsFile}`)} (the NATS client, loaded for nats: only)`,
 );
 
-const addon = join("dist", VSOCK_ADDON_FILE);
-if (existsSync(VSOCK_ADDON_BUILD_PATH)) {
-  copyFileSync(VSOCK_ADDON_BUILD_PATH, addon);
-  console.log(`${addon}: ${kib(addon)} (the vsock addon, for vsock: in the bundled agent)`);
-} else {
-  // A stale copy would be loaded in place of none: better to say vsock: is unavailable.
-  rmSync(addon, { force: true });
-  console.log(`${addon}: not built (no C toolchain at install), so the bundle has no vsock:`);
+// The addons, when they were built, go next to the bundle, where the bundled agent (and the
+// bundled CLI, two folders below) look for them first. A stale copy would be loaded in place of
+// none: better to say it is unavailable.
+const addons = [
+  {
+    file: VSOCK_ADDON_FILE,
+    what: "the vsock addon, for vsock: in the bundled agent",
+    without: "no vsock:",
+  },
+  {
+    file: SPAWN_ADDON_FILE,
+    what: "the spawn addon: posix_spawn, real pipes and exec -t in the bundled agent",
+    without: "commands start through child_process and exec -t is unavailable",
+  },
+];
+for (const { file, what, without } of addons) {
+  const built = join(ADDON_BUILD_DIR, file);
+  const copy = join("dist", file);
+  if (existsSync(built)) {
+    copyFileSync(built, copy);
+    console.log(`${copy}: ${kib(copy)} (${what})`);
+  } else {
+    rmSync(copy, { force: true });
+    console.log(`${copy}: not built (no C toolchain at install), so the bundle has ${without}`);
+  }
 }

@@ -1,10 +1,17 @@
 #!/usr/bin/env node
 /**
- * Builds guestlink's AF_VSOCK addon (native/vsock.c → native/build/Release/guestlink_vsock.node)
- * with node-gyp; run at install time. The addon is optional: when it cannot be built (not Linux,
- * no compiler, no Python, no Node headers) this prints one warning line and exits 0, and
- * `vsock:` addresses then fail with TRANSPORT_UNSUPPORTED saying how to build it. The full
- * node-gyp output goes to native/build-native.log.
+ * Builds guestlink's native addons with node-gyp; run at install time:
+ *
+ * - native/vsock.c → native/build/Release/guestlink_vsock.node: AF_VSOCK (`vsock:` addresses);
+ * - native/spawn.c → native/build/Release/guestlink_spawn.node: the agent's spawner (posix_spawn,
+ *   real pipes, pseudo-terminals for `exec -t`).
+ *
+ * Both are optional: when one cannot be built (not Linux, no compiler, no Python, no Node
+ * headers) this prints one warning line for it and exits 0. Without the vsock addon `vsock:`
+ * addresses fail with TRANSPORT_UNSUPPORTED saying how to build it; without the spawner the agent
+ * starts commands with Node's child_process and `exec -t` fails with TTY_UNSUPPORTED. The two are
+ * built apart (make -k), so one failing leaves the other. The full node-gyp output goes to
+ * native/build-native.log.
  *
  * Plain JavaScript with no dependencies: install scripts may run before devDependencies exist.
  *   node scripts/build-native.mjs        GUESTLINK_SKIP_NATIVE=1 skips it
@@ -17,13 +24,27 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const native = join(root, "native");
-const output = join(native, "build", "Release", "guestlink_vsock.node");
 const log = join(native, "build-native.log");
+/** Each addon: its file, and what is missing without it. */
+const ADDONS = [
+  { file: "guestlink_vsock.node", name: "vsock addon", without: "vsock: addresses will fail" },
+  {
+    file: "guestlink_spawn.node",
+    name: "spawn addon",
+    without:
+      "the agent starts commands with child_process (slower in a big agent) and exec -t fails",
+  },
+];
+const output = (addon) => join(native, "build", "Release", addon.file);
+
+function warnOne(addon, why) {
+  process.stderr.write(
+    `guestlink: the ${addon.name} was not built (${why}); ${addon.without} until it is (node scripts/build-native.mjs)\n`,
+  );
+}
 
 function warn(why) {
-  process.stderr.write(
-    `guestlink: the vsock addon was not built (${why}); vsock: addresses will fail until it is (node scripts/build-native.mjs)\n`,
-  );
+  for (const addon of ADDONS) warnOne(addon, why);
   process.exit(0);
 }
 
@@ -84,7 +105,7 @@ function diagnose(text, status) {
 }
 
 if (process.env.GUESTLINK_SKIP_NATIVE) warn("GUESTLINK_SKIP_NATIVE is set");
-if (process.platform !== "linux") warn(`AF_VSOCK is Linux only, this is ${process.platform}`);
+if (process.platform !== "linux") warn(`they are Linux only, this is ${process.platform}`);
 if (!existsSync(join(native, "binding.gyp"))) warn("native/binding.gyp is missing");
 const nodeGyp = findNodeGyp();
 if (nodeGyp === undefined) warn("node-gyp not found: install npm, or node-gyp");
@@ -96,12 +117,19 @@ const prefix = join(dirname(process.execPath), "..");
 if (!process.env.npm_config_nodedir && existsSync(join(prefix, "include", "node", "node_api.h"))) {
   args.push(`--nodedir=${prefix}`);
 }
-const run = spawnSync(process.execPath, args, { cwd: root, encoding: "utf8" });
+// -k: an addon that fails to compile does not stop the other one being built.
+const run = spawnSync(process.execPath, args, {
+  cwd: root,
+  encoding: "utf8",
+  env: { ...process.env, MAKEFLAGS: `${process.env.MAKEFLAGS ?? ""} -k`.trim() },
+});
 writeFileSync(log, `${process.execPath} ${args.join(" ")}\n${run.stdout ?? ""}${run.stderr ?? ""}`);
 if (run.error !== undefined) warn(`cannot run node-gyp: ${run.error.message}`);
-if (run.status !== 0 || !existsSync(output)) {
-  warn(
-    `${diagnose(`${run.stdout ?? ""}${run.stderr ?? ""}`, run.status)}; see native/build-native.log`,
-  );
+const why = `${diagnose(`${run.stdout ?? ""}${run.stderr ?? ""}`, run.status)}; see native/build-native.log`;
+for (const addon of ADDONS) {
+  if (existsSync(output(addon))) {
+    process.stderr.write(`guestlink: built the ${addon.name}: ${output(addon)}\n`);
+  } else {
+    warnOne(addon, why);
+  }
 }
-process.stderr.write(`guestlink: built the vsock addon: ${output}\n`);

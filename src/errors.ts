@@ -74,6 +74,8 @@ export const ERROR_CODES = {
   AGENT_UNAVAILABLE: "the daemon holds that agent but has no connection to it now",
   DAEMON_UNREACHABLE: "no guestlink daemon answers on its socket (is `guestlink serve` running?)",
   NOT_FOUND: "the daemon's API has no such path",
+  TTY_UNSUPPORTED:
+    "the agent cannot give the command a terminal (exec -t): its spawn addon is not built or not loaded",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

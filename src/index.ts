@@ -1,7 +1,12 @@
 /** guestlink's public API: what a program embedding guestlink uses. */
 export type { AbortSignalLike, CallOptions } from "./abort.ts";
 export { Agent, type AgentOptions } from "./agent/agent.ts";
-export type { ExecRequest, ExecResult } from "./agent/exec.ts";
+export type {
+  ExecControlMessage,
+  ExecRequest,
+  ExecResult,
+  ForwardableSignal,
+} from "./agent/exec.ts";
 export {
   type AgentLogger,
   type RunAgentOptions,
@@ -9,7 +14,7 @@ export {
   runAgent,
 } from "./agent/run.ts";
 export type { Service } from "./agent/service.ts";
-export { remoteExec } from "./controller/exec.ts";
+export { ExecControl, remoteExec } from "./controller/exec.ts";
 export { getFile, putFile } from "./controller/files.ts";
 export {
   Helper,

@@ -16,21 +16,22 @@
  * still holding stdout keeps the call open (as ssh does) until the caller cancels or the deadline
  * passes. Its stdin is fed for as long as the command lives; input it never read is dropped.
  */
-import { spawn } from "node:child_process";
 import { stat } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import { performance } from "node:perf_hooks";
 import { type Readable, Transform, type Writable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { finished, pipeline } from "node:stream/promises";
 import { getSystemErrorMap } from "node:util";
 import * as v from "valibot";
-import { InvalidOptionError, isGuestlinkError } from "../errors.ts";
+import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import { toDuplex } from "../platform/duplex.ts";
 import { GroupStopper } from "../platform/process-group.ts";
 import type { CallContext } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
 import type { CommandGroups } from "./command-groups.ts";
 import type { Service } from "./service.ts";
+import { spawnAddon, startNative } from "./spawn-native.ts";
+import { type SpawnRequest, type Starting, startWithNode } from "./spawner.ts";
 
 /** Between SIGTERM to the process group and SIGKILL. */
 export const DEFAULT_KILL_GRACE_MS = 2_000;
@@ -67,7 +68,10 @@ export type ExecReason =
   | "cancelled"
   | "output-limit";
 
-/** What the caller asks for. Streams are opened with the call: "stdin", "stdout", "stderr". */
+/**
+ * What the caller asks for. Streams are opened with the call: "stdin", "stdout", "stderr", and
+ * "control" when `control` is set (see `ExecControlMessage`).
+ */
 export interface ExecRequest {
   /** The program and its arguments; the program is looked up in PATH when it has no slash. */
   argv: string[];
@@ -81,7 +85,42 @@ export interface ExecRequest {
   maxOutputBytes?: number;
   /** Between SIGTERM and SIGKILL when the process is stopped (default: the service's). */
   killGraceMs?: number;
+  /**
+   * Run the command on a new pseudo-terminal of this size (0 for unknown) as its stdin, stdout,
+   * stderr and controlling terminal: its output comes on "stdout" ("stderr" stays empty), and
+   * "stdin" is typed into it. Needs the agent's spawn addon (else TTY_UNSUPPORTED).
+   */
+  tty?: { rows: number; cols: number };
+  /**
+   * The caller opened a "control" stream and sends `ExecControlMessage`s on it while the command
+   * runs (an agent that does not know this field refuses the request, so none go unheard).
+   */
+  control?: boolean;
 }
+
+/**
+ * A message on an exec call's "control" stream: one line of JSON each. Unknown types are
+ * ignored (a newer caller), a line that is not JSON or too long ends the stream.
+ */
+export type ExecControlMessage =
+  /** The terminal's new size (with `tty`): the kernel tells its foreground group (SIGWINCH). */
+  | { type: "resize"; rows: number; cols: number }
+  /** Send this signal to the command's process group. */
+  | { type: "signal"; signal: ForwardableSignal };
+
+/** The signals a control message may send (stopping for good is what cancelling is for). */
+export const FORWARDABLE_SIGNALS = [
+  "SIGHUP",
+  "SIGINT",
+  "SIGQUIT",
+  "SIGTERM",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGWINCH",
+] as const;
+export type ForwardableSignal = (typeof FORWARDABLE_SIGNALS)[number];
+/** Longest control line taken. */
+const MAX_CONTROL_LINE = 1024;
 
 /** How the command ended. `status` is what a shell would show as `$?`. */
 export interface ExecResult {
@@ -119,6 +158,13 @@ const millis = v.pipe(
   v.maxValue(MAX_KILL_GRACE_MS, `must be at most ${MAX_KILL_GRACE_MS} ms`),
 );
 
+const terminalSide = v.pipe(
+  v.number("must be a number of character cells"),
+  v.integer("must be a whole number"),
+  v.minValue(0, "must not be negative"),
+  v.maxValue(65_535, "must be at most 65535"),
+);
+
 const ExecRequestSchema = v.strictObject(
   {
     argv: v.pipe(
@@ -150,6 +196,13 @@ const ExecRequestSchema = v.strictObject(
       ),
     ),
     killGraceMs: v.optional(millis),
+    tty: v.optional(
+      v.strictObject(
+        { rows: terminalSide, cols: terminalSide },
+        "must be an object like { rows: 24, cols: 80 }",
+      ),
+    ),
+    control: v.optional(v.boolean("must be true or false")),
   },
   (issue) =>
     issue.path === undefined
@@ -257,36 +310,37 @@ async function runExec(
 
   const file = request.shell ? "/bin/sh" : (request.argv[0] as string);
   const args = request.shell ? ["-c", request.argv.join(" ")] : request.argv.slice(1);
-  const { stdin: stdinStream, stdout: stdoutStream, stderr: stderrStream } = ctx.streams;
-  let child: ReturnType<typeof spawn>;
-  try {
-    child = spawn(file, args, {
-      cwd: request.cwd,
-      env: request.env ? { ...process.env, ...request.env } : process.env,
-      // A stream the caller did not open is /dev/null.
-      stdio: [stdinStream, stdoutStream, stderrStream].map((s) => (s ? "pipe" : "ignore")),
-      detached: true,
-    });
-  } catch (err) {
-    return finish({ ...notRun, ...startFailure(file, err) });
+  const {
+    stdin: stdinStream,
+    stdout: stdoutStream,
+    stderr: stderrStream,
+    control: controlStream,
+  } = ctx.streams;
+  const spawnRequest: SpawnRequest = {
+    file,
+    args,
+    cwd: request.cwd,
+    env: request.env ? { ...process.env, ...request.env } : process.env,
+    // A stream the caller did not open is /dev/null.
+    stdio: [stdinStream !== undefined, stdoutStream !== undefined, stderrStream !== undefined],
+    tty: request.tty,
+  };
+  const starting = startChild(spawnRequest);
+  // Told at once, not after the start is confirmed: by then the command may have started
+  // others, and an agent killed in between would leave them to run on (seen under load).
+  if (starting.pid !== undefined) groups?.started(starting.pid, ctx.session);
+  const started = await starting.started;
+  if ("error" in started) {
+    if (starting.pid !== undefined) groups?.callEnded(starting.pid);
+    return finish({ ...notRun, ...startFailure(file, started.error) });
   }
-  // Errors after the start (a failed kill) are reported by process.kill itself; never crash.
-  child.on("error", () => {});
-  // Told at once, not after the 'spawn' event: by then the command may have started others,
-  // and an agent killed in between would leave them to run on (seen under load).
-  if (child.pid !== undefined) groups?.started(child.pid, ctx.session);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("exit", (code, signal) => resolve({ code, signal })),
-  );
-  const spawnError = await new Promise<unknown>((resolve) => {
-    child.once("spawn", () => resolve(undefined));
-    child.once("error", resolve);
-  });
+  const child = started;
+  const exited = child.exited;
   const pgid = child.pid;
-  if (spawnError !== undefined || pgid === undefined) {
-    if (pgid !== undefined) groups?.callEnded(pgid);
-    return finish({ ...notRun, ...startFailure(file, spawnError) });
-  }
+  const control = readControl(controlStream, request.control === true, {
+    resize: (rows, cols) => child.resize?.(rows, cols),
+    signal: (signal) => signalGroup(pgid, signal),
+  });
 
   const stopper = new GroupStopper<StopReason>(pgid, request.killGraceMs ?? defaultGraceMs);
   const budget = { remaining: request.maxOutputBytes ?? Infinity, truncated: false };
@@ -334,6 +388,7 @@ async function runExec(
     return finish({ ...fields, status: exit.code ?? 0, reason: "exited" });
   } finally {
     ctx.signal.removeEventListener("abort", onAbort);
+    control.close();
     stopper.dispose();
     groups?.callEnded(pgid);
   }
@@ -342,6 +397,103 @@ async function runExec(
   function stopReasonOf(reason: unknown): StopReason {
     return isGuestlinkError(reason, "DEADLINE_EXCEEDED") ? "timeout" : "cancelled";
   }
+}
+
+/**
+ * Starts the command: with the spawn addon when it is loaded (always for a terminal, which only
+ * it can give), else with child_process. A terminal without the addon is TTY_UNSUPPORTED.
+ */
+function startChild(request: SpawnRequest): Starting {
+  const native = spawnAddon();
+  if (request.tty !== undefined) {
+    if ("reason" in native) {
+      throw new GuestlinkError(
+        "TTY_UNSUPPORTED",
+        `exec: this agent cannot give the command a terminal (-t): ${native.reason}. Without -t the command runs with pipes`,
+        { details: { reason: native.reason } },
+      );
+    }
+    return startNative(native.addon, request);
+  }
+  // A cwd needs posix_spawn_file_actions_addchdir_np (glibc 2.29).
+  if ("addon" in native && (request.cwd === undefined || native.addon.canChdir)) {
+    return startNative(native.addon, request);
+  }
+  return startWithNode(request);
+}
+
+/** Sends `signal` to process group `pgid`; a group already gone is not an error. */
+function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // ESRCH: it is gone.
+  }
+}
+
+/**
+ * Acts on the lines of JSON arriving on the call's "control" stream (when the caller said it
+ * opened one) until the call ends. Unknown message types are ignored; a line that is too long
+ * or not a JSON object ends the stream (the command runs on).
+ */
+function readControl(
+  stream: SessionStream | undefined,
+  wanted: boolean,
+  act: { resize(rows: number, cols: number): void; signal(signal: NodeJS.Signals): void },
+): { close(): void } {
+  if (!stream) return { close() {} };
+  if (!wanted) {
+    stream.reset("CANCELLED", "exec: no control stream was asked for (control: true)");
+    return { close() {} };
+  }
+  const source = toDuplex(stream);
+  source.on("error", () => {});
+  let line = "";
+  const refuse = (why: string) => {
+    source.off("data", onData);
+    if (!stream.closed) stream.reset("INVALID_OPTION", `exec: control stream: ${why}`);
+  };
+  const handle = (text: string) => {
+    let message: unknown;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      refuse(`a line is not JSON: ${text.slice(0, 80)}`);
+      return;
+    }
+    if (typeof message !== "object" || message === null) {
+      refuse("a line is not a JSON object");
+      return;
+    }
+    const m = message as Record<string, unknown>;
+    const side = (n: unknown) =>
+      Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 65_535;
+    if (m.type === "resize" && side(m.rows) && side(m.cols)) {
+      act.resize(m.rows as number, m.cols as number);
+    } else if (
+      m.type === "signal" &&
+      (FORWARDABLE_SIGNALS as readonly unknown[]).includes(m.signal)
+    ) {
+      act.signal(m.signal as NodeJS.Signals);
+    }
+  };
+  const onData = (chunk: Buffer) => {
+    line += chunk.toString("utf8");
+    for (let nl = line.indexOf("\n"); nl >= 0; nl = line.indexOf("\n")) {
+      const text = line.slice(0, nl);
+      line = line.slice(nl + 1);
+      if (text.trim() !== "") handle(text);
+    }
+    if (line.length > MAX_CONTROL_LINE) refuse(`a line is longer than ${MAX_CONTROL_LINE} bytes`);
+  };
+  source.on("data", onData);
+  source.on("end", () => source.end());
+  return {
+    close() {
+      source.off("data", onData);
+      if (!stream.closed) stream.reset("CANCELLED", "the exec call is over");
+    },
+  };
 }
 
 /**
@@ -356,7 +508,9 @@ function forward(
   count: (bytes: number) => void,
   onLimit: () => void,
 ): Promise<void> {
-  if (!source || !stream) return Promise.resolve();
+  if (!source) return Promise.resolve();
+  // A terminal's output nobody asked for is still read, or the command would block on it.
+  if (!stream) return finished(source.resume()).catch(() => {});
   const meter = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       if (chunk.length <= budget.remaining) {

@@ -166,6 +166,7 @@ Examples:
       const { FilesRoot } = await import("../agent/files-root.ts");
       const filesRoot =
         opts.filesRoot === undefined ? undefined : await FilesRoot.open(opts.filesRoot);
+      const { spawnAddon } = await import("../agent/spawn-native.ts");
       const agent = new Agent({
         filesRoot,
         // Every command run and file touched, with who asked and over what: stderr, never stdout.
@@ -207,12 +208,17 @@ Examples:
         },
         log,
       });
+      // How exec starts commands: posix_spawn through the spawn addon, or child_process (why).
+      const spawner = spawnAddon();
       log.info(
         {
           id: agent.id,
           addresses: running.addresses,
           services: [...agent.allowed],
           ...(filesRoot === undefined ? {} : { filesRoot: filesRoot.path }),
+          ...("addon" in spawner
+            ? { spawner: "posix_spawn" }
+            : { spawner: "child_process", noTerminal: spawner.reason }),
         },
         "agent started",
       );

@@ -63,6 +63,12 @@ export interface AgentCommandOptions {
 }
 
 let verboseLog: Logger | undefined;
+let terminalRaw = false;
+
+/** `exec -t` put the local terminal in raw mode (lines told on stderr then end in CR LF). */
+export function setTerminalRaw(raw: boolean): void {
+  terminalRaw = raw;
+}
 
 /** Set by the program before a command runs: `--verbose` logs connection events to stderr. */
 export function setVerbose(verbose: boolean): void {
@@ -106,7 +112,8 @@ export async function connectAgent(
   const timeoutS = opts.connectTimeout;
   const reconnectS = opts.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_S;
   const tell = process.stderr.isTTY
-    ? (line: string) => process.stderr.write(`guestlink: ${line}\n`)
+    ? // In raw mode (exec -t) a line feed alone does not return the cursor.
+      (line: string) => process.stderr.write(`guestlink: ${line}${terminalRaw ? "\r\n" : "\n"}`)
     : undefined;
   const session = await dialSession(address, {
     // An agent started here (exec:…) talks JSON logs on its stderr: keep it readable.

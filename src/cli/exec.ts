@@ -7,9 +7,9 @@
 import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
 import type { ExecResult } from "../agent/exec.ts";
-import { remoteExec } from "../controller/exec.ts";
+import { ExecControl, remoteExec } from "../controller/exec.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
-import { agentCommand, connectAgent, positiveInteger, seconds } from "./common.ts";
+import { agentCommand, connectAgent, positiveInteger, seconds, setTerminalRaw } from "./common.ts";
 import { commandAfterAddress } from "./options.ts";
 
 /** Exit statuses of ours, beside the command's own (documented in the help text). */
@@ -20,16 +20,61 @@ export const EXIT_OUTPUT_LIMIT = 141;
 /** Signals that cancel the command: Ctrl-C, a polite kill, the terminal going away. */
 const INTERRUPTS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
+/** Signals that `--signal-forward` delivers to the command instead of cancelling it. */
+const FORWARDED = ["SIGINT", "SIGTERM", "SIGHUP", "SIGWINCH"] as const;
+
 interface ExecOptions {
   timeout?: number;
   env?: string[];
   cwd?: string;
   shell?: boolean;
   maxOutput?: number;
+  /** How many times -t was given: once asks for a terminal, twice forces one. */
+  tty: number;
+  stdin?: boolean;
+  signalForward?: boolean;
   connectTimeout: number;
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
+const count = (_value: string, previous: number) => previous + 1;
+
+/** The local terminal's size, from whichever of stdout and stderr is one; 0 when neither is. */
+function terminalSize(): { rows: number; cols: number } {
+  for (const out of [process.stdout, process.stderr]) {
+    if (out.isTTY) {
+      const [cols, rows] = out.getWindowSize();
+      return { rows, cols };
+    }
+  }
+  return { rows: 0, cols: 0 };
+}
+
+/**
+ * Puts the local terminal (stdin) in raw mode, so that every key, Ctrl-C and Ctrl-Z included,
+ * goes to the remote terminal as bytes. The returned function puts it back; it also runs at
+ * process exit, whatever the way out (an exception, process.exit, a signal handled here).
+ */
+function rawTerminal(): () => void {
+  const stdin = process.stdin;
+  if (!stdin.isTTY) return () => {};
+  stdin.setRawMode(true);
+  setTerminalRaw(true);
+  let restored = false;
+  const restore = () => {
+    if (restored) return;
+    restored = true;
+    setTerminalRaw(false);
+    process.off("exit", restore);
+    try {
+      stdin.setRawMode(false);
+    } catch {
+      // the terminal is gone
+    }
+  };
+  process.on("exit", restore);
+  return restore;
+}
 
 function parseEnv(pairs: readonly string[]): Record<string, string> {
   const env: Record<string, string> = {};
@@ -89,6 +134,20 @@ export function registerExec(program: Command): void {
       "stop the command once stdout+stderr reach this many bytes; exit 141",
       positiveInteger("--max-output"),
     )
+    .option(
+      "-t, --tty",
+      "run the command on a terminal in the agent, sized as this one and resized with it; keys (Ctrl-C, Ctrl-Z too) go to it as typed. Only when stdin is a terminal; -tt forces one",
+      count,
+      0,
+    )
+    .option(
+      "-i, --stdin",
+      "pass stdin to the command (it always is: accepted so that kubectl's -it works)",
+    )
+    .option(
+      "--signal-forward",
+      "deliver SIGINT, SIGTERM, SIGHUP and SIGWINCH to the command's process group instead of cancelling it (SIGQUIT still cancels)",
+    )
     .addHelpText(
       "after",
       `
@@ -96,15 +155,29 @@ Exit status: the command's own; 128+N if a signal N ended it; 127 not found; 126
 124 --timeout; 141 --max-output; 130 cancelled (Ctrl-C, SIGTERM, SIGHUP); 125 the command could not be started
 for another reason (a missing --cwd); 255 guestlink itself failed.
 
+With -t the command's stdout and stderr both come on stdout, through the terminal; the exit
+status is the same as without. Without the agent's spawn addon, -t fails (TTY_UNSUPPORTED).
+
 Examples:
   guestlink exec unix:/run/guestlink.sock -- uname -a
+  guestlink exec -it unix:/run/guestlink.sock -- bash
   guestlink exec tcp:10.0.0.5:7070 --timeout 60 -- dmesg > dmesg.txt
   tar c ./src | guestlink exec unix:/run/g.sock -- tar x -C /work
   guestlink exec 'exec:ssh vm guestlink agent --stdio' --shell -- 'ls /proc | wc -l'`,
     )
     .action(async (address: string, argv: string[], opts: ExecOptions) => {
+      let tty = false;
+      if (opts.tty > 0) {
+        if (process.stdin.isTTY || opts.tty > 1) tty = true;
+        else {
+          process.stderr.write(
+            "guestlink: stdin is not a terminal, so the command gets none (-tt forces one)\n",
+          );
+        }
+      }
       const session = await connectAgent(address, opts);
       const controller = new AbortController();
+      const control = tty || opts.signalForward ? new ExecControl() : undefined;
       let interrupts = 0;
       const onInterrupt = (signal: NodeJS.Signals) => {
         interrupts++;
@@ -113,30 +186,55 @@ Examples:
           controller.abort(new GuestlinkError("CANCELLED", `interrupted (${how})`));
         else process.exit(EXIT_CANCELLED);
       };
-      for (const signal of INTERRUPTS) process.on(signal, onInterrupt);
+      const onForward = (signal: NodeJS.Signals) => {
+        if (signal === "SIGWINCH" && tty) return;
+        control?.signal(signal as (typeof FORWARDED)[number]);
+      };
+      const onResize = () => {
+        const { rows, cols } = terminalSize();
+        control?.resize(rows, cols);
+      };
+      const cancelling: NodeJS.Signals[] = opts.signalForward ? ["SIGQUIT"] : [...INTERRUPTS];
+      const forwarding: NodeJS.Signals[] = opts.signalForward ? [...FORWARDED] : [];
+      for (const signal of cancelling) process.on(signal, onInterrupt);
+      for (const signal of forwarding) process.on(signal, onForward);
+      if (tty) process.on("SIGWINCH", onResize);
+      let restoreTerminal = () => {};
       let unconfirmed = false;
       try {
+        const env = opts.env ? parseEnv(opts.env) : {};
+        // The remote terminal is read as the local one is.
+        if (tty && process.env.TERM && env.TERM === undefined) env.TERM = process.env.TERM;
+        if (tty) restoreTerminal = rawTerminal();
         const result = await remoteExec(
           session,
           {
             argv,
-            env: opts.env ? parseEnv(opts.env) : undefined,
+            env: Object.keys(env).length > 0 ? env : undefined,
             cwd: opts.cwd,
             shell: opts.shell,
             maxOutputBytes: opts.maxOutput,
+            ...(tty ? { tty: terminalSize() } : {}),
           },
           // stdin is forwarded unless it is a terminal nobody is typing into for this command.
-          { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+          {
+            stdin: process.stdin,
+            stdout: process.stdout,
+            stderr: process.stderr,
+            ...(control ? { control } : {}),
+          },
           {
             signal: controller.signal,
             deadline:
               opts.timeout === undefined ? Infinity : performance.now() + opts.timeout * 1000,
           },
         );
+        restoreTerminal();
         const note = explain(result, argv, opts);
         if (note) process.stderr.write(`guestlink: ${note}\n`);
         process.exitCode = result.status;
       } catch (err) {
+        restoreTerminal();
         if (isGuestlinkError(err, "CANCELLED")) {
           // The agent did not confirm (it was unreachable): say only what we know, and go now
           // rather than wait for the link to come back.
@@ -154,7 +252,10 @@ Examples:
           throw err;
         }
       } finally {
-        for (const signal of INTERRUPTS) process.off(signal, onInterrupt);
+        restoreTerminal();
+        for (const signal of cancelling) process.off(signal, onInterrupt);
+        for (const signal of forwarding) process.off(signal, onForward);
+        process.off("SIGWINCH", onResize);
         process.stdin.unref?.();
         process.stdin.pause();
         // Closing waits for the agent; a cancel it never confirmed means it cannot be reached.

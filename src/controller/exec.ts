@@ -10,9 +10,11 @@ import type { Duplex } from "node:stream";
 import * as v from "valibot";
 import type { CallOptions } from "../abort.ts";
 import {
+  type ExecControlMessage,
   type ExecRequest,
   type ExecResult,
   ExecResultSchema,
+  type ForwardableSignal,
   parseExecRequest,
 } from "../agent/exec.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
@@ -20,7 +22,51 @@ import { toDuplex } from "../platform/duplex.ts";
 import type { Session } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
 
-export type { ExecRequest, ExecResult };
+export type { ExecControlMessage, ExecRequest, ExecResult, ForwardableSignal };
+
+/**
+ * Talks to a running exec: the terminal's size, signals for the command's process group. Pass
+ * it in `ExecIo.control`; messages sent before the call starts wait for it, and those sent after
+ * it ended are dropped.
+ */
+export class ExecControl {
+  #stream: Duplex | undefined;
+  #queued: string[] = [];
+  #over = false;
+
+  /** The terminal's new size (with `tty`); the kernel tells the command with SIGWINCH. */
+  resize(rows: number, cols: number): void {
+    this.#send({
+      type: "resize",
+      rows: Math.max(0, Math.floor(rows)),
+      cols: Math.max(0, Math.floor(cols)),
+    });
+  }
+
+  /** Sends `signal` to the command's process group (one of `FORWARDABLE_SIGNALS`). */
+  signal(signal: ForwardableSignal): void {
+    this.#send({ type: "signal", signal });
+  }
+
+  /** @internal remoteExec hands over the call's control stream, and takes it back. */
+  attach(stream: Duplex | undefined): void {
+    if (stream === undefined) {
+      this.#over = true;
+      this.#stream = undefined;
+      this.#queued = [];
+      return;
+    }
+    this.#stream = stream;
+    for (const line of this.#queued.splice(0)) stream.write(line);
+  }
+
+  #send(message: ExecControlMessage): void {
+    if (this.#over) return;
+    const line = `${JSON.stringify(message)}\n`;
+    if (this.#stream === undefined) this.#queued.push(line);
+    else if (!this.#stream.destroyed && !this.#stream.writableEnded) this.#stream.write(line);
+  }
+}
 
 export interface ExecIo {
   /** Copied to the command's stdin; without it the command's stdin is at end at once. */
@@ -28,6 +74,8 @@ export interface ExecIo {
   /** Receive the command's output. They are borrowed: never ended (they may be process.stdout). */
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
+  /** Resize the command's terminal and signal it while it runs (sets `request.control`). */
+  control?: ExecControl;
 }
 
 /**
@@ -53,12 +101,21 @@ export async function remoteExec(
   io: ExecIo,
   options: CallOptions = {},
 ): Promise<ExecResult> {
-  const checked = parseExecRequest(request);
+  const checked = parseExecRequest(
+    io.control === undefined ? request : { ...request, control: true },
+  );
   const call = session.open("exec", checked, {
-    streams: ["stdin", "stdout", "stderr"],
+    streams: ["stdin", "stdout", "stderr", ...(checked.control ? ["control"] : [])],
     signal: options.signal,
     deadline: options.deadline,
   });
+  const controlStream = call.streams.control as SessionStream | undefined;
+  if (controlStream !== undefined && io.control !== undefined) {
+    const duplex = toDuplex(controlStream);
+    // The agent resets it when the call is over: nothing more to say then.
+    duplex.on("error", () => {});
+    io.control.attach(duplex);
+  }
   const stdinStream = call.streams.stdin as SessionStream;
   const stdin = feedInput(io.stdin ?? undefined, toDuplex(stdinStream));
   const outputs = Promise.allSettled([
@@ -119,6 +176,10 @@ export async function remoteExec(
     }
     return parsed.output;
   } finally {
+    io.control?.attach(undefined);
+    if (controlStream !== undefined && !controlStream.closed) {
+      controlStream.reset("CANCELLED", "the exec call is over");
+    }
     stdin.detach();
     // The agent resets stdin when the command exits without reading all of it; if the reset has
     // not arrived (or the call failed first), end the stream here so the session can forget it.

@@ -1,25 +1,25 @@
 /**
  * Finding and loading guestlink's AF_VSOCK addon (`native/vsock.c`, built at install time by
- * `scripts/build-native.mjs`). It is looked for, in order:
- *
- * 1. at `$GUESTLINK_VSOCK_ADDON`, when that is set (and nowhere else then);
- * 2. next to this module, or next to the bundled agent: `guestlink_vsock.node` beside
- *    `guestlink-agent.cjs` is how a guest without node_modules gets it;
- * 3. in the package: `native/build/Release/guestlink_vsock.node`.
+ * `scripts/build-native.mjs`). It is looked for as `platform/native-addon.ts` says: at
+ * `$GUESTLINK_VSOCK_ADDON` when that is set (and nowhere else then); else beside this module or
+ * the bundle it is in, and in each folder above it and its `native/build/Release/`:
+ * `guestlink_vsock.node` beside `guestlink-agent.cjs` is how a guest without node_modules gets it.
  *
  * A missing or unloadable addon is TRANSPORT_UNSUPPORTED, saying where it looked and how to
- * build it. The addon is loaded with `createRequire`, so bundlers leave it alone.
+ * build it.
  */
-import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { TransportUnsupportedError } from "../errors.ts";
+import {
+  ADDON_BUILD_DIR,
+  addonCandidates,
+  findAddon,
+  requireAddon,
+} from "../platform/native-addon.ts";
 
 /** The addon's file name, wherever it is. */
 export const VSOCK_ADDON_FILE = "guestlink_vsock.node";
 /** Where the build puts it, relative to the package root. */
-export const VSOCK_ADDON_BUILD_PATH = "native/build/Release/guestlink_vsock.node";
+export const VSOCK_ADDON_BUILD_PATH = `${ADDON_BUILD_DIR}/${VSOCK_ADDON_FILE}`;
 /** Environment variable naming the addon file to load instead of searching. */
 export const VSOCK_ADDON_ENV = "GUESTLINK_VSOCK_ADDON";
 
@@ -44,30 +44,15 @@ export interface VsockAddon {
 
 const loaded = new Map<string, VsockAddon>();
 
-/** The folder of this module, or of the bundle it was built into (where `import.meta` is empty). */
-function moduleDir(): string {
-  const url = (import.meta as { url?: string }).url;
-  if (typeof url === "string") return dirname(fileURLToPath(url));
-  return typeof __dirname === "string" ? __dirname : process.cwd();
-}
-
 /** Where the addon is looked for, in order. */
 export function vsockAddonCandidates(): string[] {
-  const override = process.env[VSOCK_ADDON_ENV];
-  if (override !== undefined && override !== "") return [override];
-  const here = moduleDir();
-  return [
-    join(here, VSOCK_ADDON_FILE),
-    // src/transport/ or dist/transport/ in the package; dist/ for the bundled agent.
-    join(here, "..", "..", VSOCK_ADDON_BUILD_PATH),
-    join(here, "..", VSOCK_ADDON_BUILD_PATH),
-  ];
+  return addonCandidates(VSOCK_ADDON_FILE, process.env[VSOCK_ADDON_ENV]);
 }
 
 /** Loads the addon, or throws TRANSPORT_UNSUPPORTED saying why and what to do. */
 export function loadVsockAddon(address: string): VsockAddon {
   const candidates = vsockAddonCandidates();
-  const path = candidates.find((p) => existsSync(p));
+  const path = findAddon(candidates);
   if (path === undefined) {
     throw new TransportUnsupportedError(
       `${address} needs guestlink's vsock addon (${VSOCK_ADDON_FILE}), which is not built: looked in ${candidates.join(", ")}. Build it with \`npm rebuild guestlink\` (or \`node scripts/build-native.mjs\` in the package folder; needs a C compiler, make and Python), put it next to the bundled agent, or set ${VSOCK_ADDON_ENV} to its path`,
@@ -78,7 +63,7 @@ export function loadVsockAddon(address: string): VsockAddon {
   if (cached !== undefined) return cached;
   let addon: VsockAddon;
   try {
-    addon = createRequire(join(moduleDir(), "vsock-addon.cjs"))(path) as VsockAddon;
+    addon = requireAddon(path) as VsockAddon;
   } catch (err) {
     throw new TransportUnsupportedError(
       `${address} needs guestlink's vsock addon, and ${path} cannot be loaded (${err instanceof Error ? err.message.split("\n")[0] : String(err)}): rebuild it for this machine and Node (\`npm rebuild guestlink\`), or set ${VSOCK_ADDON_ENV} to one that fits`,

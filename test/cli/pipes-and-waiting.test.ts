@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Agent } from "../../src/agent/agent.ts";
 import { type RunningAgent, runAgent } from "../../src/agent/run.ts";
+import { spawnAddon } from "../../src/agent/spawn-native.ts";
 import { startAgent } from "../helpers/agent-process.ts";
 import { guestlinkArgs } from "../helpers/bin.ts";
 import { runCli, startCli } from "../helpers/cli.ts";
@@ -111,6 +112,21 @@ describe("in pipes and while waiting", () => {
     // yes saw its output closed (EPIPE or a reset, as the socket has it) and ended.
     assert.match(r.stderr, /yes ended\n$/);
     assert.doesNotMatch(r.stderr, /guestlink|EPIPE|at /);
+  });
+
+  it("exec: a command whose reader goes away dies of SIGPIPE (141), as in a shell", {
+    skip:
+      "reason" in spawnAddon() &&
+      process.env.GUESTLINK_TOOLS_REQUIRED !== "1" &&
+      "needs the spawn addon (real pipes)",
+  }, async () => {
+    // guestlink exec ADDR -- sh -c 'yes; echo $? >&2' | head -1
+    const r = await withReaderGone(
+      ["exec", addr, "--", "sh", "-c", 'yes; echo "yes: $?" >&2'],
+      true,
+    );
+    assert.equal(r.stderr, "yes: 141\n");
+    assert.equal(r.code, 0);
   });
 
   it("fails at once, with the reason, on what waiting cannot heal", async () => {

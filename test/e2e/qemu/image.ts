@@ -40,6 +40,12 @@ export { CACHE_DIR, ImageUnavailable, ROOT, which } from "./tools.ts";
 const QEMU = "qemu-system-x86_64";
 const BUSYBOX = "/bin/busybox";
 const AGENT_BUNDLE = join(ROOT, "dist", "guestlink-agent.cjs");
+/**
+ * The spawn addon beside the bundle (`npm run build:agent` copies it there when it was built): in
+ * the guest the agent starts commands with posix_spawn and can give them a terminal. It loads
+ * there because the guest runs the host's own node and libc.
+ */
+export const SPAWN_ADDON = join(ROOT, "dist", "guestlink_spawn.node");
 const GUEST_DIR = fileURLToPath(new URL("./guest/", import.meta.url));
 const INIT_SCRIPT = join(GUEST_DIR, "init.sh");
 const BARE_PORT_SCRIPT = join(GUEST_DIR, "bare-port.cjs");
@@ -90,6 +96,7 @@ export async function prepareImage(options: PrepareImageOptions = {}): Promise<G
     node: { version: process.version, files: await Promise.all(node.map(fileStamp)) },
     busybox: await sha256File(BUSYBOX),
     agent: await sha256File(AGENT_BUNDLE),
+    spawnAddon: existsSync(SPAWN_ADDON) ? await sha256File(SPAWN_ADDON) : null,
     init: await sha256File(INIT_SCRIPT),
     barePort: await sha256File(BARE_PORT_SCRIPT),
     builder: await sha256Files(
@@ -227,6 +234,9 @@ function guestEntries(
     { type: "file", path: "bin/busybox", source: BUSYBOX, mode: 0o755 },
     { type: "symlink", path: "bin/sh", target: "busybox" },
     { type: "file", path: "guestlink-agent.cjs", source: AGENT_BUNDLE },
+    ...(existsSync(SPAWN_ADDON)
+      ? [{ type: "file" as const, path: "guestlink_spawn.node", source: SPAWN_ADDON }]
+      : []),
     { type: "file", path: "bare-port.cjs", source: BARE_PORT_SCRIPT },
     { type: "file", path: "etc/hostname", data: "guestlink-vm\n" },
     {

@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,7 +17,7 @@ import { after, before, describe, type TestContext, test } from "node:test";
 import { BarePort } from "./bare-port.ts";
 import { CutProxy, upstreamOf } from "./cut-proxy.ts";
 import { describeRun, runGuestlink } from "./host.ts";
-import { type GuestImage, ImageUnavailable, prepareImage } from "./image.ts";
+import { type GuestImage, ImageUnavailable, prepareImage, SPAWN_ADDON } from "./image.ts";
 import { bootVm, GUEST_SERIAL_LISTEN, GUEST_TCP_LISTEN, type Vm, type VmExit } from "./vm.ts";
 
 /** How long a test may take at most; a stuck one fails instead of hanging the run. */
@@ -129,6 +130,28 @@ function agentSuite(
       assert.match(line, /^Linux guestlink-vm \S+ #\d+/);
       assert.ok(line.includes(image.kernelRelease), line);
     });
+
+    test(
+      "exec in the guest: real pipes, and a terminal with -tt, when the spawn addon is there",
+      bounded,
+      async (t) => {
+        if (!vmOrSkip(t, vm)) return;
+        const native = existsSync(SPAWN_ADDON);
+        const pipes = ["exec", address, "--", "readlink", "/proc/self/fd/1"];
+        const p = await runGuestlink(pipes);
+        assert.equal(p.code, 0, describeRun(pipes, p));
+        assert.match(p.stdout.toString(), native ? /^pipe:/ : /^socket:/);
+        const tty = ["exec", "-tt", address, "--", "sh", "-c", "tty; exit 3"];
+        const r = await runGuestlink(tty);
+        if (native) {
+          assert.equal(r.code, 3, describeRun(tty, r));
+          assert.match(r.stdout.toString(), /^\/dev\/pts\/\d+\r\n$/);
+        } else {
+          assert.equal(r.code, 255, describeRun(tty, r));
+          assert.match(r.stderr, /\[TTY_UNSUPPORTED\]/);
+        }
+      },
+    );
 
     test("exec -- dmesg returns the guest's kernel log from its first line", bounded, async (t) => {
       if (!vmOrSkip(t, vm)) return;
