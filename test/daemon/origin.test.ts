@@ -42,7 +42,7 @@ function get(
 
 /** Opens the exec WebSocket with `origin`; resolves with the HTTP status it was refused with, or 101. */
 function openExec(f: HeldFixture, argv: string[], origin: string): Promise<number> {
-  const q = new URLSearchParams(argv.map((a) => ["command", a]));
+  const q = new URLSearchParams(argv.map((a): [string, string] => ["command", a]));
   const ws = new WebSocket(`ws://${f.http}/v1/agents/vm-1/exec?${q}`, "v5.channel.k8s.io", {
     origin,
   });
