@@ -15,7 +15,10 @@ import { after, before, describe, it } from "node:test";
 import { Agent } from "../../src/agent/agent.ts";
 import { type RunningAgent, runAgent } from "../../src/agent/run.ts";
 import { spawnAddon } from "../../src/agent/spawn-native.ts";
+import { readServeConfig } from "../../src/daemon/config.ts";
+import { Daemon } from "../../src/daemon/daemon.ts";
 import { guestlinkArgs } from "../helpers/bin.ts";
+import { until } from "../helpers/until.ts";
 
 const silent = { info() {}, warn() {} };
 
@@ -165,5 +168,28 @@ describe("exec -t on a real terminal (tmux)", { skip: skipReason() }, () => {
     process.kill(foreground(), "SIGINT");
     await shows(/^got INT$/m);
     await shows(/^local status=9$/m);
+  });
+
+  it("works the same through the daemon: exec -t @ID gets a terminal of the local size and gives its status", async () => {
+    const socket = join(dir, "serve.sock");
+    const daemon = await Daemon.start(
+      readServeConfig({ agents: [{ id: "tty-vm", address: addr }], socket, http: "127.0.0.1:0" }),
+    );
+    try {
+      await until("the daemon to hold tty-vm", () =>
+        daemon.agents.get("tty-vm")?.state === "up" ? true : undefined,
+      );
+      type("clear", "Enter");
+      await shows(/^local\$$/);
+      const size = tmux("display-message", "-p", "-t", "t", "#{window_height} #{window_width}");
+      line(
+        `GUESTLINK_SOCKET=${quote(socket)} ${cli(["exec", "-t", "@tty-vm", "--", "sh", "-c", "tty; stty size; exit 4"])}; echo "local status=$?"`,
+      );
+      await shows(/^\/dev\/pts\/\d+\r?$/m);
+      await shows(new RegExp(`^${size.trim()}\\r?$`, "m"));
+      await shows(/^local status=4$/m);
+    } finally {
+      await daemon.close();
+    }
   });
 });
