@@ -11,7 +11,9 @@
  * reading the command's pipes); while the command's stdin stream is full, the WebSocket is not
  * read. A client that goes away cancels the command (the agent kills its process group), unless
  * the request has `keep=SECONDS`: then the command runs on (stdin at end, output dropped) until
- * it ends or that time has passed, then is cancelled. docs/daemon.md, "Exec over WebSocket".
+ * it ends or that time has passed, then is cancelled. With `tty=true` the command gets a terminal
+ * in the agent (stdout carries it, there is no stderr), sized by the client's messages on stream 4
+ * (`{"Width": W, "Height": H}`, as kubectl sends them). docs/daemon.md, "Exec over WebSocket".
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -19,7 +21,7 @@ import { performance } from "node:perf_hooks";
 import { Readable, Writable } from "node:stream";
 import { WebSocket, WebSocketServer } from "ws";
 import { type ExecRequest, type ExecResult, parseExecRequest } from "../agent/exec.ts";
-import { remoteExec } from "../controller/exec.ts";
+import { ExecControl, remoteExec } from "../controller/exec.ts";
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import type { Session } from "../session/session.ts";
 import type { HeldAgent } from "./held-agent.ts";
@@ -56,6 +58,8 @@ interface ExecPlan {
   stdin: boolean;
   stdout: boolean;
   stderr: boolean;
+  /** A terminal in the agent, resized by the client's messages on stream 4. */
+  tty: boolean;
 }
 
 const wss = new WebSocketServer({
@@ -165,16 +169,21 @@ export function parseQuery(query: URLSearchParams): ExecPlan {
     }
     env[pair.slice(0, at)] = pair.slice(at + 1);
   }
-  if (flag(query, "tty", false)) {
-    throw new InvalidOptionError("exec: tty=true is not supported (no terminal; streams are raw)", {
-      details: { parameter: "tty" },
-    });
+  // A terminal joins stderr to stdout, so with tty=true there is no stderr (the kubelet refuses
+  // both too); its size comes from the client's resize messages (stream 4), 80x24 until then.
+  const tty = flag(query, "tty", false);
+  if (tty && flag(query, "stderr", false)) {
+    throw new InvalidOptionError(
+      "exec: tty=true joins stderr to stdout, as a terminal does: leave out stderr=true",
+      { details: { parameter: "stderr" } },
+    );
   }
   const cwd = query.get("cwd");
   const request = parseExecRequest({
     argv,
     ...(Object.keys(env).length > 0 ? { env } : {}),
     ...(cwd !== null ? { cwd } : {}),
+    ...(tty ? { tty: { rows: 24, cols: 80 } } : {}),
   });
   return {
     request,
@@ -182,8 +191,31 @@ export function parseQuery(query: URLSearchParams): ExecPlan {
     keepMs: seconds(query, "keep", true),
     stdin: flag(query, "stdin", true),
     stdout: flag(query, "stdout", true),
-    stderr: flag(query, "stderr", true),
+    stderr: !tty && flag(query, "stderr", true),
+    tty,
   };
+}
+
+/** A resize message's `{"Width": W, "Height": H}` (as kubectl sends it), or undefined. */
+function terminalSize(json: Uint8Array): { rows: number; cols: number } | undefined {
+  try {
+    const size = JSON.parse(Buffer.from(json).toString("utf8")) as {
+      Width?: unknown;
+      Height?: unknown;
+    };
+    const { Width: cols, Height: rows } = size;
+    if (
+      Number.isInteger(cols) &&
+      Number.isInteger(rows) &&
+      (cols as number) > 0 &&
+      (rows as number) > 0
+    ) {
+      return { rows: Math.min(rows as number, 0xffff), cols: Math.min(cols as number, 0xffff) };
+    }
+  } catch {
+    // Not JSON: ignored, as the kubelet ignores a resize it cannot read.
+  }
+  return undefined;
 }
 
 function seconds(query: URLSearchParams, key: string, zero: boolean): number | undefined {
@@ -221,6 +253,7 @@ async function runExec(
   plan: ExecPlan,
 ): Promise<void> {
   const cancel = new AbortController();
+  const control = plan.tty ? new ExecControl() : undefined;
   let finished = false;
   let keepTimer: NodeJS.Timeout | undefined;
 
@@ -249,8 +282,12 @@ async function runExec(
       if (!stdin.push(data.subarray(1))) ws.pause();
     } else if (channel === CHANNEL.close && protocol === "v5.channel.k8s.io") {
       if (data.length === 2 && data[1] === CHANNEL.stdin) endStdin();
+    } else if (channel === CHANNEL.resize && control !== undefined) {
+      const size = terminalSize(data.subarray(1));
+      if (size !== undefined) control.resize(size.rows, size.cols);
     }
-    // Anything else (resize, closes of streams that do not flow this way) is ignored.
+    // Anything else (a resize without tty=true, closes of streams that do not flow this way, a
+    // size that is not one) is ignored.
   });
 
   const released = new Set<() => void>();
@@ -303,6 +340,7 @@ async function runExec(
         stdin,
         stdout: output(CHANNEL.stdout, plan.stdout),
         stderr: output(CHANNEL.stderr, plan.stderr),
+        ...(control === undefined ? {} : { control }),
       },
       {
         signal: cancel.signal,

@@ -11,6 +11,7 @@ import type { IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { WebSocket } from "ws";
+import { spawnAddon } from "../../src/agent/spawn-native.ts";
 import { processesMatching } from "../helpers/processes.ts";
 import { eventually, type HeldFixture, startHeld } from "./held.ts";
 
@@ -166,6 +167,41 @@ describe("exec over WebSocket", () => {
       10_000,
       "sleep killed",
     );
+  });
+
+  it("tty=true gives the command a terminal sized by the client's resize messages (stream 4)", {
+    skip:
+      "reason" in spawnAddon() &&
+      process.env.GUESTLINK_TOOLS_REQUIRED !== "1" &&
+      "needs the spawn addon (a terminal)",
+  }, async () => {
+    const script = "read go; stty size; [ -t 0 ] && echo on-a-terminal; exit 6";
+    const ws = new WebSocket(url(query(["sh", "-c", script], { tty: "true" })), V5);
+    let stdout = "";
+    let status: { details?: { causes: { message: string }[] } } | undefined;
+    let stderrMessages = 0;
+    ws.on("message", (data: Buffer) => {
+      if (data[0] === 1) stdout += data.subarray(1).toString("utf8");
+      else if (data[0] === 2 && data.length > 1) stderrMessages++;
+      else if (data[0] === 3) status = JSON.parse(data.subarray(1).toString("utf8"));
+    });
+    const closed = new Promise((resolve) => ws.on("close", resolve));
+    await new Promise((resolve, reject) => ws.on("open", resolve).on("error", reject));
+    // As kubectl does: the terminal's size first, then what is typed.
+    ws.send(Buffer.concat([Buffer.of(4), Buffer.from(JSON.stringify({ Width: 100, Height: 30 }))]));
+    ws.send(Buffer.concat([Buffer.of(0), Buffer.from("go\n")]));
+    await closed;
+    assert.match(stdout, /^30 100\r?$/m, stdout);
+    assert.match(stdout, /^on-a-terminal\r?$/m, stdout);
+    assert.equal(stderrMessages, 0, "a terminal has no stderr of its own");
+    assert.equal(status?.details?.causes[0]?.message, "6");
+  });
+
+  it("refuses tty=true with stderr=true, as the kubelet does", async () => {
+    const r = await refused(url(query(["true"], { tty: "true", stderr: "true" })), V5);
+    assert.equal(r.status, 400);
+    assert.equal(r.body.code, "INVALID_OPTION");
+    assert.match(r.body.message, /tty=true joins stderr to stdout/);
   });
 
   it("with keep=, lets the command run on after the client left", async () => {
