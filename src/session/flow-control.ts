@@ -67,17 +67,20 @@ export class ReceiveWindow {
     return grant;
   }
 
+  /** Credit lent (`lend`) and not yet paid back. */
+  get lent(): number {
+    return this.#lent;
+  }
+
   /**
    * Grants `bytes` now for data that arrived but cannot be consumed yet (held after a gap, while
-   * the frame before it is sent again), unless that takes what is lent past `max`. The next
-   * `bytes` consumed pay it back instead of being granted again, so the window returns to its
-   * size. Returns the credit to grant the peer: `bytes`, or 0.
+   * the frame before it is sent again): the caller sends them to the peer. The next `bytes`
+   * consumed pay it back instead of being granted again, so the window returns to its size. The
+   * caller bounds what is lent (`lent`).
    */
-  lend(bytes: number, max: number): number {
-    if (this.#lent + bytes > max) return 0;
+  lend(bytes: number): void {
     this.#lent += bytes;
     this.#available += bytes;
-    return bytes;
   }
 
   /** Back to a full window (the peer restarted). */

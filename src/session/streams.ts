@@ -197,8 +197,12 @@ export class Streams implements StreamOwner {
     const stream = this.#open.get(frame.streamId);
     if (stream === undefined || stream.remoteEnded || stream.closed) return;
     const length = frame.payload.length;
-    if (this.window.lend(length, MAX_LENT_BYTES) === 0) return;
-    stream.window.lend(length, MAX_LENT_BYTES);
+    // Both or neither: credit granted on one window and not the other would let the peer send
+    // past the other (a stream's loans are repaid by its own reads, the session's by any).
+    const limit = MAX_LENT_BYTES - length;
+    if (this.window.lent > limit || stream.window.lent > limit) return;
+    this.window.lend(length);
+    stream.window.lend(length);
     this.#port.sendControl(FrameType.WINDOW, stream.id, { credit: length });
     this.#port.sendControl(FrameType.WINDOW, 0, { credit: length });
   }

@@ -354,6 +354,28 @@ describe("Streams: granting credit back", () => {
     assert.deepEqual(wire(), []);
   });
 
+  it("lends on both windows or neither: a stream still in debt gets no loan the session could give", () => {
+    const { streams, openPeers, wire } = rig({
+      streamWindow: 2 * MAX_LENT_BYTES,
+      sessionWindow: 4 * MAX_LENT_BYTES,
+    });
+    const two = openPeers(2);
+    const four = openPeers(4);
+    record(two);
+    record(four);
+    streams.onHeldData(data(2, MAX_LENT_BYTES));
+    // Stream 4's reads pay the session's loan back; stream 2 still owes all of its own.
+    streams.onData(data(4, MAX_LENT_BYTES));
+    four.consumed(MAX_LENT_BYTES);
+    assert.equal(streams.window.lent, 0);
+    const sent = wire().length;
+    const available = two.window.available;
+    streams.onHeldData(data(2, 100));
+    // A WINDOW for stream 2 now would let the peer send past what stream 2 accepts.
+    assert.deepEqual(wire().slice(sent), []);
+    assert.equal(two.window.available, available);
+  });
+
   it("grants nothing once the session has ended", () => {
     const { streams, openPeers, wire, state } = rig({ streamWindow: 100, sessionWindow: 100 });
     const s = openPeers(2);
