@@ -11,12 +11,13 @@
  *
  * One ask covers one loss. It is made again when the resent frames arrive and still lack the one
  * expected (the numbers went backwards, and there is a gap again), when the decoder dropped
- * something meanwhile that was no frame of the run arriving (the resent frame), when nothing at all arrived for a
- * while (the ask itself was lost), or after a few waits in which frames flowed but not the
- * missing one (such an ask does not count toward giving up: the resent frames may be on a slow
- * way). While frames are held after a gap, their stream credit is lent back to the sender (see
- * `Streams.onHeldData`), so it keeps sending behind the resend. A frame the decoder dropped with nothing after it may have been the last one sent: after a wait with no
- * frame in order, the receiver asks for everything after what it has. After `MAX_RESEND_ASKS`
+ * something meanwhile that was no frame of the run arriving (so most likely the resent frame),
+ * when nothing at all arrived for a while (the ask itself was lost), or after a few waits in
+ * which frames flowed but not the missing one (such an ask does not count toward giving up: the
+ * resent frames may be on a slow way). While frames are held after a gap, their stream credit is
+ * lent back to the sender (`Streams.onHeldData`), so it keeps sending behind the resend. A frame
+ * the decoder dropped with nothing after it may have been the last one sent: after a wait with
+ * no frame in order, the receiver asks for everything after what it has. After `MAX_RESEND_ASKS`
  * asks that did not bring a frame surely missing (one after it arrived), resending is not
  * healing the connection and the port is told so; asks made only on such suspicion just stop
  * (what was damaged was unnumbered: a PING, PONG or ACK).
