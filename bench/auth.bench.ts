@@ -10,10 +10,10 @@
  * TypeScript source.
  */
 import { randomBytes } from "node:crypto";
-import net from "node:net";
 import { openSession } from "../src/platform/session.ts";
 import type { Session } from "../src/session/session.ts";
 import type { SessionStream } from "../src/session/stream.ts";
+import { freePort } from "../test/helpers/ports.ts";
 import {
   type BenchOptions,
   type BenchReport,
@@ -37,14 +37,6 @@ const IN_FLIGHT = 64;
 
 const FULL = { streamBytes: 1 * GiB, streamRuns: 3, pipelineBatch: 20_000, connects: 50 };
 const QUICK = { streamBytes: 64 * MiB, streamRuns: 1, pipelineBatch: 2_000, connects: 10 };
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** `total` echo calls, `depth` in flight; resolves with `total`. */
 function pipelined(session: Session, total: number, depth: number): Promise<number> {

@@ -22,7 +22,8 @@ import type { Session } from "../src/session/session.ts";
 import type { SessionStream } from "../src/session/stream.ts";
 import { startAgentAt } from "../test/helpers/agent-process.ts";
 import { guestlinkArgs } from "../test/helpers/bin.ts";
-import { freePort, startNatsServers } from "../test/helpers/nats-server.ts";
+import { startNatsServers } from "../test/helpers/nats-server.ts";
+import { freePort } from "../test/helpers/ports.ts";
 import {
   type BenchOptions,
   type BenchReport,

@@ -12,7 +12,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type AgentProcess, residentBytes, startAgentAt } from "../helpers/agent-process.ts";
 import { runCli, startCli } from "../helpers/cli.ts";
-import { freePort, type NatsServer, startNatsServers } from "../helpers/nats-server.ts";
+import { type NatsServer, startNatsServers } from "../helpers/nats-server.ts";
+import { freePort } from "../helpers/ports.ts";
 import { requires } from "../helpers/requires.ts";
 import { until } from "../helpers/until.ts";
 

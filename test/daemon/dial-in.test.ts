@@ -10,24 +10,13 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { guestlinkArgs } from "../helpers/bin.ts";
 import { runCli, startCli } from "../helpers/cli.ts";
+import { freePort } from "../helpers/ports.ts";
 import { until } from "../helpers/until.ts";
-
-/** A TCP port free on loopback now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as { port: number }).port;
-  server.close();
-  await once(server, "close");
-  return port;
-}
 
 describe("guestlink serve: keyed dial-in listen: entries and max_agents", () => {
   let dir = "";

@@ -11,7 +11,6 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it, type TestContext } from "node:test";
@@ -21,6 +20,7 @@ import type { Session } from "../../src/session/session.ts";
 import { FrameType } from "../../src/wire/frame.ts";
 import { type AgentProcess, residentBytes, startAgent } from "../helpers/agent-process.ts";
 import { startCli } from "../helpers/cli.ts";
+import { freePort } from "../helpers/ports.ts";
 import { until } from "../helpers/until.ts";
 import {
   formatTrips,
@@ -300,17 +300,6 @@ describe("attacks on an agent", { timeout: 600_000 }, () => {
 
   attacks(target);
 });
-
-/** A TCP port free on loopback now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as { port: number }).port;
-  server.close();
-  await once(server, "close");
-  return port;
-}
 
 describe("attacks on the daemon, at the address where agents dial in", { timeout: 600_000 }, () => {
   let dir = "";

@@ -12,10 +12,10 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AgentInfo } from "../../../src/agent/info.ts";
+import { freePort } from "../../helpers/ports.ts";
 import { sayQuit, stopAgent, waitForAgent } from "./guest-control.ts";
 import type { GuestImage } from "./image.ts";
 import { VmConsole } from "./vm-console.ts";
@@ -133,17 +133,6 @@ function startWatchdog(qemuPid: number, dir: string): void {
       stdio: "ignore",
     },
   ).unref();
-}
-
-/** A tcp port free on 127.0.0.1 right now (QEMU binds it a moment later; see HOSTFWD_ATTEMPTS). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  server.close();
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
 }
 
 class BootFailed extends Error {
