@@ -20,7 +20,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
-import { lstat, open, rename, rm, unlink } from "node:fs/promises";
+import { lstat, open, readdir, rename, rm, unlink } from "node:fs/promises";
 import { join } from "node:path";
 
 export const LOCK_FILE = "listener.lock";
@@ -224,8 +224,22 @@ export async function readMarker(path: string): Promise<string | undefined> {
   return (await readBounded(path, MAX_MARKER_BYTES))?.toString("utf8");
 }
 
-/** Removes a connection folder and everything in it; never fails (it may already be gone). */
+/**
+ * Removes a connection folder and everything in it; never fails (it may already be gone). The
+ * sequenced files and markers go first and the `alive` files last, so a peer that finds our
+ * heartbeat gone also finds every file of its own gone: whoever removes the folder after a clean
+ * close never makes the other side, still looking, take the removal for an abort.
+ */
 export async function removeFolder(path: string): Promise<void> {
+  for (const direction of [CONNECTOR_TO_LISTENER, LISTENER_TO_CONNECTOR]) {
+    const dir = join(path, direction);
+    const names = await readdir(dir).catch(() => [] as string[]);
+    await Promise.all(
+      names
+        .filter((name) => name !== ALIVE_FILE)
+        .map((name) => unlink(join(dir, name)).catch(() => {})),
+    );
+  }
   await rm(path, { recursive: true, force: true, maxRetries: 2 }).catch(() => {});
 }
 

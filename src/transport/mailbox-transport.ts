@@ -574,6 +574,14 @@ export class MailboxTransport implements Transport {
       mtimeMs = (await lstat(join(this.#c.inDir, ALIVE_FILE))).mtimeMs;
     } catch (err) {
       if (fsCode(err) !== "ENOENT") throw err;
+      // After a clean close the peer removes the folder, our files first and its heartbeat last
+      // (removeFolder). If it took all we wrote, END included, and we read its END, this is that
+      // close, not an abort: we finish once our reader has taken the rest.
+      await this.#collectConsumed();
+      if (this.#endWritten && this.#outstanding.length === 0 && this.#inEnded) {
+        this.#maybeFinishClose();
+        return;
+      }
       if (this.#finished) return;
       this.#peerGone(
         new TransportFailedError(

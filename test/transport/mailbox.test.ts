@@ -29,6 +29,13 @@ import {
   type MailboxOptions,
   MailboxTransport,
 } from "../../src/transport/mailbox.ts";
+import {
+  ALIVE_FILE,
+  BROKEN_FILE,
+  CONNECTOR_TO_LISTENER,
+  LISTENER_TO_CONNECTOR,
+  removeFolder,
+} from "../../src/transport/mailbox-layout.ts";
 import type { Listener, Transport } from "../../src/transport/transport.ts";
 import { SEED } from "../helpers/seed.ts";
 import {
@@ -233,6 +240,32 @@ describe("mailbox transport: the byte stream", () => {
     });
     await listener.close();
     assert.deepEqual(await readdir(folder), [], "the lock is gone too");
+  });
+
+  it("a connection folder is removed with the heartbeats last, so the side still looking never takes a clean close for an abort", async () => {
+    const connection = join(await freshFolder(), "c-0123456789abcdef");
+    const dirs = [CONNECTOR_TO_LISTENER, LISTENER_TO_CONNECTOR].map((d) => join(connection, d));
+    const names = [ALIVE_FILE, "0000000000000001", "0000000000000002", BROKEN_FILE];
+    for (const d of dirs) {
+      await mkdir(d, { recursive: true });
+      for (const name of names) await writeFile(join(d, name), "x");
+    }
+    // inotify reports the removals in the order they happen.
+    const removed = new Map<string, string[]>(dirs.map((d) => [d, []]));
+    const watchers = dirs.map((d) =>
+      watch(d, (_event, name) => {
+        if (name !== null && names.includes(name)) removed.get(d)?.push(name);
+      }).on("error", () => {}),
+    );
+    await removeFolder(connection);
+    await until(root.path, "every removal to be reported", () =>
+      dirs.every((d) => removed.get(d)?.includes(ALIVE_FILE)),
+    );
+    for (const w of watchers) w.close();
+    for (const [d, order] of removed) {
+      assert.equal(order.at(-1), ALIVE_FILE, `removal order in ${d}: ${order.join(", ")}`);
+      assert.equal(new Set(order).size, names.length, order.join(", "));
+    }
   });
 
   it("a peer's abort fails the other side's iteration with TRANSPORT_FAILED, and it stops sending", async () => {
