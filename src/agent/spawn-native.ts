@@ -23,6 +23,7 @@ import { constants as osConstants } from "node:os";
 import { Duplex } from "node:stream";
 import { getSystemErrorName } from "node:util";
 import { addonCandidates, findAddon, requireAddon } from "../platform/native-addon.ts";
+import { PipeReadable } from "./pipe-reads.ts";
 import type { ChildExit, SpawnedChild, SpawnRequest, Starting } from "./spawner.ts";
 
 export const SPAWN_ADDON_FILE = "guestlink_spawn.node";
@@ -159,8 +160,8 @@ export function startNative(addon: SpawnAddon, request: SpawnRequest): Starting 
       pid,
       spawner: "native",
       stdin: stdin < 0 ? null : new net.Socket({ fd: stdin, readable: false, writable: true }),
-      stdout: stdout < 0 ? null : new net.Socket({ fd: stdout, readable: true, writable: false }),
-      stderr: stderr < 0 ? null : new net.Socket({ fd: stderr, readable: true, writable: false }),
+      stdout: stdout < 0 ? null : new PipeReadable(stdout),
+      stderr: stderr < 0 ? null : new PipeReadable(stderr),
       exited,
     };
   }

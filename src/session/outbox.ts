@@ -17,6 +17,7 @@ import { GuestlinkError, toGuestlinkError } from "../errors.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { FrameEncoder } from "../wire/encode.ts";
 import { type FrameType, frameTypeName, HEADER_BYTES } from "../wire/frame.ts";
+import { release } from "./recycle.ts";
 
 /** Outgoing bytes are written to the transport in batches of about this size (one writev). */
 const FLUSH_THRESHOLD_BYTES = 256 * 1024;
@@ -40,6 +41,8 @@ interface Kept {
   head: Uint8Array;
   payload: Uint8Array | undefined;
   bytes: number;
+  /** Written more than once: a copy may wait in a transport's queue after the peer has one. */
+  again: boolean;
 }
 
 /** Frames dropped from the log before this many are kept unacknowledged compact it. */
@@ -122,7 +125,10 @@ export class Outbox {
     const log = this.#log;
     let head = this.#logHead;
     while (head < log.length && (log[head] as Kept).seq <= received) {
-      this.#logBytes -= (log[head] as Kept).bytes;
+      const kept = log[head] as Kept;
+      this.#logBytes -= kept.bytes;
+      // Written once and now received: nothing will write it again (recycle.ts).
+      if (kept.payload !== undefined && !kept.again) release(kept.payload);
       head++;
     }
     this.#forget(head);
@@ -156,6 +162,7 @@ export class Outbox {
       const kept = this.#log[i] as Kept;
       parts.push(kept.head);
       if (kept.payload !== undefined) parts.push(kept.payload);
+      kept.again = true;
       bytes += kept.bytes;
     }
     // Frames queued since the transport went away are all in the log: send them once, from there.
@@ -180,6 +187,7 @@ export class Outbox {
       if (kept.seq > upTo) break;
       again.push(kept.head);
       if (kept.payload !== undefined) again.push(kept.payload);
+      kept.again = true;
       this.#bytes += kept.bytes;
       frames++;
     }
@@ -255,7 +263,10 @@ export class Outbox {
     const slab = this.#slab;
     this.encoder.encodeHeaderInto({ type, streamId, seq, payload }, slab, at);
     if (copy) {
-      if (payload !== undefined && length > 0) slab.set(payload, at + HEADER_BYTES);
+      if (payload !== undefined && length > 0) {
+        slab.set(payload, at + HEADER_BYTES);
+        release(payload); // copied: the session no longer needs the caller's bytes
+      }
       this.#slabEnd = at + need;
     } else {
       this.#slabEnd = at + HEADER_BYTES;
@@ -337,7 +348,7 @@ export class Outbox {
   }
 
   #keep(seq: number, frame: Uint8Array, payload: Uint8Array | undefined, bytes: number): void {
-    this.#log.push({ seq, head: frame, payload, bytes });
+    this.#log.push({ seq, head: frame, payload, bytes, again: false });
     this.#logBytes += bytes;
     const limit = this.#replayLimit;
     if (this.#logBytes <= limit) return;

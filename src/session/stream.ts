@@ -27,6 +27,9 @@ export interface StreamReader {
   error(err: GuestlinkError): void;
 }
 
+/** Chunks lying side by side in one buffer are sent as one DATA frame up to this size. */
+export const MERGED_FRAME_BYTES = 64 * 1024;
+
 export class SessionStream {
   readonly id: number;
   readonly name: string;
@@ -124,16 +127,36 @@ export class SessionStream {
 
   /** For the session: takes up to `max` queued bytes as the payload of one DATA frame. */
   takeOutput(max: number): Uint8Array | undefined {
-    const head = this.#queue[0];
+    const queue = this.#queue;
+    const head = queue[0];
     if (head === undefined || max <= 0) return undefined;
-    let chunk: Uint8Array;
-    if (head.length <= max) {
-      chunk = head;
-      this.#queue.shift();
-    } else {
-      chunk = head.subarray(0, max);
-      this.#queue[0] = head.subarray(max);
+    let length = Math.min(head.length, max);
+    let whole = length === head.length ? 1 : 0;
+    // Chunks read one after another into one buffer (recycle.ts) go as one frame, uncopied, up
+    // to the size of a pipe's read: larger frames are more often hit by damage on a lossy link.
+    const merged = Math.min(max, MERGED_FRAME_BYTES);
+    while (whole > 0 && length < merged) {
+      const next = queue[whole];
+      if (
+        next === undefined ||
+        next.buffer !== head.buffer ||
+        next.byteOffset !== head.byteOffset + length
+      ) {
+        break;
+      }
+      const take = Math.min(next.length, merged - length);
+      length += take;
+      if (take < next.length) {
+        queue[whole] = next.subarray(take);
+        break;
+      }
+      whole++;
     }
+    if (whole === 0) queue[0] = head.subarray(length);
+    else if (whole === 1) queue.shift();
+    else queue.splice(0, whole);
+    const chunk =
+      length === head.length ? head : new Uint8Array(head.buffer, head.byteOffset, length);
     this.#queuedBytes -= chunk.length;
     this.credit.take(chunk.length);
     if (this.onDrain && this.#queuedBytes < this.#highWaterBytes) {

@@ -14,6 +14,7 @@ import { performance } from "node:perf_hooks";
 import { PassThrough, Readable, Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { type ExecResult, execService } from "../../src/agent/exec.ts";
+import { pipeSlabs } from "../../src/agent/pipe-reads.ts";
 import { resetSpawnAddon, SPAWN_ADDON_ENV, spawnAddon } from "../../src/agent/spawn-native.ts";
 import { ExecControl, type ExecRequest, remoteExec } from "../../src/controller/exec.ts";
 import { isGuestlinkError } from "../../src/errors.ts";
@@ -222,6 +223,29 @@ for (const spawner of ["native", "node"] as const) {
       const result = await call;
       assert.equal(result.status, 9);
       assert.equal(stdout.text(), "ready\ngot USR1\ngot INT\n");
+    });
+
+    it("reads a command's output into a few buffers, used again once the host has the bytes", {
+      skip: spawner === "node" ? "child_process reads into buffers of its own" : false,
+    }, async () => {
+      const file = join(dir, "random-48.bin");
+      const before = pipeSlabs.allocated;
+      const { result, stdout, stderr } = await run({
+        argv: [
+          "sh",
+          "-c",
+          'head -c 50331648 /dev/urandom | tee "$1"; sha256sum "$1" >&2',
+          "sh",
+          file,
+        ],
+      });
+      assert.equal(result.status, 0);
+      assert.equal(stdout.bytes, 48 * MiB);
+      // Byte-exact: no buffer was read into again while the session still needed its bytes.
+      assert.equal(sha256(stdout.buffer()), stderr.text().split(" ")[0]);
+      // 48 MiB went through slabs of 1 MiB; new ones only while the host had not acknowledged.
+      const allocated = pipeSlabs.allocated - before;
+      assert.ok(allocated <= 24, `${allocated} slabs of 1 MiB for 48 MiB`);
     });
 
     it("delivers 5 MiB of random bytes exactly as the command wrote them", async () => {

@@ -140,6 +140,31 @@ describe("Streams: credit and the pump", () => {
     assert.deepEqual(wire(), ["DATA 1 1024", "DATA 1 1024", "DATA 1 952"]);
   });
 
+  it("sends chunks that lie one after another in one buffer as one DATA frame, uncopied", () => {
+    const { streams, openOurs, wire, sent, state } = rig();
+    state.canSend = false; // queue everything first, as while the transport drains
+    streams.peerLimits(limits(10_000, 10_000, 1000));
+    const s = openOurs();
+    const buffer = new Uint8Array(4000).map((_, i) => i % 251);
+    // Three reads side by side, then a gap, then a chunk of another buffer.
+    s.write(buffer.subarray(0, 300));
+    s.write(buffer.subarray(300, 700));
+    s.write(buffer.subarray(700, 1500));
+    s.write(buffer.subarray(1600, 1700));
+    s.write(new Uint8Array(50).fill(9));
+    state.canSend = true;
+    streams.pump();
+    // 1500 side by side cut at the frame limit, then the rest of them; the gap and the other
+    // buffer are frames of their own.
+    assert.deepEqual(wire(), ["DATA 1 1000", "DATA 1 500", "DATA 1 100", "DATA 1 50"]);
+    const [first, second, third] = sent.map((f) => f.payload as Uint8Array);
+    assert.equal(first?.buffer, buffer.buffer, "a view of the caller's buffer, not a copy");
+    assert.deepEqual(first, buffer.subarray(0, 1000));
+    assert.deepEqual(second, buffer.subarray(1000, 1500));
+    assert.deepEqual(third, buffer.subarray(1600, 1700));
+    assert.equal(s.queuedBytes, 0);
+  });
+
   it("resumes on a WINDOW for the stream, and on one for the session (stream 0)", () => {
     const { streams, openOurs, wire, sent } = rig();
     streams.peerLimits(limits(100, 150));
