@@ -11,7 +11,8 @@
  * - `exec -- true`: (a) per call through the library (`openSession` once, `remoteExec` again and
  *   again) against (c) `child_process.spawn("true")` in a plain node process, and a "ping" call on
  *   the same session (the protocol's floor); (b) the whole CLI invocation, against `node -e 0`
- *   (Node's own startup) and `guestlink --version` (startup plus loading the CLI).
+ *   (Node's own startup), `guestlink --version` and `guestlink --help` (startup plus loading the
+ *   CLI: its commands' options and help, not their implementations).
  * - `guestlink get` / `guestlink put` of a 1 GiB file of random bytes: MB/s against `cp` of the
  *   same file, `cp` followed by `sync FILE` (guestlink fsyncs what it writes; cp does not), and
  *   `cat | dd conv=fsync` (streamed through a pipe between two processes, then fsynced).
@@ -1218,7 +1219,7 @@ interface Measured {
     spawnerRssBytes: number;
     agentRssBytes: number;
   };
-  cli: { exec: Summary; node: Summary; version: Summary };
+  cli: { exec: Summary; node: Summary; version: Summary; help: Summary };
   files: Record<FileCase, { mbps: number; runs: number[] }>;
   rss: Rss;
   qemuGa: QgaMeasured;
@@ -1313,6 +1314,7 @@ export async function run(opts: BenchOptions): Promise<BenchReport> {
         node: () => timedRun("node -e 0", process.execPath, ["-e", "0"]),
         version: () =>
           timedRun("guestlink --version", process.execPath, [shipped.bin, "--version"]),
+        help: () => timedRun("guestlink --help", process.execPath, [shipped.bin, "--help"]),
       },
       cfg.cliRuns,
       2,
@@ -1341,6 +1343,7 @@ export async function run(opts: BenchOptions): Promise<BenchReport> {
         exec: summarize(cliSamples.exec),
         node: summarize(cliSamples.node),
         version: summarize(cliSamples.version),
+        help: summarize(cliSamples.help),
       },
       files,
       rss,
@@ -1547,6 +1550,15 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       "(info)",
     ],
     [
+      "  guestlink --help (load the CLI), median",
+      f1(cli.help.median),
+      f1(cli.node.median),
+      "ms",
+      f2(cli.help.median / cli.node.median),
+      "",
+      "(info)",
+    ],
+    [
       `get ${fileLabel} via CLI  vs cp`,
       formatNumber(files.get.mbps),
       formatNumber(files.cp.mbps),
@@ -1667,7 +1679,7 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
     `  exec min ${f3(call.guestlink.min)} ms, max ${f3(call.guestlink.max)} ms. libuv forks, so a spawn costs more the more the parent maps:` +
       ` RSS of the agent ${mib(call.agentRssBytes)} MiB, of the spawning baseline ${mib(call.spawnerRssBytes)} MiB.`,
     `CLI invocation: ${cli.exec.n} runs each, taking turns (median ms: exec ${f1(cli.exec.median)}, node -e 0 ${f1(cli.node.median)},` +
-      ` --version ${f1(cli.version.median)}); node is ${process.execPath} (what bin/guestlink's shebang finds on PATH).`,
+      ` --version ${f1(cli.version.median)}, --help ${f1(cli.help.median)}); node is ${process.execPath} (what bin/guestlink's shebang finds on PATH).`,
     `get/put: median of ${cfg.fileRuns} runs of a ${fileLabel} file of random bytes (in the page cache), the cases taking turns` +
       ` (MB/s get ${files.get.runs.join(" ")}; put ${files.put.runs.join(" ")}; cp ${files.cp.runs.join(" ")};` +
       ` cp+sync ${files.cpSync.runs.join(" ")}; cat|dd ${files.streamed.runs.join(" ")}). guestlink hashes (sha256) on both sides and fsyncs;` +
@@ -1716,6 +1728,7 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       cli: msFigures(cli.exec),
       nodeStartup: msFigures(cli.node),
       cliVersion: msFigures(cli.version),
+      cliHelp: msFigures(cli.help),
     },
     files: {
       bytes: cfg.fileBytes,

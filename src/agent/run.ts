@@ -20,6 +20,7 @@ import { isLoopbackHost, parseAddress } from "../transport/address.ts";
 import { connectStdio } from "../transport/stdio.ts";
 import { keyId } from "../transport/tls.ts";
 import type { Agent } from "./agent.ts";
+import { DEFAULT_DRAIN_TIMEOUT_MS } from "./drain.ts";
 
 export type AgentLogger = EventLogger;
 
@@ -72,8 +73,7 @@ export interface AgentLimits extends RegistryLimits {
   maxCalls?: number;
 }
 
-/** How long a graceful stop lets running work finish (SIGTERM to a container gets 10 s too). */
-export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
+export { DEFAULT_DRAIN_TIMEOUT_MS } from "./drain.ts";
 
 export interface RunningAgent {
   /** The addresses actually listened on (a tcp port 0 resolved). */

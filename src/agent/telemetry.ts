@@ -14,10 +14,17 @@ import type { CallContext } from "../session/session.ts";
 import { availableMemoryBytes } from "./info.ts";
 import { parseParams, requireStream } from "./params.ts";
 import type { Service } from "./service.ts";
+import {
+  DEFAULT_TELEMETRY_INTERVAL_MS,
+  MAX_TELEMETRY_INTERVAL_MS,
+  MIN_TELEMETRY_INTERVAL_MS,
+} from "./telemetry-interval.ts";
 
-export const MIN_TELEMETRY_INTERVAL_MS = 100;
-export const MAX_TELEMETRY_INTERVAL_MS = 3_600_000;
-export const DEFAULT_TELEMETRY_INTERVAL_MS = 1_000;
+export {
+  DEFAULT_TELEMETRY_INTERVAL_MS,
+  MAX_TELEMETRY_INTERVAL_MS,
+  MIN_TELEMETRY_INTERVAL_MS,
+} from "./telemetry-interval.ts";
 
 export interface TelemetrySample {
   /** Wall clock when the sample was taken, ms since the epoch. */

@@ -1,10 +1,8 @@
 /** `guestlink agent`: run the agent on listeners, an outgoing connection, or stdio. */
 import type { Command } from "commander";
-import { DEFAULT_DRAIN_TIMEOUT_MS, runAgent } from "../agent/run.ts";
+import { DEFAULT_DRAIN_TIMEOUT_MS } from "../agent/drain.ts";
 import { InvalidOptionError } from "../errors.ts";
-import { readKeyFile } from "../platform/key-file.ts";
 import { parseAddress } from "../transport/address.ts";
-import { makeLogger } from "./common.ts";
 import { addGlobalOptions, seconds } from "./options.ts";
 
 interface AgentCommandOptions {
@@ -160,8 +158,11 @@ Examples:
     )
     .action(async (opts: AgentCommandOptions, command: Command) => {
       const verbose = Boolean(command.optsWithGlobals().verbose);
-      const log = makeLogger(verbose, verbose ? "debug" : opts.logLevel);
       // Loaded here, not with the CLI: the agent's services are no concern of the other commands.
+      const { makeLogger } = await import("./logger.ts");
+      const log = makeLogger(verbose, verbose ? "debug" : opts.logLevel);
+      const { runAgent } = await import("../agent/run.ts");
+      const { readKeyFile } = await import("../platform/key-file.ts");
       const { Agent } = await import("../agent/agent.ts");
       const { FilesRoot } = await import("../agent/files-root.ts");
       const filesRoot =

@@ -1,34 +1,29 @@
-/** What the commands share: connecting to an agent, output for people and for machines, logging. */
-import { hostname } from "node:os";
+/**
+ * What the commands share: their options, output for people and for machines. Every command's
+ * help and `--version` load this file, so it holds nothing heavy: connecting and logging are in
+ * connect.ts, which a command loads when it runs.
+ */
 import type { Command } from "commander";
-import pino, { type Logger } from "pino";
-import { openDaemonSession } from "../daemon/client.ts";
 import { InvalidOptionError } from "../errors.ts";
-import { dialSession } from "../platform/dial.ts";
-import { readKeyFile } from "../platform/key-file.ts";
-import { logSessionEvents } from "../platform/session.ts";
 import type { Session } from "../session/session.ts";
-import { VERSION } from "../version.ts";
-import { agentLogWriter } from "./agent-log.ts";
 import {
+  type AgentCommandOptions,
   addConnectOptions,
   addGlobalOptions,
   DEFAULT_CONNECT_TIMEOUT_S,
-  DEFAULT_RECONNECT_TIMEOUT_S,
 } from "./options.ts";
 
-export { DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_RECONNECT_TIMEOUT_S, seconds } from "./options.ts";
+export {
+  type AgentCommandOptions,
+  DEFAULT_CONNECT_TIMEOUT_S,
+  DEFAULT_RECONNECT_TIMEOUT_S,
+  seconds,
+  setTerminalRaw,
+  setVerbose,
+} from "./options.ts";
 
 export interface GlobalOptions {
   verbose?: boolean;
-}
-
-/** The CLI's logger: pino, always to stderr (stdout may be a protocol channel or the user's data). */
-export function makeLogger(verbose: boolean, level?: string): Logger {
-  return pino(
-    { level: level ?? (verbose ? "debug" : "warn"), base: undefined },
-    pino.destination(2),
-  );
 }
 
 /** Parses a positive integer (counts, bytes) from an option. Accepts K, M, G suffixes (powers of 1024). */
@@ -49,99 +44,16 @@ export function positiveInteger(name: string): (value: string) => number {
   };
 }
 
-/** The options every command that talks to an agent has (see `agentCommand`). */
-export interface AgentCommandOptions {
-  connectTimeout: number;
-  reconnectTimeout?: number;
-  payloadChecksum?: boolean;
-  /** Who this side says it is in the handshake (default: host name and pid). */
-  peerId?: string;
-  /** `--key-file`: the agent's key, for a tcp: address (TLS 1.3 with a pre-shared key). */
-  keyFile?: string;
-  /** `--nats-creds`: the NATS credentials file, for a nats: address. */
-  natsCreds?: string;
-}
-
-let verboseLog: Logger | undefined;
-let terminalRaw = false;
-
-/** `exec -t` put the local terminal in raw mode (lines told on stderr then end in CR LF). */
-export function setTerminalRaw(raw: boolean): void {
-  terminalRaw = raw;
-}
-
-/** Set by the program before a command runs: `--verbose` logs connection events to stderr. */
-export function setVerbose(verbose: boolean): void {
-  verboseLog = verbose ? makeLogger(true) : undefined;
-}
-
 /**
- * Connects to the agent at `address`, waiting up to `--connect-timeout` in all for it to come up
- * (a VM may still be booting), and saying so on a terminal after two seconds; what cannot heal
- * by waiting fails at once (platform/dial.ts). Once connected, a lost connection is dialled
- * again and the session resumes, for up to `--reconnect-timeout`; on a terminal the user is told
- * at once, and again when it is back.
+ * Connects to the agent at `address` (connect.ts, loaded on the first call): waits up to
+ * `--connect-timeout` for it, and rides out a lost connection for up to `--reconnect-timeout`.
  */
 export async function connectAgent(
   address: string,
   opts: AgentCommandOptions = { connectTimeout: DEFAULT_CONNECT_TIMEOUT_S },
 ): Promise<Session> {
-  // `@ID`: the agent the daemon holds by that id, through the daemon's socket.
-  if (address.startsWith("@")) {
-    const session = await openDaemonSession(address.slice(1), {
-      ...(opts.peerId === undefined
-        ? {}
-        : { peer: { id: opts.peerId, hostname: hostname(), version: VERSION } }),
-    });
-    if (verboseLog !== undefined) logSessionEvents(session, verboseLog);
-    return session;
-  }
-  if (opts.keyFile !== undefined && !address.startsWith("tcp:")) {
-    throw new InvalidOptionError(
-      `--key-file applies to tcp: addresses only, not ${address}: drop --key-file (that transport is reached without a key)`,
-      { details: { address } },
-    );
-  }
-  if (opts.natsCreds !== undefined && !address.startsWith("nats:")) {
-    throw new InvalidOptionError(
-      `--nats-creds applies to nats: addresses only, not ${address}: drop --nats-creds`,
-      { details: { address } },
-    );
-  }
-  const key = opts.keyFile === undefined ? undefined : await readKeyFile(opts.keyFile);
-  const timeoutS = opts.connectTimeout;
-  const reconnectS = opts.reconnectTimeout ?? DEFAULT_RECONNECT_TIMEOUT_S;
-  const tell = process.stderr.isTTY
-    ? // In raw mode (exec -t) a line feed alone does not return the cursor.
-      (line: string) => process.stderr.write(`guestlink: ${line}${terminalRaw ? "\r\n" : "\n"}`)
-    : undefined;
-  const session = await dialSession(address, {
-    // An agent started here (exec:…) talks JSON logs on its stderr: keep it readable.
-    execStderr: agentLogWriter(process.stderr, verboseLog !== undefined),
-    timeoutMs: timeoutS * 1000,
-    resume: { windowMs: reconnectS * 1000 },
-    ...(key === undefined ? {} : { key }),
-    ...(opts.natsCreds === undefined ? {} : { natsCreds: opts.natsCreds }),
-    ...(opts.payloadChecksum === false ? { payloadChecksum: false } : {}),
-    ...(opts.peerId === undefined
-      ? {}
-      : { peer: { id: opts.peerId, hostname: hostname(), version: VERSION } }),
-    onWaiting:
-      tell &&
-      ((ms) =>
-        tell(
-          `waiting for the agent at ${address} … (${Math.round(ms / 1000)} s of up to ${timeoutS} s; --connect-timeout)`,
-        )),
-  });
-  if (tell !== undefined) {
-    session.onEvent((e) => {
-      if (e.type === "disconnected")
-        tell(`connection lost; waiting up to ${reconnectS} s for the session to resume`);
-      else if (e.type === "resumed") tell("connection back; the session resumed");
-    });
-  }
-  if (verboseLog !== undefined) logSessionEvents(session, verboseLog);
-  return session;
+  const connect = await import("./connect.ts");
+  return connect.connectAgent(address, opts);
 }
 
 /**

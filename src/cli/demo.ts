@@ -2,7 +2,6 @@
  * `guestlink demo`: its options and output. The demo itself (demo-run.ts, which brings in nearly
  * every part of guestlink) is loaded only when the command runs, so the CLI starts quickly.
  */
-import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
 import { positiveInteger, printJson } from "./common.ts";
 import type { DemoOptions } from "./demo-run.ts";

@@ -4,10 +4,8 @@
  * cancels it in the agent (the whole process group), a second Ctrl-C leaves at once. SIGTERM and
  * SIGHUP (the terminal closed) do what Ctrl-C does, so the command does not outlive us.
  */
-import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
-import type { ExecResult } from "../agent/exec.ts";
-import { ExecControl, remoteExec } from "../controller/exec.ts";
+import type { ExecResult } from "../agent/exec-contract.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
 import { agentCommand, connectAgent, positiveInteger, seconds, setTerminalRaw } from "./common.ts";
 import { commandAfterAddress } from "./options.ts";
@@ -175,6 +173,8 @@ Examples:
           );
         }
       }
+      // Loaded now rather than with the program, so that --help and --version start quickly.
+      const { ExecControl, remoteExec } = await import("../controller/exec.ts");
       const session = await connectAgent(address, opts);
       const controller = new AbortController();
       const control = tty || opts.signalForward ? new ExecControl() : undefined;

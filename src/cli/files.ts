@@ -5,10 +5,9 @@
  */
 import { fstatSync } from "node:fs";
 import { stat } from "node:fs/promises";
-import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
-import { getTree, putTree, type TreeResult } from "../controller/file-tree.ts";
-import { getFile, putFile, type TransferResult } from "../controller/files.ts";
+import type { TreeResult } from "../controller/file-tree.ts";
+import type { TransferResult } from "../controller/files.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
 import {
   agentCommand,
@@ -105,6 +104,11 @@ async function transfer(
       "-r copies folders and cannot use - (stdin or stdout)",
     );
   }
+  // Loaded now rather than with the program, so that --help and --version start quickly.
+  const [{ getTree, putTree }, { getFile, putFile }] = await Promise.all([
+    import("../controller/file-tree.ts"),
+    import("../controller/files.ts"),
+  ]);
   const session = await connectAgent(address, opts);
   const progress = new Progress(
     direction === "get" ? `get ${from}` : `put ${to}`,

@@ -1,6 +1,5 @@
 /** `guestlink keygen FILE|-`: a new key for an agent reached over tcp: (docs/security.md). */
 import type { Command } from "commander";
-import { newKeyText, writeNewKeyFile } from "../platform/key-file.ts";
 import { addGlobalOptions } from "./options.ts";
 
 export function registerKeygen(program: Command): void {
@@ -17,6 +16,7 @@ Examples:
   guestlink keygen - | ssh vm 'umask 077; cat > /etc/guestlink/key'`,
     )
     .action(async (file: string) => {
+      const { newKeyText, writeNewKeyFile } = await import("../platform/key-file.ts");
       if (file === "-") process.stdout.write(newKeyText());
       else await writeNewKeyFile(file);
     });

@@ -3,6 +3,10 @@
  * and owns the exit-status contract: guestlink's own failures exit 255 with one line on stderr
  * saying what failed and what to do (`--verbose` adds the details and causes), or with `--json`
  * one JSON object `{"error": {code, message, details}}` on stderr, with the same exit status.
+ *
+ * What this file imports, and what they import, is loaded by every start, `--version` and
+ * `--help` included: each command's file declares its options and help here and loads its
+ * implementation with import() when it runs (test/cli/startup.test.ts checks what is loaded).
  */
 import { Command, CommanderError } from "commander";
 import { GuestlinkError } from "../errors.ts";

@@ -5,7 +5,6 @@ import type { MediatorConfig } from "../controller/mediator/config.ts";
 import type { MediatorLog } from "../controller/mediator/mediator.ts";
 import { formatStatus } from "../controller/mediator/table.ts";
 import { ConfigInvalidError, isGuestlinkError } from "../errors.ts";
-import { makeLogger } from "./common.ts";
 import { reportFailure } from "./failure.ts";
 import { addGlobalOptions, jsonOutput, verboseOutput } from "./options.ts";
 
@@ -41,7 +40,7 @@ for); 5 when the config is invalid or cannot be read (nothing was started); 255 
         return;
       }
       const screen = opts.table && process.stdout.isTTY === true ? new LiveTable() : undefined;
-      const log = logTo(screen);
+      const log = await logTo(screen);
       const mediator = await Mediator.start(config, { log });
       log(
         "info",
@@ -83,8 +82,9 @@ async function readConfig(path: string): Promise<string> {
 }
 
 /** Logs on stderr: JSON lines (pino) when it is not a terminal, a short line when it is. */
-function logTo(screen: LiveTable | undefined): MediatorLog {
+async function logTo(screen: LiveTable | undefined): Promise<MediatorLog> {
   if (process.stderr.isTTY !== true) {
+    const { makeLogger } = await import("./logger.ts");
     const logger = makeLogger(false, "info");
     return (level, message, fields) => logger[level](fields ?? {}, message);
   }

@@ -43,6 +43,42 @@ export function verboseOutput(): boolean {
   return requested.verbose;
 }
 
+/** The options every command that talks to an agent has (see `agentCommand`). */
+export interface AgentCommandOptions {
+  connectTimeout: number;
+  reconnectTimeout?: number;
+  payloadChecksum?: boolean;
+  /** Who this side says it is in the handshake (default: host name and pid). */
+  peerId?: string;
+  /** `--key-file`: the agent's key, for a tcp: address (TLS 1.3 with a pre-shared key). */
+  keyFile?: string;
+  /** `--nats-creds`: the NATS credentials file, for a nats: address. */
+  natsCreds?: string;
+}
+
+let verbose = false;
+let terminalRaw = false;
+
+/** `exec -t` put the local terminal in raw mode (lines told on stderr then end in CR LF). */
+export function setTerminalRaw(raw: boolean): void {
+  terminalRaw = raw;
+}
+
+/** Whether the local terminal is in raw mode now (see `setTerminalRaw`). */
+export function terminalIsRaw(): boolean {
+  return terminalRaw;
+}
+
+/** Set by the program before a command runs: `--verbose` logs connection events to stderr. */
+export function setVerbose(on: boolean): void {
+  verbose = on;
+}
+
+/** Whether `--verbose` was given to the command that runs. */
+export function isVerbose(): boolean {
+  return verbose;
+}
+
 /** The options every command takes, wherever it is written before the address. */
 export function addGlobalOptions(command: Command): Command {
   command

@@ -1,5 +1,4 @@
 /** `guestlink ping ADDR`: round trips through the whole stack, with statistics. */
-import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
 import { InvalidOptionError } from "../errors.ts";
 import { agentCommand, connectAgent, positiveInteger, printJson, seconds } from "./common.ts";

@@ -1,5 +1,4 @@
 /** A progress bar on stderr, drawn only when stderr is a terminal, at most ten times a second. */
-import { performance } from "node:perf_hooks";
 import { formatBytes } from "./common.ts";
 
 export class Progress {

@@ -1,23 +1,13 @@
 /** `guestlink serve` and `guestlink ls`: the host daemon (src/daemon/) and its list of agents. */
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
-import { daemonGet } from "../daemon/client.ts";
-import {
-  checkAddress,
-  checkHttp,
-  checkPattern,
-  parseServeConfig,
-  readDialIn,
-  readServeConfig,
-  type ServeConfig,
-} from "../daemon/config.ts";
+import type { ServeConfig } from "../daemon/config.ts";
 import type { DaemonLog } from "../daemon/daemon.ts";
 import type { AgentSnapshot } from "../daemon/held-agent.ts";
 import { defaultSocketPath } from "../daemon/paths.ts";
 import { ConfigInvalidError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
-import { CheckError } from "../fleet/check.ts";
 import { parseNatsServers } from "../transport/nats-address.ts";
-import { makeLogger, printJson } from "./common.ts";
+import { printJson } from "./common.ts";
 import { reportFailure } from "./failure.ts";
 import { addGlobalOptions, jsonOutput, verboseOutput } from "./options.ts";
 
@@ -35,6 +25,11 @@ interface ServeOptions {
 
 /** The config file (if any) with the flags added on top. Throws CONFIG_INVALID. */
 async function serveConfig(opts: ServeOptions): Promise<ServeConfig> {
+  // Loaded here, not with the CLI: the config brings the YAML reader and the checks.
+  const [
+    { checkAddress, checkHttp, checkPattern, parseServeConfig, readDialIn, readServeConfig },
+    { CheckError },
+  ] = await Promise.all([import("../daemon/config.ts"), import("../fleet/check.ts")]);
   let config: ServeConfig;
   if (opts.config !== undefined) {
     let text: string;
@@ -117,7 +112,7 @@ start (its socket or port in use).`,
         process.exitCode = EXIT_INVALID;
         return;
       }
-      const log = logger();
+      const log = await logger();
       // Loaded here, not with the CLI: the daemon brings prom-client, ws and the dashboard.
       const { Daemon } = await import("../daemon/daemon.ts");
       const daemon = await Daemon.start(config, { log });
@@ -139,8 +134,9 @@ start (its socket or port in use).`,
     });
 }
 
-function logger(): DaemonLog {
+async function logger(): Promise<DaemonLog> {
   if (process.stderr.isTTY !== true) {
+    const { makeLogger } = await import("./logger.ts");
     const l = makeLogger(false, "info");
     return (level, message, fields) => l[level](fields ?? {}, message);
   }
@@ -187,6 +183,7 @@ Examples:
           `${opts.match !== undefined ? "--match" : "--nats-creds"} goes with --nats nats://HOST:PORT`,
         );
       }
+      const { daemonGet } = await import("../daemon/client.ts");
       const { agents } = (await daemonGet("/v1/agents")) as { agents: AgentSnapshot[] };
       if (opts.json) {
         printJson({ agents });

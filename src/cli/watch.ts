@@ -1,7 +1,10 @@
 /** `guestlink watch ADDR`: live telemetry, redrawn in place on a terminal, one line each otherwise. */
 import type { Command } from "commander";
-import { MAX_TELEMETRY_INTERVAL_MS, MIN_TELEMETRY_INTERVAL_MS } from "../agent/telemetry.ts";
-import { type TelemetrySample, watchTelemetry } from "../controller/telemetry.ts";
+import type { TelemetrySample } from "../agent/telemetry.ts";
+import {
+  MAX_TELEMETRY_INTERVAL_MS,
+  MIN_TELEMETRY_INTERVAL_MS,
+} from "../agent/telemetry-interval.ts";
 import { InvalidOptionError } from "../errors.ts";
 import {
   agentCommand,
@@ -76,6 +79,8 @@ export function registerWatch(program: Command): void {
       "\nExamples:\n  guestlink watch unix:/run/guestlink.sock\n  guestlink watch tcp:10.0.0.5:7070 --interval 5 --json > telemetry.ndjson\n",
     )
     .action(async (address: string, opts: WatchOptions) => {
+      // Loaded now rather than with the program, so that --help and --version start quickly.
+      const { watchTelemetry } = await import("../controller/telemetry.ts");
       const session = await connectAgent(address, opts);
       const controller = new AbortController();
       const stop = () => controller.abort();

@@ -16,7 +16,7 @@ import {
   ExecResultSchema,
   type ForwardableSignal,
   parseExecRequest,
-} from "../agent/exec.ts";
+} from "../agent/exec-contract.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
 import { toDuplex } from "../platform/duplex.ts";
 import type { Session } from "../session/session.ts";

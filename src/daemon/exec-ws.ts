@@ -20,7 +20,7 @@ import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import { Readable, Writable } from "node:stream";
 import { WebSocket, WebSocketServer } from "ws";
-import { type ExecRequest, type ExecResult, parseExecRequest } from "../agent/exec.ts";
+import { type ExecRequest, type ExecResult, parseExecRequest } from "../agent/exec-contract.ts";
 import { ExecControl, remoteExec } from "../controller/exec.ts";
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
 import type { Session } from "../session/session.ts";

@@ -21,10 +21,20 @@ export const nodeCrc32: Crc32 = (data, initial = 0) =>
   data.length < 256 ? crc32(data, initial) : largeCrc32(data, initial);
 
 /**
- * The CRC for 256 bytes and more: chosen at its first use, not at start-up (loading the native
- * module costs a `guestlink --version` several milliseconds for nothing).
+ * Bytes of 256 and more checksummed in JavaScript before a native CRC is loaded. Loading
+ * `@node-rs/crc32` costs 5-8 ms here (its platform check, dlopen), about what JavaScript spends
+ * on 4 MiB (5-8 ms here, on a busy machine): a session that moves little (`exec -- true`, a
+ * ping, `info`) never pays it, and a bulk transfer switches after its first MiB, 1-2 ms of
+ * JavaScript.
  */
+const NATIVE_CRC_AFTER_BYTES = 1024 * 1024;
+
+let javascriptBytes = 0;
+
+/** The CRC for 256 bytes and more: JavaScript at first, the fastest native one from then on. */
 let largeCrc32: Crc32 = (data, initial) => {
+  javascriptBytes += data.length;
+  if (javascriptBytes <= NATIVE_CRC_AFTER_BYTES) return crc32(data, initial);
   const native = simdCrc32() ?? (zlib as { crc32?: NativeCrc32 }).crc32;
   largeCrc32 = typeof native === "function" ? native : crc32;
   return largeCrc32(data, initial);

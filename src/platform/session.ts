@@ -9,14 +9,9 @@ import { type RegistryLimits, SessionRegistry } from "../session/registry.ts";
 import { Session, type SessionConnection, type SessionEvent } from "../session/session.ts";
 import type { BackoffOptions } from "../supervise/backoff.ts";
 import { Supervisor } from "../supervise/supervisor.ts";
+import { type Address, toAddress } from "../transport/address.ts";
 import { raceCallOptions } from "../transport/call-options.ts";
-import {
-  type Address,
-  connect,
-  type ListenOptions,
-  listen,
-  toAddress,
-} from "../transport/index.ts";
+import { connect, type ListenOptions, listen } from "../transport/dispatch.ts";
 import type { CallOptions, Listener } from "../transport/transport.ts";
 import { VERSION } from "../version.ts";
 import { nodeKeepAliveClock, nodeRuntime } from "./node.ts";
