@@ -5,9 +5,7 @@
  * slows the agent's stream, never the daemon's memory); the result or error comes back as the
  * agent gave it; a client that cancels or goes away cancels the call in the agent.
  */
-import type { Duplex } from "node:stream";
 import { GuestlinkError } from "../errors.ts";
-import { toDuplex } from "../platform/duplex.ts";
 import type { CallContext } from "../session/call.ts";
 import type { Session } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
@@ -79,34 +77,67 @@ export function forwardCalls(
 
 /**
  * Pipes two session streams into each other: `toClient` settles once everything from `agent`
- * was written into `client` and its end passed on (or the pipe failed), `both` once both
- * directions are done.
+ * was handed to `client`, its end included (or the pipe failed), `both` once both directions
+ * are done.
  */
 function splice(
   client: SessionStream,
   agent: SessionStream,
 ): { toClient: Promise<void>; both: Promise<void> } {
-  const dc = toDuplex(client);
-  const da = toDuplex(agent);
-  const toClient = pipeOne(da, dc);
-  const toAgent = pipeOne(dc, da);
+  const toClient = pipeStreams(agent, client);
+  const toAgent = pipeStreams(client, agent);
   return { toClient, both: Promise.all([toClient, toAgent]).then(() => {}) };
 }
 
-/** Pipes `from` into `to`; settles once `to` has finished (every write done) or either failed. */
-function pipeOne(from: Duplex, to: Duplex): Promise<void> {
+/**
+ * Writes what arrives on `from` into `to`, as it is: the same chunks, no copy and no Node stream
+ * in between. `from`'s bytes count as consumed (credit back to its peer) only while `to`'s queue
+ * has room, so a slow reader at `to`'s end slows `from`'s writer by at most one window each. A
+ * failure on either side resets the other. Settles once `to`'s direction is done (its END handed
+ * to the session) or failed.
+ */
+function pipeStreams(from: SessionStream, to: SessionStream): Promise<void> {
   return new Promise((resolve) => {
-    from.pipe(to);
-    const done = () => resolve();
-    to.once("finish", done);
-    to.once("close", done);
-    from.once("error", (err) => {
-      to.destroy(err);
-      done();
-    });
-    from.once("close", () => {
-      // Closed before its end (destroyed): `to` will not finish.
-      if (!from.readableEnded) done();
+    /** Bytes taken from `from` while `to`'s queue was full: consumed once it drains. */
+    let owed = 0;
+    const repay = () => {
+      const bytes = owed;
+      owed = 0;
+      from.consumed(bytes);
+    };
+    const fail = (code: string, message: string) => {
+      if (!from.closed) from.reset(code, message);
+      if (!to.closed) to.reset(code, message);
+      resolve();
+    };
+    from.attach({
+      data(chunk) {
+        let room: boolean;
+        try {
+          room = to.write(chunk);
+        } catch (err) {
+          fail("CANCELLED", `the other side went away (${(err as Error).message})`);
+          return;
+        }
+        if (room && owed === 0) {
+          from.consumed(chunk.length);
+          return;
+        }
+        owed += chunk.length;
+        to.onDrain ??= repay;
+      },
+      end() {
+        try {
+          to.end();
+        } catch {
+          // `to` is closed already: its whenOutputDone below says so at once.
+        }
+        to.whenOutputDone(() => resolve());
+      },
+      error(err) {
+        const code = typeof err.details?.code === "string" ? err.details.code : "CANCELLED";
+        fail(code, err.message);
+      },
     });
   });
 }

@@ -12,6 +12,7 @@ import { sessionOptions } from "../../src/platform/session.ts";
 import { Session } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
 import { memoryPair } from "../../src/transport/memory.ts";
+import { settle } from "../helpers/fake-clock.ts";
 
 function pair(): { client: Session; server: Session } {
   const [a, b] = memoryPair();
@@ -59,6 +60,89 @@ describe("forwardCalls", () => {
     await reading;
     assert.equal(received, bytes);
 
+    await Promise.all([clientPair.client.close(), agentPair.client.close()]);
+  });
+
+  it("a client that stops reading stops the agent's writer within a few windows, and loses nothing", async () => {
+    const agentPair = pair();
+    const clientPair = pair();
+    let produced = 0;
+    agentPair.server.handle("produce", async (params, ctx) => {
+      const out = ctx.streams.out as SessionStream;
+      const block = Buffer.alloc(64 * 1024, 7);
+      const bytes = (params as { bytes: number }).bytes;
+      while (produced < bytes) {
+        produced += block.length;
+        if (!out.write(block)) await new Promise<void>((resolve) => (out.onDrain = resolve));
+      }
+      out.end();
+      return bytes;
+    });
+    forwardCalls(clientPair.server, () => agentPair.client, "vm-1");
+    await Promise.all([agentPair.client.ready, clientPair.client.ready]);
+
+    const bytes = 64 * 1024 * 1024;
+    const call = clientPair.client.open("produce", { bytes }, { streams: ["out"] });
+    // Nobody reads: the agent's writer stops once the windows on the way are full (the client's
+    // stream window, the daemon's queue toward it, the agent's window and its own queue).
+    await settle(200);
+    const stalledAt = produced;
+    await settle(200);
+    assert.equal(produced, stalledAt, "the writer is stopped");
+    assert.ok(produced <= 8 * 1024 * 1024, `${produced} bytes made while nobody read`);
+    let received = 0;
+    for await (const chunk of toDuplex(call.streams.out as SessionStream)) {
+      received += (chunk as Buffer).length;
+    }
+    assert.equal(await call.result, bytes);
+    assert.equal(received, bytes);
+    await Promise.all([clientPair.client.close(), agentPair.client.close()]);
+  });
+
+  it("a client resetting its stream resets the agent's, and the other way round, with the reason", async () => {
+    const agentPair = pair();
+    const clientPair = pair();
+    const agentSaw: string[] = [];
+    agentPair.server.handle("echo", async (_params, ctx) => {
+      const io = ctx.streams.io as SessionStream;
+      await new Promise<void>((resolve) => {
+        io.attach({
+          data: (chunk) => {
+            io.consumed(chunk.length);
+            if (Buffer.from(chunk).toString() === "reset me") io.reset("BUSY", "the agent gave up");
+          },
+          end: () => resolve(),
+          error: (err) => {
+            agentSaw.push(`${err.code} ${String(err.details?.code)}`);
+            resolve();
+          },
+        });
+      });
+      return "done";
+    });
+    forwardCalls(clientPair.server, () => agentPair.client, "vm-1");
+    await Promise.all([agentPair.client.ready, clientPair.client.ready]);
+
+    // The client resets: the agent's stream is reset with the client's code.
+    const first = clientPair.client.open("echo", {}, { streams: ["io"] });
+    (first.streams.io as SessionStream).reset("CANCELLED", "the client went away");
+    await first.result.catch(() => {});
+    await settle(50);
+    assert.deepEqual(agentSaw, ["STREAM_RESET CANCELLED"]);
+
+    // The agent resets: the client's stream fails with STREAM_RESET and the agent's code.
+    const second = clientPair.client.open("echo", {}, { streams: ["io"] });
+    const io = second.streams.io as SessionStream;
+    const failed = new Promise<string>((resolve) =>
+      io.attach({
+        data: (chunk) => io.consumed(chunk.length),
+        end: () => resolve("ended"),
+        error: (err) => resolve(`${err.code} ${String(err.details?.code)}`),
+      }),
+    );
+    io.write(Buffer.from("reset me"));
+    assert.equal(await failed, "STREAM_RESET BUSY");
+    await second.result.catch(() => {});
     await Promise.all([clientPair.client.close(), agentPair.client.close()]);
   });
 });
