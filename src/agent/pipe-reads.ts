@@ -11,7 +11,7 @@
  */
 import net from "node:net";
 import { Readable } from "node:stream";
-import { type Recycler, recycleFrom } from "../session/recycle.ts";
+import { type Recycler, recycleFrom } from "../recycle.ts";
 
 /** Size of the slabs read into. */
 export const PIPE_SLAB_BYTES = 1024 * 1024;

@@ -6,6 +6,7 @@
  * agent gave it; a client that cancels or goes away cancels the call in the agent.
  */
 import { GuestlinkError } from "../errors.ts";
+import { adopt } from "../recycle.ts";
 import type { CallContext } from "../session/call.ts";
 import type { Session } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
@@ -112,6 +113,8 @@ function pipeStreams(from: SessionStream, to: SessionStream): Promise<void> {
     };
     from.attach({
       data(chunk) {
+        // Nothing here keeps the chunk: its read buffer may take it back once it is sent.
+        adopt(chunk);
         let room: boolean;
         try {
           room = to.write(chunk);

@@ -8,9 +8,10 @@
  */
 import { type Deferred, deferred } from "../abort.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
+import { decoded, handedOut } from "../recycle.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { FrameDecoder } from "../wire/decode.ts";
-import type { Frame } from "../wire/frame.ts";
+import { type Frame, FrameType } from "../wire/frame.ts";
 import type { Keepalive } from "./keepalive.ts";
 import type { Timer } from "./runtime.ts";
 
@@ -157,8 +158,16 @@ export class Connection implements SessionConnection {
     const stuck = frames === this.#framesAtLastTick && this.decoder.bufferedBytes > 0;
     this.#framesAtLastTick = frames;
     if (!stuck) return [];
-    const found = this.decoder.resync();
+    const found = this.resync();
     this.#framesAtLastTick = this.decoder.stats.frames;
+    return found;
+  }
+
+  /** Gives up on the frame in progress (see FrameDecoder.resync); the frames found in its bytes. */
+  resync(): Frame[] {
+    const found = this.decoder.resync();
+    // Rare: no payload found this way is counted on to come back to its read buffer.
+    handOut(found, false);
     return found;
   }
 
@@ -173,6 +182,8 @@ export class Connection implements SessionConnection {
       for await (const chunk of conn.transport) {
         if (conn.over) return;
         const frames = conn.decoder.push(chunk);
+        handOut(frames, true);
+        decoded(chunk);
         // Once per read, not per frame: it reads the clock, and a read is one moment anyway.
         if (frames.length > 0) conn.keepalive?.heard();
         for (const frame of frames) {
@@ -203,5 +214,17 @@ export class Connection implements SessionConnection {
     this.helloTimer?.cancel();
     this.handshakeTimer = undefined;
     this.helloTimer = undefined;
+  }
+}
+
+/**
+ * Tells the owner of the buffers read into (recycle.ts) what the decoder made of them: stream
+ * data may come back to it once consumed, any other payload is kept (a call's parameters).
+ */
+function handOut(frames: readonly Frame[], mayComeBack: boolean): void {
+  for (const frame of frames) {
+    if (frame.payload.length > 0) {
+      handedOut(frame.payload, mayComeBack && frame.type === FrameType.DATA);
+    }
   }
 }

@@ -226,7 +226,7 @@ export class Links implements ResumeHost {
   #handshakeTimedOut(conn: Connection): void {
     if (!conn.handshaking || conn.over) return;
     // The peer's HELLO may sit inside a stale frame left in the pipe: give up on that frame once.
-    for (const frame of conn.decoder.resync()) {
+    for (const frame of conn.resync()) {
       conn.owner.frame(conn, frame);
       if (conn.over) return;
     }

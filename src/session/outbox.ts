@@ -14,10 +14,10 @@
  * congested, sequenced frames are only kept, and the rest (keepalive, acks) is dropped.
  */
 import { GuestlinkError, toGuestlinkError } from "../errors.ts";
+import { release } from "../recycle.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { FrameEncoder } from "../wire/encode.ts";
 import { type FrameType, frameTypeName, HEADER_BYTES } from "../wire/frame.ts";
-import { release } from "./recycle.ts";
 
 /** Outgoing bytes are written to the transport in batches of about this size (one writev). */
 const FLUSH_THRESHOLD_BYTES = 256 * 1024;

@@ -5,21 +5,61 @@
  * view instead of assembling a copy, and a read is not one allocation of its own. Node's default
  * reads allocate 64 KiB each and hand the frames spanning two of them to the decoder to copy.
  *
- * A slab lives as long as any view into it, as a read's buffer does with Node's own reads.
+ * A slab lives as long as any view into it, as a read's buffer does with Node's own reads, and
+ * is read into again only when the session says nothing of it is in use any more (recycle.ts):
+ * the decoder has moved past it, and every payload it handed out of it was stream data whose
+ * consumer adopted it and the session released (the daemon passing an agent's output on). A
+ * slab any other payload came from (a call's parameters) is left to the garbage collector.
  */
 import type net from "node:net";
+import { type Recycler, recycleFrom } from "../recycle.ts";
 
 /** Size of the buffers read into. */
 export const SLAB_READ_BYTES = 1024 * 1024;
 /** A slab with less free room than this is left for a new one (a read takes at most the room). */
 export const MIN_READ_ROOM_BYTES = 64 * 1024;
 
+/** Retired slabs kept for reuse at most; more are left to the garbage collector. */
+const MAX_FREE_SLABS = 4;
+
+/** Chunks read and not yet decoded beyond which recycling stops (nobody reports decoding). */
+const MAX_UNDECODED = 16_384;
+const EMPTY = new Uint8Array(0);
+let allocated = 0;
+/** Slabs allocated so far by every SlabReads of the process (the rest were read into again). */
+export function slabsAllocated(): number {
+  return allocated;
+}
+
 /** Where the chunks go: the transport's `#onData`. */
 export type ChunkSink = (chunk: Uint8Array) => void;
 
-export class SlabReads {
+/** What became of one slab's bytes. */
+interface SlabUse {
+  readonly slab: Uint8Array;
+  /** No longer read into. */
+  retired: boolean;
+  /** The decoder has taken a chunk of a later slab. */
+  passed: boolean;
+  /** A payload came out of it that never comes back. */
+  kept: boolean;
+  handedOut: number;
+  adopted: number;
+  released: number;
+}
+
+export class SlabReads implements Recycler {
   #slab: Uint8Array = Buffer.alloc(0);
   #at = 0;
+  readonly #uses = new WeakMap<ArrayBufferLike, SlabUse>();
+  readonly #free: Uint8Array[] = [];
+  /** The slab of the last chunk the decoder took. */
+  #decoding: ArrayBufferLike | undefined;
+  #recycling = true;
+  /** Chunks read and handed on, not yet taken by the decoder, oldest first from the head. */
+  #undecoded: Uint8Array[] = [];
+  #undecodedHead = 0;
+
   #sink: ChunkSink | undefined;
   /** What was read before the transport took over (it is made once the connect resolves). */
   #early: Uint8Array[] = [];
@@ -30,6 +70,17 @@ export class SlabReads {
     callback: (nread: number, buf: Uint8Array) => {
       const chunk = buf.subarray(0, nread);
       this.#at += nread;
+      if (!this.#recycling) {
+        // As without recycling: nothing to track.
+      } else if (this.#undecoded.length - this.#undecodedHead < MAX_UNDECODED) {
+        this.#undecoded.push(chunk);
+      } else {
+        // Whoever reads this transport does not say what it decoded (recycle.ts): read into new
+        // slabs from now on, as without recycling.
+        this.#undecoded = [];
+        this.#undecodedHead = 0;
+        this.#recycling = false;
+      }
       if (this.#sink === undefined) this.#early.push(chunk);
       else this.#sink(chunk);
       return true; // the transport pauses the socket itself, with pause()
@@ -42,10 +93,82 @@ export class SlabReads {
     for (const chunk of this.#early.splice(0)) sink(chunk);
   }
 
+  handedOut(view: Uint8Array, mayComeBack: boolean): void {
+    const use = this.#uses.get(view.buffer);
+    if (use === undefined) return;
+    if (mayComeBack) use.handedOut += view.length;
+    else use.kept = true;
+  }
+
+  decoded(chunk: Uint8Array): void {
+    if (!this.#recycling) return;
+    // Only our own chunks, in the order they were read, tell where our decoder is: a decoder of
+    // another session fed views of our slabs (an in-process pair passes bytes uncopied) does not.
+    if (chunk !== this.#undecoded[this.#undecodedHead]) return;
+    this.#undecoded[this.#undecodedHead++] = EMPTY;
+    if (this.#undecodedHead === this.#undecoded.length) {
+      this.#undecoded = [];
+      this.#undecodedHead = 0;
+    }
+    if (chunk.buffer === this.#decoding) return;
+    const before = this.#decoding === undefined ? undefined : this.#uses.get(this.#decoding);
+    this.#decoding = chunk.buffer;
+    if (before === undefined) return;
+    before.passed = true;
+    this.#maybeFree(before);
+  }
+
+  adopt(view: Uint8Array): void {
+    const use = this.#uses.get(view.buffer);
+    if (use !== undefined) use.adopted += view.length;
+  }
+
+  release(view: Uint8Array): void {
+    const use = this.#uses.get(view.buffer);
+    if (use === undefined) return;
+    use.released += view.length;
+    this.#maybeFree(use);
+  }
+
+  #maybeFree(use: SlabUse): void {
+    if (
+      !use.retired ||
+      !use.passed ||
+      use.kept ||
+      use.adopted !== use.handedOut ||
+      use.released !== use.handedOut ||
+      this.#free.length >= MAX_FREE_SLABS
+    ) {
+      return;
+    }
+    this.#uses.delete(use.slab.buffer);
+    this.#free.push(use.slab);
+  }
+
   #room(): Uint8Array {
     if (this.#slab.length - this.#at < MIN_READ_ROOM_BYTES) {
-      // Not zeroed: only what a read wrote is ever handed out.
-      this.#slab = Buffer.allocUnsafeSlow(SLAB_READ_BYTES);
+      const retired = this.#uses.get(this.#slab.buffer);
+      if (retired !== undefined) {
+        retired.retired = true;
+        this.#maybeFree(retired);
+      }
+      let slab = this.#free.pop();
+      if (slab === undefined) {
+        // Not zeroed: only what a read wrote is ever handed out.
+        slab = Buffer.allocUnsafeSlow(SLAB_READ_BYTES);
+        recycleFrom(slab.buffer, this);
+        allocated++;
+      }
+      this.#uses.set(slab.buffer, {
+        slab,
+        retired: false,
+        passed: false,
+        kept: false,
+        handedOut: 0,
+        adopted: 0,
+        released: 0,
+      });
+      this.#slab = slab;
       this.#at = 0;
     }
     return this.#slab.subarray(this.#at);

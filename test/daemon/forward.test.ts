@@ -5,13 +5,18 @@
  * client, before the result.
  */
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { forwardCalls } from "../../src/daemon/forward.ts";
 import { toDuplex } from "../../src/platform/duplex.ts";
-import { sessionOptions } from "../../src/platform/session.ts";
+import { openSession, serveSessions, sessionOptions } from "../../src/platform/session.ts";
 import { Session } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
 import { memoryPair } from "../../src/transport/memory.ts";
+import { slabsAllocated } from "../../src/transport/slab-reads.ts";
 import { settle } from "../helpers/fake-clock.ts";
 
 function pair(): { client: Session; server: Session } {
@@ -97,6 +102,50 @@ describe("forwardCalls", () => {
     assert.equal(await call.result, bytes);
     assert.equal(received, bytes);
     await Promise.all([clientPair.client.close(), agentPair.client.close()]);
+  });
+
+  it("passes an agent's output on byte-exact through a few read buffers, used again once the client has it", async () => {
+    // Real Unix sockets on both sides, as in the daemon: its side of the agent's connection
+    // reads into slabs (slab-reads.ts), and the client's bytes are copies of its own.
+    const dir = await mkdtemp(join(tmpdir(), "guestlink-forward-"));
+    const data = randomBytes(48 * 1024 * 1024);
+    const agentServer = await serveSessions(`unix:${join(dir, "agent.sock")}`, (s) => {
+      s.handle("produce", async (_params, ctx) => {
+        const out = ctx.streams.out as SessionStream;
+        for (let at = 0; at < data.length; at += 64 * 1024) {
+          if (!out.write(data.subarray(at, at + 64 * 1024))) {
+            await new Promise<void>((resolve) => (out.onDrain = resolve));
+          }
+        }
+        out.end();
+        return data.length;
+      });
+    });
+    const agent = await openSession(agentServer.address);
+    const daemon = await serveSessions(`unix:${join(dir, "daemon.sock")}`, (s) =>
+      forwardCalls(s, () => agent, "vm-1"),
+    );
+    const client = await openSession(daemon.address);
+    try {
+      const before = slabsAllocated();
+      const call = client.open("produce", {}, { streams: ["out"] });
+      const chunks: Buffer[] = [];
+      for await (const chunk of toDuplex(call.streams.out as SessionStream)) {
+        chunks.push(chunk as Buffer);
+      }
+      assert.equal(await call.result, data.length);
+      const got = Buffer.concat(chunks);
+      assert.equal(got.length, data.length);
+      assert.ok(got.equals(data), "the bytes arrived as the agent wrote them");
+      // 48 MiB through the daemon's slabs of 1 MiB (and as many into the client's, which keeps
+      // what it reads and so never gives one back): the daemon's are read into again.
+      const allocated = slabsAllocated() - before;
+      assert.ok(allocated <= 48 + 12, `${allocated} slabs of 1 MiB for 48 MiB through two reads`);
+    } finally {
+      await Promise.all([client.close(), agent.close()]);
+      await Promise.all([daemon.close(), agentServer.close()]);
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("a client resetting its stream resets the agent's, and the other way round, with the reason", async () => {

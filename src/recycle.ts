@@ -1,0 +1,63 @@
+/**
+ * Buffers whose bytes go back to their owner once nobody needs them, so that bulk data is read
+ * into the same few buffers again instead of new ones for every read. Fresh buffers for every
+ * byte cost more than the allocation: V8 counts them as external memory and, with a small heap,
+ * answers nearly every few MiB of them with a full mark-compact (about 30-40 per 512 MiB
+ * streamed, measured), and the garbage between collections is tens of MiB of resident memory.
+ *
+ * An owner registers a buffer (`recycleFrom`). Two owners use it:
+ *
+ * - A source of stream bytes (a command's output pipe in the agent) hands chunks of its buffers
+ *   to a session stream. The session hands them back (`release`) exactly once each: once they
+ *   were copied elsewhere, or once the peer acknowledged the frame that carried them (it is
+ *   written and will never be written again). Bytes of a frame written twice (sent again after
+ *   damage, replayed on a new connection) never come back: a copy may still wait in a queue.
+ * - A transport's reads (transport/slab-reads.ts). The session tells it what the decoder made of
+ *   its bytes (`handedOut`: every payload, and whether it is stream data that may come back;
+ *   `decoded`: the decoder has taken a chunk), and a consumer that keeps no reference to stream
+ *   bytes once the session is done with them says so (`adopt`: the daemon passing an agent's
+ *   output on to a client). A buffer is read into again only when every payload handed out of
+ *   it was stream data, adopted, and released, and the decoder has moved past it.
+ *
+ * Bytes dropped without coming back only keep their buffer from being reused: the garbage
+ * collector takes it as it would have anyway. Nothing here ever makes a buffer reused early.
+ */
+
+/** Takes back bytes of the buffers it registered. */
+export interface Recycler {
+  /** The session is done with `view`'s bytes (a view into a buffer registered by this owner). */
+  release(view: Uint8Array): void;
+  /** A payload the decoder made of this owner's bytes; `mayComeBack`: stream data. */
+  handedOut?(view: Uint8Array, mayComeBack: boolean): void;
+  /** The decoder has taken `chunk` (and holds no view of buffers read before it). */
+  decoded?(chunk: Uint8Array): void;
+  /** Stream bytes whose consumer keeps no reference once the session releases them. */
+  adopt?(view: Uint8Array): void;
+}
+
+const owners = new WeakMap<ArrayBufferLike, Recycler>();
+
+/** Bytes in `buffer` go back to `owner` (see above). */
+export function recycleFrom(buffer: ArrayBufferLike, owner: Recycler): void {
+  owners.set(buffer, owner);
+}
+
+/** The session is done with `view`'s bytes: its owner, if it has one, takes them back. */
+export function release(view: Uint8Array): void {
+  owners.get(view.buffer)?.release(view);
+}
+
+/** The decoder handed out `view`, a frame's payload: stream data (`mayComeBack`) or not. */
+export function handedOut(view: Uint8Array, mayComeBack: boolean): void {
+  owners.get(view.buffer)?.handedOut?.(view, mayComeBack);
+}
+
+/** The decoder has taken `chunk`. */
+export function decoded(chunk: Uint8Array): void {
+  owners.get(chunk.buffer)?.decoded?.(chunk);
+}
+
+/** `view`'s consumer keeps no reference to it once the session releases it. */
+export function adopt(view: Uint8Array): void {
+  owners.get(view.buffer)?.adopt?.(view);
+}
