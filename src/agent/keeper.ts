@@ -21,6 +21,13 @@
  *
  * It cannot help with a command that left its process group (setsid, a double-forking daemon),
  * nor during the instant between a command's spawn and the agent's `+PGID` reaching the pipe.
+ *
+ * `+PGID` is written at once; `-PGID` waits for the next line (or `FORGET_DELAY_MS`), so that a
+ * short command wakes the keeper once, not twice: each wake is a `sh` reading its line a byte at
+ * a time, which on a busy guest cost a command about as much as the agent's own work for it. A
+ * group forgotten late is one the keeper would signal if the agent died meanwhile; it is already
+ * empty then (the agent forgets only empty groups), so the signal reaches nothing, unless the pid
+ * space wrapped round within that second (as command-groups.ts says of its own look).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 
@@ -44,6 +51,8 @@ exit 0`;
 
 /** A keeper that keeps dying is not started again and again (the next group starts one). */
 const MAX_RESTARTS = 3;
+/** Longest a `-PGID` waits to ride with the next line to the keeper. */
+export const FORGET_DELAY_MS = 1_000;
 
 export interface KeeperOptions {
   /** Between SIGTERM and SIGKILL once the agent is gone (rounded up to whole seconds). */
@@ -65,6 +74,9 @@ export class Keeper {
   #closed = false;
   #warned = false;
   #restarts = 0;
+  /** `-PGID` lines not yet written (see FORGET_DELAY_MS). */
+  #forgotten = "";
+  #forgetTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: KeeperOptions) {
     this.#graceS = Math.ceil(options.killGraceMs / 1000);
@@ -83,19 +95,23 @@ export class Keeper {
     this.#groups.add(pgid);
     // A keeper started now is told of every group, this one included.
     if (this.#child === undefined) this.#start();
-    else this.#write(`+${pgid}\n`);
+    else this.#write(`${this.#takeForgotten()}+${pgid}\n`);
     if (this.#child !== undefined) this.#onNote(`the keeper watches process group ${pgid}`);
   }
 
   /** The group is gone (or no longer ours to kill). */
   forget(pgid: number): void {
-    if (!this.#groups.delete(pgid)) return;
-    this.#write(`-${pgid}\n`);
+    if (!this.#groups.delete(pgid) || this.#child === undefined) return;
+    this.#forgotten += `-${pgid}\n`;
+    this.#forgetTimer ??= setTimeout(() => this.#write(this.#takeForgotten()), FORGET_DELAY_MS);
+    // Never what keeps the agent running.
+    this.#forgetTimer.unref();
   }
 
   /** Ends the keeper with nothing left to kill (the agent stops in good order). */
   close(): void {
     this.#closed = true;
+    this.#write(this.#takeForgotten());
     for (const pgid of this.#groups) this.#write(`-${pgid}\n`);
     this.#groups.clear();
     this.#child?.stdin?.end();
@@ -140,8 +156,18 @@ export class Keeper {
     // Neither the keeper nor the pipe keeps the agent alive: its end is what the keeper waits for.
     child.unref();
     (child.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+    this.#takeForgotten(); // the old keeper's; this one is told only what is still ours
     this.#write([...this.#groups].map((pgid) => `+${pgid}\n`).join(""));
     return child;
+  }
+
+  /** The `-PGID` lines waiting, now to be written. */
+  #takeForgotten(): string {
+    clearTimeout(this.#forgetTimer);
+    this.#forgetTimer = undefined;
+    const lines = this.#forgotten;
+    this.#forgotten = "";
+    return lines;
   }
 
   #write(text: string): void {
