@@ -117,6 +117,11 @@ export async function remoteExec(
     io.control.attach(duplex);
   }
   const stdinStream = call.streams.stdin as SessionStream;
+  // Directions that will carry nothing end now, in the same write as the call: ended later, each
+  // END was a write of its own and a wake of the agent while the command ran.
+  (call.streams.stdout as SessionStream).end();
+  (call.streams.stderr as SessionStream).end();
+  if (!io.stdin) stdinStream.end();
   const stdin = feedInput(io.stdin ?? undefined, toDuplex(stdinStream));
   const outputs = Promise.allSettled([
     copyOutput(toDuplex(call.streams.stdout as SessionStream), io.stdout),
