@@ -285,14 +285,16 @@ async function runExec(
     durationMs: performance.now() - startedAt,
   });
   const notRun = { exitCode: null, signal: null, stdoutBytes: 0, stderrBytes: 0, truncated: false };
+  // Listened to only: the light signal, not an AbortController per command.
+  const cancellation = ctx.cancellation;
 
-  if (ctx.signal.aborted) {
-    const reason = stopReasonOf(ctx.signal.reason);
+  if (cancellation.aborted) {
+    const reason = stopReasonOf(cancellation.reason);
     return finish({
       ...notRun,
       status: STOP_STATUS[reason],
       reason,
-      message: `not started: ${describe(ctx.signal.reason)}`,
+      message: `not started: ${describe(cancellation.reason)}`,
     });
   }
   // A missing cwd makes spawn fail with the ENOENT of the command itself: tell the two apart.
@@ -352,9 +354,9 @@ async function runExec(
   ];
   const input = feedStdin(child.stdin, stdinStream);
 
-  const onAbort = () => stopper.stop(stopReasonOf(ctx.signal.reason), ctx.signal.reason);
-  ctx.signal.addEventListener("abort", onAbort, { once: true });
-  if (ctx.signal.aborted) onAbort();
+  const onAbort = () => stopper.stop(stopReasonOf(cancellation.reason), cancellation.reason);
+  cancellation.addEventListener("abort", onAbort, { once: true });
+  if (cancellation.aborted) onAbort();
   try {
     const [exit] = await Promise.all([exited, ...outputs]);
     // Input the process never read has nowhere to go.
@@ -387,10 +389,12 @@ async function runExec(
     }
     return finish({ ...fields, status: exit.code ?? 0, reason: "exited" });
   } finally {
-    ctx.signal.removeEventListener("abort", onAbort);
+    cancellation.removeEventListener("abort", onAbort);
     control.close();
     stopper.dispose();
-    groups?.callEnded(pgid);
+    // After the result has gone: whether the group emptied (a kill(2) whose usual answer,
+    // ESRCH, Node makes a thrown error of) and the keeper's list can wait that long.
+    if (groups !== undefined) setImmediate(() => groups.callEnded(pgid));
   }
 
   // Our own deadline timer and the caller's CANCEL (which says why) both abort with the code.
