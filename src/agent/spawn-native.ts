@@ -4,6 +4,8 @@
  * - The command's pipes are opened in Node as `net.Socket`s on the descriptor (libuv's pipe
  *   handle: non-blocking reads and writes driven by epoll, EAGAIN handled, backpressure as with
  *   any socket). A write to a command that is gone fails with EPIPE, as child_process's does.
+ *   Stdin's becomes one only when there is input to write (`ChildStdin`); without, its end is
+ *   just closed.
  * - A terminal's master side cannot be a `net.Socket` (Node takes it for a TTY and its TTY
  *   handle would make writes blocking), so `TerminalStream` reads and writes it itself:
  *   non-blocking read()/write() when the addon's libuv poll handle says it is ready. EIO on read
