@@ -610,8 +610,9 @@ static napi_value js_poll_close(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
   addchdir = (addchdir_fn)dlsym(RTLD_DEFAULT, "posix_spawn_file_actions_addchdir_np");
-  napi_value can_chdir;
+  napi_value can_chdir, own_environment;
   CHECK(env, napi_get_boolean(env, addchdir != NULL, &can_chdir));
+  CHECK(env, napi_get_boolean(env, true, &own_environment));
   const napi_property_descriptor functions[] = {
       {"spawn", NULL, js_spawn, NULL, NULL, NULL, napi_enumerable, NULL},
       {"reap", NULL, js_reap, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -620,6 +621,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"pollEvents", NULL, js_poll_events, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pollClose", NULL, js_poll_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"canChdir", NULL, NULL, NULL, NULL, can_chdir, napi_enumerable, NULL},
+      /* spawn() takes null for envp: an addon built before that lacks this, and gets strings. */
+      {"ownEnvironment", NULL, NULL, NULL, NULL, own_environment, napi_enumerable, NULL},
   };
   CHECK(env, napi_define_properties(env, exports, sizeof functions / sizeof functions[0],
                                     functions));

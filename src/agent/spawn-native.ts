@@ -59,6 +59,11 @@ export interface SpawnAddon {
   pollClose(handle: object): void;
   /** posix_spawn_file_actions_addchdir_np exists (glibc 2.29+). */
   canChdir: boolean;
+  /**
+   * spawn() takes null for envp (the process's own environment). Absent from an addon built
+   * before it did (one copied beside a newer bundled agent), which is then given strings.
+   */
+  ownEnvironment?: boolean;
 }
 
 const READABLE = 1;
@@ -137,7 +142,7 @@ export function startNative(addon: SpawnAddon, request: SpawnRequest): Starting 
   // to on the main thread (a worker's process.env is a copy of its own): the addon reads it
   // there rather than have it copied into strings for every command.
   let envp: string[] | null = null;
-  if (request.env !== process.env || !isMainThread) {
+  if (request.env !== process.env || !isMainThread || addon.ownEnvironment !== true) {
     envp = [];
     for (const [name, value] of Object.entries(request.env)) {
       if (value !== undefined) envp.push(`${name}=${value}`);
