@@ -19,8 +19,8 @@
 import { stat } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import { performance } from "node:perf_hooks";
-import { type Readable, Transform, type Writable } from "node:stream";
-import { finished, pipeline } from "node:stream/promises";
+import type { Readable, Writable } from "node:stream";
+import { finished } from "node:stream/promises";
 import { getSystemErrorMap } from "node:util";
 import * as v from "valibot";
 import { GuestlinkError, InvalidOptionError, isGuestlinkError } from "../errors.ts";
@@ -41,7 +41,7 @@ import {
 } from "./exec-contract.ts";
 import type { Service } from "./service.ts";
 import { spawnAddon, startNative } from "./spawn-native.ts";
-import { type SpawnRequest, type Starting, startWithNode } from "./spawner.ts";
+import { type ChildStdin, type SpawnRequest, type Starting, startWithNode } from "./spawner.ts";
 
 export {
   DEFAULT_KILL_GRACE_MS,
@@ -107,14 +107,16 @@ async function runExec(
     durationMs: performance.now() - startedAt,
   });
   const notRun = { exitCode: null, signal: null, stdoutBytes: 0, stderrBytes: 0, truncated: false };
+  // Listened to only: the light signal, not an AbortController per command.
+  const cancellation = ctx.cancellation;
 
-  if (ctx.signal.aborted) {
-    const reason = stopReasonOf(ctx.signal.reason);
+  if (cancellation.aborted) {
+    const reason = stopReasonOf(cancellation.reason);
     return finish({
       ...notRun,
       status: STOP_STATUS[reason],
       reason,
-      message: `not started: ${describe(ctx.signal.reason)}`,
+      message: `not started: ${describe(cancellation.reason)}`,
     });
   }
   // A missing cwd makes spawn fail with the ENOENT of the command itself: tell the two apart.
@@ -174,9 +176,9 @@ async function runExec(
   ];
   const input = feedStdin(child.stdin, stdinStream);
 
-  const onAbort = () => stopper.stop(stopReasonOf(ctx.signal.reason), ctx.signal.reason);
-  ctx.signal.addEventListener("abort", onAbort, { once: true });
-  if (ctx.signal.aborted) onAbort();
+  const onAbort = () => stopper.stop(stopReasonOf(cancellation.reason), cancellation.reason);
+  cancellation.addEventListener("abort", onAbort, { once: true });
+  if (cancellation.aborted) onAbort();
   try {
     const [exit] = await Promise.all([exited, ...outputs]);
     // Input the process never read has nowhere to go.
@@ -209,10 +211,12 @@ async function runExec(
     }
     return finish({ ...fields, status: exit.code ?? 0, reason: "exited" });
   } finally {
-    ctx.signal.removeEventListener("abort", onAbort);
+    cancellation.removeEventListener("abort", onAbort);
     control.close();
     stopper.dispose();
-    groups?.callEnded(pgid);
+    // After the result has gone: whether the group emptied (a kill(2) whose usual answer,
+    // ESRCH, Node makes a thrown error of) and the keeper's list can wait that long.
+    if (groups !== undefined) setImmediate(() => groups.callEnded(pgid));
   }
 
   // Our own deadline timer and the caller's CANCEL (which says why) both abort with the code.
@@ -319,9 +323,14 @@ function readControl(
 }
 
 /**
- * Pipes one of the child's outputs into its session stream, counting what is sent and stopping
+ * Copies one of the child's outputs into its session stream, counting what is sent and stopping
  * at the shared budget. Resolves when the stream has ended (or failed: a caller that reset it no
  * longer wants the bytes, and the child sees a closed pipe, as with any reader that goes away).
+ *
+ * By hand rather than with stream.pipeline: for a command with little output, pipeline's
+ * abort controllers, its DOMException and premature-close errors made at every finish, and a
+ * Duplex over the session stream were a fifth of what the agent spent on it. Backpressure is
+ * the same: past the stream's high-water mark the pipe is paused until the stream drains.
  */
 function forward(
   source: Readable | null,
@@ -333,56 +342,119 @@ function forward(
   if (!source) return Promise.resolve();
   // A terminal's output nobody asked for is still read, or the command would block on it.
   if (!stream) return finished(source.resume()).catch(() => {});
-  const meter = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
+  return new Promise<void>((resolve) => {
+    let ended = false;
+    let over = false;
+    const stop = () => {
+      if (over) return;
+      over = true;
+      source.off("data", onData);
+      resolve();
+    };
+    // The caller reset the stream or the session ended: close the pipe, as a reader going away.
+    const abandon = () => {
+      source.destroy();
+      stop();
+    };
+    const onData = (chunk: Buffer) => {
+      let out = chunk;
       if (chunk.length <= budget.remaining) {
         budget.remaining -= chunk.length;
-        count(chunk.length);
-        callback(null, chunk);
+      } else {
+        // Past the limit: send exactly up to it, then discard (and keep draining, so nothing
+        // blocks on a full pipe while the group is being stopped).
+        out = chunk.subarray(0, budget.remaining);
+        budget.remaining = 0;
+        if (!budget.truncated) {
+          budget.truncated = true;
+          onLimit();
+        }
+      }
+      if (out.length === 0) return;
+      count(out.length);
+      let below: boolean;
+      try {
+        below = stream.write(out);
+      } catch {
+        abandon();
         return;
       }
-      // Past the limit: send exactly up to it, then discard (and keep draining, so nothing
-      // blocks on a full pipe while the group is being stopped).
-      const head = chunk.subarray(0, budget.remaining);
-      budget.remaining = 0;
-      count(head.length);
-      if (!budget.truncated) {
-        budget.truncated = true;
-        onLimit();
+      if (!below) {
+        source.pause();
+        stream.onDrain = () => (stream.closed ? abandon() : source.resume());
       }
-      callback(null, head.length > 0 ? head : undefined);
-    },
+    };
+    // Nothing comes the other way on an output stream; an error is the caller's reset.
+    stream.attach({ data: (chunk) => stream.consumed(chunk.length), end() {}, error: abandon });
+    source.on("data", onData);
+    source.once("end", () => {
+      ended = true;
+      stream.end();
+      stream.whenOutputDone(stop);
+    });
+    source.once("error", (err) => {
+      stream.reset("CANCELLED", err.message);
+      stop();
+    });
+    source.once("close", () => {
+      if (ended) return;
+      stream.reset("CANCELLED", "the command's output was closed before its end");
+      stop();
+    });
   });
-  return pipeline(source, meter, toDuplex(stream)).catch(() => {});
 }
 
 /**
- * Pipes the caller's stdin into the child's. The caller ending its stream ends the child's stdin;
- * a child that stops reading (EPIPE) or exits has the stream reset quietly.
+ * Copies the caller's stdin into the child's. The caller ending its stream ends the child's
+ * stdin (and our side of the stream); a child that stops reading (EPIPE) or exits has the
+ * stream reset quietly. Each chunk counts as consumed once written to the pipe, so the caller's
+ * window bounds what waits here for a child that reads slowly.
  */
-function feedStdin(sink: Writable | null, stream: SessionStream | undefined): { abandon(): void } {
-  if (!sink || !stream) return { abandon() {} };
-  const source = toDuplex(stream);
+function feedStdin(
+  input: ChildStdin | null,
+  stream: SessionStream | undefined,
+): { abandon(): void } {
+  if (!input || !stream) return { abandon() {} };
+  let sink: Writable | undefined;
   let done = false;
   const stopReading = (message: string) => {
     if (!stream.closed) stream.reset("CANCELLED", message);
   };
-  // Registered before pipeline's own listener, so the caller hears this rather than "write EPIPE".
-  sink.on("error", () => stopReading("the process closed its stdin"));
-  source.on("error", () => {});
-  pipeline(source, sink).then(
-    () => {
-      done = true;
+  stream.attach({
+    data(chunk) {
+      if (done) {
+        stream.consumed(chunk.length);
+        return;
+      }
+      if (sink === undefined) {
+        sink = input.open();
+        sink.on("error", () => {
+          done = true;
+          stopReading("the process closed its stdin");
+        });
+      }
+      sink.write(chunk, () => stream.consumed(chunk.length));
     },
-    () => {
+    end() {
+      if (done) return;
       done = true;
+      input.end();
+      // Nothing goes the other way: our direction ends with theirs.
+      stream.end();
     },
-  );
+    error() {
+      // The caller reset its stdin, or the session ended: the input stops where it is.
+      if (done) return;
+      done = true;
+      input.destroy();
+    },
+  });
   return {
     abandon() {
       if (done) return;
+      done = true;
       stopReading("the process exited without reading all of its stdin");
-      sink.destroy();
+      input.destroy();
     },
   };
 }

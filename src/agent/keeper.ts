@@ -11,31 +11,48 @@
  * - A cgroup is killed whole only by someone who outlives us (systemd, a container runtime) and
  *   needs delegation that a guest's agent rarely has.
  * - The native addon (native/vsock.c) is optional, and the bundled agent must work without it.
- * The keeper needs only `sh` and its `kill` builtin, as on the smallest busybox guest. The agent
- * holds the write end of a pipe on the keeper's stdin and tells it each process group it starts
- * (`+PGID`) and each it is done with (`-PGID`); when the pipe reaches end of file — which the
- * kernel guarantees once the agent is gone, whatever killed it — the keeper sends SIGTERM to the
- * groups still listed, SIGKILL after the grace, and exits. It ignores SIGINT, SIGTERM and SIGHUP,
- * and leads a session of its own, so a terminal's Ctrl-C or a signal to the agent's process group
- * does not take it before the agent.
+ * The keeper needs only `sh` and its `kill` builtin, as on the smallest busybox guest.
+ *
+ * Two pipes (socket pairs, as child_process makes them) join the agent to it:
+ * - on its fd 3, the list: a line for each process group the agent starts (`+PGID`), written at
+ *   once, and for each it is done with (`-PGID`);
+ * - on its stdin, nothing but a line now and then saying "catch up" (read the list to its next
+ *   `.` line), and, once the agent is gone — which the kernel guarantees whatever killed it —
+ *   end of file.
+ * The keeper waits on its stdin only, so writing the list wakes nobody: telling it of every
+ * command on the same pipe it waited on woke a `sh` that reads a byte at a time, twice per
+ * command, which on a busy two-CPU guest cost `exec true` about as much as the agent's own work
+ * for it. The agent asks it to catch up every `CATCH_UP_BYTES` of list, far below what a pipe
+ * holds, so the list never waits in the agent. At end of file the keeper reads the list to its
+ * end, sends SIGTERM to the groups still listed, SIGKILL after the grace, and exits. It ignores
+ * SIGINT, SIGTERM and SIGHUP, and leads a session of its own, so a terminal's Ctrl-C or a signal
+ * to the agent's process group does not take it before the agent.
  *
  * It cannot help with a command that left its process group (setsid, a double-forking daemon),
  * nor during the instant between a command's spawn and the agent's `+PGID` reaching the pipe.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import type { Writable } from "node:stream";
 
 /**
  * The keeper itself. `$1` is the grace in whole seconds between SIGTERM and SIGKILL. `kill -TERM
- * -PGID` is the one spelling dash, bash and busybox sh all accept for a process group.
+ * -PGID` is the one spelling dash, bash and busybox sh all accept for a process group. `take`
+ * reads the list (fd 3) to its next `.` line, or fails at its end.
  */
 const KEEPER_SCRIPT = `trap '' INT TERM HUP
 g=
-while read -r l; do
-  case $l in
-    +*) g="$g \${l#+}" ;;
-    -*) n=; for p in $g; do [ "$p" = "\${l#-}" ] || n="$n $p"; done; g=$n ;;
-  esac
-done
+take() {
+  while read -r l <&3; do
+    case $l in
+      .) return 0 ;;
+      +*) g="$g \${l#+}" ;;
+      -*) n=; for p in $g; do [ "$p" = "\${l#-}" ] || n="$n $p"; done; g=$n ;;
+    esac
+  done
+  return 1
+}
+while read -r l; do take; done
+while take; do :; done
 [ -n "$g" ] || exit 0
 for p in $g; do kill -TERM -$p 2>/dev/null; done
 [ "$1" -gt 0 ] && sleep "$1"
@@ -44,6 +61,8 @@ exit 0`;
 
 /** A keeper that keeps dying is not started again and again (the next group starts one). */
 const MAX_RESTARTS = 3;
+/** Bytes of list after which the keeper is asked to catch up (a pipe holds 4 KiB at the least). */
+export const CATCH_UP_BYTES = 2048;
 
 export interface KeeperOptions {
   /** Between SIGTERM and SIGKILL once the agent is gone (rounded up to whole seconds). */
@@ -65,6 +84,10 @@ export class Keeper {
   #closed = false;
   #warned = false;
   #restarts = 0;
+  /** The keeper's fd 3: the list. */
+  #list: Writable | undefined;
+  /** Bytes of list written since the keeper last caught up. */
+  #unread = 0;
 
   constructor(options: KeeperOptions) {
     this.#graceS = Math.ceil(options.killGraceMs / 1000);
@@ -98,8 +121,11 @@ export class Keeper {
     this.#closed = true;
     for (const pgid of this.#groups) this.#write(`-${pgid}\n`);
     this.#groups.clear();
+    // At end of file it reads the list to its end, and finds nothing left.
+    this.#list?.end();
     this.#child?.stdin?.end();
     this.#child = undefined;
+    this.#list = undefined;
   }
 
   #start(): ChildProcess | undefined {
@@ -113,7 +139,7 @@ export class Keeper {
           env: { PATH: process.env.PATH ?? "/usr/bin:/bin", GUESTLINK_KEEPER: KEEPER_SCRIPT },
           // Never the agent's stdout or stderr: with --stdio they are the protocol, and a keeper
           // holding them would keep the host waiting for an end after the agent died.
-          stdio: ["pipe", "ignore", "ignore"],
+          stdio: ["pipe", "ignore", "ignore", "pipe"],
           detached: true,
           cwd: "/",
         },
@@ -123,15 +149,19 @@ export class Keeper {
       return undefined;
     }
     this.#child = child;
+    this.#list = (child.stdio[3] as Writable | null) ?? undefined;
+    this.#unread = 0;
     child.on("error", (err) => {
       this.#problem(`cannot start the keeper (/bin/sh): ${err.message}`);
       if (this.#child === child) this.#child = undefined;
     });
     child.stdin?.on("error", () => {});
+    this.#list?.on("error", () => {});
     child.once("exit", () => {
       if (this.#child !== child) return;
       // Killed from outside: start another with what is still ours, so the guarantee holds.
       this.#child = undefined;
+      this.#list = undefined;
       if (this.#closed || this.#groups.size === 0 || this.#restarts >= MAX_RESTARTS) return;
       this.#restarts++;
       this.#problem("the keeper exited; starting another");
@@ -139,15 +169,26 @@ export class Keeper {
     });
     // Neither the keeper nor the pipe keeps the agent alive: its end is what the keeper waits for.
     child.unref();
-    (child.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+    for (const end of [child.stdin, this.#list]) {
+      (end as unknown as { unref?: () => void } | null)?.unref?.();
+    }
     this.#write([...this.#groups].map((pgid) => `+${pgid}\n`).join(""));
     return child;
   }
 
-  #write(text: string): void {
-    if (text === "") return;
+  /** Adds `lines` to the list; past CATCH_UP_BYTES, asks the keeper to read it. */
+  #write(lines: string): void {
+    const list = this.#list;
     const stdin = this.#child?.stdin;
-    if (stdin && !stdin.destroyed) stdin.write(text);
+    if (lines === "" || !list || list.destroyed || !stdin || stdin.destroyed) return;
+    this.#unread += lines.length;
+    if (this.#unread < CATCH_UP_BYTES) {
+      list.write(lines);
+      return;
+    }
+    list.write(`${lines}.\n`);
+    stdin.write("\n");
+    this.#unread = 0;
   }
 
   #problem(message: string): void {

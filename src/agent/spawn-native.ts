@@ -4,6 +4,8 @@
  * - The command's pipes are opened in Node as `net.Socket`s on the descriptor (libuv's pipe
  *   handle: non-blocking reads and writes driven by epoll, EAGAIN handled, backpressure as with
  *   any socket). A write to a command that is gone fails with EPIPE, as child_process's does.
+ *   Stdin's becomes one only when there is input to write (`ChildStdin`); without, its end is
+ *   just closed.
  * - A terminal's master side cannot be a `net.Socket` (Node takes it for a TTY and its TTY
  *   handle would make writes blocking), so `TerminalStream` reads and writes it itself:
  *   non-blocking read()/write() when the addon's libuv poll handle says it is ready. EIO on read
@@ -22,9 +24,17 @@ import net from "node:net";
 import { constants as osConstants } from "node:os";
 import { Duplex } from "node:stream";
 import { getSystemErrorName } from "node:util";
+import { isMainThread } from "node:worker_threads";
 import { addonCandidates, findAddon, requireAddon } from "../platform/native-addon.ts";
 import { PipeReadable } from "./pipe-reads.ts";
-import type { ChildExit, SpawnedChild, SpawnRequest, Starting } from "./spawner.ts";
+import {
+  type ChildExit,
+  type ChildStdin,
+  openedStdin,
+  type SpawnedChild,
+  type SpawnRequest,
+  type Starting,
+} from "./spawner.ts";
 
 export const SPAWN_ADDON_FILE = "guestlink_spawn.node";
 /** A path to load instead of searching, or `off` to start commands with child_process. */
@@ -35,7 +45,8 @@ export interface SpawnAddon {
   spawn(
     file: string,
     argv: string[],
-    envp: string[],
+    /** NAME=value strings, or null for the process's own environment. */
+    envp: string[] | null,
     cwd: string | null,
     stdio: [number, number, number],
     tty: [number, number] | null,
@@ -49,6 +60,11 @@ export interface SpawnAddon {
   pollClose(handle: object): void;
   /** posix_spawn_file_actions_addchdir_np exists (glibc 2.29+). */
   canChdir: boolean;
+  /**
+   * spawn() takes null for envp (the process's own environment). Absent from an addon built
+   * before it did (one copied beside a newer bundled agent), which is then given strings.
+   */
+  ownEnvironment?: boolean;
 }
 
 const READABLE = 1;
@@ -123,9 +139,15 @@ function signalName(number: number): NodeJS.Signals | null {
 
 /** Starts `request` with posix_spawn. Fails (in `started`) as child_process would. */
 export function startNative(addon: SpawnAddon, request: SpawnRequest): Starting {
-  const envp: string[] = [];
-  for (const [name, value] of Object.entries(request.env)) {
-    if (value !== undefined) envp.push(`${name}=${value}`);
+  // The agent's own environment is the C library's `environ`, which process.env writes through
+  // to on the main thread (a worker's process.env is a copy of its own): the addon reads it
+  // there rather than have it copied into strings for every command.
+  let envp: string[] | null = null;
+  if (request.env !== process.env || !isMainThread || addon.ownEnvironment !== true) {
+    envp = [];
+    for (const [name, value] of Object.entries(request.env)) {
+      if (value !== undefined) envp.push(`${name}=${value}`);
+    }
   }
   let spawned: ReturnType<SpawnAddon["spawn"]>;
   try {
@@ -148,7 +170,7 @@ export function startNative(addon: SpawnAddon, request: SpawnRequest): Starting 
     child = {
       pid,
       spawner: "native",
-      stdin: terminal,
+      stdin: openedStdin(terminal),
       stdout: terminal,
       stderr: null,
       exited,
@@ -159,13 +181,37 @@ export function startNative(addon: SpawnAddon, request: SpawnRequest): Starting 
     child = {
       pid,
       spawner: "native",
-      stdin: stdin < 0 ? null : new net.Socket({ fd: stdin, readable: false, writable: true }),
+      stdin: stdin < 0 ? null : pipeStdin(stdin),
       stdout: stdout < 0 ? null : new PipeReadable(stdout),
       stderr: stderr < 0 ? null : new PipeReadable(stderr),
       exited,
     };
   }
   return { pid, started: Promise.resolve(child) };
+}
+
+/** The agent's end of a command's stdin pipe, made a stream only if there is input to write. */
+function pipeStdin(fd: number): ChildStdin {
+  let socket: net.Socket | undefined;
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    closeSync(fd);
+  };
+  return {
+    open() {
+      if (socket === undefined) {
+        // Once closed, the number may be another file's: never wrap it.
+        if (closed) throw new Error("the command's stdin was already closed");
+        socket = new net.Socket({ fd, readable: false, writable: true });
+        closed = true; // the socket's now
+      }
+      return socket;
+    },
+    end: () => (socket === undefined ? close() : socket.end()),
+    destroy: () => (socket === undefined ? close() : socket.destroy()),
+  };
 }
 
 function toExit(status: [number | null, number | null]): ChildExit {

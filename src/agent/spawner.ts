@@ -36,13 +36,32 @@ export interface SpawnRequest {
   tty?: { rows: number; cols: number };
 }
 
+/**
+ * A command's stdin. Most commands are given no input: the caller ends its stdin at once, and
+ * then the pipe's end is just closed, with no stream made for it (a net.Socket and a pipeline
+ * were a tenth of the agent's work for `exec true`).
+ */
+export interface ChildStdin {
+  /** The stream to write the input to, made on the first call (not after `end` or `destroy`). */
+  open(): Writable;
+  /** The input is over: the command reads to its end, then end of file. */
+  end(): void;
+  /** The input is dropped: what the command has not read is gone. */
+  destroy(): void;
+}
+
+/** A stream that is already open as the command's stdin (child_process's, a terminal). */
+export function openedStdin(stream: Writable): ChildStdin {
+  return { open: () => stream, end: () => stream.end(), destroy: () => stream.destroy() };
+}
+
 /** A command that was started. */
 export interface SpawnedChild {
   readonly pid: number;
   /** Which way it was started. */
   readonly spawner: "native" | "node";
   /** With a terminal: its input (stdin) and its output (stdout) are one stream; stderr is null. */
-  readonly stdin: Writable | null;
+  readonly stdin: ChildStdin | null;
   readonly stdout: Readable | null;
   readonly stderr: Readable | null;
   /** Resolves once the command has exited and been reaped. */
@@ -84,7 +103,7 @@ export function startWithNode(request: SpawnRequest): Starting {
       resolve({
         pid: child.pid as number,
         spawner: "node",
-        stdin: child.stdin,
+        stdin: child.stdin === null ? null : openedStdin(child.stdin),
         stdout: child.stdout,
         stderr: child.stderr,
         exited,

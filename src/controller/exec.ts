@@ -117,7 +117,13 @@ export async function remoteExec(
     io.control.attach(duplex);
   }
   const stdinStream = call.streams.stdin as SessionStream;
-  const stdin = feedInput(io.stdin ?? undefined, toDuplex(stdinStream));
+  // Directions that will carry nothing end now, in the same write as the call: ended later, each
+  // END was a write of its own and a wake of the agent while the command ran.
+  (call.streams.stdout as SessionStream).end();
+  (call.streams.stderr as SessionStream).end();
+  if (!io.stdin) stdinStream.end();
+  // Without input the stream needs no Duplex: it is ended, and a reset from the agent is moot.
+  const stdin = io.stdin ? feedInput(io.stdin, toDuplex(stdinStream)) : { detach() {} };
   const outputs = Promise.allSettled([
     copyOutput(toDuplex(call.streams.stdout as SessionStream), io.stdout),
     copyOutput(toDuplex(call.streams.stderr as SessionStream), io.stderr),
@@ -209,14 +215,10 @@ function whenUnreachable(session: Session): {
 }
 
 /** Pipes `input` into the stdin stream; errors writing it after the command exited are ignored. */
-function feedInput(input: NodeJS.ReadableStream | undefined, stdin: Duplex): { detach(): void } {
+function feedInput(input: NodeJS.ReadableStream, stdin: Duplex): { detach(): void } {
   // The command may exit, or close its stdin, before reading everything: the agent then resets
   // the stream, and what was not read has nowhere to go. That is not a failure of the call.
   stdin.on("error", () => {});
-  if (!input) {
-    stdin.end();
-    return { detach() {} };
-  }
   // A local stdin that fails must not leave the command waiting for an end that never comes:
   // resetting the stream closes the command's stdin.
   const onError = (err: Error) => stdin.destroy(err);

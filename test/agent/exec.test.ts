@@ -374,6 +374,22 @@ for (const spawner of ["native", "node"] as const) {
       assert.equal(stdout.text(), `from the host|${process.env.HOME}|${await realpath(dir)}`);
     });
 
+    it("gives the agent's environment as it is now, changes since it started included", async () => {
+      process.env.GUESTLINK_TEST_SET_NOW = "set while the agent runs";
+      const home = process.env.HOME;
+      delete process.env.HOME;
+      try {
+        const { result, stdout } = await run({
+          argv: ["sh", "-c", 'printf "%s|%s" "$GUESTLINK_TEST_SET_NOW" "$(env | grep -c ^HOME=)"'],
+        });
+        assert.equal(result.status, 0);
+        assert.equal(stdout.text(), "set while the agent runs|0", "HOME was removed");
+      } finally {
+        delete process.env.GUESTLINK_TEST_SET_NOW;
+        if (home !== undefined) process.env.HOME = home;
+      }
+    });
+
     it("stops at exactly maxOutputBytes, says so, and exits 141", async () => {
       const { result, stdout } = await run({ argv: ["yes"], maxOutputBytes: MiB });
       assert.equal(stdout.bytes, MiB);

@@ -93,7 +93,7 @@ describe("the spawn addon", { skip }, () => {
     });
     const child = await starting.started;
     assert.ok(!("error" in child));
-    const terminal = child.stdin as TerminalStream;
+    const terminal = child.stdout as TerminalStream;
     assert.ok(terminal instanceof TerminalStream);
     terminal.on("error", () => {});
     let shown = "";
