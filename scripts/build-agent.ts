@@ -10,7 +10,7 @@
  * when it is given a `nats:` address: a guest without NATS needs neither the file nor its bytes.
  * Copy it next to the agent to use `nats:` there.
  */
-import { copyFileSync, existsSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, renameSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { build, type Plugin } from "esbuild";
 import { SPAWN_ADDON_FILE } from "../src/agent/spawn-native.ts";
@@ -80,7 +80,10 @@ for (const { file, what, without } of addons) {
   const built = join(ADDON_BUILD_DIR, file);
   const copy = join("dist", file);
   if (existsSync(built)) {
-    copyFileSync(built, copy);
+    // A new file renamed over the old one: a running agent keeps the file it loaded. Copied in
+    // place, the library mapped into it changes under it, and it dies of SIGBUS at its next exec.
+    copyFileSync(built, `${copy}.tmp`);
+    renameSync(`${copy}.tmp`, copy);
     console.log(`${copy}: ${kib(copy)} (${what})`);
   } else {
     rmSync(copy, { force: true });
