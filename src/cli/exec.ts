@@ -221,6 +221,8 @@ Examples:
             stdin: process.stdin,
             stdout: process.stdout,
             stderr: process.stderr,
+            // Our stdout and stderr keep nothing once a write is done.
+            recycle: true,
             ...(control ? { control } : {}),
           },
           {

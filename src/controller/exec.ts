@@ -19,6 +19,7 @@ import {
 } from "../agent/exec-contract.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
 import { toDuplex } from "../platform/duplex.ts";
+import { adopt, release } from "../recycle.ts";
 import type { Session } from "../session/session.ts";
 import type { SessionStream } from "../session/stream.ts";
 
@@ -76,6 +77,13 @@ export interface ExecIo {
   stderr: NodeJS.WritableStream;
   /** Resize the command's terminal and signal it while it runs (sets `request.control`). */
   control?: ExecControl;
+  /**
+   * `stdout` and `stderr` keep no reference to a chunk once its write callback ran (as
+   * process.stdout, a file or a socket; not a Writable that stores chunks): the session may then
+   * read into the same buffers again (recycle.ts), which spares the garbage collector a buffer
+   * for every read of the output. Default false.
+   */
+  recycle?: boolean;
 }
 
 /**
@@ -125,8 +133,8 @@ export async function remoteExec(
   // Without input the stream needs no Duplex: it is ended, and a reset from the agent is moot.
   const stdin = io.stdin ? feedInput(io.stdin, toDuplex(stdinStream)) : { detach() {} };
   const outputs = Promise.allSettled([
-    copyOutput(toDuplex(call.streams.stdout as SessionStream), io.stdout),
-    copyOutput(toDuplex(call.streams.stderr as SessionStream), io.stderr),
+    copyOutput(toDuplex(call.streams.stdout as SessionStream), io.stdout, io.recycle === true),
+    copyOutput(toDuplex(call.streams.stderr as SessionStream), io.stderr, io.recycle === true),
   ]);
   try {
     let value: unknown;
@@ -237,7 +245,7 @@ function feedInput(input: NodeJS.ReadableStream, stdin: Duplex): { detach(): voi
  * full. Resolves once the stream has ended and every write has been called back; rejects if the
  * stream fails (the call was cancelled or the session ended).
  */
-function copyOutput(source: Duplex, dest: NodeJS.WritableStream): Promise<void> {
+function copyOutput(source: Duplex, dest: NodeJS.WritableStream, recycle: boolean): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let pendingWrites = 0;
     let ended = false;
@@ -264,10 +272,16 @@ function copyOutput(source: Duplex, dest: NodeJS.WritableStream): Promise<void> 
     };
     const onData = (chunk: Buffer) => {
       pendingWrites++;
+      if (recycle) adopt(chunk);
       const below = dest.write(chunk, (err?: Error | null) => {
         pendingWrites--;
-        if (err) onDestError(err);
-        else maybeDone();
+        if (err) {
+          onDestError(err);
+          return;
+        }
+        // Written: `dest` holds no reference any more (the caller said so with `recycle`).
+        if (recycle) release(chunk);
+        maybeDone();
       });
       if (!below) source.pause();
     };

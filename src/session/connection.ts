@@ -223,8 +223,10 @@ export class Connection implements SessionConnection {
  */
 function handOut(frames: readonly Frame[], mayComeBack: boolean): void {
   for (const frame of frames) {
-    if (frame.payload.length > 0) {
-      handedOut(frame.payload, mayComeBack && frame.type === FrameType.DATA);
-    }
+    if (frame.payload.length === 0) continue;
+    // ACK and WINDOW are read for their numbers at once and dropped: nothing keeps their bytes
+    // (a peer's hundreds of them per GiB would otherwise keep as many buffers from reuse).
+    if (mayComeBack && (frame.type === FrameType.ACK || frame.type === FrameType.WINDOW)) continue;
+    handedOut(frame.payload, mayComeBack && frame.type === FrameType.DATA);
   }
 }

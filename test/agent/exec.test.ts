@@ -22,6 +22,7 @@ import { toDuplex } from "../../src/platform/duplex.ts";
 import { openSession, type SessionServer, serveSessions } from "../../src/platform/session.ts";
 import type { Session } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
+import { slabsAllocated } from "../../src/transport/slab-reads.ts";
 
 const MiB = 1024 * 1024;
 
@@ -246,6 +247,33 @@ for (const spawner of ["native", "node"] as const) {
       // 48 MiB went through slabs of 1 MiB; new ones only while the host had not acknowledged.
       const allocated = pipeSlabs.allocated - before;
       assert.ok(allocated <= 24, `${allocated} slabs of 1 MiB for 48 MiB`);
+    });
+
+    it("with recycle, the host reads the output into a few buffers, used again once written out", async () => {
+      const file = join(dir, "random-48-host.bin");
+      const before = slabsAllocated();
+      // A sink that keeps nothing once a write is done, as process.stdout: it hashes.
+      const hash = createHash("sha256");
+      let bytes = 0;
+      const stdout = new Writable({
+        write(chunk: Buffer, _encoding, callback) {
+          hash.update(chunk);
+          bytes += chunk.length;
+          callback();
+        },
+      });
+      const stderr = new Collector();
+      const command = 'head -c 50331648 /dev/urandom | tee "$1"; sha256sum "$1" >&2';
+      const result = await remoteExec(
+        session,
+        { argv: ["sh", "-c", command, "sh", file] },
+        { stdout, stderr, recycle: true },
+      );
+      assert.equal(result.status, 0);
+      assert.equal(bytes, 48 * MiB);
+      assert.equal(hash.digest("hex"), stderr.text().split(" ")[0], "byte-exact");
+      const allocated = slabsAllocated() - before;
+      assert.ok(allocated <= 24, `${allocated} slabs of 1 MiB read into for 48 MiB`);
     });
 
     it("delivers 5 MiB of random bytes exactly as the command wrote them", async () => {

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
-import { Outbox } from "../../src/session/outbox.ts";
 import { type Recycler, recycleFrom } from "../../src/recycle.ts";
+import { Outbox } from "../../src/session/outbox.ts";
 import { Session } from "../../src/session/session.ts";
 import { memoryPair } from "../../src/transport/memory.ts";
 import type { Transport } from "../../src/transport/transport.ts";
