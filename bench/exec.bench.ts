@@ -259,14 +259,18 @@ interface SelfUsage {
 }
 
 /**
- * A module loaded with `node --import` into the CLI: at exit it writes its own peak RSS
- * (getrusage's ru_maxrss, the same figure as VmHWM) and CPU time to $GUESTLINK_BENCH_USAGE.
+ * A module loaded with `node --import` into the CLI: at exit it writes its own peak RSS (VmHWM
+ * from /proc/self/status) and CPU time to $GUESTLINK_BENCH_USAGE. Not getrusage's ru_maxrss:
+ * Linux keeps that across exec, so a CLI spawned (forked) from this large bench process reported
+ * the bench's own RSS (145 MiB for exec true, which peaks at 56 MiB).
  */
-const USAGE_HOOK = `import { writeFileSync } from "node:fs";
+const USAGE_HOOK = `import { readFileSync, writeFileSync } from "node:fs";
 const out = process.env.GUESTLINK_BENCH_USAGE;
 if (out) process.on("exit", () => {
   const u = process.resourceUsage();
-  writeFileSync(out, JSON.stringify({ maxRssBytes: u.maxRSS * 1024, user: u.userCPUTime / 1e6, system: u.systemCPUTime / 1e6 }));
+  const hwm = /VmHWM:\\s+(\\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"));
+  const maxRssBytes = hwm ? Number(hwm[1]) * 1024 : u.maxRSS * 1024;
+  writeFileSync(out, JSON.stringify({ maxRssBytes, user: u.userCPUTime / 1e6, system: u.systemCPUTime / 1e6 }));
 });
 `;
 
