@@ -117,7 +117,8 @@ async function checkedOutput(session: Session, n: number) {
   const result = await remoteExec(
     session,
     { argv: ["sh", "-c", script] },
-    { stdout: out.sink, stderr: err.sink },
+    // Both sinks keep nothing once a write is done: the session may read into its buffers again.
+    { stdout: out.sink, stderr: err.sink, recycle: true },
   );
   const seconds = (performance.now() - started) / 1000;
   const theirs = /^([0-9a-f]{64})/.exec(err.text())?.[1];

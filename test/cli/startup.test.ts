@@ -7,7 +7,6 @@
  * memory (scripts/cli-bundle.ts). Nothing here is timed.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -17,6 +16,7 @@ import { build } from "esbuild";
 import { CLI_BUILD_OPTIONS } from "../../scripts/cli-bundle.ts";
 import { type AgentProcess, startAgent } from "../helpers/agent-process.ts";
 import { guestlinkArgs } from "../helpers/bin.ts";
+import { runCli } from "../helpers/cli.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -84,21 +84,7 @@ describe("what the CLI loads to start", () => {
   /** Runs `guestlink ARGS…` as users do, recording what it loads. */
   async function loads(args: readonly string[]): Promise<Loaded> {
     const log = join(dir, `loaded-${++runs}.txt`);
-    const child = spawn(process.execPath, ["--import", recorder(log), ...guestlinkArgs(args)], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => {
-      stderr += d;
-    });
-    const code = await new Promise<number | null>((resolve, reject) => {
-      child.once("error", reject);
-      child.once("close", resolve);
-    });
+    const { code, stdout, stderr } = await runCli(args, { nodeArgs: ["--import", recorder(log)] });
     assert.equal(code, 0, `guestlink ${args.join(" ")} failed: ${stderr}`);
     const urls = (await readFile(log, "utf8")).split("\n").filter((u) => u.startsWith("file:"));
     const files = urls

@@ -23,13 +23,18 @@ export function startCli(
   });
 }
 
-/** `guestlink ARGS…` (bin/guestlink), with optional stdin. */
+/** `guestlink ARGS…` (bin/guestlink), with optional stdin, and options for node before them. */
 export function runCli(
   args: readonly string[],
-  options: { stdin?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  options: {
+    stdin?: string;
+    env?: NodeJS.ProcessEnv;
+    cwd?: string;
+    nodeArgs?: readonly string[];
+  } = {},
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, guestlinkArgs(args), {
+    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...guestlinkArgs(args)], {
       env: { ...process.env, ...options.env },
       cwd: options.cwd,
       stdio: ["pipe", "pipe", "pipe"],

@@ -127,3 +127,40 @@ export async function tempDir(): Promise<{ path: string; remove: () => Promise<v
   const path = await mkdtemp(join(tmpdir(), "guestlink-"));
   return { path, remove: () => rm(path, { recursive: true, force: true }) };
 }
+
+/** `inner`, but every `everyChunks`-th chunk it sends has junk inserted in its middle. */
+export function junkInserting(
+  inner: Transport,
+  everyChunks: number,
+): Transport & { bursts: number } {
+  let chunks = 0;
+  const wrapper = {
+    bursts: 0,
+    get description() {
+      return inner.description;
+    },
+    send(parts: readonly Uint8Array[]): boolean {
+      const out: Uint8Array[] = [];
+      for (const part of parts) {
+        chunks++;
+        if (chunks % everyChunks !== 0 || part.length < 64) {
+          out.push(part);
+          continue;
+        }
+        const at = Math.floor(part.length / 2);
+        out.push(
+          part.subarray(0, at),
+          Uint8Array.from({ length: 37 }, (_, i) => i * 7),
+          part.subarray(at),
+        );
+        wrapper.bursts++;
+      }
+      return inner.send(out);
+    },
+    drain: () => inner.drain(),
+    close: () => inner.close(),
+    abort: (reason?: Error) => inner.abort(reason),
+    [Symbol.asyncIterator]: () => inner[Symbol.asyncIterator](),
+  };
+  return wrapper;
+}

@@ -15,6 +15,7 @@ import { FrameEncoder } from "../../src/wire/encode.ts";
 import { FrameType } from "../../src/wire/frame.ts";
 import { FakeClock, fakeRuntime, settle } from "../helpers/fake-clock.ts";
 import { readAll } from "../helpers/session.ts";
+import { junkInserting } from "../helpers/transport.ts";
 
 const MiB = 1024 * 1024;
 
@@ -35,35 +36,6 @@ function counting(bytes: number) {
   const back = () => times.reduce((n, t) => n + (t > 0 ? 1 : 0), 0);
   const twice = () => times.some((t) => t > 1);
   return { buffer, back, twice };
-}
-
-/** `inner`, with junk inserted in the middle of every `everyChunks`-th chunk it sends. */
-function junkInserting(inner: Transport, everyChunks: number): Transport & { bursts: number } {
-  let chunks = 0;
-  const wrapper = {
-    bursts: 0,
-    get description() {
-      return inner.description;
-    },
-    send(parts: readonly Uint8Array[]): boolean {
-      const out: Uint8Array[] = [];
-      for (const part of parts) {
-        if (++chunks % everyChunks !== 0 || part.length < 64) {
-          out.push(part);
-          continue;
-        }
-        const at = part.length >> 1;
-        out.push(part.subarray(0, at), new Uint8Array(37).fill(0x5a), part.subarray(at));
-        wrapper.bursts++;
-      }
-      return inner.send(out);
-    },
-    drain: () => inner.drain(),
-    close: () => inner.close(),
-    abort: (reason?: Error) => inner.abort(reason),
-    [Symbol.asyncIterator]: () => inner[Symbol.asyncIterator](),
-  };
-  return wrapper;
 }
 
 /** Streams `writes` from the server to the client, one write each; both sessions closed. */

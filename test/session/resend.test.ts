@@ -8,43 +8,9 @@ import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
 import { Session } from "../../src/session/session.ts";
 import { memoryPair } from "../../src/transport/memory.ts";
-import type { Transport } from "../../src/transport/transport.ts";
 import { FakeClock, fakeRuntime, settle } from "../helpers/fake-clock.ts";
 import { readAll } from "../helpers/session.ts";
-
-/** `inner`, but every `everyChunks`-th chunk it sends has junk inserted in its middle. */
-function junkInserting(inner: Transport, everyChunks: number): Transport & { bursts: number } {
-  let chunks = 0;
-  const wrapper = {
-    bursts: 0,
-    get description() {
-      return inner.description;
-    },
-    send(parts: readonly Uint8Array[]): boolean {
-      const out: Uint8Array[] = [];
-      for (const part of parts) {
-        chunks++;
-        if (chunks % everyChunks !== 0 || part.length < 64) {
-          out.push(part);
-          continue;
-        }
-        const at = Math.floor(part.length / 2);
-        out.push(
-          part.subarray(0, at),
-          Uint8Array.from({ length: 37 }, (_, i) => i * 7),
-          part.subarray(at),
-        );
-        wrapper.bursts++;
-      }
-      return inner.send(out);
-    },
-    drain: () => inner.drain(),
-    close: () => inner.close(),
-    abort: (reason?: Error) => inner.abort(reason),
-    [Symbol.asyncIterator]: () => inner[Symbol.asyncIterator](),
-  };
-  return wrapper;
-}
+import { junkInserting } from "../helpers/transport.ts";
 
 describe("sending again on the live connection", () => {
   it("a stream through a pipe that inserts junk arrives byte-exact, with just the damaged frames sent again", async () => {
