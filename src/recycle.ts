@@ -19,6 +19,10 @@
  *   output on to a client). A buffer is read into again only when every payload handed out of
  *   it was stream data, adopted, and released, and the decoder has moved past it.
  *
+ * A transport that hands the bytes it is given to its peer as they are, without copying them
+ * (the memory pair), says so (`shared`): the peer's reader may keep them, so their buffer is
+ * never read into again.
+ *
  * Bytes dropped without coming back only keep their buffer from being reused: the garbage
  * collector takes it as it would have anyway. Nothing here ever makes a buffer reused early.
  */
@@ -33,6 +37,8 @@ export interface Recycler {
   decoded?(chunk: Uint8Array): void;
   /** Stream bytes whose consumer keeps no reference once the session releases them. */
   adopt?(view: Uint8Array): void;
+  /** Bytes handed to someone else as they are, who may keep them: never reuse their buffer. */
+  share(view: Uint8Array): void;
 }
 
 const owners = new WeakMap<ArrayBufferLike, Recycler>();
@@ -60,4 +66,9 @@ export function decoded(chunk: Uint8Array): void {
 /** `view`'s consumer keeps no reference to it once the session releases it. */
 export function adopt(view: Uint8Array): void {
   owners.get(view.buffer)?.adopt?.(view);
+}
+
+/** `view` went to a peer uncopied (an in-memory transport): its buffer is never reused. */
+export function shared(view: Uint8Array): void {
+  owners.get(view.buffer)?.share(view);
 }

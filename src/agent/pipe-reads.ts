@@ -1,5 +1,5 @@
 /**
- * A command's output pipe read into a few recycled buffers (session/recycle.ts), as a Readable.
+ * A command's output pipe read into a few recycled buffers (src/recycle.ts), as a Readable.
  *
  * Node reads a pipe into a new 64 KiB buffer each time; streaming a command's output then
  * allocates as many bytes as it streams, and the agent's heap answers with a full collection
@@ -27,6 +27,8 @@ class SlabPool implements Recycler {
   readonly #held = new WeakMap<ArrayBufferLike, number>();
   /** Slabs still being read into: they are not free even when nothing of them is held. */
   readonly #reading = new WeakSet<ArrayBufferLike>();
+  /** Slabs some of whose bytes went elsewhere uncopied (recycle.ts `shared`): never reused. */
+  readonly #shared = new WeakSet<ArrayBufferLike>();
 
   /** Slabs allocated so far (the rest of the reads went into slabs used again). */
   allocated = 0;
@@ -64,8 +66,14 @@ class SlabPool implements Recycler {
     if (!this.#reading.has(view.buffer)) this.#keep(new Uint8Array(view.buffer));
   }
 
+  share(view: Uint8Array): void {
+    this.#shared.add(view.buffer);
+  }
+
   #keep(slab: Uint8Array): void {
-    if (this.#free.length < MAX_FREE_SLABS) this.#free.push(slab);
+    if (this.#free.length < MAX_FREE_SLABS && !this.#shared.has(slab.buffer)) {
+      this.#free.push(slab);
+    }
   }
 }
 

@@ -6,6 +6,7 @@
  * resolution, so a test's outcome depends only on the order of its own awaits.
  */
 import { InvalidOptionError, TransportClosedError, TransportFailedError } from "../errors.ts";
+import { shared } from "../recycle.ts";
 import { abortedError, CloseLatch, SendGate } from "./gates.ts";
 import { Inbound } from "./inbound.ts";
 import type { Transport } from "./transport.ts";
@@ -63,7 +64,11 @@ class MemoryTransport implements Transport {
   send(chunks: readonly Uint8Array[]): boolean {
     this.#send.check();
     const inbound = this.#target().inbound;
-    for (const chunk of chunks) inbound.push(chunk);
+    for (const chunk of chunks) {
+      // The peer gets these very bytes, and its reader may keep them (src/recycle.ts).
+      shared(chunk);
+      inbound.push(chunk);
+    }
     return inbound.belowHighWater;
   }
 

@@ -118,6 +118,11 @@ export class SlabReads implements Recycler {
     this.#maybeFree(before);
   }
 
+  share(view: Uint8Array): void {
+    const use = this.#uses.get(view.buffer);
+    if (use !== undefined) use.kept = true;
+  }
+
   adopt(view: Uint8Array): void {
     const use = this.#uses.get(view.buffer);
     if (use !== undefined) use.adopted += view.length;

@@ -19,9 +19,15 @@ import { resetSpawnAddon, SPAWN_ADDON_ENV, spawnAddon } from "../../src/agent/sp
 import { ExecControl, type ExecRequest, remoteExec } from "../../src/controller/exec.ts";
 import { isGuestlinkError } from "../../src/errors.ts";
 import { toDuplex } from "../../src/platform/duplex.ts";
-import { openSession, type SessionServer, serveSessions } from "../../src/platform/session.ts";
-import type { Session } from "../../src/session/session.ts";
+import {
+  openSession,
+  type SessionServer,
+  serveSessions,
+  sessionOptions,
+} from "../../src/platform/session.ts";
+import { Session } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
+import { memoryPair } from "../../src/transport/memory.ts";
 import { slabsAllocated } from "../../src/transport/slab-reads.ts";
 
 const MiB = 1024 * 1024;
@@ -621,6 +627,35 @@ for (const spawner of ["native", "node"] as const) {
     });
   });
 }
+
+describe("exec in the same process as its host, over a memory pair", { skip: nativeSkip() }, () => {
+  it("a host that keeps every chunk keeps them intact: bytes shared in memory are never read into again", async () => {
+    const exec = execService();
+    const [a, b] = memoryPair();
+    const host = new Session(a, sessionOptions("client", { resume: false }));
+    const agent = new Session(b, sessionOptions("server", { resume: false }));
+    for (const [method, handler] of Object.entries(exec.methods)) agent.handle(method, handler);
+    const dir = await mkdtemp(join(tmpdir(), "guestlink-exec-memory-"));
+    try {
+      const stdout = new Collector();
+      const stderr = new Collector();
+      const file = join(dir, "random.bin");
+      const command = 'head -c 33554432 /dev/urandom | tee "$1"; sha256sum "$1" >&2';
+      const result = await remoteExec(
+        host,
+        { argv: ["sh", "-c", command, "sh", file] },
+        { stdout, stderr },
+      );
+      assert.equal(result.status, 0);
+      assert.equal(stdout.bytes, 32 * MiB);
+      // The chunks kept all along, hashed only now: none was overwritten by a later read.
+      assert.equal(sha256(stdout.buffer()), stderr.text().split(" ")[0]);
+    } finally {
+      await host.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe("exec with a slow reader", () => {
   let dir: string;

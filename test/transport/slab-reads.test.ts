@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { adopt, decoded, handedOut, release } from "../../src/recycle.ts";
+import { adopt, decoded, handedOut, release, shared } from "../../src/recycle.ts";
 import { MIN_READ_ROOM_BYTES, SLAB_READ_BYTES, SlabReads } from "../../src/transport/slab-reads.ts";
 
 const READ = MIN_READ_ROOM_BYTES;
@@ -58,6 +58,7 @@ describe("SlabReads: a slab is read into again", () => {
     ["a payload its consumer did not adopt", "adopt"],
     ["a payload that is not stream data (kept)", "kept"],
     ["the decoder not yet past it", "decoded"],
+    ["bytes of it handed on uncopied (shared)", "shared"],
   ] as const) {
     it(`not while ${what}`, () => {
       const r = reader();
@@ -70,6 +71,7 @@ describe("SlabReads: a slab is read into again", () => {
         decoded(chunk);
         if (!kept && !(last && skip === "adopt")) adopt(chunk);
         if (!kept && !(last && skip === "release")) release(chunk);
+        if (last && skip === "shared") shared(chunk);
       });
       const next = r.read();
       if (skip !== "decoded") decoded(next);
