@@ -219,18 +219,22 @@ function toExit(status: [number | null, number | null]): ChildExit {
   return { code, signal: signal === null ? null : signalName(signal) };
 }
 
+/** `pid`'s status once it has exited, undefined while it runs. */
+function reap(addon: SpawnAddon, pid: number): ReturnType<SpawnAddon["reap"]> {
+  try {
+    return addon.reap(pid);
+  } catch {
+    // ECHILD: someone else reaped it (nothing in Node does); its status is lost.
+    return [null, null];
+  }
+}
+
 /** Resolves once `pid` has exited and been reaped. */
 function watchExit(addon: SpawnAddon, pid: number, pidfd: number): Promise<ChildExit> {
   if (pidfd < 0) return waitBySigchld(addon, pid);
   return new Promise((resolve) => {
     const handle = addon.poll(pidfd, () => {
-      let status: ReturnType<SpawnAddon["reap"]>;
-      try {
-        status = addon.reap(pid);
-      } catch {
-        // ECHILD: someone else reaped it (nothing in Node does); its status is lost.
-        status = [null, null];
-      }
+      const status = reap(addon, pid);
       if (status === undefined) return;
       addon.pollClose(handle);
       closeSync(pidfd);
@@ -250,12 +254,7 @@ function sweep(): void {
   const addon = sigchldAddon;
   if (addon === undefined) return;
   for (const [pid, resolve] of waiting) {
-    let status: ReturnType<SpawnAddon["reap"]>;
-    try {
-      status = addon.reap(pid);
-    } catch {
-      status = [null, null];
-    }
+    const status = reap(addon, pid);
     if (status === undefined) continue;
     waiting.delete(pid);
     resolve(toExit(status));

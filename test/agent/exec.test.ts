@@ -67,6 +67,14 @@ class Collector extends Writable {
   }
 }
 
+/**
+ * A command writing `bytes` random bytes to stdout and into `file`, then the file's sha256 to
+ * stderr: what arrived is checked against the command's own hash of what it wrote.
+ */
+function randomOutput(bytes: number, file: string): string[] {
+  return ["sh", "-c", `head -c ${bytes} /dev/urandom | tee "$1"; sha256sum "$1" >&2`, "sh", file];
+}
+
 function sha256(bytes: Buffer): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
@@ -238,13 +246,7 @@ for (const spawner of ["native", "node"] as const) {
       const file = join(dir, "random-48.bin");
       const before = pipeSlabs.allocated;
       const { result, stdout, stderr } = await run({
-        argv: [
-          "sh",
-          "-c",
-          'head -c 50331648 /dev/urandom | tee "$1"; sha256sum "$1" >&2',
-          "sh",
-          file,
-        ],
+        argv: randomOutput(48 * MiB, file),
       });
       assert.equal(result.status, 0);
       assert.equal(stdout.bytes, 48 * MiB);
@@ -269,10 +271,9 @@ for (const spawner of ["native", "node"] as const) {
         },
       });
       const stderr = new Collector();
-      const command = 'head -c 50331648 /dev/urandom | tee "$1"; sha256sum "$1" >&2';
       const result = await remoteExec(
         session,
-        { argv: ["sh", "-c", command, "sh", file] },
+        { argv: randomOutput(48 * MiB, file) },
         { stdout, stderr, recycle: true },
       );
       assert.equal(result.status, 0);
@@ -285,13 +286,7 @@ for (const spawner of ["native", "node"] as const) {
     it("delivers 5 MiB of random bytes exactly as the command wrote them", async () => {
       const file = join(dir, "random.bin");
       const { result, stdout, stderr } = await run({
-        argv: [
-          "sh",
-          "-c",
-          'head -c 5242880 /dev/urandom | tee "$1"; sha256sum "$1" >&2',
-          "sh",
-          file,
-        ],
+        argv: randomOutput(5 * MiB, file),
       });
       assert.equal(result.status, 0);
       assert.equal(stdout.bytes, 5 * MiB);
@@ -640,10 +635,9 @@ describe("exec in the same process as its host, over a memory pair", { skip: nat
       const stdout = new Collector();
       const stderr = new Collector();
       const file = join(dir, "random.bin");
-      const command = 'head -c 33554432 /dev/urandom | tee "$1"; sha256sum "$1" >&2';
       const result = await remoteExec(
         host,
-        { argv: ["sh", "-c", command, "sh", file] },
+        { argv: randomOutput(32 * MiB, file) },
         { stdout, stderr },
       );
       assert.equal(result.status, 0);
