@@ -72,6 +72,12 @@ export const nodeClock: Clock = {
 export const nodeKeepAliveClock: Clock = {
   ...nodeClock,
   setTimer(ms, fn) {
+    // setTimeout(fn, 0) waits about a millisecond: a redial with no backoff left (the first after
+    // a loss) goes on the next turn of the event loop instead.
+    if (ms <= 0) {
+      const immediate = setImmediate(fn);
+      return { cancel: () => clearImmediate(immediate) };
+    }
     const timer = setTimeout(fn, ms);
     return { cancel: () => clearTimeout(timer) };
   },

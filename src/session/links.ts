@@ -418,7 +418,12 @@ export class Links implements ResumeHost {
     }
   }
 
-  /** The connection is gone; the session waits up to the resume window for another. */
+  /**
+   * The connection is gone; the session waits up to the resume window for another. A redial
+   * that is lost before its handshake (a peer that accepts and drops, or is going away) leaves
+   * the session waiting as it was: the window still counts from the first loss, and no second
+   * `disconnected` is said.
+   */
   disconnect(conn: Connection, err: GuestlinkError, abortTransport = true): void {
     this.drop(conn, err);
     if (abortTransport) conn.transport.abort(err);
@@ -426,7 +431,7 @@ export class Links implements ResumeHost {
     this.conn = undefined;
     this.#outbox.detach();
     this.#rx.newConnection();
-    if (this.#options.resume === false) return;
+    if (this.#options.resume === false || conn.handshaking) return;
     this.#resume.wait(err);
     this.#port.disconnected(err);
   }

@@ -247,6 +247,30 @@ describe("session: resume", () => {
     assert.equal(closed?.code, "RESUME_FAILED");
   });
 
+  it("a redial lost before its handshake neither says disconnected again nor extends the window", async () => {
+    const w = resumable({ client: { resume: { windowMs: 5_000 } } });
+    await w.client.ready;
+    w.cut();
+    await settle();
+    await w.clock.advance(3_000);
+    // Something accepts the redial and drops it before answering (an agent going away).
+    const [a, b] = memoryPair({ highWaterMark: 64 * 1024 });
+    const redial = w.client.reconnect(a);
+    b.abort(new Error("going away"));
+    await redial.lost;
+    await settle();
+    assert.deepEqual(
+      w.events.map((e) => e.type),
+      ["disconnected"],
+    );
+    await w.clock.advance(1_999);
+    assert.equal(w.client.state, "open");
+    await w.clock.advance(1);
+    const closed = await w.client.closed;
+    assert.equal(closed?.code, "RESUME_FAILED");
+    assert.equal(closed?.details?.reason, "timeout");
+  });
+
   it("the waiting side ends its session too when nobody comes back, aborting the handler", async () => {
     const w = resumable({ server: { resume: { windowMs: 1_000 } } });
     await w.client.ready;
