@@ -35,6 +35,8 @@ export interface Recycler {
   handedOut?(view: Uint8Array, mayComeBack: boolean): void;
   /** The decoder has taken `chunk` (and holds no view of buffers read before it). */
   decoded?(chunk: Uint8Array): void;
+  /** The decoder is done with this owner's bytes: it hands out nothing more of them. */
+  finished?(): void;
   /** Stream bytes whose consumer keeps no reference once the session releases them. */
   adopt?(view: Uint8Array): void;
   /** Bytes handed to someone else as they are, who may keep them: never reuse their buffer. */
@@ -53,6 +55,11 @@ export function release(view: Uint8Array): void {
   owners.get(view.buffer)?.release(view);
 }
 
+/** Whether `view`'s buffer has an owner that may read into it again. */
+export function recycled(view: Uint8Array): boolean {
+  return owners.has(view.buffer);
+}
+
 /** The decoder handed out `view`, a frame's payload: stream data (`mayComeBack`) or not. */
 export function handedOut(view: Uint8Array, mayComeBack: boolean): void {
   owners.get(view.buffer)?.handedOut?.(view, mayComeBack);
@@ -61,6 +68,11 @@ export function handedOut(view: Uint8Array, mayComeBack: boolean): void {
 /** The decoder has taken `chunk`. */
 export function decoded(chunk: Uint8Array): void {
   owners.get(chunk.buffer)?.decoded?.(chunk);
+}
+
+/** The decoder whose last chunk was `chunk` is done: it hands out nothing more of its bytes. */
+export function finished(chunk: Uint8Array): void {
+  owners.get(chunk.buffer)?.finished?.();
 }
 
 /** `view`'s consumer keeps no reference to it once the session releases it. */

@@ -8,7 +8,7 @@
  */
 import { type Deferred, deferred } from "../abort.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
-import { decoded, handedOut } from "../recycle.ts";
+import { adopt, decoded, finished, handedOut, recycled, release } from "../recycle.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { FrameDecoder } from "../wire/decode.ts";
 import { type Frame, FrameType } from "../wire/frame.ts";
@@ -57,6 +57,8 @@ export class Connection implements SessionConnection {
   /** Set once the connection is dropped: its frames are no longer read. */
   over = false;
   keepalive: Keepalive | undefined;
+  /** The last chunk this connection's decoder took (recycle.ts: where its reads came from). */
+  #lastRead: Uint8Array | undefined;
   /** The handshake's deadline and the dialling side's HELLO repeat, until the peer's HELLO. */
   handshakeTimer: Timer | undefined;
   helloTimer: Timer | undefined;
@@ -128,6 +130,9 @@ export class Connection implements SessionConnection {
     this.#cancelHandshakeTimers();
     this.#ready.reject(err ?? new GuestlinkError("SESSION_CLOSED", "the session was closed"));
     this.#lost.resolve(err);
+    // Nothing more is decoded from this transport (a successor begun in mid-stream would read on
+    // with the same decoder): its read buffers may be read into again once their bytes are back.
+    if (this.successor === undefined && this.#lastRead !== undefined) finished(this.#lastRead);
     return true;
   }
 
@@ -184,13 +189,17 @@ export class Connection implements SessionConnection {
         const frames = conn.decoder.push(chunk);
         handOut(frames, true);
         decoded(chunk);
+        conn.#lastRead = chunk;
         // Once per read, not per frame: it reads the clock, and a read is one moment anyway.
         if (frames.length > 0) conn.keepalive?.heard();
-        for (const frame of frames) {
-          conn.#owner.frame(conn, frame);
+        for (let i = 0; i < frames.length; i++) {
+          conn.#owner.frame(conn, frames[i] as Frame);
           // The peer may have begun a new connection on this transport: read on for that one.
           while (conn.over) {
-            if (conn.successor === undefined) return;
+            if (conn.successor === undefined) {
+              unused(frames, i + 1);
+              return;
+            }
             conn = conn.successor;
           }
         }
@@ -218,8 +227,29 @@ export class Connection implements SessionConnection {
 }
 
 /**
+ * Frames handed out (`handOut`) that nobody will be given, the connection having ended before
+ * them: their stream bytes go back to their read buffer at once, as if consumed.
+ */
+function unused(frames: readonly Frame[], from: number): void {
+  for (let i = from; i < frames.length; i++) {
+    const frame = frames[i] as Frame;
+    if (frame.type !== FrameType.DATA || frame.payload.length === 0) continue;
+    adopt(frame.payload);
+    release(frame.payload);
+  }
+}
+
+/**
+ * Control payloads up to this size are copied out of a buffer that is read into again (a HELLO,
+ * a call's parameters), so that they do not keep the whole buffer from reuse: every connection
+ * begins with a HELLO, and a buffer kept per connection was 1 MiB of garbage per redial.
+ */
+const COPIED_CONTROL_BYTES = 16 * 1024;
+
+/**
  * Tells the owner of the buffers read into (recycle.ts) what the decoder made of them: stream
- * data may come back to it once consumed, any other payload is kept (a call's parameters).
+ * data may come back to it once consumed, any other payload is kept (a call's parameters) unless
+ * it is small enough to copy out.
  */
 function handOut(frames: readonly Frame[], mayComeBack: boolean): void {
   for (const frame of frames) {
@@ -227,6 +257,11 @@ function handOut(frames: readonly Frame[], mayComeBack: boolean): void {
     // ACK and WINDOW are read for their numbers at once and dropped: nothing keeps their bytes
     // (a peer's hundreds of them per GiB would otherwise keep as many buffers from reuse).
     if (mayComeBack && (frame.type === FrameType.ACK || frame.type === FrameType.WINDOW)) continue;
-    handedOut(frame.payload, mayComeBack && frame.type === FrameType.DATA);
+    const data = frame.type === FrameType.DATA;
+    if (mayComeBack && !data && frame.payload.length <= COPIED_CONTROL_BYTES) {
+      if (recycled(frame.payload)) frame.payload = frame.payload.slice();
+      continue;
+    }
+    handedOut(frame.payload, mayComeBack && data);
   }
 }

@@ -52,6 +52,8 @@ export class Outbox {
   /** Encodes for the peer; replaced once the handshake says what the peer accepts. */
   encoder: FrameEncoder;
   #transport: Transport | undefined;
+  /** The transport written to last: what it still queues is written (see `attach`). */
+  #lastTransport: Transport | undefined;
   readonly #port: OutboxPort;
   /** Largest number of bytes kept for replay. */
   readonly #replayLimit: number;
@@ -81,6 +83,7 @@ export class Outbox {
     replayBufferBytes: number,
   ) {
     this.#transport = transport;
+    this.#lastTransport = transport;
     this.#congested = transport === undefined;
     this.encoder = encoder;
     this.#port = port;
@@ -154,7 +157,12 @@ export class Outbox {
   ): { frames: number; bytes: number } {
     this.ack(received);
     this.#closeSlabRun();
+    // A transport that was replaced was aborted, and what it still queued is never written: a
+    // kept frame is then written once more in all, on this one. The same transport again (a
+    // peer that began a new connection on it) may still hold earlier copies in its queue.
+    const again = transport === this.#lastTransport;
     this.#transport = transport;
+    this.#lastTransport = transport;
     this.#congested = false;
     const parts: Uint8Array[] = first === undefined ? [] : [first];
     let bytes = 0;
@@ -162,7 +170,7 @@ export class Outbox {
       const kept = this.#log[i] as Kept;
       parts.push(kept.head);
       if (kept.payload !== undefined) parts.push(kept.payload);
-      kept.again = true;
+      kept.again = again;
       bytes += kept.bytes;
     }
     // Frames queued since the transport went away are all in the log: send them once, from there.

@@ -123,6 +123,8 @@ export class NodeStreamTransport implements Transport {
     readable.once("end", () => this.#onEnd());
     readable.on("error", (err: Error) => this.#onError(err));
     readable.once("close", () => this.#onReadableClose());
+    // Nothing is read into its buffers any more (see #destroy for the sooner case).
+    if (options.reads !== undefined) readable.once("close", () => options.reads?.closed());
     if (readable.readableEnded) this.#onEnd();
     else if (readable.destroyed) this.#onReadableClose();
   }
@@ -253,6 +255,9 @@ export class NodeStreamTransport implements Transport {
       this.#readable.destroy();
       if (!this.#duplex) this.#writable.destroy();
     }
+    // A destroyed socket has closed its handle at once: no read comes after this, though its
+    // 'close' event does only later. A connection dialled again may then reuse its buffers.
+    if (this.#readable.destroyed) this.#options.reads?.closed();
   }
 
   #onData(chunk: Uint8Array): void {

@@ -19,8 +19,16 @@ export const SLAB_READ_BYTES = 1024 * 1024;
 /** A slab with less free room than this is left for a new one (a read takes at most the room). */
 export const MIN_READ_ROOM_BYTES = 64 * 1024;
 
-/** Retired slabs kept for reuse at most; more are left to the garbage collector. */
-const MAX_FREE_SLABS = 4;
+/** Free slabs kept for reuse at most; more are left to the garbage collector. */
+const MAX_FREE_SLABS = 8;
+/**
+ * Slabs free for reuse, shared by every SlabReads of the process: a connection that replaces a
+ * lost one reads into the slabs its predecessor left (once its socket closed and its decoder was
+ * done), instead of allocating its own and leaving those to the garbage collector. Measured with
+ * a session whose connection was cut every 2 MiB of a stream (240 cuts): 30 mark-compacts and
+ * 0.8 s of garbage collection in the client, against 1 and 0.05 s without cuts.
+ */
+const free: Uint8Array[] = [];
 
 /** Chunks read and not yet decoded beyond which recycling stops (nobody reports decoding). */
 const MAX_UNDECODED = 16_384;
@@ -52,7 +60,6 @@ export class SlabReads implements Recycler {
   #slab: Uint8Array = Buffer.alloc(0);
   #at = 0;
   readonly #uses = new WeakMap<ArrayBufferLike, SlabUse>();
-  readonly #free: Uint8Array[] = [];
   /** The slab of the last chunk the decoder took. */
   #decoding: ArrayBufferLike | undefined;
   #recycling = true;
@@ -63,6 +70,10 @@ export class SlabReads implements Recycler {
   #sink: ChunkSink | undefined;
   /** What was read before the transport took over (it is made once the connect resolves). */
   #early: Uint8Array[] = [];
+  /** The socket closed: nothing is read into the slabs any more. */
+  #closed = false;
+  /** The decoder said it is done: it hands out nothing more (`finished`). */
+  #finished = false;
 
   /** For `net.connect({ onread })`. */
   readonly onread: net.OnReadOpts = {
@@ -118,6 +129,41 @@ export class SlabReads implements Recycler {
     this.#maybeFree(before);
   }
 
+  finished(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#wrapUp();
+  }
+
+  /** The socket's handle is closed: no read goes into a slab any more. */
+  closed(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#wrapUp();
+  }
+
+  /**
+   * Once nothing is read into the slabs and the decoder is done with them, the ones it had not
+   * moved past yet are free as soon as their stream bytes are back (which may be now).
+   */
+  #wrapUp(): void {
+    if (!this.#closed || !this.#finished || !this.#recycling) return;
+    const last = new Set<ArrayBufferLike>([this.#slab.buffer]);
+    if (this.#decoding !== undefined) last.add(this.#decoding);
+    for (let i = this.#undecodedHead; i < this.#undecoded.length; i++) {
+      last.add((this.#undecoded[i] as Uint8Array).buffer);
+    }
+    this.#undecoded = [];
+    this.#undecodedHead = 0;
+    for (const buffer of last) {
+      const use = this.#uses.get(buffer);
+      if (use === undefined) continue;
+      use.retired = true;
+      use.passed = true;
+      this.#maybeFree(use);
+    }
+  }
+
   share(view: Uint8Array): void {
     const use = this.#uses.get(view.buffer);
     if (use !== undefined) use.kept = true;
@@ -142,12 +188,12 @@ export class SlabReads implements Recycler {
       use.kept ||
       use.adopted !== use.handedOut ||
       use.released !== use.handedOut ||
-      this.#free.length >= MAX_FREE_SLABS
+      free.length >= MAX_FREE_SLABS
     ) {
       return;
     }
     this.#uses.delete(use.slab.buffer);
-    this.#free.push(use.slab);
+    free.push(use.slab);
   }
 
   #room(): Uint8Array {
@@ -157,13 +203,13 @@ export class SlabReads implements Recycler {
         retired.retired = true;
         this.#maybeFree(retired);
       }
-      let slab = this.#free.pop();
+      let slab = free.pop();
       if (slab === undefined) {
         // Not zeroed: only what a read wrote is ever handed out.
         slab = Buffer.allocUnsafeSlow(SLAB_READ_BYTES);
-        recycleFrom(slab.buffer, this);
         allocated++;
       }
+      recycleFrom(slab.buffer, this);
       this.#uses.set(slab.buffer, {
         slab,
         retired: false,

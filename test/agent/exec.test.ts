@@ -29,6 +29,7 @@ import { Session } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
 import { memoryPair } from "../../src/transport/memory.ts";
 import { slabsAllocated } from "../../src/transport/slab-reads.ts";
+import { randomOutput } from "../helpers/random-output.ts";
 
 const MiB = 1024 * 1024;
 
@@ -65,14 +66,6 @@ class Collector extends Writable {
     if (test(this.text())) return Promise.resolve();
     return new Promise((resolve) => this.#waiters.push({ test, resolve }));
   }
-}
-
-/**
- * A command writing `bytes` random bytes to stdout and into `file`, then the file's sha256 to
- * stderr: what arrived is checked against the command's own hash of what it wrote.
- */
-function randomOutput(bytes: number, file: string): string[] {
-  return ["sh", "-c", `head -c ${bytes} /dev/urandom | tee "$1"; sha256sum "$1" >&2`, "sh", file];
 }
 
 function sha256(bytes: Buffer): string {

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { adopt, decoded, handedOut, release, shared } from "../../src/recycle.ts";
+import { adopt, decoded, finished, handedOut, release, shared } from "../../src/recycle.ts";
 import { MIN_READ_ROOM_BYTES, SLAB_READ_BYTES, SlabReads } from "../../src/transport/slab-reads.ts";
 
 const READ = MIN_READ_ROOM_BYTES;
@@ -25,7 +25,7 @@ function reader() {
   };
   /** Reads a whole slab's worth; its chunks. */
   const slab = (): Uint8Array[] => Array.from({ length: READS_PER_SLAB }, () => read());
-  return { read, slab };
+  return { reads, read, slab };
 }
 
 /** What a session does with a chunk that is one DATA frame's payload passed on by the daemon. */
@@ -97,5 +97,57 @@ describe("SlabReads: a slab is read into again", () => {
     const seen = new Set<ArrayBufferLike>();
     for (let i = 0; i < 2 * READS_PER_SLAB; i++) seen.add(r.read().buffer);
     assert.equal(seen.has(first[0]?.buffer as ArrayBufferLike), false);
+  });
+
+  describe("a connection's last slabs, once its socket closed and its decoder finished", () => {
+    /** A connection that read half a slab, every chunk decoded as stream data and released. */
+    function ended(opts: { release: boolean }) {
+      const r = reader();
+      const chunks = Array.from({ length: READS_PER_SLAB / 2 }, () => r.read());
+      for (const chunk of chunks) decodeAsData(chunk);
+      if (opts.release) for (const chunk of chunks) release(chunk);
+      return {
+        ...r,
+        slab: chunks[0]?.buffer as ArrayBufferLike,
+        last: chunks.at(-1) as Uint8Array,
+      };
+    }
+
+    it("go to the next connection", () => {
+      const old = ended({ release: true });
+      finished(old.last);
+      old.reads.closed();
+      assert.equal(reader().read().buffer, old.slab);
+    });
+
+    for (const [what, end] of [
+      [
+        "the socket may still read into it (not closed)",
+        (c: ReturnType<typeof ended>) => finished(c.last),
+      ],
+      [
+        "the decoder may still hand out of it (not finished)",
+        (c: ReturnType<typeof ended>) => c.reads.closed(),
+      ],
+    ] as const) {
+      it(`not while ${what}`, () => {
+        const old = ended({ release: true });
+        end(old);
+        assert.notEqual(reader().read().buffer, old.slab);
+      });
+    }
+
+    it("not while a payload of it is out, and then as soon as it is back", () => {
+      const old = ended({ release: false });
+      finished(old.last);
+      old.reads.closed();
+      assert.notEqual(reader().read().buffer, old.slab);
+      // Released afterwards (the consumer wrote it out): free for the next connection.
+      for (let i = 0; i < READS_PER_SLAB / 2; i++) {
+        // Each chunk of the old slab comes back; only the last makes it free.
+        release(new Uint8Array(old.slab, i * READ, READ));
+      }
+      assert.equal(reader().read().buffer, old.slab);
+    });
   });
 });
