@@ -5,6 +5,9 @@
  * each round with the next seed, and reports the figures: exec throughput with faults against the
  * same command without in the same run, the median time from a new connection to resumed data,
  * and the peak memory of the agent and the CLI. Exits 1 on the first failure, naming its seed.
+ *
+ * The exec rounds run against the agent users run (`guestlink agent`, the build); the calls need
+ * the suite's agent (test/fixtures/chaos-agent.ts, from source), which has the methods they count.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -17,6 +20,7 @@ import {
   median,
   RssSampler,
 } from "../test/chaos/scenarios.ts";
+import { startAgent } from "../test/helpers/agent-process.ts";
 
 const MiB = 1024 * 1024;
 
@@ -37,9 +41,10 @@ const seqN = arg("--seq", 20_000_000);
 const calls = arg("--calls", 10_000);
 
 const dir = await mkdtemp(join(tmpdir(), "guestlink-chaos-"));
-const address = `unix:${join(dir, "agent.sock")}`;
-const agent = new AgentProcess(address);
-await agent.ready;
+const agent = await startAgent(join(dir, "agent.sock"));
+const callsAddress = `unix:${join(dir, "calls-agent.sock")}`;
+const callsAgent = new AgentProcess(callsAddress);
+await callsAgent.ready;
 const sampler = new RssSampler();
 sampler.watch("agent", agent.pid);
 let proxies = 0;
@@ -62,14 +67,16 @@ const handshakes: number[] = [];
 let rounds = 0;
 let totalCuts = 0;
 let totalBursts = 0;
+// A first exec, not counted: the first round would otherwise pay for a cold agent and CLI.
+checkExec("warm-up exec", await execThroughProxy(agent.address, proxyAt(), 1_000_000, seed, {}));
 const until = Date.now() + minutes * 60_000;
 console.log(`chaos: ${minutes} min from seed ${seed}; seq 1 ${seqN}, ${calls} calls per round`);
 try {
   while (Date.now() < until) {
-    const base = await execThroughProxy(address, proxyAt(), seqN, seed, {}, sampler);
+    const base = await execThroughProxy(agent.address, proxyAt(), seqN, seed, {}, sampler);
     checkExec("exec without faults", base);
     const f = await execThroughProxy(
-      address,
+      agent.address,
       proxyAt(),
       seqN,
       seed,
@@ -81,7 +88,7 @@ try {
     faulty.push(f.mbPerS);
     totalCuts += f.cuts;
     totalBursts += f.garbageBursts;
-    const c = await callsThroughProxy(address, proxyAt(), calls, seed + 1, {
+    const c = await callsThroughProxy(callsAddress, proxyAt(), calls, seed + 1, {
       cutEveryBytes: 64 * 1024,
       // Denser than cuts: each connection is counted afresh, so sparser garbage rarely came due.
       garbageEveryBytes: 24 * 1024,
@@ -102,7 +109,8 @@ try {
   }
 } finally {
   sampler.stop();
-  await agent.stop();
+  await agent.kill();
+  await callsAgent.stop();
   await rm(dir, { recursive: true, force: true });
 }
 const cliPeak = Math.max(
@@ -113,6 +121,6 @@ const cleanMedian = median(clean);
 const faultyMedian = median(faulty);
 console.log(`
 chaos: ${rounds} rounds passed (${totalCuts} cuts, ${totalBursts} garbage bursts)
-  exec seq 1 ${seqN}, median         ${cleanMedian.toFixed(1)} MB/s clean, ${faultyMedian.toFixed(1)} MB/s with faults (${(faultyMedian / cleanMedian).toFixed(2)}x)
+  exec seq 1 ${seqN}, median         ${cleanMedian.toFixed(1)} MB/s clean, ${faultyMedian.toFixed(1)} MB/s with faults (${(faultyMedian / cleanMedian).toFixed(2)}x; by round ${faulty.map((f, i) => (f / (clean[i] as number)).toFixed(2)).join(" ")})
   new connection -> data flowing     median ${median(handshakes).toFixed(1)} ms over ${handshakes.length} resumes
-  peak RSS                           agent ${((sampler.peakKiB.get("agent") ?? 0) / 1024).toFixed(1)} MiB, CLI ${(cliPeak / 1024).toFixed(1)} MiB`);
+  peak RSS                           exec's agent ${((sampler.peakKiB.get("agent") ?? 0) / 1024).toFixed(1)} MiB, CLI ${(cliPeak / 1024).toFixed(1)} MiB`);
