@@ -7,6 +7,7 @@
  * with each module recording that it ran.
  */
 import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import type { BuildOptions, Plugin } from "esbuild";
 
 export const CLI_BUNDLE_DIR = "dist/bundle";
@@ -31,6 +32,37 @@ const withoutMsgpackrExtract: Plugin = {
   },
 };
 
+/**
+ * commander requires child_process at its top, for subcommands that are executables of their
+ * own, which guestlink has none of: loading it (and dgram, which it pulls) cost 4-6 ms of every
+ * start here. It is required when commander would spawn, should it ever.
+ */
+export const COMMANDER_EAGER_CHILD_PROCESS = "const childProcess = require('node:child_process');";
+const commanderWithoutChildProcess: Plugin = {
+  name: "commander-without-child-process",
+  setup(b) {
+    b.onLoad({ filter: /[\\/]commander[\\/]lib[\\/]command\.js$/ }, async (args) => {
+      const text = await readFile(args.path, "utf8");
+      if (!text.includes(COMMANDER_EAGER_CHILD_PROCESS)) {
+        return {
+          contents: text,
+          warnings: [
+            {
+              text: "commander no longer requires child_process as cli-bundle.ts knows: it is loaded at every start",
+            },
+          ],
+        };
+      }
+      return {
+        contents: text.replace(
+          COMMANDER_EAGER_CHILD_PROCESS,
+          "const childProcess = { spawn: (...args) => require('node:child_process').spawn(...args) };",
+        ),
+      };
+    });
+  },
+};
+
 export const CLI_BUILD_OPTIONS = {
   entryPoints: ["src/cli/main.ts"],
   outfile: CLI_BUNDLE_FILE,
@@ -38,7 +70,7 @@ export const CLI_BUILD_OPTIONS = {
   platform: "node",
   target: "node20",
   format: "cjs",
-  plugins: [withoutMsgpackrExtract],
+  plugins: [withoutMsgpackrExtract, commanderWithoutChildProcess],
   external: ["@node-rs/crc32", "bufferutil", "utf-8-validate"],
   // The modules that find files beside themselves (native addons, the dashboard) ask
   // import.meta.url, which CommonJS has not: the bundle's own URL stands in.

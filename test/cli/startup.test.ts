@@ -111,12 +111,14 @@ describe("what the CLI runs to start", () => {
   });
 
   /** Runs `guestlink ARGS…`, returning the sources of the modules that ran. */
-  async function ran(args: readonly string[]): Promise<{ sources: Set<string>; stdout: string }> {
+  async function ran(
+    args: readonly string[],
+  ): Promise<{ sources: Set<string>; builtins: Set<string>; stdout: string }> {
     const log = join(dir, `ran-${++runs}.json`);
     const recorder = join(dir, `recorder-${runs}.cjs`);
     await writeFile(
       recorder,
-      `process.on("exit", () => require("node:fs").writeFileSync(${JSON.stringify(log)}, JSON.stringify([...(globalThis.__guestlinkRan ?? [])])));`,
+      `process.on("exit", () => require("node:fs").writeFileSync(${JSON.stringify(log)}, JSON.stringify({ ran: [...(globalThis.__guestlinkRan ?? [])], builtins: process.moduleLoadList })));`,
     );
     const { code, stdout, stderr } = await run(
       join(dir, "recorded"),
@@ -125,7 +127,13 @@ describe("what the CLI runs to start", () => {
       ["--require", recorder],
     );
     assert.equal(code, 0, `guestlink ${args.join(" ")} failed: ${stderr}`);
-    return { sources: new Set(JSON.parse(await readFile(log, "utf8")) as string[]), stdout };
+    const recorded = JSON.parse(await readFile(log, "utf8")) as {
+      ran: string[];
+      builtins: string[];
+    };
+    // "NativeModule zlib" as zlib
+    const modules = recorded.builtins.map((b) => b.replace(/^NativeModule /, ""));
+    return { sources: new Set(recorded.ran), builtins: new Set(modules), stdout };
   }
 
   /** Sources that only running a command needs: none of them may run for --version or --help. */
@@ -145,15 +153,17 @@ describe("what the CLI runs to start", () => {
 
   for (const args of [["--version"], ["--help"], ["exec", "--help"]]) {
     it(`guestlink ${args.join(" ")} runs no session, transport or dependency but commander`, async () => {
-      const { sources, stdout } = await ran(args);
+      const { sources, builtins, stdout } = await ran(args);
       assert.ok(stdout.length > 0, "it printed nothing");
       assert.ok(sources.has("commander"), "the recorder saw none of the program: is it working?");
       assert.deepEqual(heavy(sources), []);
+      // commander's, for executable subcommands: loaded only if it would spawn one.
+      assert.ok(!builtins.has("child_process"), "child_process was loaded");
     });
   }
 
   it("guestlink exec unix:… -- true runs the session, and no other transport and no logger", async () => {
-    const { sources } = await ran(["exec", agent.address, "--", "true"]);
+    const { sources, builtins } = await ran(["exec", agent.address, "--", "true"]);
     for (const needed of ["src/session/session.ts", "src/transport/unix.ts", "msgpackr"]) {
       assert.ok(sources.has(needed), `${needed} did not run: is the recorder working?`);
     }
@@ -170,6 +180,10 @@ describe("what the CLI runs to start", () => {
       "src/agent/exec.ts",
     ].filter((s) => sources.has(s));
     assert.deepEqual(unneeded, []);
+    // crypto for a few random ids (platform/random.ts), zlib for the CRC of large transfers only.
+    assert.ok(builtins.has("net"), "the recorder saw no builtin: is it working?");
+    const unneededBuiltins = ["crypto", "zlib", "child_process"].filter((b) => builtins.has(b));
+    assert.deepEqual(unneededBuiltins, []);
   });
 });
 
