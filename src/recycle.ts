@@ -10,14 +10,19 @@
  * - A source of stream bytes (a command's output pipe in the agent) hands chunks of its buffers
  *   to a session stream. The session hands them back (`release`) exactly once each: once they
  *   were copied elsewhere, or once the peer acknowledged the frame that carried them (it is
- *   written and will never be written again). Bytes of a frame written twice (sent again after
- *   damage, replayed on a new connection) never come back: a copy may still wait in a queue.
+ *   written and will never be written again). Bytes of a frame written twice on one transport
+ *   (sent again after damage, or replayed after a peer began anew in mid-stream) never come
+ *   back: a copy may still wait in its queue. A frame replayed on a new transport does: the one
+ *   it replaced was aborted, and what it still queued is never written.
  * - A transport's reads (transport/slab-reads.ts). The session tells it what the decoder made of
  *   its bytes (`handedOut`: every payload, and whether it is stream data that may come back;
- *   `decoded`: the decoder has taken a chunk), and a consumer that keeps no reference to stream
- *   bytes once the session is done with them says so (`adopt`: the daemon passing an agent's
- *   output on to a client). A buffer is read into again only when every payload handed out of
- *   it was stream data, adopted, and released, and the decoder has moved past it.
+ *   `decoded`: the decoder has taken a chunk; `finished`: the connection is over and its decoder
+ *   hands out nothing more), and a consumer that keeps no reference to stream bytes once the
+ *   session is done with them says so (`adopt`: the daemon passing an agent's output on to a
+ *   client, the CLI writing it to stdout). A buffer is read into again, by any connection of the
+ *   process, only when every payload handed out of it was stream data, adopted, and released,
+ *   and the decoder has moved past it (or finished, with the socket closed). Small control
+ *   payloads (a HELLO, a call's parameters) are copied out instead of keeping their buffer.
  *
  * A transport that hands the bytes it is given to its peer as they are, without copying them
  * (the memory pair), says so (`shared`): the peer's reader may keep them, so their buffer is

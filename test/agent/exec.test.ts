@@ -29,7 +29,7 @@ import { Session } from "../../src/session/session.ts";
 import type { SessionStream } from "../../src/session/stream.ts";
 import { memoryPair } from "../../src/transport/memory.ts";
 import { slabsAllocated } from "../../src/transport/slab-reads.ts";
-import { randomOutput } from "../helpers/random-output.ts";
+import { hashSink, randomOutput } from "../helpers/output-check.ts";
 
 const MiB = 1024 * 1024;
 
@@ -253,16 +253,7 @@ for (const spawner of ["native", "node"] as const) {
     it("with recycle, the host reads the output into a few buffers, used again once written out", async () => {
       const file = join(dir, "random-48-host.bin");
       const before = slabsAllocated();
-      // A sink that keeps nothing once a write is done, as process.stdout: it hashes.
-      const hash = createHash("sha256");
-      let bytes = 0;
-      const stdout = new Writable({
-        write(chunk: Buffer, _encoding, callback) {
-          hash.update(chunk);
-          bytes += chunk.length;
-          callback();
-        },
-      });
+      const stdout = hashSink();
       const stderr = new Collector();
       const result = await remoteExec(
         session,
@@ -270,8 +261,9 @@ for (const spawner of ["native", "node"] as const) {
         { stdout, stderr, recycle: true },
       );
       assert.equal(result.status, 0);
+      const { sha256: got, bytes } = stdout.digest();
       assert.equal(bytes, 48 * MiB);
-      assert.equal(hash.digest("hex"), stderr.text().split(" ")[0], "byte-exact");
+      assert.equal(got, stderr.text().split(" ")[0], "byte-exact");
       const allocated = slabsAllocated() - before;
       assert.ok(allocated <= 24, `${allocated} slabs of 1 MiB read into for 48 MiB`);
     });

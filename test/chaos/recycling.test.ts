@@ -8,7 +8,6 @@
  * the agent's exec service in this process (so its buffers can be counted), default options.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,7 +19,7 @@ import { spawnAddon } from "../../src/agent/spawn-native.ts";
 import { remoteExec } from "../../src/controller/exec.ts";
 import { openSession, type SessionServer, serveSessions } from "../../src/platform/session.ts";
 import { slabsAllocated } from "../../src/transport/slab-reads.ts";
-import { randomOutput } from "../helpers/random-output.ts";
+import { hashSink, randomOutput } from "../helpers/output-check.ts";
 import { startChaosProxy } from "./proxy.ts";
 
 const MiB = 1024 * 1024;
@@ -53,16 +52,7 @@ describe("read buffers through redials", () => {
     try {
       const hostBefore = slabsAllocated();
       const agentBefore = pipeSlabs.allocated;
-      const hash = createHash("sha256");
-      let bytes = 0;
-      // A sink that keeps nothing once a write is done, as the CLI's stdout.
-      const stdout = new Writable({
-        write(chunk: Buffer, _encoding, callback) {
-          hash.update(chunk);
-          bytes += chunk.length;
-          callback();
-        },
-      });
+      const stdout = hashSink();
       let stderr = "";
       const result = await remoteExec(
         session,
@@ -79,8 +69,9 @@ describe("read buffers through redials", () => {
         },
       );
       assert.equal(result.status, 0, stderr);
+      const { sha256, bytes } = stdout.digest();
       assert.equal(bytes, 32 * MiB);
-      assert.equal(hash.digest("hex"), stderr.split(" ")[0], "byte-exact");
+      assert.equal(sha256, stderr.split(" ")[0], "byte-exact");
       const cuts = proxy.stats.cuts;
       assert.ok(cuts >= 16, `${cuts} cuts`);
       const host = slabsAllocated() - hostBefore;

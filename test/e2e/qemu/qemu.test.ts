@@ -12,8 +12,8 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { after, before, describe, type TestContext, test } from "node:test";
+import { hashSink } from "../../helpers/output-check.ts";
 import { BarePort } from "./bare-port.ts";
 import { CutProxy, upstreamOf } from "./cut-proxy.ts";
 import { describeRun, runGuestlink } from "./host.ts";
@@ -47,20 +47,6 @@ function vmOrSkip(t: TestContext, vm: Vm | undefined): Vm | undefined {
   if (skipReason !== undefined) t.skip(skipReason);
   else if (vm === undefined) assert.fail("the VM did not boot (see the before hook's error)");
   return vm;
-}
-
-/** A Writable that hashes and counts what it is given. */
-function hashSink(): Writable & { digest(): { sha256: string; bytes: number } } {
-  const hash = createHash("sha256");
-  let bytes = 0;
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      hash.update(chunk);
-      bytes += chunk.length;
-      done();
-    },
-  });
-  return Object.assign(sink, { digest: () => ({ sha256: hash.digest("hex"), bytes }) });
 }
 
 /** QEMU's exit, or a failure once EXIT_TIMEOUT_MS has passed (and QEMU is killed). */
