@@ -45,21 +45,32 @@ export interface ListenOptions extends CallOptions {
   maxHandshaking?: number;
 }
 
-const loaded = new Map<string, Promise<unknown>>();
+/** `importer`'s module, imported on the first call and the same promise after. */
+function once<T>(importer: () => Promise<T>): () => Promise<T> {
+  let module: Promise<T> | undefined;
+  return () => {
+    module ??= importer();
+    return module;
+  };
+}
 
 /**
- * A transport's module, imported once: a redial after a lost connection then waits a microtask
- * for it, not a pass through the module loader (measured: 0.8 ms of the 2 ms from a loss to the
- * new connect over a Unix socket).
+ * Each transport's module, imported once: a redial after a lost connection then waits a
+ * microtask for it, not a pass through the module loader (measured: 0.8 ms of the 2 ms from a
+ * loss to the new connect over a Unix socket).
  */
-function load<T>(name: string, importer: () => Promise<T>): Promise<T> {
-  let module = loaded.get(name) as Promise<T> | undefined;
-  if (module === undefined) {
-    module = importer();
-    loaded.set(name, module);
-  }
-  return module;
-}
+const transports = {
+  unix: once(() => import("./unix.ts")),
+  tcp: once(() => import("./tcp.ts")),
+  tls: once(() => import("./tls.ts")),
+  stdio: once(() => import("./stdio.ts")),
+  exec: once(() => import("./exec.ts")),
+  vsock: once(() => import("./vsock.ts")),
+  fc: once(() => import("./fc.ts")),
+  mailbox: once(() => import("./mailbox.ts")),
+  serial: once(() => import("./serial.ts")),
+  nats: once(() => import("./nats.ts")),
+};
 
 function keyOnlyForTcp(a: Address, key: Uint8Array | undefined): void {
   if (key !== undefined && a.kind !== "tcp") {
@@ -79,39 +90,27 @@ export async function connect(
   keyOnlyForTcp(a, options?.key);
   switch (a.kind) {
     case "unix":
-      return (await load("./unix.ts", () => import("./unix.ts"))).connectUnix(a.path, options);
+      return (await transports.unix()).connectUnix(a.path, options);
     case "tcp":
       return options?.key === undefined
-        ? (await load("./tcp.ts", () => import("./tcp.ts"))).connectTcp(a.host, a.port, options)
-        : (await load("./tls.ts", () => import("./tls.ts"))).connectTls(
-            a.host,
-            a.port,
-            options.key,
-            options,
-          );
+        ? (await transports.tcp()).connectTcp(a.host, a.port, options)
+        : (await transports.tls()).connectTls(a.host, a.port, options.key, options);
     case "stdio":
-      return (await load("./stdio.ts", () => import("./stdio.ts"))).connectStdio(options);
+      return (await transports.stdio()).connectStdio(options);
     case "exec":
-      return (await load("./exec.ts", () => import("./exec.ts"))).connectExec(a.argv, {
+      return (await transports.exec()).connectExec(a.argv, {
         signal: options?.signal,
         deadline: options?.deadline,
         stderr: options?.execStderr,
       });
     case "vsock":
-      return (await load("./vsock.ts", () => import("./vsock.ts"))).connectVsock(
-        a.cid,
-        a.port,
-        options,
-      );
+      return (await transports.vsock()).connectVsock(a.cid, a.port, options);
     case "fc":
-      return (await load("./fc.ts", () => import("./fc.ts"))).connectFc(a.path, a.port, options);
+      return (await transports.fc()).connectFc(a.path, a.port, options);
     case "mailbox":
-      return (await load("./mailbox.ts", () => import("./mailbox.ts"))).connectMailbox(
-        a.folder,
-        options,
-      );
+      return (await transports.mailbox()).connectMailbox(a.folder, options);
     case "nats":
-      return (await load("./nats.ts", () => import("./nats.ts"))).connectNats(a, {
+      return (await transports.nats()).connectNats(a, {
         signal: options?.signal,
         deadline: options?.deadline,
         creds: options?.natsCreds,
@@ -133,16 +132,11 @@ export async function listen(
   keyOnlyForTcp(a, options?.key);
   switch (a.kind) {
     case "unix":
-      return (await load("./unix.ts", () => import("./unix.ts"))).listenUnix(a.path, options);
+      return (await transports.unix()).listenUnix(a.path, options);
     case "tcp":
       return options?.key === undefined
-        ? (await load("./tcp.ts", () => import("./tcp.ts"))).listenTcp(a.host, a.port, options)
-        : (await load("./tls.ts", () => import("./tls.ts"))).listenTls(
-            a.host,
-            a.port,
-            options.key,
-            options,
-          );
+        ? (await transports.tcp()).listenTcp(a.host, a.port, options)
+        : (await transports.tls()).listenTls(a.host, a.port, options.key, options);
     case "stdio":
       throw new InvalidAddressError(
         "cannot listen on stdio: stdio is this process's one connection, so connect to it instead (guestlink agent --stdio)",
@@ -154,22 +148,15 @@ export async function listen(
         { details: { address: "exec" } },
       );
     case "vsock":
-      return (await load("./vsock.ts", () => import("./vsock.ts"))).listenVsock(
-        a.cid,
-        a.port,
-        options,
-      );
+      return (await transports.vsock()).listenVsock(a.cid, a.port, options);
     case "fc":
-      return (await load("./fc.ts", () => import("./fc.ts"))).listenFc(a.path, a.port, options);
+      return (await transports.fc()).listenFc(a.path, a.port, options);
     case "mailbox":
-      return (await load("./mailbox.ts", () => import("./mailbox.ts"))).listenMailbox(
-        a.folder,
-        options,
-      );
+      return (await transports.mailbox()).listenMailbox(a.folder, options);
     case "serial":
-      return (await load("./serial.ts", () => import("./serial.ts"))).listenSerial(a.path, options);
+      return (await transports.serial()).listenSerial(a.path, options);
     case "nats":
-      return (await load("./nats.ts", () => import("./nats.ts"))).listenNats(a, {
+      return (await transports.nats()).listenNats(a, {
         signal: options?.signal,
         deadline: options?.deadline,
         creds: options?.natsCreds,
