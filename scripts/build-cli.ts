@@ -1,25 +1,24 @@
 /**
- * Bundles the CLI for a quick start (options in cli-bundle.ts): `bin/guestlink` loads
- * dist/bundle/guestlink.mjs, the program's shape (commander, every command's options and help),
- * and each command loads its implementation from the chunks beside it when it runs, so
- * `--version` and `--help` load 214 KiB in 13 files where they loaded 928 KiB, and
- * `exec unix:… -- true` 587 KiB (the session, unix.ts, msgpackr, valibot) where it loaded 901.
- * Measured on this 2-core machine, busy with other work, medians of 40 runs taking turns:
- * `--version` 219 -> 146 ms, `exec unix:… -- true` 252-259 -> 226-242 ms, `node -e 0` 101-112 ms.
- * test/cli/startup.test.ts checks what --version, --help and exec load.
+ * Bundles the CLI for a quick start (options in cli-bundle.ts): bin/guestlink compiles
+ * dist/bundle/guestlink.cjs with V8's code cache, so that a start reads one file and compiles
+ * next to nothing. The first line names the build, which bin/guestlink checks a cached
+ * compilation against: one made for another build is never used.
  *
  * Dependencies are bundled too, except native modules (loaded from node_modules when present;
- * msgpackr's string extractor is left out, see cli-bundle.ts) and the YAML reader, which
- * config-file.ts loads when a file is read.
+ * msgpackr's string extractor is left out, see cli-bundle.ts).
  */
-import { statSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { build } from "esbuild";
-import { CLI_BUILD_OPTIONS, CLI_BUNDLE_DIR } from "./cli-bundle.ts";
+import { CLI_BUILD_OPTIONS, CLI_BUNDLE_DIR, CLI_BUNDLE_FILE, cliBundleFile } from "./cli-bundle.ts";
 
-const result = await build({ ...CLI_BUILD_OPTIONS, metafile: true });
-const outputs = Object.keys(result.metafile.outputs);
-const kib = (path: string) => (statSync(path).size / 1024).toFixed(0);
-const entry = `${CLI_BUNDLE_DIR}/guestlink.mjs`;
-console.log(
-  `${entry}: ${kib(entry)} KiB, with ${outputs.length - 1} chunks in ${CLI_BUNDLE_DIR}/chunks`,
-);
+const result = await build({ ...CLI_BUILD_OPTIONS, write: false });
+const [output] = result.outputFiles;
+if (output === undefined || result.outputFiles.length !== 1) {
+  throw new Error(`esbuild gave ${result.outputFiles.length} files for the CLI, not one`);
+}
+const { contents, id } = cliBundleFile(output.contents);
+// The old layout (an ES module and its chunks) goes: nothing may load it by mistake.
+rmSync(CLI_BUNDLE_DIR, { recursive: true, force: true });
+mkdirSync(CLI_BUNDLE_DIR, { recursive: true });
+writeFileSync(CLI_BUNDLE_FILE, contents);
+console.log(`${CLI_BUNDLE_FILE}: ${(contents.length / 1024).toFixed(0)} KiB, build ${id}`);

@@ -53,7 +53,19 @@ export async function connectAgent(
   opts: AgentCommandOptions = { connectTimeout: DEFAULT_CONNECT_TIMEOUT_S },
 ): Promise<Session> {
   const connect = await import("./connect.ts");
-  return connect.connectAgent(address, opts);
+  const session = await connect.connectAgent(address, opts);
+  connected = true;
+  return session;
+}
+
+let connected = false;
+
+/**
+ * Whether this run reached an agent, and so compiled the session: bin/guestlink then keeps its
+ * code cache (a cache made by `--help` alone leaves exec most of its compiling to do).
+ */
+export function connectedToAgent(): boolean {
+  return connected;
 }
 
 /**

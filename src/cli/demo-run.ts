@@ -53,7 +53,7 @@ export interface DemoOptions {
 /** Peak resident memory of a local process (VmHWM), in bytes. */
 /**
  * The package's bin/guestlink, which the demo's agents run as: found upward from this module,
- * which is src/cli/ or dist/cli/ (tsx, tsc) or a chunk in dist/bundle/chunks/ (the CLI bundle).
+ * which is src/cli/ or dist/cli/ (tsx, tsc) or dist/bundle/ (the CLI bundle).
  */
 function guestlinkBin(): string {
   for (let url = new URL("./", import.meta.url); ; url = new URL("../", url)) {

@@ -13,6 +13,9 @@ import { GuestlinkError } from "../errors.ts";
 import { VERSION } from "../version.ts";
 import { registerAgent } from "./agent.ts";
 import { setVerbose } from "./common.ts";
+
+export { connectedToAgent } from "./common.ts";
+
 import { registerDemo } from "./demo.ts";
 import { registerExec } from "./exec.ts";
 import { failureJson, formatFailure } from "./failure.ts";

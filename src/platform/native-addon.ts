@@ -6,8 +6,8 @@
  * 2. beside this module and in each folder above it (up to the package root): the file itself,
  *    and `native/build/Release/` there. That finds it next to the bundled agent
  *    (`dist/guestlink-agent.cjs` with the `.node` files copied beside it: how a guest without
- *    node_modules gets them), from the bundled CLI (`dist/bundle/chunks/`, two folders below the
- *    copies in `dist/`), from tsc's output (`dist/…/`) and from the sources (`src/…/`).
+ *    node_modules gets them), from the bundled CLI (`dist/bundle/`, a folder below the copies in
+ *    `dist/`), from tsc's output (`dist/…/`) and from the sources (`src/…/`).
  *
  * Addons are loaded with `createRequire`, so bundlers leave them alone.
  */
@@ -18,7 +18,7 @@ import { fileURLToPath } from "node:url";
 
 /** Where the build puts the addons, relative to the package root. */
 export const ADDON_BUILD_DIR = "native/build/Release";
-/** Folders above this module looked in: src/platform/ and dist/bundle/chunks/ reach the root. */
+/** Folders above this module looked in: src/platform/ and dist/bundle/ reach the root. */
 const LEVELS_UP = 3;
 
 /** The folder of this module, or of the bundle it was built into (where `import.meta` is empty). */

@@ -2,13 +2,13 @@
  * Node's implementations of what the wire and session layers take as parameters (they compile
  * without Node's types, in the way vscode-jsonrpc keeps timers behind its `ral.ts`).
  */
-import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
-import zlib from "node:zlib";
 import type { AbortSignalLike } from "../abort.ts";
 import type { Clock, Runtime } from "../session/runtime.ts";
 import { type Crc32, crc32 } from "../wire/crc32.ts";
+import { secureRandomBytes } from "./random.ts";
+import { lazyRequire } from "./require.ts";
 
 /**
  * The fastest CRC-32 available. All compute the same CRC-32 (zlib's), so they mix freely on the
@@ -35,7 +35,9 @@ let javascriptBytes = 0;
 let largeCrc32: Crc32 = (data, initial) => {
   javascriptBytes += data.length;
   if (javascriptBytes <= NATIVE_CRC_AFTER_BYTES) return crc32(data, initial);
-  const native = simdCrc32() ?? (zlib as { crc32?: NativeCrc32 }).crc32;
+  // zlib is loaded here, not with this module: most sessions never get this far.
+  const zlib = lazyRequire("node:zlib") as { crc32?: NativeCrc32 };
+  const native = simdCrc32() ?? zlib.crc32;
   largeCrc32 = typeof native === "function" ? native : crc32;
   return largeCrc32(data, initial);
 };
@@ -83,7 +85,7 @@ export const nodeKeepAliveClock: Clock = {
   },
 };
 
-const INCARNATION = randomBytes(12).toString("base64url");
+const INCARNATION = secureRandomBytes(12).toString("base64url");
 
 /** The runtime a session uses on Node. One incarnation per process. */
 export function nodeRuntime(): Runtime {
@@ -91,7 +93,7 @@ export function nodeRuntime(): Runtime {
     clock: nodeClock,
     crc32: nodeCrc32,
     incarnation: INCARNATION,
-    randomId: () => randomBytes(16).toString("base64url"),
+    randomId: () => secureRandomBytes(16).toString("base64url"),
   };
 }
 

@@ -1,79 +1,108 @@
 /**
- * A quick CLI: what `guestlink --version` and `--help` load is the program's shape (commander,
+ * A quick CLI. What `guestlink --version` and `--help` run is the program's shape (commander,
  * each command's options and help), not the session, the transports or the dependencies that
- * only running a command needs; `exec` over a Unix socket loads the session but no other
- * transport and no logger. Checked by the modules bin/guestlink loads, recorded by a loader hook
- * (`--import`), and mapped to the sources in each chunk by building the bundle the same way in
- * memory (scripts/cli-bundle.ts). Nothing here is timed.
+ * only running a command needs; `exec` over a Unix socket runs the session but no other
+ * transport and no logger. Checked by building the bundle as scripts/cli-bundle.ts does, with
+ * each module recording that it ran, and starting it through bin/guestlink. And bin/guestlink's
+ * code cache: written, used, replaced when it was made for another build, refused when it is
+ * damaged, and left alone in a folder others may write. Nothing here is timed.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
-import { CLI_BUILD_OPTIONS } from "../../scripts/cli-bundle.ts";
+import { build, type Loader, type Plugin } from "esbuild";
+import { CLI_BUILD_OPTIONS, cliBundleFile } from "../../scripts/cli-bundle.ts";
 import { type AgentProcess, startAgent } from "../helpers/agent-process.ts";
 import { guestlinkArgs } from "../helpers/bin.ts";
-import { runCli } from "../helpers/cli.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
-/** The sources (src/… or the package name) in each file of the bundle, by its path in ROOT. */
-async function bundleSources(): Promise<Map<string, Set<string>>> {
+/** `src/session/session.ts` as it is; `…/node_modules/pino/lib/tools.js` as `pino`. */
+function sourceName(path: string): string {
+  const at = path.lastIndexOf("node_modules/");
+  if (at < 0) return relative(ROOT, path);
+  const [scope, name] = path.slice(at + "node_modules/".length).split("/");
+  return scope?.startsWith("@") ? `${scope}/${name}` : (scope ?? path);
+}
+
+/** Each module, when it runs, adds its source's name to `globalThis.__guestlinkRan`. */
+const recordRuns: Plugin = {
+  name: "record-runs",
+  setup(b) {
+    b.onLoad({ filter: /\.[cm]?[jt]s$/ }, async (args) => {
+      const text = await readFile(args.path, "utf8");
+      const record = `(globalThis.__guestlinkRan ??= new Set()).add(${JSON.stringify(sourceName(args.path))});\n`;
+      const hashbang = text.startsWith("#!") ? text.indexOf("\n") + 1 : 0;
+      const ext = args.path.slice(args.path.lastIndexOf(".") + 1);
+      return {
+        contents: text.slice(0, hashbang) + record + text.slice(hashbang),
+        loader: (ext.endsWith("ts") ? "ts" : "js") as Loader,
+      };
+    });
+  },
+};
+
+/** bin/guestlink and a bundle beside it as the build lays them out, in `dir`. */
+async function install(dir: string, plugins: Plugin[]): Promise<void> {
   const result = await build({
     ...CLI_BUILD_OPTIONS,
+    plugins: [...CLI_BUILD_OPTIONS.plugins, ...plugins],
     absWorkingDir: ROOT,
     write: false,
-    metafile: true,
     logLevel: "silent",
   });
-  const sources = new Map<string, Set<string>>();
-  for (const [output, { inputs }] of Object.entries(result.metafile.outputs)) {
-    sources.set(output, new Set(Object.keys(inputs).map(sourceName)));
+  const [output] = result.outputFiles;
+  assert.ok(output);
+  await mkdir(join(dir, "bin"), { recursive: true });
+  await mkdir(join(dir, "dist", "bundle"), { recursive: true });
+  await writeFile(
+    join(dir, "dist", "bundle", "guestlink.cjs"),
+    cliBundleFile(output.contents).contents,
+  );
+  for (const file of ["guestlink", "package.json"]) {
+    await copyFile(join(ROOT, "bin", file), join(dir, "bin", file));
   }
-  return sources;
 }
 
-/** `src/session/session.ts` as it is; `…/node_modules/pino/lib/tools.js` as `pino`. */
-function sourceName(input: string): string {
-  const at = input.lastIndexOf("node_modules/");
-  if (at < 0) return input;
-  const [scope, name] = input.slice(at + "node_modules/".length).split("/");
-  return scope?.startsWith("@") ? `${scope}/${name}` : (scope ?? input);
-}
-
-/** A loader hook that appends the URL of every module loaded to `log`, one a line. */
-function recorder(log: string): string {
-  const hooks = `import { appendFileSync } from "node:fs";
-export async function load(url, context, next) {
-  appendFileSync(${JSON.stringify(log)}, url + "\\n");
-  return next(url, context);
-}`;
-  const register = `import { register } from "node:module";
-register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});`;
-  return `data:text/javascript,${encodeURIComponent(register)}`;
-}
-
-interface Loaded {
-  /** The files of the bundle it loaded, by path in ROOT. */
-  files: string[];
-  /** The sources in those files. */
-  sources: Set<string>;
+interface Run {
+  code: number | null;
   stdout: string;
+  stderr: string;
 }
 
-describe("what the CLI loads to start", () => {
+/** `node DIR/bin/guestlink ARGS…` with `env` added. */
+function run(
+  dir: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  nodeArgs: readonly string[] = [],
+): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [...nodeArgs, join(dir, "bin", "guestlink"), ...args],
+      { env: { ...process.env, ...env } },
+      (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof err.code === "number" ? err.code : null;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+describe("what the CLI runs to start", () => {
   let dir: string;
-  let chunks: Map<string, Set<string>>;
   let agent: AgentProcess;
   let runs = 0;
 
   before(async () => {
     guestlinkArgs([]); // refuses a build older than src/
     dir = await mkdtemp(join(tmpdir(), "guestlink-startup-"));
-    chunks = await bundleSources();
+    await install(join(dir, "recorded"), [recordRuns]);
     agent = await startAgent(join(dir, "agent.sock"));
   });
   after(async () => {
@@ -81,25 +110,33 @@ describe("what the CLI loads to start", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** Runs `guestlink ARGS…` as users do, recording what it loads. */
-  async function loads(args: readonly string[]): Promise<Loaded> {
-    const log = join(dir, `loaded-${++runs}.txt`);
-    const { code, stdout, stderr } = await runCli(args, { nodeArgs: ["--import", recorder(log)] });
+  /** Runs `guestlink ARGS…`, returning the sources of the modules that ran. */
+  async function ran(
+    args: readonly string[],
+  ): Promise<{ sources: Set<string>; builtins: Set<string>; stdout: string }> {
+    const log = join(dir, `ran-${++runs}.json`);
+    const recorder = join(dir, `recorder-${runs}.cjs`);
+    await writeFile(
+      recorder,
+      `process.on("exit", () => require("node:fs").writeFileSync(${JSON.stringify(log)}, JSON.stringify({ ran: [...(globalThis.__guestlinkRan ?? [])], builtins: process.moduleLoadList })));`,
+    );
+    const { code, stdout, stderr } = await run(
+      join(dir, "recorded"),
+      args,
+      { GUESTLINK_CODE_CACHE: "off" },
+      ["--require", recorder],
+    );
     assert.equal(code, 0, `guestlink ${args.join(" ")} failed: ${stderr}`);
-    const urls = (await readFile(log, "utf8")).split("\n").filter((u) => u.startsWith("file:"));
-    const files = urls
-      .map((u) => relative(ROOT, fileURLToPath(u)))
-      .filter((f) => f.startsWith("dist/bundle/"));
-    const sources = new Set<string>();
-    for (const file of files) {
-      const inFile = chunks.get(file);
-      assert.ok(inFile, `${file} is not in a fresh build of the CLI: run \`npm run build\``);
-      for (const s of inFile) sources.add(s);
-    }
-    return { files, sources, stdout };
+    const recorded = JSON.parse(await readFile(log, "utf8")) as {
+      ran: string[];
+      builtins: string[];
+    };
+    // "NativeModule zlib" as zlib
+    const modules = recorded.builtins.map((b) => b.replace(/^NativeModule /, ""));
+    return { sources: new Set(recorded.ran), builtins: new Set(modules), stdout };
   }
 
-  /** Sources that only running a command needs: none of them may load for --version or --help. */
+  /** Sources that only running a command needs: none of them may run for --version or --help. */
   function heavy(sources: Set<string>): string[] {
     return [...sources].filter(
       (s) =>
@@ -115,18 +152,20 @@ describe("what the CLI loads to start", () => {
   }
 
   for (const args of [["--version"], ["--help"], ["exec", "--help"]]) {
-    it(`guestlink ${args.join(" ")} loads no session, transport or dependency but commander`, async () => {
-      const { files, sources, stdout } = await loads(args);
+    it(`guestlink ${args.join(" ")} runs no session, transport or dependency but commander`, async () => {
+      const { sources, builtins, stdout } = await ran(args);
       assert.ok(stdout.length > 0, "it printed nothing");
       assert.ok(sources.has("commander"), "the recorder saw none of the program: is it working?");
-      assert.deepEqual(heavy(sources), [], `loaded ${files.join(", ")}`);
+      assert.deepEqual(heavy(sources), []);
+      // commander's, for executable subcommands: loaded only if it would spawn one.
+      assert.ok(!builtins.has("child_process"), "child_process was loaded");
     });
   }
 
-  it("guestlink exec unix:… -- true loads the session, and no other transport and no logger", async () => {
-    const { sources } = await loads(["exec", agent.address, "--", "true"]);
+  it("guestlink exec unix:… -- true runs the session, and no other transport and no logger", async () => {
+    const { sources, builtins } = await ran(["exec", agent.address, "--", "true"]);
     for (const needed of ["src/session/session.ts", "src/transport/unix.ts", "msgpackr"]) {
-      assert.ok(sources.has(needed), `${needed} was not loaded: is the recorder working?`);
+      assert.ok(sources.has(needed), `${needed} did not run: is the recorder working?`);
     }
     const unneeded = [
       "pino",
@@ -141,5 +180,140 @@ describe("what the CLI loads to start", () => {
       "src/agent/exec.ts",
     ].filter((s) => sources.has(s));
     assert.deepEqual(unneeded, []);
+    // crypto for a few random ids (platform/random.ts), zlib for the CRC of large transfers only.
+    assert.ok(builtins.has("net"), "the recorder saw no builtin: is it working?");
+    const unneededBuiltins = ["crypto", "zlib", "child_process"].filter((b) => builtins.has(b));
+    assert.deepEqual(unneededBuiltins, []);
+  });
+});
+
+describe("the CLI's code cache", () => {
+  let dir: string;
+  let installed: string;
+  let agent: AgentProcess;
+  let folders = 0;
+
+  before(async () => {
+    guestlinkArgs([]);
+    dir = await mkdtemp(join(tmpdir(), "guestlink-code-cache-"));
+    installed = join(dir, "installed");
+    await install(installed, []);
+    agent = await startAgent(join(dir, "agent.sock"));
+  });
+  after(async () => {
+    await agent?.kill();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A new cache folder, made as bin/guestlink makes one (this user's alone). */
+  async function cacheFolder(): Promise<string> {
+    const folder = join(dir, `cache-${++folders}`);
+    await mkdir(folder, { mode: 0o700 });
+    return folder;
+  }
+
+  /** Runs guestlink with its cache in `folder`: what it said of the cache, and the cache file. */
+  async function withCache(folder: string, args: readonly string[]) {
+    const result = await run(installed, args, {
+      GUESTLINK_CODE_CACHE: folder,
+      NODE_DEBUG: "guestlink",
+    });
+    const said = result.stderr
+      .split("\n")
+      .filter((line) => line.startsWith("GUESTLINK "))
+      .map((line) => line.replace(/^GUESTLINK \d+: code cache (\S+): /, ""));
+    const file = result.stderr.match(/code cache (\S+):/)?.[1] ?? "";
+    return { ...result, said, file };
+  }
+
+  const exec = () => ["exec", agent.address, "--", "sh", "-c", "echo out; exit 3"];
+
+  it("is written by the first start, used by the next, and kept until a start reaches an agent", async () => {
+    const folder = await cacheFolder();
+    const first = await withCache(folder, ["--version"]);
+    assert.equal(first.code, 0);
+    assert.deepEqual(first.said, ["none", "written (level 0)"]);
+    assert.ok(first.file?.startsWith(folder));
+    const written = await stat(first.file);
+    assert.equal(written.mode & 0o777, 0o600);
+
+    const second = await withCache(folder, ["--version"]);
+    assert.deepEqual(second.said, ["used (level 0)"]);
+    assert.equal((await stat(first.file)).mtimeMs, written.mtimeMs, "it was written again");
+
+    // exec compiles the session as well: its cache replaces the one --version made.
+    const third = await withCache(folder, exec());
+    assert.equal(third.code, 3);
+    assert.equal(third.stdout, "out\n");
+    assert.deepEqual(third.said, ["used (level 0)", "written (level 1)"]);
+    const fourth = await withCache(folder, exec());
+    assert.deepEqual(fourth.said, ["used (level 1)"]);
+    const fifth = await withCache(folder, ["--version"]);
+    assert.deepEqual(fifth.said, ["used (level 1)"]);
+  });
+
+  it("made for another build or Node is not used, and is replaced", async () => {
+    const folder = await cacheFolder();
+    const { file } = await withCache(folder, exec());
+    assert.ok(file);
+    const data = await readFile(file);
+    const end = data.indexOf(10);
+    const [magic, format, build, node, platform, level] = data
+      .subarray(0, end)
+      .toString()
+      .split(" ");
+    for (const other of [
+      [magic, format, "//guestlink-build another", node, platform, level],
+      [magic, format, build, "v0.0.0", platform, level],
+    ]) {
+      await writeFile(file, Buffer.concat([Buffer.from(other.join(" ")), data.subarray(end)]));
+      const result = await withCache(folder, exec());
+      assert.equal(result.code, 3);
+      assert.equal(result.stdout, "out\n");
+      assert.deepEqual(result.said, [
+        "made for another build, Node or platform",
+        "written (level 1)",
+      ]);
+      const replaced: Buffer = await readFile(file);
+      assert.deepEqual(replaced.subarray(0, replaced.indexOf(10)), data.subarray(0, end));
+    }
+  });
+
+  it("damaged (cut short, or not V8's at all) is refused by V8, and the command runs as ever", async () => {
+    const folder = await cacheFolder();
+    const { file } = await withCache(folder, exec());
+    assert.ok(file);
+    const data = await readFile(file);
+    const end = data.indexOf(10);
+    const garbage = Buffer.alloc(data.length - end - 1, 0x5a);
+    for (const damaged of [
+      data.subarray(0, end + 1 + Math.floor((data.length - end) / 2)),
+      Buffer.concat([data.subarray(0, end + 1), garbage]),
+    ]) {
+      await writeFile(file, damaged);
+      const result = await withCache(folder, exec());
+      assert.equal(result.code, 3);
+      assert.equal(result.stdout, "out\n");
+      assert.deepEqual(result.said, ["refused by V8", "written (level 1)"]);
+    }
+  });
+
+  it("in a folder others may write is neither read nor written", async () => {
+    const folder = await cacheFolder();
+    const { file } = await withCache(folder, exec());
+    assert.ok(file);
+    const before = await stat(file);
+    await chmod(folder, 0o777);
+    const result = await withCache(folder, exec());
+    assert.equal(result.code, 3);
+    assert.equal(result.stdout, "out\n");
+    assert.deepEqual(result.said, ["not this user's alone, not used"]);
+    assert.equal((await stat(file)).mtimeMs, before.mtimeMs);
+  });
+
+  it("is not used at all with GUESTLINK_CODE_CACHE=off", async () => {
+    const result = await withCache("off", ["--version"]);
+    assert.equal(result.code, 0);
+    assert.deepEqual(result.said, []);
   });
 });

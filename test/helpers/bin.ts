@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const GUESTLINK_BIN = join(ROOT, "bin", "guestlink");
-const BUNDLE = join(ROOT, "dist", "bundle", "guestlink.mjs");
+const BUNDLE = join(ROOT, "dist", "bundle", "guestlink.cjs");
 
 function newestIn(dir: string): number {
   let newest = 0;

@@ -1,0 +1,20 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { secureRandomBytes } from "../../src/platform/random.ts";
+
+describe("secureRandomBytes", () => {
+  it("gives as many bytes as asked, different each time", () => {
+    for (const count of [0, 1, 12, 16, 100, 70000]) {
+      assert.equal(secureRandomBytes(count).length, count);
+    }
+    const seen = new Set<string>();
+    for (let i = 0; i < 100; i++) seen.add(secureRandomBytes(16).toString("hex"));
+    assert.equal(seen.size, 100);
+  });
+
+  it("uses every byte value (not a constant or a short cycle)", () => {
+    const counts = new Array<number>(256).fill(0);
+    for (const byte of secureRandomBytes(64 * 1024)) counts[byte] = (counts[byte] ?? 0) + 1;
+    assert.ok(counts.every((n) => n > 0));
+  });
+});
