@@ -9,7 +9,13 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { build } from "esbuild";
-import { CLI_BUILD_OPTIONS, CLI_BUNDLE_DIR, CLI_BUNDLE_FILE, cliBundleFile } from "./cli-bundle.ts";
+import {
+  AGENT_BUILD_OPTIONS,
+  CLI_BUILD_OPTIONS,
+  CLI_BUNDLE_DIR,
+  CLI_BUNDLE_FILE,
+  cliBundleFile,
+} from "./cli-bundle.ts";
 
 const result = await build({ ...CLI_BUILD_OPTIONS, write: false });
 const [output] = result.outputFiles;
@@ -17,8 +23,12 @@ if (output === undefined || result.outputFiles.length !== 1) {
   throw new Error(`esbuild gave ${result.outputFiles.length} files for the CLI, not one`);
 }
 const { contents, id } = cliBundleFile(output.contents);
-// The old layout (an ES module and its chunks) goes: nothing may load it by mistake.
+// Chunks of an earlier build go: nothing may load them by mistake.
 rmSync(CLI_BUNDLE_DIR, { recursive: true, force: true });
 mkdirSync(CLI_BUNDLE_DIR, { recursive: true });
 writeFileSync(CLI_BUNDLE_FILE, contents);
 console.log(`${CLI_BUNDLE_FILE}: ${(contents.length / 1024).toFixed(0)} KiB, build ${id}`);
+// The agent's entry and chunks, beside it (see AGENT_BUILD_OPTIONS).
+const agent = await build({ ...AGENT_BUILD_OPTIONS, metafile: true });
+const chunks = Object.keys(agent.metafile.outputs).length - 1;
+console.log(`${CLI_BUNDLE_DIR}/guestlink.mjs: for guestlink agent, with ${chunks} chunks`);

@@ -8,7 +8,7 @@
  * damaged, and left alone in a folder others may write. Nothing here is timed.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -315,5 +315,80 @@ describe("the CLI's code cache", () => {
     const result = await withCache("off", ["--version"]);
     assert.equal(result.code, 0);
     assert.deepEqual(result.said, []);
+  });
+});
+
+describe("which build a command runs from", () => {
+  let dir: string;
+  before(async () => {
+    guestlinkArgs([]); // refuses a build older than src/
+    dir = await mkdtemp(join(tmpdir(), "guestlink-entry-"));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A loader hook that appends the URL of every ES module loaded to `log`, one a line. */
+  function recorder(log: string): string {
+    const hooks = `import { appendFileSync } from "node:fs";
+export async function load(url, context, next) {
+  appendFileSync(${JSON.stringify(log)}, url + "\\n");
+  return next(url, context);
+}`;
+    const register = `import { register } from "node:module";
+register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});`;
+    return `data:text/javascript,${encodeURIComponent(register)}`;
+  }
+
+  /** The bundle files (by name in dist/bundle/) that `guestlink ARGS…` loaded as ES modules. */
+  async function esModules(log: string): Promise<string[]> {
+    const text = await readFile(log, "utf8").catch(() => "");
+    return text
+      .split("\n")
+      .filter((url) => url.includes("/dist/bundle/"))
+      .map((url) => url.slice(url.indexOf("/dist/bundle/") + "/dist/bundle/".length));
+  }
+
+  it("guestlink agent runs from the ES module chunks, which compile only what it runs", async () => {
+    const log = join(dir, "agent.log");
+    const socket = join(dir, "agent.sock");
+    const child = spawn(
+      process.execPath,
+      ["--import", recorder(log), ...guestlinkArgs(["agent", "--listen", `unix:${socket}`])],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    try {
+      let stderr = "";
+      child.stderr.setEncoding("utf8");
+      await new Promise<void>((resolve, reject) => {
+        child.stderr.on("data", (text: string) => {
+          stderr += text;
+          if (stderr.includes("agent started")) resolve();
+        });
+        child.once("exit", (code) => reject(new Error(`the agent exited ${code}: ${stderr}`)));
+      });
+      const loaded = await esModules(log);
+      assert.ok(loaded.includes("guestlink.mjs"), loaded.join(", "));
+      assert.ok(
+        loaded.some((file) => file.startsWith("chunks/")),
+        loaded.join(", "),
+      );
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
+  it("every other command runs from the one bundle, with the code cache", async () => {
+    const log = join(dir, "version.log");
+    const result = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        ["--import", recorder(log), ...guestlinkArgs(["--version"])],
+        (err, stdout) => resolve({ code: err === null ? 0 : 1, stdout }),
+      );
+    });
+    assert.equal(result.code, 0);
+    assert.match(result.stdout, /\d+\.\d+\.\d+/);
+    assert.deepEqual(await esModules(log), []);
   });
 });

@@ -9,7 +9,11 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const GUESTLINK_BIN = join(ROOT, "bin", "guestlink");
-const BUNDLE = join(ROOT, "dist", "bundle", "guestlink.cjs");
+/** The CLI's bundle, and the agent's entry beside it (bin/guestlink runs `agent` from that). */
+const BUNDLES = [
+  join(ROOT, "dist", "bundle", "guestlink.cjs"),
+  join(ROOT, "dist", "bundle", "guestlink.mjs"),
+];
 
 function newestIn(dir: string): number {
   let newest = 0;
@@ -25,11 +29,15 @@ let checked = false;
 /** Throws, saying what to do, when the bundle is missing or older than a file in src/. */
 export function assertBuilt(): void {
   if (checked) return;
-  let built: number;
-  try {
-    built = statSync(BUNDLE).mtimeMs;
-  } catch {
-    throw new Error(`${BUNDLE} is missing: run \`npm run build\` (npm test does) before this test`);
+  let built = Number.POSITIVE_INFINITY;
+  for (const bundle of BUNDLES) {
+    try {
+      built = Math.min(built, statSync(bundle).mtimeMs);
+    } catch {
+      throw new Error(
+        `${bundle} is missing: run \`npm run build\` (npm test does) before this test`,
+      );
+    }
   }
   if (newestIn(join(ROOT, "src")) > built) {
     throw new Error(
