@@ -35,12 +35,18 @@ function decodeAsData(chunk: Uint8Array): void {
   adopt(chunk);
 }
 
+/** Reads a whole slab and consumes it: every chunk decoded as stream data and released. */
+function consumedSlab(r: ReturnType<typeof reader>): Uint8Array[] {
+  const chunks = r.slab();
+  for (const chunk of chunks) decodeAsData(chunk);
+  for (const chunk of chunks) release(chunk);
+  return chunks;
+}
+
 describe("SlabReads: a slab is read into again", () => {
   it("once everything handed out of it came back and the decoder moved on", () => {
     const r = reader();
-    const first = r.slab();
-    for (const chunk of first) decodeAsData(chunk);
-    for (const chunk of first) release(chunk);
+    const first = consumedSlab(r);
     // The next read retires the first slab; its chunk is in a second one, which the decoder
     // takes: the first is passed, and free.
     const next = r.read();
@@ -88,9 +94,7 @@ describe("SlabReads: a slab is read into again", () => {
 
   it("a decoder of another session fed views of its slabs (an in-process pair) does not move it on", () => {
     const r = reader();
-    const first = r.slab();
-    for (const chunk of first) decodeAsData(chunk);
-    for (const chunk of first) release(chunk);
+    const first = consumedSlab(r);
     const next = r.read();
     // Not ours as read: a view of the same bytes, as another session's decoder would take.
     decoded(new Uint8Array(next.buffer, next.byteOffset, next.length));
