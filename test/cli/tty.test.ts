@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -34,6 +35,15 @@ function skipReason(): false | string {
     throw new Error(`${reason}, and GUESTLINK_TOOLS_REQUIRED=1 says it must run here`);
   }
   return reason;
+}
+
+/** Whether process `pid` still runs (a zombie nobody has reaped yet does not). */
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
 }
 
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
@@ -100,6 +110,8 @@ describe("exec -t on a real terminal (tmux)", { skip: skipReason() }, () => {
       `HOME=${dir}`,
       "TERM=xterm-256color",
       "PS1=local$ ",
+      // No history file: bash writes one into HOME when the server hangs it up, racing the rm below.
+      "HISTFILE=",
       "bash",
       "--norc",
       "--noprofile",
@@ -108,13 +120,17 @@ describe("exec -t on a real terminal (tmux)", { skip: skipReason() }, () => {
   });
 
   after(async () => {
+    let shell: number | undefined;
     try {
+      shell = Number(tmux("display-message", "-p", "-t", "t", "#{pane_pid}").trim());
       tmux("kill-server");
     } catch {
       // gone already
     }
+    // The shell may still be writing into `dir` (it is its HOME) as it exits.
+    if (shell) await until("the terminal's shell to exit", () => (alive(shell) ? undefined : true));
     await agent?.stop({ abort: true });
-    await rm(dir, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true, maxRetries: 5 });
   });
 
   it("gives the command a terminal of the local size that follows it, keys as bytes, its status, and the local terminal back", async () => {
