@@ -29,7 +29,7 @@
  * FIFO), as a shell's `| wc -c` gives. MB = 10^6 bytes. The machine's other work matters: the load
  * average is printed for the start and the end.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process";
 import { closeSync, constants, existsSync, openSync, readFileSync, statSync } from "node:fs";
 import {
   cp,
@@ -87,6 +87,8 @@ const MB = 1e6;
 /** Aims (informational: a miss does not fail the run). */
 const AIM_EXEC_MBPS = 1000;
 const AIM_EXEC_RATIO = 0.5;
+/** The CLI against socat at both ends, doing the same job (issue 19). */
+const AIM_SOCAT_RATIO = 0.8;
 const AIM_EXEC_CALL_MS = 1.5;
 const AIM_RSS_BYTES = 100 * MiB;
 
@@ -639,7 +641,80 @@ async function rawSocketStream(path: string, helperPid: number, bytes: number): 
   };
 }
 
-type StreamCase = "cli" | "cliBigWrites" | "socket" | "pipe";
+/** socat's buffer in the chain below: `-b 131072`, as the issue's figure was measured. */
+const SOCAT_BUFFER_BYTES = 128 * KiB;
+
+/** Why the socat chain is not measured (socat is not installed), or undefined. */
+function socatMissing(): string | undefined {
+  const probe = spawnSync("socat", ["-V"], { stdio: "ignore" });
+  return probe.status === 0 ? undefined : "socat is not installed (Debian: apt-get install socat)";
+}
+
+/**
+ * The same job done by socat at both ends: one socat runs `head -c N /dev/zero` and sends its
+ * output into a Unix socket (the agent's part), another connects and copies it to its stdout, a
+ * real pipe this process drains (the CLI's part). `pipes`: socat talks to head over real pipes,
+ * as the agent does; else over a socketpair, socat's default. MB/s from the client's spawn to
+ * its exit; the server is listening before.
+ */
+async function socatStream(
+  dir: string,
+  fifo: string,
+  bytes: number,
+  pipes: boolean,
+): Promise<Transfer> {
+  const path = join(dir, "socat.sock");
+  await rm(path, { force: true });
+  const buffer = ["-b", String(SOCAT_BUFFER_BYTES)];
+  const before = procCpu("self");
+  const selfBefore = process.cpuUsage();
+  const server = spawn(
+    "socat",
+    [...buffer, `UNIX-LISTEN:${path}`, `EXEC:head -c ${bytes} /dev/zero${pipes ? ",pipes" : ""}`],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let serverErr = "";
+  server.stderr?.setEncoding("utf8").on("data", (text: string) => {
+    serverErr += text;
+  });
+  const served = new Promise<number | null>((resolve) => server.once("close", resolve));
+  const deadline = now() + 5_000;
+  while (!existsSync(path)) {
+    if (server.exitCode !== null || now() > deadline) {
+      server.kill("SIGKILL");
+      throw new Error(`socat did not listen on ${path}: ${serverErr.trim() || "no message"}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  const done = await runIntoPipe(fifo, "socat", [
+    ...buffer,
+    "-u",
+    `UNIX-CONNECT:${path}`,
+    "STDOUT",
+  ]);
+  const serverCode = await served;
+  const self = process.cpuUsage(selfBefore);
+  const children = cpuDelta(before, procCpu("self"));
+  expectSuccess("socat chain", done, bytes);
+  if (serverCode !== 0) throw new CorrectnessError(`socat (head's end) exited ${serverCode}`);
+  return {
+    mbps: bytes / MB / (done.ms / 1000),
+    streamingMbps: bytes / MB / ((done.ms - done.firstByteMs) / 1000),
+    cpu: {
+      "socat x2 and head": totalCpu(children, true),
+      "bench (reader)": (self.user + self.system) / 1e6,
+    },
+  };
+}
+
+type SocatCase = "socatPipes" | "socatPair";
+type StreamCase = "cli" | "cliBigWrites" | "socket" | "pipe" | SocatCase;
+type Run = (bytes: number) => Promise<Transfer>;
+
+/** The cases, socat's only when it is installed. */
+type StreamCases = Record<Exclude<StreamCase, SocatCase>, Run> & Partial<Record<SocatCase, Run>>;
+type Streams = Record<Exclude<StreamCase, SocatCase>, StreamFigures> &
+  Partial<Record<SocatCase, StreamFigures>>;
 
 interface StreamFigures {
   mbps: number;
@@ -649,18 +724,15 @@ interface StreamFigures {
   cpu: Record<string, number>;
 }
 
-async function measureStreams(
-  cases: Record<StreamCase, (bytes: number) => Promise<Transfer>>,
-  cfg: Config,
-): Promise<Record<StreamCase, StreamFigures>> {
-  const names = Object.keys(cases) as StreamCase[];
-  for (const name of names) await cases[name](cfg.warmupStreamBytes);
-  const samples = new Map<StreamCase, Transfer[]>(names.map((name) => [name, []]));
-  for (let run = 0; run < cfg.streamRuns; run++) {
-    for (const name of names) samples.get(name)?.push(await cases[name](cfg.streamBytes));
+async function measureStreams(cases: StreamCases, cfg: Config): Promise<Streams> {
+  const runs = Object.entries(cases) as [StreamCase, Run][];
+  for (const [, run] of runs) await run(cfg.warmupStreamBytes);
+  const samples = new Map<StreamCase, Transfer[]>(runs.map(([name]) => [name, []]));
+  for (let turn = 0; turn < cfg.streamRuns; turn++) {
+    for (const [name, run] of runs) samples.get(name)?.push(await run(cfg.streamBytes));
   }
-  const out = {} as Record<StreamCase, StreamFigures>;
-  for (const name of names) {
+  const out = {} as Streams;
+  for (const [name] of runs) {
     const all = samples.get(name) ?? [];
     const cpu: Record<string, number> = {};
     for (const key of Object.keys(all[0]?.cpu ?? {})) {
@@ -1215,7 +1287,9 @@ function spawnCostReport(m: SpawnCost): { text: string[]; figures: Record<string
 // ---- running -------------------------------------------------------------------------------
 
 interface Measured {
-  streams: Record<StreamCase, StreamFigures>;
+  streams: Streams;
+  /** Why the socat chain was not measured, when it was not. */
+  socatSkipped?: string;
   call: {
     guestlink: Summary;
     spawn: Summary;
@@ -1253,6 +1327,7 @@ export async function run(opts: BenchOptions): Promise<BenchReport> {
     const helper = await res.helper("bench/session-server.ts", [`raw:${rawPath}`]);
 
     // ---- 1: streaming ----
+    const socatSkipped = socatMissing();
     const streams = await measureStreams(
       {
         cli: (bytes) => cliExecStream(agent, { hook, usage: usageFile, fifo }, bytes),
@@ -1260,6 +1335,10 @@ export async function run(opts: BenchOptions): Promise<BenchReport> {
           cliExecStream(agent, { hook, usage: usageFile, fifo }, bytes, true),
         socket: (bytes) => rawSocketStream(rawPath, helper.pid, bytes),
         pipe: (bytes) => localPipeStream(fifo, bytes),
+        ...(socatSkipped === undefined && {
+          socatPipes: (bytes: number) => socatStream(dir, fifo, bytes, true),
+          socatPair: (bytes: number) => socatStream(dir, fifo, bytes, false),
+        }),
       },
       cfg,
     );
@@ -1336,6 +1415,7 @@ export async function run(opts: BenchOptions): Promise<BenchReport> {
 
     return report(opts, cfg, {
       streams,
+      socatSkipped,
       call: {
         guestlink: summarize(callSamples.guestlink),
         spawn: summarize(callSamples.spawn),
@@ -1456,6 +1536,46 @@ function qemuGaReport(m: QgaMeasured): { text: string[]; figures: Record<string,
   return { text, figures };
 }
 
+/** The CLI beside the socat chain of the same shape, and of socat's default shape. */
+function socatRows(streams: Streams, skipped: string | undefined): string[][] {
+  const cli = streams.cli.mbps;
+  const { socatPipes, socatPair } = streams;
+  if (socatPipes === undefined || socatPair === undefined) {
+    return [
+      [
+        "  same, vs the socat chain",
+        formatNumber(cli),
+        "n/a",
+        "MB/s",
+        "",
+        `skipped: ${skipped}`,
+        "",
+      ],
+    ];
+  }
+  const pipesRatio = cli / socatPipes.mbps;
+  return [
+    [
+      "  same, vs socat | reader (head on pipes, as the agent)",
+      formatNumber(cli),
+      formatNumber(socatPipes.mbps),
+      "MB/s",
+      formatNumber(pipesRatio, 2),
+      `>= ${AIM_SOCAT_RATIO}x`,
+      verdict(pipesRatio, AIM_SOCAT_RATIO),
+    ],
+    [
+      "  same, vs socat | reader (head on a socketpair)",
+      formatNumber(cli),
+      formatNumber(socatPair.mbps),
+      "MB/s",
+      formatNumber(cli / socatPair.mbps, 2),
+      "",
+      "(info)",
+    ],
+  ];
+}
+
 function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
   const { streams, call, cli, files, rss } = m;
   const cliMbps = streams.cli.mbps;
@@ -1493,6 +1613,7 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       "",
       "(info)",
     ],
+    ...socatRows(streams, m.socatSkipped),
     [
       "  same bytes, command writes 1 MiB (dd bs=1M)",
       formatNumber(streams.cliBigWrites.mbps),
@@ -1659,6 +1780,8 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
   cpuCase("CLI exec dd bs=1M", streams.cliBigWrites);
   cpuCase("raw socket", streams.socket);
   cpuCase("local pipe", streams.pipe);
+  if (streams.socatPipes) cpuCase("socat, pipes", streams.socatPipes);
+  if (streams.socatPair) cpuCase("socat, socketpair", streams.socatPair);
 
   const cpus = os.cpus().length;
   const qga = qemuGaReport(m.qemuGa);
@@ -1672,7 +1795,11 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       ` dd bs=1M ${streams.cliBigWrites.runs.join(" ")}; raw socket ${streams.socket.runs.join(" ")}; pipe ${streams.pipe.runs.join(" ")}). The CLI's rate is from spawn to exit, Node's`,
     "start-up included; its stdout is a pipe this process drains and counts. The raw socket: a helper process writes 64 KiB",
     "blocks into a Unix socket, this process counts them. The pipe: `head` writes into a pipe this process counts. The pipes are",
-    "real pipes (a FIFO; Node's stdio pipes are socketpairs), as `| wc -c` in a shell gives.",
+    "real pipes (a FIFO; Node's stdio pipes are socketpairs), as `| wc -c` in a shell gives. The socat chain: `socat -b 131072",
+    "UNIX-LISTEN:S EXEC:'head -c N /dev/zero'[,pipes]` and `socat -b 131072 -u UNIX-CONNECT:S STDOUT` into the same pipe: the",
+    "agent's and the CLI's jobs with nothing between (no frames, checksums, flow control or exit status); `pipes` talks to head",
+    `over real pipes, as the agent does, else over a socketpair (socat's default)${m.socatSkipped ? `; not measured: ${m.socatSkipped}` : ""}` +
+      `${streams.socatPipes ? ` (MB/s pipes ${streams.socatPipes.runs.join(" ")}; socketpair ${streams.socatPair?.runs.join(" ")})` : ""}.`,
     "",
     `CPU seconds per process (median of the runs; % of one CPU over the wall time; ${cpus} CPUs):`,
     "",
@@ -1711,10 +1838,20 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       runs: streams.cli.runs,
       rawSocketRuns: streams.socket.runs,
       pipeRuns: streams.pipe.runs,
+      socat: streams.socatPipes
+        ? {
+            pipesMbps: round(streams.socatPipes.mbps),
+            socketpairMbps: round(streams.socatPair?.mbps ?? Number.NaN),
+            ratioPipes: round(streams.cli.mbps / streams.socatPipes.mbps, 3),
+            aimRatio: AIM_SOCAT_RATIO,
+            pipesRuns: streams.socatPipes.runs,
+            socketpairRuns: streams.socatPair?.runs,
+          }
+        : { skipped: m.socatSkipped },
       cpuSeconds: Object.fromEntries(
-        (["cli", "cliBigWrites", "socket", "pipe"] as const).map((k) => [
+        Object.entries(streams).map(([k, figures]) => [
           k,
-          Object.fromEntries(Object.entries(streams[k].cpu).map(([p, s]) => [p, round(s, 2)])),
+          Object.fromEntries(Object.entries(figures.cpu).map(([p, s]) => [p, round(s, 2)])),
         ]),
       ),
       aimMbps: AIM_EXEC_MBPS,
