@@ -331,6 +331,9 @@ function runCounted(
   });
 }
 
+/** What `runIntoPipe` reads into (the bytes are counted, not kept). */
+const READ_BUFFER = Buffer.allocUnsafe(1 * MiB);
+
 /**
  * Runs `file args` with its stdout a real pipe (a FIFO in the temporary folder, as `| wc -c` in a
  * shell gives; Node's own `stdio: "pipe"` is a socketpair) that this process drains and counts.
@@ -350,9 +353,26 @@ function runIntoPipe(
     closeSync(readFd);
     throw err;
   }
-  const reader = new net.Socket({ fd: readFd, readable: true, writable: false });
+  let stdoutBytes = 0;
+  let firstByteMs = Number.NaN;
+  let start = Number.NaN;
+  // Read into one buffer again and again (`onread`), as `wc -c` does: a new buffer per read
+  // would make this reader, not what it measures, the limit.
+  const reader = new net.Socket({
+    fd: readFd,
+    readable: true,
+    writable: false,
+    onread: {
+      buffer: READ_BUFFER,
+      callback: (nread: number) => {
+        if (stdoutBytes === 0) firstByteMs = now() - start;
+        stdoutBytes += nread;
+        return true;
+      },
+    },
+  } as net.SocketConstructorOpts);
   return new Promise((resolve, reject) => {
-    const start = now();
+    start = now();
     let child: ChildProcess;
     try {
       child = spawn(file, args, { cwd: REPO_ROOT, env, stdio: ["ignore", writeFd, "pipe"] });
@@ -364,8 +384,6 @@ function runIntoPipe(
       // Only the child holds the write end now: the reader sees the end when the child exits.
       closeSync(writeFd);
     }
-    let stdoutBytes = 0;
-    let firstByteMs = Number.NaN;
     let stderr = "";
     let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let ended = false;
@@ -373,10 +391,6 @@ function runIntoPipe(
       if (!exit || !ended) return;
       resolve({ ...exit, stdoutBytes, stdout: "", stderr, ms: now() - start, firstByteMs });
     };
-    reader.on("data", (chunk: Buffer) => {
-      if (stdoutBytes === 0) firstByteMs = now() - start;
-      stdoutBytes += chunk.length;
-    });
     reader.once("end", () => {
       ended = true;
       finish();
@@ -613,7 +627,20 @@ async function rawSocketStream(path: string, helperPid: number, bytes: number): 
   const helperBefore = procCpu(helperPid);
   const selfBefore = process.cpuUsage();
   const start = now();
-  const socket = net.connect({ path });
+  let received = 0;
+  let firstByteMs = Number.NaN;
+  // Counted as runIntoPipe counts: into one buffer again and again.
+  const socket = net.connect({
+    path,
+    onread: {
+      buffer: READ_BUFFER,
+      callback: (nread: number) => {
+        if (received === 0) firstByteMs = now() - start;
+        received += nread;
+        return true;
+      },
+    },
+  });
   await new Promise<void>((resolve, reject) => {
     socket.once("connect", resolve);
     socket.once("error", reject);
@@ -622,12 +649,11 @@ async function rawSocketStream(path: string, helperPid: number, bytes: number): 
   request[0] = RAW_STREAM;
   request.writeBigUInt64BE(BigInt(bytes), 1);
   socket.write(request);
-  let received = 0;
-  let firstByteMs = Number.NaN;
-  for await (const chunk of socket) {
-    if (received === 0) firstByteMs = now() - start;
-    received += (chunk as Buffer).length;
-  }
+  await new Promise<void>((resolve, reject) => {
+    socket.once("end", resolve);
+    socket.once("error", reject);
+  });
+  socket.destroy();
   const ms = now() - start;
   const self = process.cpuUsage(selfBefore);
   const helper = cpuDelta(helperBefore, procCpu(helperPid));
