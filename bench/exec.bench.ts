@@ -6,8 +6,11 @@
  * - `guestlink exec ADDR -- head -c 1G /dev/zero`, the CLI's stdout a pipe that this process
  *   drains and counts (like `| wc -c`): MB/s from spawn to exit, against a bare Node Unix-socket
  *   stream of the same bytes (a helper process writes them, this process counts them) and a local
- *   `head -c 1G /dev/zero` piped straight into this process (the ceiling of the pipe and reader).
- *   The CPU time of every process involved is recorded, to say where the time goes.
+ *   `head -c 1G /dev/zero` piped straight into this process (the ceiling of the pipe and reader);
+ *   when socat is installed, socat at both ends doing the same job (`socatStream`), head on real
+ *   pipes as the agent has it and on socat's default socketpair; and the same command through the
+ *   library (`remoteExec` into a sink in this process). The CPU time of every process involved is
+ *   recorded, to say where the time goes.
  * - `exec -- true`: (a) per call through the library (`openSession` once, `remoteExec` again and
  *   again) against (c) `child_process.spawn("true")` in a plain node process, and a "ping" call on
  *   the same session (the protocol's floor); (b) the whole CLI invocation, against `node -e 0`
@@ -667,6 +670,53 @@ async function rawSocketStream(path: string, helperPid: number, bytes: number): 
   };
 }
 
+/**
+ * The same command through the library: `remoteExec` on a session this process holds, its stdout
+ * a sink that counts (and keeps nothing, so the session's buffers are recycled). MB/s from the
+ * call to its result.
+ */
+async function libraryExecStream(
+  lib: Lib,
+  session: Session,
+  agent: Agent,
+  bytes: number,
+): Promise<Transfer> {
+  const agentBefore = procCpu(agent.pid);
+  const selfBefore = process.cpuUsage();
+  let received = 0;
+  let firstByteMs = Number.NaN;
+  const start = now();
+  const stdout = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      if (received === 0) firstByteMs = now() - start;
+      received += chunk.length;
+      callback();
+    },
+  });
+  const result = await lib.remoteExec(
+    session,
+    { argv: zeroCommand(bytes, false) },
+    { stdout, stderr: sink(), recycle: true },
+  );
+  const ms = now() - start;
+  const self = process.cpuUsage(selfBefore);
+  const agentCpu = cpuDelta(agentBefore, procCpu(agent.pid));
+  if (result.status !== 0 || received !== bytes) {
+    throw new CorrectnessError(
+      `exec head through the library: ${JSON.stringify(result)}, ${received} of ${bytes} bytes`,
+    );
+  }
+  return {
+    mbps: bytes / MB / (ms / 1000),
+    streamingMbps: bytes / MB / ((ms - firstByteMs) / 1000),
+    cpu: {
+      "head (in the agent)": totalCpu(agentCpu, true),
+      agent: totalCpu(agentCpu),
+      "bench (library)": (self.user + self.system) / 1e6,
+    },
+  };
+}
+
 /** socat's buffer in the chain below: `-b 131072`, as the issue's figure was measured. */
 const SOCAT_BUFFER_BYTES = 128 * KiB;
 
@@ -734,7 +784,7 @@ async function socatStream(
 }
 
 type SocatCase = "socatPipes" | "socatPair";
-type StreamCase = "cli" | "cliBigWrites" | "socket" | "pipe" | SocatCase;
+type StreamCase = "cli" | "cliBigWrites" | "library" | "socket" | "pipe" | SocatCase;
 type Run = (bytes: number) => Promise<Transfer>;
 
 /** The cases, socat's only when it is installed. */
@@ -1354,11 +1404,14 @@ export async function run(opts: BenchOptions): Promise<BenchReport> {
 
     // ---- 1: streaming ----
     const socatSkipped = socatMissing();
+    const session = await lib.openSession(agent.address);
+    res.add(() => session.close());
     const streams = await measureStreams(
       {
         cli: (bytes) => cliExecStream(agent, { hook, usage: usageFile, fifo }, bytes),
         cliBigWrites: (bytes) =>
           cliExecStream(agent, { hook, usage: usageFile, fifo }, bytes, true),
+        library: (bytes) => libraryExecStream(lib, session, agent, bytes),
         socket: (bytes) => rawSocketStream(rawPath, helper.pid, bytes),
         pipe: (bytes) => localPipeStream(fifo, bytes),
         ...(socatSkipped === undefined && {
@@ -1370,8 +1423,6 @@ export async function run(opts: BenchOptions): Promise<BenchReport> {
     );
 
     // ---- 2a/2c: exec true per call, through the library, against a local spawn ----
-    const session = await lib.openSession(agent.address);
-    res.add(() => session.close());
     const spawnScript = join(dir, "spawn-loop.mjs");
     await writeFile(spawnScript, SPAWN_LOOP);
     const spawnLoop = await SpawnLoop.start(spawnScript);
@@ -1641,6 +1692,15 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
     ],
     ...socatRows(streams, m.socatSkipped),
     [
+      `exec head -c ${streamLabel} via library into a sink  vs raw socket`,
+      formatNumber(streams.library.mbps),
+      formatNumber(streams.socket.mbps),
+      "MB/s",
+      f2(streams.library.mbps / streams.socket.mbps),
+      `>= ${AIM_EXEC_MBPS} MB/s`,
+      verdict(streams.library.mbps, AIM_EXEC_MBPS),
+    ],
+    [
       "  same bytes, command writes 1 MiB (dd bs=1M)",
       formatNumber(streams.cliBigWrites.mbps),
       formatNumber(streams.socket.mbps),
@@ -1804,6 +1864,7 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
   };
   cpuCase("CLI exec", streams.cli);
   cpuCase("CLI exec dd bs=1M", streams.cliBigWrites);
+  cpuCase("library exec", streams.library);
   cpuCase("raw socket", streams.socket);
   cpuCase("local pipe", streams.pipe);
   if (streams.socatPipes) cpuCase("socat, pipes", streams.socatPipes);
@@ -1818,7 +1879,8 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
     table(["figure", "guestlink", "baseline", "unit", "ratio", "aim", "verdict"], rows),
     "",
     `streaming: median of ${cfg.streamRuns} transfers of ${streamLabel} per case, the cases taking turns (MB/s CLI ${streams.cli.runs.join(" ")};` +
-      ` dd bs=1M ${streams.cliBigWrites.runs.join(" ")}; raw socket ${streams.socket.runs.join(" ")}; pipe ${streams.pipe.runs.join(" ")}). The CLI's rate is from spawn to exit, Node's`,
+      ` dd bs=1M ${streams.cliBigWrites.runs.join(" ")}; library ${streams.library.runs.join(" ")}; raw socket ${streams.socket.runs.join(" ")}; pipe ${streams.pipe.runs.join(" ")}).` +
+      " The CLI's rate is from spawn to exit, Node's",
     "start-up included; its stdout is a pipe this process drains and counts. The raw socket: a helper process writes 64 KiB",
     "blocks into a Unix socket, this process counts them. The pipe: `head` writes into a pipe this process counts. The pipes are",
     "real pipes (a FIFO; Node's stdio pipes are socketpairs), as `| wc -c` in a shell gives. The socat chain: `socat -b 131072",
@@ -1859,6 +1921,7 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       rawSocketMbps: round(streams.socket.mbps),
       pipeMbps: round(streams.pipe.mbps),
       bigWritesMbps: round(streams.cliBigWrites.mbps),
+      libraryMbps: round(streams.library.mbps),
       ratioRawSocket: round(socketRatio, 3),
       ratioPipe: round(pipeRatio, 3),
       runs: streams.cli.runs,
