@@ -20,6 +20,7 @@ import { type AgentProcess, startAgent } from "../helpers/agent-process.ts";
 import { guestlinkArgs } from "../helpers/bin.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const BUNDLE_DIR = join(ROOT, "dist", "bundle");
 
 /** `src/session/session.ts` as it is; `…/node_modules/pino/lib/tools.js` as `pino`. */
 function sourceName(path: string): string {
@@ -373,6 +374,14 @@ register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)})
         loaded.some((file) => file.startsWith("chunks/")),
         loaded.join(", "),
       );
+      // hdr-histogram-js (about 11 MiB of an agent's memory) waits for a fleet run's workload.
+      for (const file of loaded) {
+        const text = await readFile(join(BUNDLE_DIR, file), "utf8");
+        assert.ok(
+          !text.includes("node_modules/hdr-histogram-js/"),
+          `${file} holds hdr-histogram-js`,
+        );
+      }
     } finally {
       child.kill("SIGKILL");
     }

@@ -26,7 +26,7 @@ import { parseParams, requireStream } from "../params.ts";
 import type { Service } from "../service.ts";
 import { runCommand } from "./command.ts";
 import { prepareIo, runIo } from "./io.ts";
-import { IntervalRecorder } from "./recorder.ts";
+import type { IntervalRecorder } from "./recorder.ts";
 
 export interface WorkloadServiceOptions {
   /** The agent's clock (tests give each agent a skewed one). Default: Node's. */
@@ -52,6 +52,17 @@ const DEFAULT_PRECISE_MS = 2;
 const NEVER_WOKEN = new Int32Array(new SharedArrayBuffer(4));
 const DEFAULT_KILL_GRACE_MS = 2_000;
 
+/**
+ * The recorder's module, loaded by the first `configure`: its HDR histograms (hdr-histogram-js,
+ * which carries a WebAssembly build) cost an agent about 11 MiB of memory, and most agents never
+ * run a workload.
+ */
+let recorderModule: Promise<typeof import("./recorder.ts")> | undefined;
+const loadRecorder = () => {
+  recorderModule ??= import("./recorder.ts");
+  return recorderModule;
+};
+
 export function workloadService(options: WorkloadServiceOptions): Service {
   const { clock } = options;
   const preciseMs = options.preciseMs ?? DEFAULT_PRECISE_MS;
@@ -73,6 +84,7 @@ export function workloadService(options: WorkloadServiceOptions): Service {
     };
     sessions.set(ctx.session as object, entry);
     try {
+      await loadRecorder();
       if (entry.workload.kind === "io") await prepareIo(entry.workload);
     } catch (err) {
       entry.state = "ERROR";
@@ -99,7 +111,8 @@ export function workloadService(options: WorkloadServiceOptions): Service {
     }
     entry.state = "RUNNING";
     let records = 0;
-    const recorder = new IntervalRecorder();
+    // Loaded by `configure` already: this waits for nothing.
+    const recorder = new (await loadRecorder()).IntervalRecorder();
     const write = (startMs: number, endMs: number) => {
       const { ops, errorSamples } = recorder.take();
       const record: StatsRecord = { stage: p.stage, seq: records++, startMs, endMs, ops };
