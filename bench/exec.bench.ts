@@ -334,8 +334,30 @@ function runCounted(
   });
 }
 
-/** What `runIntoPipe` reads into (the bytes are counted, not kept). */
+/** What the streams below are read into (the bytes are counted, not kept). */
 const READ_BUFFER = Buffer.allocUnsafe(1 * MiB);
+
+/**
+ * Counts the bytes of a socket or pipe read into one buffer again and again (`onread`), as
+ * `wc -c` does: a new buffer per read would make this reader, not what it measures, the limit.
+ */
+class ReadCount {
+  bytes = 0;
+  firstByteMs = Number.NaN;
+  readonly #start: number;
+  readonly onread: net.OnReadOpts = {
+    buffer: READ_BUFFER,
+    callback: (nread: number) => {
+      if (this.bytes === 0) this.firstByteMs = now() - this.#start;
+      this.bytes += nread;
+      return true;
+    },
+  };
+
+  constructor(start: number) {
+    this.#start = start;
+  }
+}
 
 /**
  * Runs `file args` with its stdout a real pipe (a FIFO in the temporary folder, as `| wc -c` in a
@@ -356,26 +378,15 @@ function runIntoPipe(
     closeSync(readFd);
     throw err;
   }
-  let stdoutBytes = 0;
-  let firstByteMs = Number.NaN;
-  let start = Number.NaN;
-  // Read into one buffer again and again (`onread`), as `wc -c` does: a new buffer per read
-  // would make this reader, not what it measures, the limit.
+  const start = now();
+  const count = new ReadCount(start);
   const reader = new net.Socket({
     fd: readFd,
     readable: true,
     writable: false,
-    onread: {
-      buffer: READ_BUFFER,
-      callback: (nread: number) => {
-        if (stdoutBytes === 0) firstByteMs = now() - start;
-        stdoutBytes += nread;
-        return true;
-      },
-    },
+    onread: count.onread,
   } as net.SocketConstructorOpts);
   return new Promise((resolve, reject) => {
-    start = now();
     let child: ChildProcess;
     try {
       child = spawn(file, args, { cwd: REPO_ROOT, env, stdio: ["ignore", writeFd, "pipe"] });
@@ -392,7 +403,14 @@ function runIntoPipe(
     let ended = false;
     const finish = () => {
       if (!exit || !ended) return;
-      resolve({ ...exit, stdoutBytes, stdout: "", stderr, ms: now() - start, firstByteMs });
+      resolve({
+        ...exit,
+        stdoutBytes: count.bytes,
+        stdout: "",
+        stderr,
+        ms: now() - start,
+        firstByteMs: count.firstByteMs,
+      });
     };
     reader.once("end", () => {
       ended = true;
@@ -630,20 +648,8 @@ async function rawSocketStream(path: string, helperPid: number, bytes: number): 
   const helperBefore = procCpu(helperPid);
   const selfBefore = process.cpuUsage();
   const start = now();
-  let received = 0;
-  let firstByteMs = Number.NaN;
-  // Counted as runIntoPipe counts: into one buffer again and again.
-  const socket = net.connect({
-    path,
-    onread: {
-      buffer: READ_BUFFER,
-      callback: (nread: number) => {
-        if (received === 0) firstByteMs = now() - start;
-        received += nread;
-        return true;
-      },
-    },
-  });
+  const count = new ReadCount(start);
+  const socket = net.connect({ path, onread: count.onread });
   await new Promise<void>((resolve, reject) => {
     socket.once("connect", resolve);
     socket.once("error", reject);
@@ -660,12 +666,12 @@ async function rawSocketStream(path: string, helperPid: number, bytes: number): 
   const ms = now() - start;
   const self = process.cpuUsage(selfBefore);
   const helper = cpuDelta(helperBefore, procCpu(helperPid));
-  if (received !== bytes) {
-    throw new CorrectnessError(`raw socket: asked for ${bytes} bytes, got ${received}`);
+  if (count.bytes !== bytes) {
+    throw new CorrectnessError(`raw socket: asked for ${bytes} bytes, got ${count.bytes}`);
   }
   return {
     mbps: bytes / MB / (ms / 1000),
-    streamingMbps: bytes / MB / ((ms - firstByteMs) / 1000),
+    streamingMbps: bytes / MB / ((ms - count.firstByteMs) / 1000),
     cpu: { "writer (helper)": totalCpu(helper), "bench (reader)": (self.user + self.system) / 1e6 },
   };
 }
