@@ -423,7 +423,13 @@ async function streamZeros(
   const stderr = new CountingSink();
   const start = now();
   const result = await lib
-    .remoteExec(session, { argv: ["head", "-c", String(bytes), "/dev/zero"] }, { stdout, stderr })
+    // The sinks keep nothing once a write is done: the session may read into its buffers again
+    // (recycle), as the CLI's stdout does; else the reader's garbage would be the figure.
+    .remoteExec(
+      session,
+      { argv: ["head", "-c", String(bytes), "/dev/zero"] },
+      { stdout, stderr, recycle: true },
+    )
     .catch((err: unknown) => {
       throw new CorrectnessError(
         `${label}: head -c ${bytes} failed after ${stdout.bytes} bytes: ${describe(err)}`,

@@ -9,6 +9,7 @@ import { GuestlinkError } from "../errors.ts";
 import { sessionOptions } from "../platform/session.ts";
 import { Session } from "../session/session.ts";
 import { NodeStreamTransport } from "../transport/node-stream.ts";
+import { SlabReads } from "../transport/slab-reads.ts";
 import { defaultSocketPath, sessionPath, UPGRADE_PROTOCOL } from "./paths.ts";
 
 function unreachable(socketPath: string, err: NodeJS.ErrnoException): GuestlinkError {
@@ -25,8 +26,11 @@ export async function openDaemonSession(
   options: { socketPath?: string; peer?: { id: string; hostname: string; version: string } } = {},
 ): Promise<Session> {
   const socketPath = options.socketPath ?? defaultSocketPath();
+  // Read into slabs used again, as a direct unix: address is (slab-reads.ts): the answer's head is
+  // read from them first, then the session's frames.
+  const reads = new SlabReads();
   const socket = await new Promise<Socket>((resolve, reject) => {
-    const s = netConnect(socketPath);
+    const s = netConnect({ path: socketPath, onread: reads.onread });
     s.once("connect", () => {
       s.off("error", reject);
       resolve(s);
@@ -36,9 +40,8 @@ export async function openDaemonSession(
   socket.write(
     `GET ${sessionPath(id)} HTTP/1.1\r\nhost: guestlink\r\nconnection: Upgrade\r\nupgrade: ${UPGRADE_PROTOCOL}\r\n\r\n`,
   );
-  const rest = await readResponseHead(socket, id);
-  if (rest.length > 0) socket.unshift(rest);
-  const transport = new NodeStreamTransport(socket, socket, { description: `@${id}` });
+  await readResponseHead(socket, reads, id);
+  const transport = new NodeStreamTransport(socket, socket, { description: `@${id}`, reads });
   const session = new Session(
     transport,
     sessionOptions("client", { resume: false, ...(options.peer ? { peer: options.peer } : {}) }),
@@ -47,12 +50,17 @@ export async function openDaemonSession(
   return session;
 }
 
-/** Reads the upgrade's answer: resolves with what came after a 101's head, or throws its error. */
-function readResponseHead(socket: Socket, id: string): Promise<Buffer> {
+/**
+ * Reads the upgrade's answer from `reads`: resolves after a 101's head, what came after it left
+ * for the next reader of `reads`, or throws the daemon's error.
+ */
+function readResponseHead(socket: Socket, reads: SlabReads, id: string): Promise<void> {
   return new Promise((resolve, reject) => {
     let buffered = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
+    const onData = (chunk: Uint8Array) => {
       buffered = Buffer.concat([buffered, chunk]);
+      // Used up here, as far as the slabs are concerned; what follows the head is a copy.
+      reads.decoded(chunk);
       const end = buffered.indexOf("\r\n\r\n");
       if (end < 0) {
         if (buffered.length > 64 * 1024)
@@ -63,7 +71,8 @@ function readResponseHead(socket: Socket, id: string): Promise<Buffer> {
       const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]);
       if (status === 101) {
         cleanup();
-        resolve(buffered.subarray(end + 4));
+        reads.detach(buffered.subarray(end + 4));
+        resolve();
         return;
       }
       const length = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0);
@@ -91,7 +100,7 @@ function readResponseHead(socket: Socket, id: string): Promise<Buffer> {
         ),
       );
     const cleanup = () => {
-      socket.off("data", onData);
+      reads.detach();
       socket.off("end", onEnd);
     };
     const fail = (err: Error) => {
@@ -99,7 +108,7 @@ function readResponseHead(socket: Socket, id: string): Promise<Buffer> {
       socket.destroy();
       reject(err);
     };
-    socket.on("data", onData);
+    reads.attach(onData);
     socket.once("end", onEnd);
   });
 }

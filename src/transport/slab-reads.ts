@@ -104,6 +104,16 @@ export class SlabReads implements Recycler {
     for (const chunk of this.#early.splice(0)) sink(chunk);
   }
 
+  /**
+   * Stops handing chunks to the sink until the next `attach`, which gets `first` (if any) before
+   * what is read meanwhile. For a preamble read before the protocol (an HTTP upgrade's answer):
+   * its reader says `decoded` of each chunk it used up, and gives back a copy of what followed.
+   */
+  detach(first?: Uint8Array): void {
+    this.#sink = undefined;
+    if (first !== undefined && first.length > 0) this.#early.unshift(first);
+  }
+
   handedOut(view: Uint8Array, mayComeBack: boolean): void {
     const use = this.#uses.get(view.buffer);
     if (use === undefined) return;

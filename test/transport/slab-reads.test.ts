@@ -155,3 +155,31 @@ describe("SlabReads: a slab is read into again", () => {
     });
   });
 });
+
+describe("SlabReads: a preamble read before the protocol (detach)", () => {
+  it("hands what follows it, then what was read meanwhile, to the next sink, in order", () => {
+    const reads = new SlabReads();
+    const buffer = reads.onread.buffer as () => Uint8Array;
+    const callback = reads.onread.callback as (n: number, b: Uint8Array) => boolean;
+    const readText = (text: string) => {
+      const room = buffer();
+      room.set(Buffer.from(text));
+      callback(text.length, room);
+    };
+    const preamble: string[] = [];
+    reads.attach((chunk) => {
+      preamble.push(Buffer.from(chunk).toString());
+      decoded(chunk);
+    });
+    readText("HEAD\r\n\r\nfir");
+    // The preamble's reader found its end: it gives back a copy of what followed it.
+    reads.detach(Buffer.from("fir"));
+    readText("st ");
+    readText("second");
+    const after: string[] = [];
+    reads.attach((chunk) => after.push(Buffer.from(chunk).toString()));
+    readText(" third");
+    assert.deepEqual(preamble, ["HEAD\r\n\r\nfir"]);
+    assert.deepEqual(after, ["fir", "st ", "second", " third"]);
+  });
+});
