@@ -13,9 +13,6 @@ import { GuestlinkError } from "../errors.ts";
 import { VERSION } from "../version.ts";
 import { registerAgent } from "./agent.ts";
 import { setVerbose } from "./common.ts";
-
-export { connectedToAgent } from "./common.ts";
-
 import { registerDemo } from "./demo.ts";
 import { registerExec } from "./exec.ts";
 import { failureJson, formatFailure } from "./failure.ts";
@@ -36,6 +33,9 @@ import { registerRun } from "./run.ts";
 import { registerLs, registerServe } from "./serve.ts";
 import { registerCall, registerSubmit } from "./submit.ts";
 import { registerWatch } from "./watch.ts";
+
+/** For bin/guestlink: whether this run reached an agent (it then keeps its code cache). */
+export { connectedToAgent } from "./common.ts";
 
 export const EXIT_GUESTLINK_FAILURE = 255;
 

@@ -229,6 +229,20 @@ describe("the CLI's code cache", () => {
 
   const exec = () => ["exec", agent.address, "--", "sh", "-c", "echo out; exit 3"];
 
+  /** A new folder whose cache an exec wrote: the file, its bytes, and where its first line ends. */
+  async function cacheWritten(): Promise<{
+    folder: string;
+    file: string;
+    data: Buffer;
+    end: number;
+  }> {
+    const folder = await cacheFolder();
+    const { file } = await withCache(folder, exec());
+    assert.ok(file);
+    const data = await readFile(file);
+    return { folder, file, data, end: data.indexOf(10) };
+  }
+
   it("is written by the first start, used by the next, and kept until a start reaches an agent", async () => {
     const folder = await cacheFolder();
     const first = await withCache(folder, ["--version"]);
@@ -254,11 +268,7 @@ describe("the CLI's code cache", () => {
   });
 
   it("made for another build or Node is not used, and is replaced", async () => {
-    const folder = await cacheFolder();
-    const { file } = await withCache(folder, exec());
-    assert.ok(file);
-    const data = await readFile(file);
-    const end = data.indexOf(10);
+    const { folder, file, data, end } = await cacheWritten();
     const [magic, format, build, node, platform, level] = data
       .subarray(0, end)
       .toString()
@@ -281,11 +291,7 @@ describe("the CLI's code cache", () => {
   });
 
   it("damaged (cut short, or not V8's at all) is refused by V8, and the command runs as ever", async () => {
-    const folder = await cacheFolder();
-    const { file } = await withCache(folder, exec());
-    assert.ok(file);
-    const data = await readFile(file);
-    const end = data.indexOf(10);
+    const { folder, file, data, end } = await cacheWritten();
     const garbage = Buffer.alloc(data.length - end - 1, 0x5a);
     for (const damaged of [
       data.subarray(0, end + 1 + Math.floor((data.length - end) / 2)),

@@ -18,6 +18,7 @@ import {
   WORKLOAD_SERVICE,
 } from "../../fleet/protocol.ts";
 import type { Workload } from "../../fleet/workload.ts";
+import { loadOnce } from "../../platform/require.ts";
 import type { Clock } from "../../session/runtime.ts";
 import type { CallContext } from "../../session/session.ts";
 import type { SessionStream } from "../../session/stream.ts";
@@ -57,11 +58,7 @@ const DEFAULT_KILL_GRACE_MS = 2_000;
  * which carries a WebAssembly build) cost an agent about 11 MiB of memory, and most agents never
  * run a workload.
  */
-let recorderModule: Promise<typeof import("./recorder.ts")> | undefined;
-const loadRecorder = () => {
-  recorderModule ??= import("./recorder.ts");
-  return recorderModule;
-};
+const loadRecorder = loadOnce(() => import("./recorder.ts"));
 
 export function workloadService(options: WorkloadServiceOptions): Service {
   const { clock } = options;
