@@ -10,10 +10,11 @@
  * - A source of stream bytes (a command's output pipe in the agent) hands chunks of its buffers
  *   to a session stream. The session hands them back (`release`) exactly once each: once they
  *   were copied elsewhere, or once the peer acknowledged the frame that carried them (it is
- *   written and will never be written again). Bytes of a frame written twice on one transport
- *   (sent again after damage, or replayed after a peer began anew in mid-stream) never come
- *   back: a copy may still wait in its queue. A frame replayed on a new transport does: the one
- *   it replaced was aborted, and what it still queued is never written.
+ *   written and will never be written again). A frame sent again after damage goes as a copy,
+ *   so its bytes come back all the same. Bytes of a frame replayed as they are on the transport
+ *   that wrote them (a peer began anew in mid-stream) never come back: the first write may still
+ *   wait in its queue. A frame replayed on a new transport does: the one it replaced was
+ *   aborted, and what it still queued is never written.
  * - A transport's reads (transport/slab-reads.ts). The session tells it what the decoder made of
  *   its bytes (`handedOut`: every payload, and whether it is stream data that may come back;
  *   `decoded`: the decoder has taken a chunk; `finished`: the connection is over and its decoder
@@ -83,6 +84,25 @@ export function finished(chunk: Uint8Array): void {
 /** `view`'s consumer keeps no reference to it once the session releases it. */
 export function adopt(view: Uint8Array): void {
   owners.get(view.buffer)?.adopt?.(view);
+}
+
+/**
+ * `view`'s bytes in a buffer of their own, of the same class. Not `view.slice()`: on a Node
+ * Buffer that is a view of the same bytes, which would then be read into again under whoever
+ * holds the "copy".
+ */
+export function copyOf<T extends Uint8Array>(view: T): T {
+  return Uint8Array.prototype.slice.call(view) as T;
+}
+
+/**
+ * Stream bytes handed out that nobody will be given (a frame the connection ended before, a
+ * duplicate, one dropped after a gap): they go back to their owner at once, as if consumed.
+ */
+export function discard(view: Uint8Array): void {
+  const owner = owners.get(view.buffer);
+  owner?.adopt?.(view);
+  owner?.release(view);
 }
 
 /** `view` went to a peer uncopied (an in-memory transport): its buffer is never reused. */

@@ -8,7 +8,7 @@
  */
 import { type Deferred, deferred } from "../abort.ts";
 import { GuestlinkError, isGuestlinkError } from "../errors.ts";
-import { adopt, decoded, finished, handedOut, recycled, release } from "../recycle.ts";
+import { copyOf, decoded, discard, finished, handedOut, recycled } from "../recycle.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { FrameDecoder } from "../wire/decode.ts";
 import { type Frame, FrameType } from "../wire/frame.ts";
@@ -233,9 +233,7 @@ export class Connection implements SessionConnection {
 function unused(frames: readonly Frame[], from: number): void {
   for (let i = from; i < frames.length; i++) {
     const frame = frames[i] as Frame;
-    if (frame.type !== FrameType.DATA || frame.payload.length === 0) continue;
-    adopt(frame.payload);
-    release(frame.payload);
+    if (frame.type === FrameType.DATA) discard(frame.payload);
   }
 }
 
@@ -259,7 +257,7 @@ function handOut(frames: readonly Frame[], mayComeBack: boolean): void {
     if (mayComeBack && (frame.type === FrameType.ACK || frame.type === FrameType.WINDOW)) continue;
     const data = frame.type === FrameType.DATA;
     if (mayComeBack && !data && frame.payload.length <= COPIED_CONTROL_BYTES) {
-      if (recycled(frame.payload)) frame.payload = frame.payload.slice();
+      if (recycled(frame.payload)) frame.payload = copyOf(frame.payload);
       continue;
     }
     handedOut(frame.payload, mayComeBack && data);

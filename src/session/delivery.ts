@@ -5,11 +5,12 @@
  * the outbox keeps. When resending does not heal the connection, the port is told to let it go.
  */
 import { GuestlinkError } from "../errors.ts";
+import { copyOf, discard } from "../recycle.ts";
 import { type Frame, FrameType, HEADER_BYTES } from "../wire/frame.ts";
 import type { Connection } from "./connection.ts";
 import type { SessionStats } from "./events.ts";
 import type { Outbox } from "./outbox.ts";
-import { type Arrival, ReceiveSequence } from "./receive-sequence.ts";
+import { Arrival, ReceiveSequence } from "./receive-sequence.ts";
 import type { Clock } from "./runtime.ts";
 import { ProtocolViolation } from "./violation.ts";
 
@@ -61,6 +62,7 @@ export class Delivery {
         ),
       rttMs: () => port.conn()?.keepalive?.srttMs,
       giveUpAfterMs: parts.giveUpAfterMs,
+      dropped: discardData,
     });
   }
 
@@ -71,11 +73,14 @@ export class Delivery {
   arrived(frame: Frame): Arrival {
     const bytes = HEADER_BYTES + frame.payload.length;
     // A small payload may be a view into a read's whole chunk: hold a copy, not the chunk.
-    const held =
-      frame.seq > this.rx.expected && frame.payload.length <= COPY_HELD_BELOW_BYTES
-        ? { ...frame, payload: frame.payload.slice() }
-        : frame;
-    return this.rx.arrive(frame.seq, bytes, held);
+    const copied = frame.seq > this.rx.expected && frame.payload.length <= COPY_HELD_BELOW_BYTES;
+    const held = copied ? { ...frame, payload: copyOf(frame.payload) } : frame;
+    const arrival = this.rx.arrive(frame.seq, bytes, held);
+    // Stream bytes that go no further give their read buffer back now (recycle.ts): a buffer
+    // waiting for them was never read into again, and a damaged connection made a new one of
+    // 1 MiB for nearly every frame sent again.
+    if (arrival !== Arrival.NEXT && (copied || arrival !== Arrival.HELD)) discardData(frame);
+    return arrival;
   }
 
   /** After a frame was delivered: the next held frame now in order, if any. */
@@ -137,4 +142,9 @@ export class Delivery {
       }),
     );
   }
+}
+
+/** A DATA frame's bytes that nobody will be given go back to their read buffer. */
+function discardData(frame: Frame): void {
+  if (frame.type === FrameType.DATA) discard(frame.payload);
 }

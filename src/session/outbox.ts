@@ -14,7 +14,7 @@
  * congested, sequenced frames are only kept, and the rest (keepalive, acks) is dropped.
  */
 import { GuestlinkError, toGuestlinkError } from "../errors.ts";
-import { release } from "../recycle.ts";
+import { copyOf, release } from "../recycle.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { FrameEncoder } from "../wire/encode.ts";
 import { type FrameType, frameTypeName, HEADER_BYTES } from "../wire/frame.ts";
@@ -41,7 +41,10 @@ interface Kept {
   head: Uint8Array;
   payload: Uint8Array | undefined;
   bytes: number;
-  /** Written more than once: a copy may wait in a transport's queue after the peer has one. */
+  /**
+   * Replayed on the transport that may still queue its first write (`attach`): that write may
+   * wait in the queue after the peer has the frame, so its payload never goes back for reuse.
+   */
   again: boolean;
 }
 
@@ -184,6 +187,12 @@ export class Outbox {
    * Writes again the kept frames up to `upTo`, ahead of what is queued and not yet handed to the
    * transport: the peer lost them, and holds what came after them until they arrive. Call `ack`
    * first with what the peer did receive. Returns how many frames.
+   *
+   * A payload goes as a copy, so the kept one still comes back to its read buffer once the peer
+   * acknowledges it (recycle.ts): the copy is queued behind the first write, so a peer that has
+   * either has had the first one written. Held back instead, every buffer a resent frame came
+   * from was lost to reuse, and the agent read into a new 1 MiB one for nearly every junk burst
+   * (14,000 more page faults in a `npm run chaos` round).
    */
   resend(upTo: number): number {
     if (this.#stopped || this.#transport === undefined) return 0;
@@ -194,8 +203,7 @@ export class Outbox {
       const kept = this.#log[i] as Kept;
       if (kept.seq > upTo) break;
       again.push(kept.head);
-      if (kept.payload !== undefined) again.push(kept.payload);
-      kept.again = true;
+      if (kept.payload !== undefined) again.push(copyOf(kept.payload));
       this.#bytes += kept.bytes;
       frames++;
     }

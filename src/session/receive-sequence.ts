@@ -64,7 +64,7 @@ export const Arrival = {
 } as const;
 export type Arrival = (typeof Arrival)[keyof typeof Arrival];
 
-export interface ReceiveSequencePort {
+export interface ReceiveSequencePort<T> {
   /** Send ACK `{received, resend: upTo}`: the peer writes again its frames after `received` up to `upTo`. */
   askResend(received: number, upTo: number): void;
   /** `asks` asks did not bring frame `expected`: the connection is not healing. */
@@ -73,6 +73,8 @@ export interface ReceiveSequencePort {
   rttMs(): number | undefined;
   /** How long asks must have gone unanswered before the connection is given up. */
   readonly giveUpAfterMs: number;
+  /** A held item let go undelivered (its connection was replaced, or the session ended). */
+  dropped(item: T): void;
 }
 
 interface Held<T> {
@@ -104,9 +106,9 @@ export class ReceiveSequence<T> {
   #unackedFrames = 0;
   #unackedBytes = 0;
   readonly #clock: Clock;
-  readonly #port: ReceiveSequencePort;
+  readonly #port: ReceiveSequencePort<T>;
 
-  constructor(clock: Clock, port: ReceiveSequencePort) {
+  constructor(clock: Clock, port: ReceiveSequencePort<T>) {
     this.#clock = clock;
     this.#port = port;
   }
@@ -217,6 +219,7 @@ export class ReceiveSequence<T> {
     this.#healed();
     this.#suspectAt = 0;
     this.#droppedAfter = -1;
+    for (const held of this.#held.values()) this.#port.dropped(held.item);
     this.#held.clear();
     this.#heldBytes = 0;
     this.#lastSeen = this.received;

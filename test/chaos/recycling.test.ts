@@ -1,6 +1,7 @@
 /**
- * Read buffers through redials (recycle.ts): a stream whose connection is cut again and again
- * keeps reading into the same few buffers on both sides, and arrives byte-exact. Every cut used to
+ * Read buffers through redials and junk (recycle.ts): a stream whose connection is cut again and
+ * again, or damaged again and again, keeps reading into the same few buffers on both sides, and
+ * arrives byte-exact. Every cut used to
  * leave the host's read buffers of that connection to the garbage collector (the first held the
  * agent's HELLO, and the others were freed only for the same connection), and the agent's output
  * buffers of every frame replayed on the new connection: a buffer of 1 MiB per cut on each side,
@@ -20,7 +21,7 @@ import { remoteExec } from "../../src/controller/exec.ts";
 import { openSession, type SessionServer, serveSessions } from "../../src/platform/session.ts";
 import { slabsAllocated } from "../../src/transport/slab-reads.ts";
 import { hashSink, randomOutput } from "../helpers/output-check.ts";
-import { startChaosProxy } from "./proxy.ts";
+import { type ChaosFaultOptions, startChaosProxy } from "./proxy.ts";
 
 const MiB = 1024 * 1024;
 
@@ -40,12 +41,16 @@ describe("read buffers through redials", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("a stream cut every ~1 MiB reads into the same few buffers on both sides, byte-exact", async () => {
+  /**
+   * 32 MiB of a command's output through the chaos proxy with `faults`: byte-exact, and how many
+   * new read buffers of 1 MiB each side took for it.
+   */
+  async function streamThrough(faults: ChaosFaultOptions, seed: number) {
     const proxy = await startChaosProxy({
-      listen: { path: join(dir, "proxy.sock") },
+      listen: { path: join(dir, `proxy-${seed}.sock`) },
       target: { path: join(dir, "agent.sock") },
-      seed: 7,
-      faults: { cutEveryBytes: MiB },
+      seed,
+      faults,
       direction: "both",
     });
     const session = await openSession(proxy.address);
@@ -72,18 +77,44 @@ describe("read buffers through redials", () => {
       const { sha256, bytes } = stdout.digest();
       assert.equal(bytes, 32 * MiB);
       assert.equal(sha256, stderr.split(" ")[0], "byte-exact");
-      const cuts = proxy.stats.cuts;
-      assert.ok(cuts >= 16, `${cuts} cuts`);
-      const host = slabsAllocated() - hostBefore;
-      assert.ok(host <= 8, `the host read into ${host} new buffers of 1 MiB through ${cuts} cuts`);
-      // The agent reads a command's pipes into its own buffers only with its spawn addon.
-      if ("addon" in spawnAddon()) {
-        const agent = pipeSlabs.allocated - agentBefore;
-        assert.ok(agent <= 12, `the agent read into ${agent} new buffers through ${cuts} cuts`);
-      }
+      return {
+        stats: proxy.stats,
+        host: slabsAllocated() - hostBefore,
+        // The agent reads a command's pipes into its own buffers only with its spawn addon.
+        agent: "addon" in spawnAddon() ? pipeSlabs.allocated - agentBefore : undefined,
+      };
     } finally {
       await session.close();
       await proxy.close();
+    }
+  }
+
+  it("a stream cut every ~1 MiB reads into the same few buffers on both sides, byte-exact", async () => {
+    const { stats, host, agent } = await streamThrough({ cutEveryBytes: MiB }, 7);
+    assert.ok(stats.cuts >= 16, `${stats.cuts} cuts`);
+    assert.ok(
+      host <= 8,
+      `the host read into ${host} new buffers of 1 MiB through ${stats.cuts} cuts`,
+    );
+    if (agent !== undefined) {
+      assert.ok(agent <= 12, `the agent read into ${agent} new buffers through ${stats.cuts} cuts`);
+    }
+  });
+
+  // Frames damaged on a live connection are sent again as copies, and the receiver gives back
+  // the bytes of duplicates and of held frames it lets go: both used to keep their buffers from
+  // reuse, a new one of 1 MiB for most bursts on each side (72 on the host per 168 MB here).
+  it("a stream with junk every ~256 KiB reads into the same few buffers on both sides, byte-exact", async () => {
+    const { stats, host, agent } = await streamThrough({ garbageEveryBytes: 256 * 1024 }, 11);
+    const bursts = stats.garbageBursts;
+    assert.ok(bursts >= 64, `${bursts} bursts`);
+    assert.equal(stats.cuts, 0);
+    assert.ok(
+      host <= 12,
+      `the host read into ${host} new buffers of 1 MiB through ${bursts} bursts`,
+    );
+    if (agent !== undefined) {
+      assert.ok(agent <= 12, `the agent read into ${agent} new buffers through ${bursts} bursts`);
     }
   });
 });

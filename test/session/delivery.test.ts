@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type GuestlinkError, isGuestlinkError } from "../../src/errors.ts";
+import { recycleFrom } from "../../src/recycle.ts";
 import { Connection, type ConnectionOwner } from "../../src/session/connection.ts";
 import { Delivery, type DeliveryPort } from "../../src/session/delivery.ts";
 import { newSessionStats } from "../../src/session/events.ts";
@@ -99,6 +100,57 @@ function violates(fn: () => void, violation: string): void {
     return true;
   });
 }
+
+/**
+ * A read buffer (a Node Buffer, as the socket transports read into) whose owner records the bytes
+ * given back, and DATA frames with payloads in it.
+ */
+function readBuffer() {
+  const buffer = Buffer.alloc(64 * 1024, 7);
+  const back: number[] = [];
+  recycleFrom(buffer.buffer, {
+    share() {},
+    adopt() {},
+    release: (view) => back.push(view.byteOffset - buffer.byteOffset),
+  });
+  const frame = (seq: number, at: number, bytes: number): Frame => ({
+    type: FrameType.DATA,
+    flags: 0,
+    streamId: 1,
+    seq,
+    payload: buffer.subarray(at, at + bytes),
+  });
+  return { buffer, back, frame };
+}
+
+describe("Delivery: read buffers given back", () => {
+  it("gives back the bytes of a duplicate, and of a small held frame it holds a copy of", () => {
+    const { delivery } = rig();
+    const { buffer, back, frame } = readBuffer();
+    delivery.arrived(frame(1, 0, 100));
+    assert.equal(delivery.arrived(frame(1, 1000, 100)), Arrival.DUPLICATE);
+    assert.deepEqual(back, [1000], "the duplicate's bytes come back at once");
+    assert.equal(delivery.arrived(frame(3, 2000, 100)), Arrival.HELD);
+    assert.deepEqual(back, [1000, 2000], "held as a copy: the bytes read come back");
+    // The buffer is read into again: what was held must not change.
+    buffer.fill(9, 2000, 2100);
+    assert.equal(delivery.arrived(frame(2, 3000, 100)), Arrival.NEXT);
+    const held = delivery.takeHeld() as Frame;
+    assert.equal(held.seq, 3);
+    assert.deepEqual([...new Set(held.payload)], [7], "the held copy kept its own bytes");
+    assert.notEqual(held.payload.buffer, buffer.buffer);
+  });
+
+  it("gives back the bytes of large frames it held, when their connection is replaced", () => {
+    const { delivery } = rig();
+    const { back, frame } = readBuffer();
+    delivery.arrived(frame(1, 0, 100));
+    assert.equal(delivery.arrived(frame(3, 8192, 8192)), Arrival.HELD);
+    assert.deepEqual(back, [], "held as it is, its bytes are in use");
+    delivery.rx.newConnection();
+    assert.deepEqual(back, [8192]);
+  });
+});
 
 describe("Delivery: what arrives", () => {
   it("delivers frames in order, and neither a repeat nor a frame after a gap", () => {

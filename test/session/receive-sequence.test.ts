@@ -17,11 +17,13 @@ function rig(rttMs?: number, giveUpAfterMs = 0) {
   const clock = new FakeClock();
   const asks: [number, number][] = [];
   const unhealed: { expected: number; asks: number }[] = [];
+  const dropped: string[] = [];
   const rx = new ReceiveSequence<string>(clock, {
     askResend: (received, upTo) => asks.push([received, upTo]),
     unhealed: (expected, n) => unhealed.push({ expected, asks: n }),
     rttMs: () => rttMs,
     giveUpAfterMs,
+    dropped: (item) => dropped.push(item),
   });
   /** A frame numbered `seq` arrives (its item names it). */
   const arrive = (seq: number) => rx.arrive(seq, 40, `f${seq}`);
@@ -31,7 +33,7 @@ function rig(rttMs?: number, giveUpAfterMs = 0) {
     for (let item = rx.takeHeld(); item !== undefined; item = rx.takeHeld()) out.push(item);
     return out;
   };
-  return { clock, rx, asks, unhealed, arrive, drain };
+  return { clock, rx, asks, unhealed, dropped, arrive, drain };
 }
 
 describe("ReceiveSequence", () => {
@@ -222,12 +224,14 @@ describe("ReceiveSequence", () => {
     assert.deepEqual(asks.at(-1), [MAX_HELD_FRAMES + 1, RESEND_ALL]);
   });
 
-  it("a new connection forgets the asks and held frames of the old one", async () => {
-    const { clock, rx, arrive, asks } = rig();
+  it("a new connection forgets the asks and held frames of the old one, letting each go", async () => {
+    const { clock, rx, arrive, asks, dropped } = rig();
     arrive(1);
     arrive(3);
+    arrive(4);
     rx.newConnection();
     assert.deepEqual(rx.held, { frames: 0, bytes: 0 });
+    assert.deepEqual(dropped, ["f3", "f4"]);
     await clock.advance(10 * RESEND_WAIT_MIN_MS);
     assert.equal(asks.length, 1);
     // The resume's replay starts at 2: no gap, no ask.
