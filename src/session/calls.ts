@@ -30,6 +30,7 @@ import {
   isPlainResult,
   ResultSchema,
 } from "./messages.ts";
+import { runHandler } from "./run-handler.ts";
 import type { Clock } from "./runtime.ts";
 import type { SessionStream } from "./stream.ts";
 import type { Streams } from "./streams.ts";
@@ -403,59 +404,12 @@ export class Calls<S> {
     const fail = (err: unknown) => {
       if (!this.#port.ended()) reply(err);
     };
-    const hasStreams = streamCount > 0;
-    // The handler runs in a microtask (so frames that arrived with the CALL, a CANCEL say, are
-    // handled first). A call without streams whose handler returns a plain value is answered
-    // right there: the promise chain the general case needs costs more than the call itself.
-    RESOLVED.then(() => {
-      let value: unknown;
-      let then: unknown;
-      try {
-        value = handler(msg.params, ctx);
-        // Read once, as resolving a promise with `value` would.
-        then = isObjectLike(value) ? (value as { then?: unknown }).then : undefined;
-      } catch (err) {
-        try {
-          fail(err);
-        } finally {
-          finish();
-        }
-        return;
-      }
-      if (!hasStreams && typeof then !== "function") {
-        try {
-          sendResult(value);
-        } finally {
-          finish();
-        }
-        return;
-      }
-      const outcome =
-        typeof then === "function"
-          ? new Promise((resolve, reject) => then.call(value, resolve, reject))
-          : Promise.resolve(value);
-      // The call is finished here as soon as its reply is sent (the peer may close at once).
-      outcome.then(
-        async (value) => {
-          try {
-            // All stream output reaches the caller before the result does.
-            if (hasStreams) {
-              for (const s of Object.values(streams)) s.end();
-              await Promise.all(Object.values(streams).map((s) => this.#streams.outputDone(s)));
-            }
-            sendResult(value);
-          } finally {
-            finish();
-          }
-        },
-        (err: unknown) => {
-          try {
-            fail(err);
-          } finally {
-            finish();
-          }
-        },
-      );
+    runHandler(handler, msg.params, ctx, {
+      output: streamCount > 0 ? Object.values(streams) : NO_STREAMS,
+      outputDone: (s) => this.#streams.outputDone(s),
+      sendResult,
+      fail,
+      finish,
     });
   }
 
@@ -519,6 +473,3 @@ export class Calls<S> {
   }
 }
 
-function isObjectLike(value: unknown): value is object {
-  return (typeof value === "object" && value !== null) || typeof value === "function";
-}
