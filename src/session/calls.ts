@@ -472,4 +472,3 @@ export class Calls<S> {
     if (restart) this.#runningBytes = 0;
   }
 }
-

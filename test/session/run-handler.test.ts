@@ -59,6 +59,7 @@ describe("runHandler", () => {
     assert.deepEqual(await run(async () => 2).settled(), ["result 2", "finish"]);
     let reads = 0;
     const thenable = {
+      // biome-ignore lint/suspicious/noThenProperty: a thenable is what this test hands over
       get then() {
         reads++;
         return (resolve: (v: unknown) => void) => resolve(3);
