@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
-import { type Recycler, recycleFrom } from "../../src/recycle.ts";
+import { copyOf, discard, type Recycler, recycleFrom } from "../../src/recycle.ts";
 import { Outbox } from "../../src/session/outbox.ts";
 import { Session } from "../../src/session/session.ts";
 import { memoryPair } from "../../src/transport/memory.ts";
@@ -164,5 +164,32 @@ describe("stream bytes handed back to their buffer", () => {
     const small = counting(100);
     outbox.send(FrameType.DATA, 1, small.buffer, true);
     assert.equal(small.back(), 100, "copied next to its header: handed back at once");
+  });
+});
+
+describe("copyOf and discard", () => {
+  it("copyOf copies a Node Buffer's bytes into memory of their own, keeping its class", () => {
+    const buffer = Buffer.alloc(64, 1);
+    const view = buffer.subarray(8, 24);
+    const copy = copyOf(view);
+    assert.ok(Buffer.isBuffer(copy));
+    assert.notEqual(copy.buffer, buffer.buffer, "Buffer#slice would share the bytes");
+    buffer.fill(2);
+    assert.deepEqual([...new Set(copy)], [1]);
+    assert.equal(copy.length, 16);
+  });
+
+  it("discard gives stream bytes back as consumed: adopted, then released", () => {
+    const buffer = new Uint8Array(64);
+    const said: string[] = [];
+    recycleFrom(buffer.buffer, {
+      share() {},
+      adopt: (view) => said.push(`adopt ${view.byteOffset}+${view.length}`),
+      release: (view) => said.push(`release ${view.byteOffset}+${view.length}`),
+    });
+    discard(buffer.subarray(16, 48));
+    assert.deepEqual(said, ["adopt 16+32", "release 16+32"]);
+    discard(new Uint8Array(4)); // a buffer nobody registered: nothing to say
+    assert.equal(said.length, 2);
   });
 });
