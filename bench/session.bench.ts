@@ -442,24 +442,44 @@ async function interleavedLatency<K extends string>(
 }
 
 /** Rates of each case, the cases taking turns run by run; MB/s, the median and all runs. */
+/** A stream case's figures: MB/s (median and each run) and the reading process's page faults. */
+interface StreamFigures {
+  mbps: number;
+  runs: number[];
+  readerFaultsPerGiB: number;
+}
+
 async function interleavedStreams<K extends string>(
   cases: Record<K, (bytes: number) => Promise<number>>,
   bytes: number,
   runs: number,
   warmupBytes: number,
-): Promise<Record<K, { mbps: number; runs: number[] }>> {
+): Promise<Record<K, StreamFigures>> {
   const names = Object.keys(cases) as K[];
   for (const name of names) await cases[name](warmupBytes);
   const samples = new Map<K, number[]>(names.map((name) => [name, []]));
+  const faults = new Map<K, number[]>(names.map((name) => [name, []]));
   for (let run = 0; run < runs; run++) {
-    for (const name of names) samples.get(name)?.push(await cases[name](bytes));
+    for (const name of names) {
+      const before = process.resourceUsage().minorPageFault;
+      samples.get(name)?.push(await cases[name](bytes));
+      const taken = process.resourceUsage().minorPageFault - before;
+      faults.get(name)?.push((taken * GiB) / bytes);
+    }
   }
   return Object.fromEntries(
     names.map((name) => {
       const all = samples.get(name) ?? [];
-      return [name, { mbps: median(all), runs: all.map((r) => round(r)) }];
+      return [
+        name,
+        {
+          mbps: median(all),
+          runs: all.map((r) => round(r)),
+          readerFaultsPerGiB: round(median(faults.get(name) ?? [])),
+        },
+      ];
     }),
-  ) as Record<K, { mbps: number; runs: number[] }>;
+  ) as Record<K, StreamFigures>;
 }
 
 function sizeLabel(bytes: number): string {
@@ -513,8 +533,8 @@ async function placements(
 interface Measured {
   latency: Latency[];
   rates: Record<"raw" | "guestlink" | "source", Rate>;
-  stream: Record<"raw" | "guestlink", { mbps: number; runs: number[] }>;
-  sweep: Record<string, { mbps: number; runs: number[] }>;
+  stream: Record<"raw" | "guestlink", StreamFigures>;
+  sweep: Record<string, StreamFigures>;
   buildWarnings: string;
 }
 
@@ -760,7 +780,9 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       ` ${formatNumber(sourceRatio, 2)}x the build's rate; tsx's keepNames wraps each named closure.`,
     `stream: median of ${cfg.streamRuns} transfers per side (MB/s guestlink ${stream.guestlink.runs.join(" ")};` +
       ` raw ${stream.raw.runs.join(" ")}); 64 KiB writes with backpressure, read with for-await` +
-      " (guestlink through toDuplex). MB = 10^6 bytes.",
+      " (guestlink through toDuplex). MB = 10^6 bytes. The reader's page faults per GiB, median:" +
+      ` guestlink ${formatNumber(stream.guestlink.readerFaultsPerGiB)}, raw ${formatNumber(stream.raw.readerFaultsPerGiB)}` +
+      " (memory the allocator gave back to the system and takes again: they swing between runs, and the rate with them).",
     ...(m.buildWarnings
       ? [
           `note: tsc reported errors building src/ (figures are from what it emitted):\n${m.buildWarnings}`,
@@ -795,6 +817,8 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       ratio: round(streamRatio, 3),
       runs: stream.guestlink.runs,
       rawRuns: stream.raw.runs,
+      readerFaultsPerGiB: stream.guestlink.readerFaultsPerGiB,
+      rawReaderFaultsPerGiB: stream.raw.readerFaultsPerGiB,
       aimRatio: AIM_STREAM_RATIO,
       pass: streamVerdict === "PASS",
     },
