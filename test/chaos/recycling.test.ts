@@ -12,7 +12,6 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { execService } from "../../src/agent/exec.ts";
 import { pipeSlabs } from "../../src/agent/pipe-reads.ts";
@@ -20,7 +19,7 @@ import { spawnAddon } from "../../src/agent/spawn-native.ts";
 import { remoteExec } from "../../src/controller/exec.ts";
 import { openSession, type SessionServer, serveSessions } from "../../src/platform/session.ts";
 import { slabsAllocated } from "../../src/transport/slab-reads.ts";
-import { hashSink, randomOutput } from "../helpers/output-check.ts";
+import { hashSink, randomOutput, textSink } from "../helpers/output-check.ts";
 import { type ChaosFaultOptions, startChaosProxy } from "./proxy.ts";
 
 const MiB = 1024 * 1024;
@@ -58,25 +57,16 @@ describe("read buffers through redials", () => {
       const hostBefore = slabsAllocated();
       const agentBefore = pipeSlabs.allocated;
       const stdout = hashSink();
-      let stderr = "";
+      const stderr = textSink();
       const result = await remoteExec(
         session,
         { argv: randomOutput(32 * MiB, join(dir, "random.bin")) },
-        {
-          stdout,
-          stderr: new Writable({
-            write(chunk: Buffer, _encoding, callback) {
-              stderr += chunk.toString();
-              callback();
-            },
-          }),
-          recycle: true,
-        },
+        { stdout, stderr, recycle: true },
       );
-      assert.equal(result.status, 0, stderr);
+      assert.equal(result.status, 0, stderr.text());
       const { sha256, bytes } = stdout.digest();
       assert.equal(bytes, 32 * MiB);
-      assert.equal(sha256, stderr.split(" ")[0], "byte-exact");
+      assert.equal(sha256, stderr.text().split(" ")[0], "byte-exact");
       return {
         stats: proxy.stats,
         host: slabsAllocated() - hostBefore,

@@ -7,13 +7,13 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { PassThrough, Writable } from "node:stream";
+import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { remoteExec } from "../../src/controller/exec.ts";
 import { openDaemonSession } from "../../src/daemon/client.ts";
 import { isGuestlinkError } from "../../src/errors.ts";
 import { SLAB_READ_BYTES } from "../../src/transport/slab-reads.ts";
-import { randomOutput } from "../helpers/output-check.ts";
+import { randomOutput, textSink } from "../helpers/output-check.ts";
 import { type HeldFixture, startHeld } from "./held.ts";
 
 describe("the @ID client (openDaemonSession)", () => {
@@ -45,11 +45,7 @@ describe("the @ID client (openDaemonSession)", () => {
           done();
         },
       });
-      const stderr = new PassThrough();
-      let said = "";
-      stderr.setEncoding("utf8").on("data", (text: string) => {
-        said += text;
-      });
+      const stderr = textSink();
       const result = await remoteExec(
         session,
         { argv: randomOutput(bytes, join(held.remote, "out.bin")) },
@@ -59,7 +55,7 @@ describe("the @ID client (openDaemonSession)", () => {
       assert.equal(got, bytes);
       assert.equal(
         hash.digest("hex"),
-        said.split(" ")[0],
+        stderr.text().split(" ")[0],
         "the bytes arrived as the command wrote them",
       );
       const inSlabs = [...slabs.values()].reduce((a, b) => a + b, 0);

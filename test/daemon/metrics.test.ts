@@ -19,6 +19,7 @@ import { readServeConfig } from "../../src/daemon/config.ts";
 import { Daemon } from "../../src/daemon/daemon.ts";
 import { isGuestlinkError } from "../../src/errors.ts";
 import { type AgentProcess, startAgent } from "../helpers/agent-process.ts";
+import { textSink } from "../helpers/output-check.ts";
 import { requires } from "../helpers/requires.ts";
 import { until } from "../helpers/until.ts";
 
@@ -139,18 +140,14 @@ describe("the daemon's /metrics (real agents, calls through @ID)", () => {
     const session = await openDaemonSession("vm-a", { socketPath: socket });
     try {
       await session.call("info");
-      const stdout = new PassThrough();
-      let out = "";
-      stdout.setEncoding("utf8").on("data", (d: string) => {
-        out += d;
-      });
+      const stdout = textSink();
       const result = await remoteExec(
         session,
         { argv: ["sh", "-c", "head -c 5000 /dev/zero | tr '\\0' x"] },
         { stdout, stderr: new PassThrough() },
       );
       assert.equal(result.status, 0);
-      assert.equal(out.length, 5000);
+      assert.equal(stdout.text().length, 5000);
       await assert.rejects(session.call("no.such.method"), (err) =>
         isGuestlinkError(err, "METHOD_NOT_FOUND"),
       );

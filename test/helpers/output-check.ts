@@ -26,3 +26,15 @@ export function hashSink(): Writable & { digest(): { sha256: string; bytes: numb
   });
   return Object.assign(sink, { digest: () => ({ sha256: hash.digest("hex"), bytes }) });
 }
+
+/** A Writable that keeps what it is given as text (a command's stderr, a short output). */
+export function textSink(): Writable & { text(): string } {
+  let text = "";
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      text += chunk.toString();
+      done();
+    },
+  });
+  return Object.assign(sink, { text: () => text });
+}
