@@ -322,6 +322,8 @@ export async function buildLibrary(parent: string): Promise<BuiltLibrary> {
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, "package.json"), '{ "type": "module" }\n');
   await symlink(join(REPO_ROOT, "node_modules"), join(dir, "node_modules"), "dir");
+  // The native addons, found as in the package (platform/native-addon.ts looks above dist/).
+  await symlink(join(REPO_ROOT, "native"), join(dir, "native"), "dir");
   const tsc = join(REPO_ROOT, "node_modules", "typescript", "bin", "tsc");
   const args = [tsc, "-p", "tsconfig.build.json", "--outDir", dir, "--declaration", "false"];
   const child = spawn(process.execPath, [...args, "--sourceMap", "false"], {

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { build, type Plugin } from "esbuild";
 import { SPAWN_ADDON_FILE } from "../src/agent/spawn-native.ts";
 import { ADDON_BUILD_DIR } from "../src/platform/native-addon.ts";
+import { SLAB_ADDON_FILE } from "../src/platform/slabs.ts";
 import { VSOCK_ADDON_FILE } from "../src/transport/vsock-addon.ts";
 
 const outfile = "dist/guestlink-agent.cjs";
@@ -69,6 +70,11 @@ const addons = [
     file: VSOCK_ADDON_FILE,
     what: "the vsock addon, for vsock: in the bundled agent",
     without: "no vsock:",
+  },
+  {
+    file: SLAB_ADDON_FILE,
+    what: "the slab addon: read buffers used again once collected",
+    without: "read buffers from Node alone",
   },
   {
     file: SPAWN_ADDON_FILE,

@@ -4,13 +4,16 @@
  *
  * - native/vsock.c → native/build/Release/guestlink_vsock.node: AF_VSOCK (`vsock:` addresses);
  * - native/spawn.c → native/build/Release/guestlink_spawn.node: the agent's spawner (posix_spawn,
- *   real pipes, pseudo-terminals for `exec -t`).
+ *   real pipes, pseudo-terminals for `exec -t`);
+ * - native/slab.c → native/build/Release/guestlink_slab.node: read buffers used again once the
+ *   garbage collector freed them (src/platform/slabs.ts).
  *
- * Both are optional: when one cannot be built (not Linux, no compiler, no Python, no Node
+ * All are optional: when one cannot be built (not Linux, no compiler, no Python, no Node
  * headers) this prints one warning line for it and exits 0. Without the vsock addon `vsock:`
  * addresses fail with TRANSPORT_UNSUPPORTED saying how to build it; without the spawner the agent
- * starts commands with Node's child_process and `exec -t` fails with TTY_UNSUPPORTED. The two are
- * built apart (make -k), so one failing leaves the other. The full node-gyp output goes to
+ * starts commands with Node's child_process and `exec -t` fails with TTY_UNSUPPORTED; without the
+ * slab addon read buffers are Node's own. Each is built
+ * apart (make -k), so one failing leaves the others. The full node-gyp output goes to
  * native/build-native.log.
  *
  * Plain JavaScript with no dependencies: install scripts may run before devDependencies exist.
@@ -28,6 +31,11 @@ const log = join(native, "build-native.log");
 /** Each addon: its file, and what is missing without it. */
 const ADDONS = [
   { file: "guestlink_vsock.node", name: "vsock addon", without: "vsock: addresses will fail" },
+  {
+    file: "guestlink_slab.node",
+    name: "slab addon",
+    without: "read buffers a stream's reader keeps go back to the system, and are faulted in anew",
+  },
   {
     file: "guestlink_spawn.node",
     name: "spawn addon",

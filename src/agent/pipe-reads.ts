@@ -11,6 +11,7 @@
  */
 import net from "node:net";
 import { Readable } from "node:stream";
+import { newSlab } from "../platform/slabs.ts";
 import { type Recycler, recycleFrom } from "../recycle.ts";
 
 /** Size of the slabs read into. */
@@ -36,8 +37,7 @@ class SlabPool implements Recycler {
   take(): Uint8Array {
     let slab = this.#free.pop();
     if (slab === undefined) {
-      // Not zeroed: only what a read wrote is ever handed out.
-      slab = Buffer.allocUnsafeSlow(PIPE_SLAB_BYTES);
+      slab = newSlab(PIPE_SLAB_BYTES);
       this.allocated++;
     }
     recycleFrom(slab.buffer, this);

@@ -12,6 +12,7 @@
  * slab any other payload came from (a call's parameters) is left to the garbage collector.
  */
 import type net from "node:net";
+import { newSlab } from "../platform/slabs.ts";
 import { type Recycler, recycleFrom } from "../recycle.ts";
 
 /** Size of the buffers read into. */
@@ -215,8 +216,7 @@ export class SlabReads implements Recycler {
       }
       let slab = free.pop();
       if (slab === undefined) {
-        // Not zeroed: only what a read wrote is ever handed out.
-        slab = Buffer.allocUnsafeSlow(SLAB_READ_BYTES);
+        slab = newSlab(SLAB_READ_BYTES);
         allocated++;
       }
       recycleFrom(slab.buffer, this);

@@ -46,6 +46,7 @@ const AGENT_BUNDLE = join(ROOT, "dist", "guestlink-agent.cjs");
  * there because the guest runs the host's own node and libc.
  */
 export const SPAWN_ADDON = join(ROOT, "dist", "guestlink_spawn.node");
+export const SLAB_ADDON = join(ROOT, "dist", "guestlink_slab.node");
 const GUEST_DIR = fileURLToPath(new URL("./guest/", import.meta.url));
 const INIT_SCRIPT = join(GUEST_DIR, "init.sh");
 const BARE_PORT_SCRIPT = join(GUEST_DIR, "bare-port.cjs");
@@ -97,6 +98,7 @@ export async function prepareImage(options: PrepareImageOptions = {}): Promise<G
     busybox: await sha256File(BUSYBOX),
     agent: await sha256File(AGENT_BUNDLE),
     spawnAddon: existsSync(SPAWN_ADDON) ? await sha256File(SPAWN_ADDON) : null,
+    slabAddon: existsSync(SLAB_ADDON) ? await sha256File(SLAB_ADDON) : null,
     init: await sha256File(INIT_SCRIPT),
     barePort: await sha256File(BARE_PORT_SCRIPT),
     builder: await sha256Files(
@@ -236,6 +238,9 @@ function guestEntries(
     { type: "file", path: "guestlink-agent.cjs", source: AGENT_BUNDLE },
     ...(existsSync(SPAWN_ADDON)
       ? [{ type: "file" as const, path: "guestlink_spawn.node", source: SPAWN_ADDON }]
+      : []),
+    ...(existsSync(SLAB_ADDON)
+      ? [{ type: "file" as const, path: "guestlink_slab.node", source: SLAB_ADDON }]
       : []),
     { type: "file", path: "bare-port.cjs", source: BARE_PORT_SCRIPT },
     { type: "file", path: "etc/hostname", data: "guestlink-vm\n" },
