@@ -280,7 +280,14 @@ describe("the guestlink command", () => {
 
   it("bin/guestlink runs the built CLI", () => {
     const bin = fileURLToPath(new URL("../../bin/guestlink", import.meta.url));
-    const out = execFileSync(process.execPath, [bin, "--version"], { encoding: "utf8" });
-    assert.match(out.trim(), /^\d+\.\d+\.\d+$/);
+    const out = execFileSync(process.execPath, [bin, "--help"], { encoding: "utf8" });
+    assert.match(out, /^Usage: guestlink/);
+    // --version alone bin/guestlink answers itself, with the same version as the program's.
+    const alone = execFileSync(process.execPath, [bin, "--version"], { encoding: "utf8" });
+    const program = execFileSync(process.execPath, [bin, "--version", "--verbose"], {
+      encoding: "utf8",
+    });
+    assert.match(alone, /^\d+\.\d+\.\d+\n$/);
+    assert.equal(alone, program);
   });
 });

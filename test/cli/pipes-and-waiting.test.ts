@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { closeSync, openSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -112,6 +112,50 @@ describe("in pipes and while waiting", () => {
     // yes saw its output closed (EPIPE or a reset, as the socket has it) and ended.
     assert.match(r.stderr, /yes ended\n$/);
     assert.doesNotMatch(r.stderr, /guestlink|EPIPE|at /);
+  });
+
+  it("exec < /dev/null: the command's stdin ends at once, and it is not read (no thread pool started)", async () => {
+    // stdin as a script or a service has it, against an empty regular file (read as ever).
+    const empty = join(dir, "empty");
+    await writeFile(empty, "");
+    const withStdin = async (path: string) => {
+      const threads = join(dir, `threads-${path === empty ? "file" : "null"}`);
+      const recorder = join(dir, "count-threads.cjs");
+      await writeFile(
+        recorder,
+        'process.on("exit", () => require("node:fs").writeFileSync(process.env.THREADS_TO, String(require("node:fs").readdirSync("/proc/self/task").length)));',
+      );
+      const fd = openSync(path, "r");
+      try {
+        const child = spawn(
+          process.execPath,
+          [
+            "--require",
+            recorder,
+            ...guestlinkArgs(["exec", addr, "--", "sh", "-c", "cat; echo end"]),
+          ],
+          { stdio: [fd, "pipe", "pipe"], env: { ...process.env, THREADS_TO: threads } },
+        );
+        let stdout = "";
+        child.stdout?.setEncoding("utf8").on("data", (d: string) => {
+          stdout += d;
+        });
+        child.stderr?.resume();
+        const [code] = (await once(child, "close")) as [number | null];
+        return { code, stdout, threads: Number(await readFile(threads, "utf8")) };
+      } finally {
+        closeSync(fd);
+      }
+    };
+    const devNull = await withStdin("/dev/null");
+    const file = await withStdin(empty);
+    assert.deepEqual([devNull.code, devNull.stdout], [0, "end\n"]);
+    assert.deepEqual([file.code, file.stdout], [0, "end\n"]);
+    // libuv starts its pool (4 threads by default) for the file's first read.
+    assert.ok(
+      devNull.threads < file.threads,
+      `threads at exit: ${devNull.threads} with /dev/null, ${file.threads} with a file`,
+    );
   });
 
   it("exec: a command whose reader goes away dies of SIGPIPE (141), as in a shell", {

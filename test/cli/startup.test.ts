@@ -9,13 +9,27 @@
  */
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readFile,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { build, type Loader, type Plugin } from "esbuild";
-import { CLI_BUILD_OPTIONS, cliBundleFile } from "../../scripts/cli-bundle.ts";
+import {
+  CLI_BUILD_OPTIONS,
+  cliBundleFile,
+  LOADED_BY_LONG_COMMANDS,
+} from "../../scripts/cli-bundle.ts";
 import { type AgentProcess, startAgent } from "../helpers/agent-process.ts";
 import { guestlinkArgs } from "../helpers/bin.ts";
 
@@ -67,6 +81,10 @@ async function install(dir: string, plugins: Plugin[]): Promise<void> {
   for (const file of ["guestlink", "package.json"]) {
     await copyFile(join(ROOT, "bin", file), join(dir, "bin", file));
   }
+  // The package's own (bin/guestlink answers --version from it), and the dependencies the bundle
+  // leaves out (LOADED_BY_LONG_COMMANDS), found as in a package.
+  await copyFile(join(ROOT, "package.json"), join(dir, "package.json"));
+  await symlink(join(ROOT, "node_modules"), join(dir, "node_modules"), "dir");
 }
 
 interface Run {
@@ -119,7 +137,7 @@ describe("what the CLI runs to start", () => {
     const recorder = join(dir, `recorder-${runs}.cjs`);
     await writeFile(
       recorder,
-      `process.on("exit", () => require("node:fs").writeFileSync(${JSON.stringify(log)}, JSON.stringify({ ran: [...(globalThis.__guestlinkRan ?? [])], builtins: process.moduleLoadList })));`,
+      `process.on("exit", () => require("node:fs").writeFileSync(${JSON.stringify(log)}, JSON.stringify({ ran: [...(globalThis.__guestlinkRan ?? [])], required: Object.keys(require.cache), builtins: process.moduleLoadList })));`,
     );
     const { code, stdout, stderr } = await run(
       join(dir, "recorded"),
@@ -130,11 +148,14 @@ describe("what the CLI runs to start", () => {
     assert.equal(code, 0, `guestlink ${args.join(" ")} failed: ${stderr}`);
     const recorded = JSON.parse(await readFile(log, "utf8")) as {
       ran: string[];
+      required: string[];
       builtins: string[];
     };
     // "NativeModule zlib" as zlib
     const modules = recorded.builtins.map((b) => b.replace(/^NativeModule /, ""));
-    return { sources: new Set(recorded.ran), builtins: new Set(modules), stdout };
+    // What the bundle ran, and the packages it required from node_modules (LOADED_BY_LONG_COMMANDS).
+    const required = recorded.required.filter((p) => p.includes("node_modules/")).map(sourceName);
+    return { sources: new Set([...recorded.ran, ...required]), builtins: new Set(modules), stdout };
   }
 
   /** Sources that only running a command needs: none of them may run for --version or --help. */
@@ -152,7 +173,24 @@ describe("what the CLI runs to start", () => {
     );
   }
 
-  for (const args of [["--version"], ["--help"], ["exec", "--help"]]) {
+  it("guestlink --version is answered by bin/guestlink alone: the bundle is not read", async () => {
+    const { version } = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")) as {
+      version: string;
+    };
+    for (const args of [["--version"], ["-V"]]) {
+      const { sources, builtins, stdout } = await ran(args);
+      assert.equal(stdout, `${version}\n`);
+      assert.deepEqual([...sources], [], "the bundle ran");
+      assert.ok(builtins.has("fs"), "the recorder saw no builtin: is it working?");
+      assert.ok(!builtins.has("vm"), "the bundle was compiled");
+    }
+    // With anything else beside it, the program answers, with the same version.
+    const { sources, stdout } = await ran(["--version", "--verbose"]);
+    assert.equal(stdout, `${version}\n`);
+    assert.ok(sources.has("commander"), "the program did not answer --version --verbose");
+  });
+
+  for (const args of [["--version", "--verbose"], ["--help"], ["exec", "--help"]]) {
     it(`guestlink ${args.join(" ")} runs no session, transport or dependency but commander`, async () => {
       const { sources, builtins, stdout } = await ran(args);
       assert.ok(stdout.length > 0, "it printed nothing");
@@ -169,7 +207,7 @@ describe("what the CLI runs to start", () => {
       assert.ok(sources.has(needed), `${needed} did not run: is the recorder working?`);
     }
     const unneeded = [
-      "pino",
+      ...LOADED_BY_LONG_COMMANDS.filter((p) => !p.includes("*")),
       "yaml",
       "@nats-io/transport-node",
       "src/transport/mailbox.ts",
@@ -245,14 +283,15 @@ describe("the CLI's code cache", () => {
 
   it("is written by the first start, used by the next, and kept until a start reaches an agent", async () => {
     const folder = await cacheFolder();
-    const first = await withCache(folder, ["--version"]);
+    // --help runs the program and no session (--version alone is bin/guestlink's own).
+    const first = await withCache(folder, ["--help"]);
     assert.equal(first.code, 0);
     assert.deepEqual(first.said, ["none", "written (level 0)"]);
     assert.ok(first.file?.startsWith(folder));
     const written = await stat(first.file);
     assert.equal(written.mode & 0o777, 0o600);
 
-    const second = await withCache(folder, ["--version"]);
+    const second = await withCache(folder, ["--help"]);
     assert.deepEqual(second.said, ["used (level 0)"]);
     assert.equal((await stat(first.file)).mtimeMs, written.mtimeMs, "it was written again");
 
@@ -263,7 +302,7 @@ describe("the CLI's code cache", () => {
     assert.deepEqual(third.said, ["used (level 0)", "written (level 1)"]);
     const fourth = await withCache(folder, exec());
     assert.deepEqual(fourth.said, ["used (level 1)"]);
-    const fifth = await withCache(folder, ["--version"]);
+    const fifth = await withCache(folder, ["--help"]);
     assert.deepEqual(fifth.said, ["used (level 1)"]);
   });
 
@@ -319,7 +358,7 @@ describe("the CLI's code cache", () => {
   });
 
   it("is not used at all with GUESTLINK_CODE_CACHE=off", async () => {
-    const result = await withCache("off", ["--version"]);
+    const result = await withCache("off", ["--help"]);
     assert.equal(result.code, 0);
     assert.deepEqual(result.said, []);
   });
@@ -394,16 +433,16 @@ register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)})
   });
 
   it("every other command runs from the one bundle, with the code cache", async () => {
-    const log = join(dir, "version.log");
+    const log = join(dir, "help.log");
     const result = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
       execFile(
         process.execPath,
-        ["--import", recorder(log), ...guestlinkArgs(["--version"])],
+        ["--import", recorder(log), ...guestlinkArgs(["--help"])],
         (err, stdout) => resolve({ code: err === null ? 0 : 1, stdout }),
       );
     });
     assert.equal(result.code, 0);
-    assert.match(result.stdout, /\d+\.\d+\.\d+/);
+    assert.match(result.stdout, /^Usage: guestlink/);
     assert.deepEqual(await esModules(log), []);
   });
 });
