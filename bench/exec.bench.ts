@@ -14,8 +14,9 @@
  * - `exec -- true`: (a) per call through the library (`openSession` once, `remoteExec` again and
  *   again) against (c) `child_process.spawn("true")` in a plain node process, and a "ping" call on
  *   the same session (the protocol's floor); (b) the whole CLI invocation, against `node -e 0`
- *   (Node's own startup), `guestlink --version` and `guestlink --help` (startup plus loading the
- *   CLI: its commands' options and help, not their implementations).
+ *   (Node's own startup), `guestlink --version` (bin/guestlink answers it alone) and
+ *   `guestlink --help` (startup plus loading the CLI: its commands' options and help, not their
+ *   implementations).
  * - `guestlink get` / `guestlink put` of a 1 GiB file of random bytes: MB/s against `cp` of the
  *   same file, `cp` followed by `sync FILE` (guestlink fsyncs what it writes; cp does not), and
  *   `cat | dd conv=fsync` (streamed through a pipe between two processes, then fsynced).
@@ -1758,7 +1759,7 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
   }
   rows.push(
     [
-      "  guestlink --version (load the CLI), median",
+      "  guestlink --version (bin/guestlink alone), median",
       f1(cli.version.median),
       f1(cli.node.median),
       "ms",

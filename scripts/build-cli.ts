@@ -15,6 +15,7 @@ import {
   CLI_BUNDLE_DIR,
   CLI_BUNDLE_FILE,
   cliBundleFile,
+  unloadableExternal,
 } from "./cli-bundle.ts";
 
 const result = await build({ ...CLI_BUILD_OPTIONS, write: false });
@@ -23,6 +24,8 @@ if (output === undefined || result.outputFiles.length !== 1) {
   throw new Error(`esbuild gave ${result.outputFiles.length} files for the CLI, not one`);
 }
 const { contents, id } = cliBundleFile(output.contents);
+const unloadable = unloadableExternal(output.text);
+if (unloadable !== undefined) throw new Error(unloadable);
 // Chunks of an earlier build go: nothing may load them by mistake.
 rmSync(CLI_BUNDLE_DIR, { recursive: true, force: true });
 mkdirSync(CLI_BUNDLE_DIR, { recursive: true });

@@ -63,15 +63,22 @@ const commanderWithoutChildProcess: Plugin = {
   },
 };
 
-/** Packages the bundle requires from node_modules when a command loads them (CLI_BUILD_OPTIONS). */
-export const LOADED_BY_LONG_COMMANDS = [
-  "@nats-io/*",
-  "hdr-histogram-js",
-  "ws",
-  "prom-client",
-  "pino",
-  "tweetnacl",
-];
+/**
+ * Packages the bundle requires from node_modules when a command loads them (CLI_BUILD_OPTIONS).
+ * Each must be reached by `require` (a static import in a module the bundle initializes late):
+ * the bundle runs in a vm.Script, where an `import()` of a module outside it fails (and asking
+ * Node's loader for one is experimental in Node 20, with a warning), so the NATS client, which
+ * nats-connect.ts imports with import(), stays in the bundle. build-cli.ts checks.
+ */
+export const LOADED_BY_LONG_COMMANDS = ["hdr-histogram-js", "ws", "prom-client", "pino"];
+
+/** Why `bundle` (the CLI's, as built) would fail to load one of LOADED_BY_LONG_COMMANDS, or undefined. */
+export function unloadableExternal(bundle: string): string | undefined {
+  const imported = LOADED_BY_LONG_COMMANDS.find((name) => bundle.includes(`import("${name}`));
+  return imported === undefined
+    ? undefined
+    : `the CLI bundle loads ${imported} with import(), which fails in the vm.Script that runs it: leave ${imported} in the bundle, or load it with a static import`;
+}
 
 /** What both builds of the CLI share. */
 const COMMON_OPTIONS = {
@@ -97,19 +104,16 @@ export const CLI_BUILD_OPTIONS = {
   banner: {
     js: '"use strict"; var __guestlinkBundleUrl = require("node:url").pathToFileURL(__filename).href;',
   },
-  // Dependencies that only some long-running commands load, when they run (import() or a lazy
-  // require), are required from node_modules instead of being read at every start: the NATS
-  // client (nats:), hdr-histogram-js with pako (fleet runs), ws and prom-client (the daemon),
-  // pino (the agent and the daemon's log), tweetnacl (nkeys, for NATS). 664 KiB of the 1,455
-  // (test/cli/startup.test.ts checks that exec and --version load none of them).
+  // Dependencies that only some long-running commands load, when they run, are required from
+  // node_modules instead of being read at every start: hdr-histogram-js with pako (fleet runs),
+  // ws and prom-client with OpenTelemetry's API (the daemon), pino (logs). test/cli/startup.test.ts
+  // checks that exec, --help and --version load none of them.
   external: [...COMMON_OPTIONS.external, ...LOADED_BY_LONG_COMMANDS],
-  // Less to read and to deserialize at every start: 551 KiB with the line above, against 791
-  // minified of whitespace alone. Names are kept (errors' and classes' names, stack traces); the
-  // line and column of a whitespace-minified bundle told nothing before either. Measured over
-  // 31 starts each, taking turns, on a 2-CPU VM: --version 146 -> 140 ms, exec unix:… -- true
-  // 173 -> 167 ms (node -e 0: 102 ms), and 154 / 182 ms with every dependency bundled. No
-  // comments: esbuild escapes every other character above ASCII, so bin/guestlink reads the
-  // file as Latin-1, 2-3 times faster than as UTF-8 (build-cli.ts checks).
+  // Less to read and to deserialize at every start (see build-cli.ts's line for the size).
+  // Names are kept (errors' and classes' names, stack traces); the line and column of a
+  // whitespace-minified bundle told nothing before either. No comments: esbuild escapes every
+  // other character above ASCII, so bin/guestlink reads the file as Latin-1, 2-3 times faster
+  // than as UTF-8 (build-cli.ts checks).
   minify: true,
   keepNames: true,
 } satisfies BuildOptions;

@@ -207,7 +207,7 @@ describe("what the CLI runs to start", () => {
       assert.ok(sources.has(needed), `${needed} did not run: is the recorder working?`);
     }
     const unneeded = [
-      ...LOADED_BY_LONG_COMMANDS.filter((p) => !p.includes("*")),
+      ...LOADED_BY_LONG_COMMANDS,
       "yaml",
       "@nats-io/transport-node",
       "src/transport/mailbox.ts",
@@ -281,29 +281,50 @@ describe("the CLI's code cache", () => {
     return { folder, file, data, end: data.indexOf(10) };
   }
 
-  it("is written by the first start, used by the next, and kept until a start reaches an agent", async () => {
+  it("is written by a command's first start, used by the next, and again once it reaches an agent", async () => {
     const folder = await cacheFolder();
-    // --help runs the program and no session (--version alone is bin/guestlink's own).
-    const first = await withCache(folder, ["--help"]);
-    assert.equal(first.code, 0);
+    // An exec that cannot reach its agent compiles no session (level 0).
+    const unreachable = ["exec", `unix:${join(dir, "no-such-folder", "a.sock")}`, "--", "true"];
+    const first = await withCache(folder, unreachable);
+    assert.equal(first.code, 255);
     assert.deepEqual(first.said, ["none", "written (level 0)"]);
     assert.ok(first.file?.startsWith(folder));
     const written = await stat(first.file);
     assert.equal(written.mode & 0o777, 0o600);
 
-    const second = await withCache(folder, ["--help"]);
+    const second = await withCache(folder, unreachable);
     assert.deepEqual(second.said, ["used (level 0)"]);
     assert.equal((await stat(first.file)).mtimeMs, written.mtimeMs, "it was written again");
 
-    // exec compiles the session as well: its cache replaces the one --version made.
+    // exec compiles the session as well: its cache replaces the one without it.
     const third = await withCache(folder, exec());
     assert.equal(third.code, 3);
     assert.equal(third.stdout, "out\n");
     assert.deepEqual(third.said, ["used (level 0)", "written (level 1)"]);
+    assert.equal(third.file, first.file);
     const fourth = await withCache(folder, exec());
     assert.deepEqual(fourth.said, ["used (level 1)"]);
-    const fifth = await withCache(folder, ["--help"]);
-    assert.deepEqual(fifth.said, ["used (level 1)"]);
+  });
+
+  it("is each command's own: another command's neither serves exec nor replaces exec's", async () => {
+    const folder = await cacheFolder();
+    // --help runs the program and no session (--version alone is bin/guestlink's own).
+    const help = await withCache(folder, ["--help"]);
+    assert.deepEqual(help.said, ["none", "written (level 0)"]);
+    const first = await withCache(folder, exec());
+    assert.deepEqual(first.said, ["none", "written (level 1)"]);
+    assert.notEqual(first.file, help.file);
+    assert.match(first.file, /-exec\.cache$/);
+    const written = await stat(first.file);
+    // A command that compiles other code (ping reaches the agent too) keeps a cache of its own.
+    const ping = await withCache(folder, ["ping", "--count", "1", agent.address]);
+    assert.equal(ping.code, 0, ping.stderr);
+    assert.deepEqual(ping.said, ["none", "written (level 1)"]);
+    assert.notEqual(ping.file, first.file);
+    const again = await withCache(folder, exec());
+    assert.deepEqual(again.said, ["used (level 1)"]);
+    assert.equal((await stat(first.file)).mtimeMs, written.mtimeMs, "exec's cache was replaced");
+    assert.deepEqual((await withCache(folder, ["--help"])).said, ["used (level 0)"]);
   });
 
   it("made for another build or Node is not used, and is replaced", async () => {
