@@ -6,7 +6,7 @@
  * is done with them, see src/recycle.ts) leaves each 1 MiB read slab to the garbage collector.
  * glibc then gives the memory back to the system (a freed mmap, or the top of the heap trimmed)
  * and the next slab faults every page in anew: up to 256 faults per MiB read, 12.5 us each on
- * the VMs we run on, a third of a reader's time (src/platform/slabs.ts has the figures).
+ * the VMs we run on, up to a third of a reader's time (src/platform/slabs.ts has the figures).
  *
  * slab(bytes) returns an ArrayBuffer over memory of our own (anonymous mmap). The finalizer that
  * Node runs once V8 has collected the ArrayBuffer, when no view of it and no reference to it is

@@ -12,9 +12,8 @@
  * headers) this prints one warning line for it and exits 0. Without the vsock addon `vsock:`
  * addresses fail with TRANSPORT_UNSUPPORTED saying how to build it; without the spawner the agent
  * starts commands with Node's child_process and `exec -t` fails with TTY_UNSUPPORTED; without the
- * slab addon read buffers are Node's own. Each is built
- * apart (make -k), so one failing leaves the others. The full node-gyp output goes to
- * native/build-native.log.
+ * slab addon read buffers are Node's own. Each is built apart (make -k), so one failing leaves
+ * the others. The full node-gyp output goes to native/build-native.log.
  *
  * Plain JavaScript with no dependencies: install scripts may run before devDependencies exist.
  *   node scripts/build-native.mjs        GUESTLINK_SKIP_NATIVE=1 skips it

@@ -5,16 +5,16 @@
  * consumer keeps (a stream read with `for await` and not told back) is left to the garbage
  * collector, and with Node's own buffers glibc then returns its memory to the system: a freed
  * mmap, or the top of the heap trimmed. The next slab faults its pages in anew, up to 256 faults
- * per MiB read at about 12.5 us each on the VMs we run on. Measured with the 1 GiB stream of
- * `npm run bench -- session`: the reader took 5,600 to 144,000 faults per GiB and read at 450 to
- * 800 MB/s, depending on what glibc had done before.
+ * per MiB read at about 12.5 us each on the VMs we run on. Measured with the stream of
+ * `npm run bench -- session`: the reader took 140 to 144,000 faults per GiB and read at 220 to
+ * 980 MB/s, depending on what glibc had done before.
  *
  * So after the first few slabs of a process (a short command never loads it), slabs come from
  * guestlink's slab addon (native/slab.c): memory that goes back on a free list of the addon's
  * once V8 has collected its ArrayBuffer, when nothing in JavaScript can reach it any more, and
- * is handed out again from there with its pages present. The same stream then took about 1,300
- * faults per GiB and read at about 900 MB/s in every run. The list holds up to 64 MiB (about
- * what one collection frees); it is emptied when no slab was taken for IDLE_TRIM_MS.
+ * is handed out again from there with its pages present. The same stream then took 150 to 1,400
+ * faults per GiB, and read at 725 to 960 MB/s. The list holds up to 64 MiB (about what one
+ * collection frees); it is emptied when no slab was taken for IDLE_TRIM_MS.
  *
  * Without the addon (not built, `GUESTLINK_SLAB_ADDON=off`), slabs are Node's own buffers.
  */
