@@ -9,7 +9,12 @@ import { guestlinkArgs } from "../../helpers/bin.ts";
 import { ROOT } from "./image.ts";
 
 /** A CLI run that takes longer than this is stuck, whatever it was doing. */
-const DEFAULT_CLI_TIMEOUT_MS = 120_000;
+/**
+ * Below the tests' own 120 s: a CLI that stalls is killed first, so that the test fails with its
+ * stderr and the guest console (the agent's log) instead of a bare timeout. 20 MB over virtio-serial
+ * takes 6-20 s here; CI once saw it stall until the test's timeout, with nothing left to read.
+ */
+const DEFAULT_CLI_TIMEOUT_MS = 90_000;
 
 export interface GuestlinkRun {
   code: number | null;

@@ -16,7 +16,7 @@ import { after, before, describe, type TestContext, test } from "node:test";
 import { hashSink } from "../../helpers/output-check.ts";
 import { BarePort } from "./bare-port.ts";
 import { CutProxy, upstreamOf } from "./cut-proxy.ts";
-import { describeRun, runGuestlink } from "./host.ts";
+import { describeRun, type GuestlinkRun, runGuestlink } from "./host.ts";
 import { type GuestImage, ImageUnavailable, prepareImage, SPAWN_ADDON } from "./image.ts";
 import { bootVm, GUEST_SERIAL_LISTEN, GUEST_TCP_LISTEN, type Vm, type VmExit } from "./vm.ts";
 
@@ -91,11 +91,15 @@ function agentSuite(
       if (dir) await rm(dir, { recursive: true, force: true });
     });
 
+    /** describeRun, and the guest console's last lines (the agent logs there): what a stall left. */
+    const described = (args: readonly string[], r: GuestlinkRun) =>
+      `${describeRun(args, r)}\nguest console:\n${vm?.console.tail() ?? "(no VM)"}`;
+
     test("info says who the agent is and which kernel the guest runs", bounded, async (t) => {
       if (!vmOrSkip(t, vm) || !image) return;
       const args = ["info", address, "--json"];
       const r = await runGuestlink(args);
-      assert.equal(r.code, 0, describeRun(args, r));
+      assert.equal(r.code, 0, described(args, r));
       const info = JSON.parse(r.stdout.toString()) as {
         hostname: string;
         os: { type: string; release: string };
@@ -111,7 +115,7 @@ function agentSuite(
       if (!vmOrSkip(t, vm) || !image) return;
       const args = ["exec", address, "--", "uname", "-a"];
       const r = await runGuestlink(args);
-      assert.equal(r.code, 0, describeRun(args, r));
+      assert.equal(r.code, 0, described(args, r));
       const line = r.stdout.toString().trim();
       assert.match(line, /^Linux guestlink-vm \S+ #\d+/);
       assert.ok(line.includes(image.kernelRelease), line);
@@ -125,15 +129,15 @@ function agentSuite(
         const native = existsSync(SPAWN_ADDON);
         const pipes = ["exec", address, "--", "readlink", "/proc/self/fd/1"];
         const p = await runGuestlink(pipes);
-        assert.equal(p.code, 0, describeRun(pipes, p));
+        assert.equal(p.code, 0, described(pipes, p));
         assert.match(p.stdout.toString(), native ? /^pipe:/ : /^socket:/);
         const tty = ["exec", "-tt", address, "--", "sh", "-c", "tty; exit 3"];
         const r = await runGuestlink(tty);
         if (native) {
-          assert.equal(r.code, 3, describeRun(tty, r));
+          assert.equal(r.code, 3, described(tty, r));
           assert.match(r.stdout.toString(), /^\/dev\/pts\/\d+\r\n$/);
         } else {
-          assert.equal(r.code, 255, describeRun(tty, r));
+          assert.equal(r.code, 255, described(tty, r));
           assert.match(r.stderr, /\[TTY_UNSUPPORTED\]/);
         }
       },
@@ -143,7 +147,7 @@ function agentSuite(
       if (!vmOrSkip(t, vm)) return;
       const args = ["exec", address, "--", "dmesg"];
       const r = await runGuestlink(args);
-      assert.equal(r.code, 0, describeRun(args, r));
+      assert.equal(r.code, 0, described(args, r));
       const log = r.stdout.toString();
       assert.match(log, /Linux version \d/);
       // The first line of the boot and one near its end: the whole log, not a piece of it.
@@ -158,7 +162,7 @@ function agentSuite(
       const args = ["exec", address, "--", "sh", "-c", script];
       const sink = hashSink();
       const r = await runGuestlink(args, { stdout: sink });
-      assert.equal(r.code, 0, describeRun(args, r));
+      assert.equal(r.code, 0, described(args, r));
       const guestSha256 = /^([0-9a-f]{64})\s/.exec(r.stderr)?.[1];
       assert.ok(guestSha256, `no sha256 from the guest on stderr: ${JSON.stringify(r.stderr)}`);
       assert.deepEqual(sink.digest(), { sha256: guestSha256, bytes: BIG_OUTPUT_BYTES });
@@ -174,17 +178,17 @@ function agentSuite(
 
       const put = ["put", address, local, "/tmp/put.bin"];
       const p = await runGuestlink(put);
-      assert.equal(p.code, 0, describeRun(put, p));
+      assert.equal(p.code, 0, described(put, p));
 
       // The guest's own sha256sum, so the file is checked where it landed too.
       const sum = ["exec", address, "--", "sha256sum", "/tmp/put.bin"];
       const s = await runGuestlink(sum);
-      assert.equal(s.code, 0, describeRun(sum, s));
+      assert.equal(s.code, 0, described(sum, s));
       assert.equal(s.stdout.toString().split(/\s+/)[0], sha256);
 
       const get = ["get", address, "/tmp/put.bin", back];
       const g = await runGuestlink(get);
-      assert.equal(g.code, 0, describeRun(get, g));
+      assert.equal(g.code, 0, described(get, g));
       assert.ok((await readFile(back)).equals(data), "the file that came back differs");
     });
 
@@ -201,7 +205,7 @@ function agentSuite(
           const args = ["exec", proxy.address, "--", "sh", "-c", script];
           const sink = hashSink();
           const r = await runGuestlink(args, { stdout: sink });
-          assert.equal(r.code, 0, describeRun(args, r));
+          assert.equal(r.code, 0, described(args, r));
           assert.equal(proxy.cuts.length, 1, "the connection was cut once");
           assert.ok(
             proxy.connections >= 2,
@@ -226,7 +230,7 @@ function agentSuite(
         // powers off when it does (guest/init.sh).
         const args = ["exec", address, "--", "sh", "-c", "kill -TERM $PPID"];
         const r = await runGuestlink(args);
-        assert.equal(r.code, 0, describeRun(args, r));
+        assert.equal(r.code, 0, described(args, r));
         const exit = await exitOf(booted);
         assert.deepEqual(
           exit,
