@@ -16,15 +16,13 @@
  * That one process serves the baselines and guestlink alike, and the cases take turns, so a
  * baseline and the figure beside it see the same process, CPU placement and machine load.
  */
-import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { ADDON_BUILD_DIR } from "../src/platform/native-addon.ts";
 import type { NodeSessionOptions } from "../src/platform/session.ts";
-import { SLAB_ADDON_ENV, SLAB_ADDON_FILE } from "../src/platform/slabs.ts";
+// Found from src/platform/ as the built library finds it (bench/lib.ts links native/ beside it).
+import { slabAddonPath } from "../src/platform/slabs.ts";
 import {
   DEFAULT_SESSION_WINDOW_BYTES,
   DEFAULT_STREAM_WINDOW_BYTES,
@@ -445,15 +443,6 @@ async function interleavedLatency<K extends string>(
   >;
 }
 
-/** Whether the built library takes its read slabs from the slab addon (as bench/lib.ts links it). */
-function slabAddonUsed(): boolean {
-  const set = process.env[SLAB_ADDON_ENV];
-  if (set === "off") return false;
-  return existsSync(
-    set || fileURLToPath(new URL(`../${ADDON_BUILD_DIR}/${SLAB_ADDON_FILE}`, import.meta.url)),
-  );
-}
-
 /** A stream case's figures: MB/s (median and each run) and the reading process's page faults. */
 interface StreamFigures {
   mbps: number;
@@ -796,7 +785,7 @@ function report(opts: BenchOptions, cfg: Config, m: Measured): BenchReport {
       " (guestlink through toDuplex). MB = 10^6 bytes. The reader's page faults per GiB, median:" +
       ` guestlink ${formatNumber(stream.guestlink.readerFaultsPerGiB)}, raw ${formatNumber(stream.raw.readerFaultsPerGiB)}` +
       " (memory given back to the system and faulted in again: the raw reader's swing with glibc's state, and its rate with them;" +
-      ` guestlink's read slabs ${slabAddonUsed() ? "come from its slab addon, used again once collected (src/platform/slabs.ts)" : "are Node's own: the slab addon is not built or turned off"}).`,
+      ` guestlink's read slabs ${slabAddonPath() !== undefined ? "come from its slab addon, used again once collected (src/platform/slabs.ts)" : "are Node's own: the slab addon is not built or turned off"}).`,
     ...(m.buildWarnings
       ? [
           `note: tsc reported errors building src/ (figures are from what it emitted):\n${m.buildWarnings}`,

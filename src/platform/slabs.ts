@@ -70,10 +70,15 @@ function trimWhenIdle(): void {
   takenSinceTrim = false;
 }
 
-function loadSlabAddon(): SlabAddon | null {
+/** The slab addon's file, or undefined when slabs are Node's own (not Linux, turned off, not built). */
+export function slabAddonPath(): string | undefined {
   const override = process.env[SLAB_ADDON_ENV];
-  if (process.platform !== "linux" || override === "off") return null;
-  const path = findAddon(addonCandidates(SLAB_ADDON_FILE, override));
+  if (process.platform !== "linux" || override === "off") return undefined;
+  return findAddon(addonCandidates(SLAB_ADDON_FILE, override));
+}
+
+function loadSlabAddon(): SlabAddon | null {
+  const path = slabAddonPath();
   if (path === undefined) return null;
   try {
     const found = requireAddon(path) as Partial<SlabAddon>;
